@@ -1,0 +1,92 @@
+"""Decision time of the policy with 4, 8 and 20 strategies (p50/p99 over many decisions).
+
+Measures ThompsonPolicy.decide (the draw and the choice: what the request path waits for)
+both with warm caches and right after a posterior update (the derived parameters are
+recomputed), and the Monte Carlo propensity estimate (4,000 draws) separately.
+
+    .venv/bin/python benchmarks/decision_time.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import math
+import time
+
+import numpy as np
+
+from conductor.bandit.policy import PolicyParams, StrategyTable, ThompsonPolicy
+from conductor.bandit.posterior import Prior, TaskPosterior
+from conductor.types import Constraints
+
+
+def world(n_strategies: int, seed: int = 0) -> tuple[TaskPosterior, StrategyTable]:
+    rng = np.random.default_rng(seed)
+    names = [f"s{i}" for i in range(n_strategies)]
+    post = TaskPosterior(names, [Prior(quality_alpha=1, quality_beta=1,
+                                       latency_mu=math.log(800))] * n_strategies)
+    for i, name in enumerate(names):  # some evidence so posteriors differ
+        for _ in range(30):
+            post.observe_reward(name, float(rng.random() < 0.7 + 0.25 * i / n_strategies))
+            post.observe_outcome(name, float(rng.lognormal(math.log(300 + 100 * i), 0.3)),
+                                 int(rng.integers(20, 200)), None, 1.0)
+    prices = np.geomspace(0.1e-6, 10e-6, n_strategies)
+    table = StrategyTable(names=tuple(names), input_price=tuple(prices),
+                          output_price=tuple(4 * prices), discount=(1.0,) * n_strategies,
+                          extra_latency_ms=(0.0,) * n_strategies, draft=(-1,) * n_strategies,
+                          escalate=(-1,) * n_strategies)
+    return post, table
+
+
+def timed(fn, n: int) -> np.ndarray:
+    out = np.empty(n)
+    for i in range(n):
+        t0 = time.perf_counter_ns()
+        fn()
+        out[i] = time.perf_counter_ns() - t0
+    return out / 1000.0  # microseconds
+
+
+def bench(policy: ThompsonPolicy, c: Constraints, rng: np.random.Generator, n: int,
+          decisions: int) -> tuple[float, float, float, float]:
+    """p50 and p99 of decide (us), p99 right after an update (us), propensity p50 (ms)."""
+    post, table = world(n)
+    eligible = np.ones(n, dtype=bool)
+
+    def decide() -> None:
+        policy.decide(post, table, eligible, c, 500, 1.0, rng)
+
+    gc.collect()
+    gc.disable()
+    timed(decide, 1000)  # warm up
+    dec = timed(decide, decisions)
+    after = np.empty(decisions)
+    for i in range(decisions):
+        post.observe_reward(table.names[0], 1.0)  # clears the cached posterior parameters
+        t0 = time.perf_counter_ns()
+        decide()
+        after[i] = (time.perf_counter_ns() - t0) / 1000.0
+    prop = timed(lambda: policy.choice_probabilities(post, table, eligible, c, 500, 1.0, rng),
+                 200)
+    gc.enable()
+    p50, p99 = np.percentile(dec, [50, 99])
+    return float(p50), float(p99), float(np.percentile(after, 99)), float(
+        np.percentile(prop, 50) / 1000.0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--decisions", type=int, default=20_000)
+    args = ap.parse_args()
+    policy = ThompsonPolicy(PolicyParams())
+    c = Constraints(min_quality=0.85, max_latency_ms=2000.0)
+    rng = np.random.default_rng(1)
+    print(f"{'strategies':>10} {'decide p50 us':>14} {'decide p99 us':>14} "
+          f"{'after update p99 us':>20} {'propensity p50 ms':>18}")
+    for n in (4, 8, 20):
+        p50, p99, a99, prop50 = bench(policy, c, rng, n, args.decisions)
+        print(f"{n:>10} {p50:>14.1f} {p99:>14.1f} {a99:>20.1f} {prop50:>18.2f}")
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,277 @@
+"""Settings: a TOML file decoded into frozen Structs, plus the built-in default.
+
+Errors name the key path (``strategies.turbo-cheap.model: unknown model 'gpt-5'``).
+Nothing here reads the environment at import time; API keys are looked up by the
+provider when it is opened, from the variable the config names.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta, Struct
+
+from conductor.errors import ConfigError
+from conductor.types import Mode, NonNegative, Positive, Probability, TaskType
+
+_NAME = Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:/-]+$")]
+
+
+class Timeouts(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """Upstream timeouts in seconds: connect, first byte, idle between stream chunks, total."""
+
+    connect_s: Positive = 5.0
+    first_byte_s: Positive = 30.0
+    idle_s: Positive = 30.0
+    total_s: Positive = 120.0
+
+
+class RetryConfig(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    max_attempts: Annotated[int, Meta(ge=1, le=10)] = 3
+    backoff_initial_s: NonNegative = 0.2
+    backoff_max_s: NonNegative = 5.0
+
+
+class ProviderConfig(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """An upstream. ``demo`` replays the built-in simulated world; ``openai`` is any
+    OpenAI-compatible chat completions API."""
+
+    kind: Literal["demo", "openai", "local"]
+    base_url: str = ""
+    api_key_env: str | None = None
+    timeouts: Timeouts = Timeouts()
+    retry: RetryConfig = RetryConfig()
+    world: str = "builtin"
+    seed: int = 0
+    simulate_latency: bool = False
+    latency_scale: Positive = 1.0
+
+
+class ModelConfig(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """A model on a provider with its public prices (USD per 1M tokens)."""
+
+    provider: _NAME
+    input_usd_per_1m: NonNegative
+    output_usd_per_1m: NonNegative
+    context_window: Annotated[int, Meta(ge=1)] = 128_000
+    upstream_name: str | None = None
+
+
+class BatchConfig(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    window_ms: NonNegative = 50.0
+    max_batch: Annotated[int, Meta(ge=1, le=256)] = 10
+    discount: Annotated[float, Meta(gt=0.0, le=1.0)] = 0.5
+
+
+class VerifiedConfig(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """Draft with ``draft``, score it, escalate to ``escalate_to`` below ``accept_score``."""
+
+    draft: _NAME
+    escalate_to: _NAME
+    accept_score: Probability = 0.7
+    prior_escalation_rate: Probability = 0.3
+
+
+class StrategyConfig(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """A model plus a way of running it, with the priors the policy starts from."""
+
+    model: _NAME
+    mode: Mode = Mode.DIRECT
+    max_tokens: Annotated[int, Meta(ge=1)] | None = None
+    prior_quality: Probability = 0.7
+    prior_strength: Positive = 2.0
+    prior_latency_ms: Positive = 1000.0
+    prior_latency_sigma: Positive = 0.5
+    prior_output_tokens: Positive | None = None
+    batch: BatchConfig | None = None
+    verified: VerifiedConfig | None = None
+
+
+class TaskTypeConfig(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """Defaults for one task type: constraints, judging, heuristics, eligible strategies."""
+
+    max_latency_ms: Positive | None = None
+    min_quality: Probability | None = None
+    max_cost_usd: NonNegative | None = None
+    judge_sample_rate: Probability = 0.05
+    expected_output_tokens: Positive = 256.0
+    labels: tuple[str, ...] = ()
+    max_words: Annotated[int, Meta(ge=1)] | None = None
+    strategies: tuple[str, ...] = ()
+
+
+class JudgeConfig(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    strategy: str | None = None
+    max_calls_per_hour: Annotated[int, Meta(ge=0)] = 1000
+    workers: Annotated[int, Meta(ge=1, le=64)] = 2
+    queue_size: Annotated[int, Meta(ge=1)] = 1000
+
+
+class ClientConfig(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """A client of the service. Keys are stored as SHA-256 hashes or read from ``api_key_env``."""
+
+    api_key_sha256: str | None = None
+    api_key_env: str | None = None
+    requests_per_minute: Annotated[int, Meta(ge=1)] | None = None
+    requests_per_hour: Annotated[int, Meta(ge=1)] | None = None
+    max_cost_per_hour_usd: NonNegative | None = None
+    admin: bool = False
+
+
+class PolicyConfig(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """The bandit's knobs. ``half_life`` counts observations of a task type (None: no decay)."""
+
+    version: str = "v1"
+    default_strategy: _NAME
+    rollout_percent: Annotated[float, Meta(ge=0.0, le=100.0)] = 100.0
+    half_life: Positive | None = 5000.0
+    exploration: dict[str, Annotated[float, Meta(ge=0.0, le=100.0)]] = {}
+    default_exploration: Annotated[float, Meta(ge=0.0, le=100.0)] = 1.0
+    quality_per_usd: NonNegative = 20.0
+    freeze: bool = False
+    propensity_draws: Annotated[int, Meta(ge=100, le=1_000_000)] = 4000
+    wide_posterior_trials: NonNegative = 20.0
+    seed: int | None = None
+    max_fallback_cost_ratio: Positive = 10.0
+
+
+class StorageConfig(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    path: str = "conductor.db"
+    store_text: bool = False
+    snapshot_every_s: Positive = 60.0
+
+
+class Settings(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """The whole configuration. Build it with ``load_settings`` or ``default_settings``."""
+
+    providers: dict[str, ProviderConfig]
+    models: dict[str, ModelConfig]
+    strategies: dict[str, StrategyConfig]
+    policy: PolicyConfig
+    task_types: dict[str, TaskTypeConfig] = {}
+    judge: JudgeConfig = JudgeConfig()
+    clients: dict[str, ClientConfig] = {}
+    storage: StorageConfig = StorageConfig()
+
+    def strategies_for(self, task_type: str) -> list[str]:
+        """Eligible strategy names for a task type, in configuration order."""
+        allowed = self.task_types[task_type].strategies
+        return [s for s in self.strategies if not allowed or s in allowed]
+
+    def temperature(self, task_type: str) -> float:
+        return self.policy.exploration.get(task_type, self.policy.default_exploration)
+
+
+def _check(cond: bool, path: str, message: str) -> None:
+    if not cond:
+        raise ConfigError(f"{path}: {message}")
+
+
+def _validate(s: Settings) -> Settings:
+    """Cross-reference checks msgspec cannot express; each names its key path."""
+    _check(bool(s.strategies), "strategies", "at least one strategy is required")
+    for name, m in s.models.items():
+        _check(m.provider in s.providers, f"models.{name}.provider",
+               f"unknown provider {m.provider!r}; known: {sorted(s.providers)}")
+    for name, st in s.strategies.items():
+        path = f"strategies.{name}"
+        _check(st.model in s.models, f"{path}.model",
+               f"unknown model {st.model!r}; known: {sorted(s.models)}")
+        if st.mode == Mode.BATCH:
+            _check(st.batch is not None, f"{path}.batch", "mode 'batch' needs a [batch] table")
+        if st.mode == Mode.VERIFIED:
+            _check(st.verified is not None, f"{path}.verified",
+                   "mode 'verified' needs a [verified] table")
+            assert st.verified is not None
+            for key in ("draft", "escalate_to"):
+                ref = getattr(st.verified, key)
+                _check(ref in s.strategies, f"{path}.verified.{key}",
+                       f"unknown strategy {ref!r}; known: {sorted(s.strategies)}")
+                _check(s.strategies[ref].mode != Mode.VERIFIED, f"{path}.verified.{key}",
+                       f"{ref!r} is itself verified; verified strategies cannot nest")
+        if st.verified is not None and st.mode != Mode.VERIFIED:
+            raise ConfigError(f"{path}.verified: only allowed with mode = 'verified'")
+    for tname, tt in s.task_types.items():
+        for ref in tt.strategies:
+            _check(ref in s.strategies, f"task_types.{tname}.strategies",
+                   f"unknown strategy {ref!r}; known: {sorted(s.strategies)}")
+    p = s.policy
+    _check(p.default_strategy in s.strategies, "policy.default_strategy",
+           f"unknown strategy {p.default_strategy!r}; known: {sorted(s.strategies)}")
+    for tname in p.exploration:
+        _check(tname in s.task_types, f"policy.exploration.{tname}",
+               f"unknown task type; known: {sorted(s.task_types)}")
+    if s.judge.strategy is not None:
+        _check(s.judge.strategy in s.strategies, "judge.strategy",
+               f"unknown strategy {s.judge.strategy!r}; known: {sorted(s.strategies)}")
+    return s
+
+
+_SECTIONS: dict[str, type] = {
+    "providers": ProviderConfig, "models": ModelConfig, "strategies": StrategyConfig,
+    "task_types": TaskTypeConfig, "clients": ClientConfig,
+}
+
+
+def _convert(value: Any, typ: type, path: str) -> Any:
+    """msgspec.convert, with errors rewritten to name the full key path."""
+    try:
+        return msgspec.convert(value, typ)
+    except msgspec.ValidationError as exc:
+        msg = str(exc)
+        where = path
+        if " - at `$" in msg:
+            msg, at = msg.rsplit(" - at `$", 1)
+            where = path + at.rstrip("`")
+        if msg.startswith("Object contains unknown field"):
+            msg = msg.replace("Object contains", "contains")
+        raise ConfigError(f"{where}: {msg}") from exc
+
+
+def settings_from_dict(data: dict[str, Any], source: str = "<config>") -> Settings:
+    """Decode and validate a configuration mapping. Built-in task types are always present."""
+    try:
+        if not isinstance(data, dict):
+            raise ConfigError("the configuration must be a table")
+        data = dict(data)
+        task_types = dict(data.get("task_types") or {})
+        for t in TaskType:
+            task_types.setdefault(t.value, {})
+        data["task_types"] = task_types
+        for section, typ in _SECTIONS.items():
+            entries = data.get(section, {})
+            if not isinstance(entries, dict):
+                raise ConfigError(f"{section}: expected a table of named entries")
+            data[section] = {k: _convert(v, typ, f"{section}.{k}") for k, v in entries.items()}
+        for key, typ in (("policy", PolicyConfig), ("judge", JudgeConfig),
+                         ("storage", StorageConfig)):
+            if key in data:
+                data[key] = _convert(data[key], typ, key)
+        if "policy" not in data:
+            raise ConfigError("policy: missing table (it names the default_strategy)")
+        settings = _convert(data, Settings, "")
+        return _validate(settings)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {str(exc).lstrip('.')}") from exc.__cause__
+
+
+def load_settings(path: str | Path) -> Settings:
+    """Read a TOML configuration file."""
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: no such config file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc}") from exc
+    return settings_from_dict(data, source=str(p))
+
+
+def default_settings() -> Settings:
+    """The built-in default: the reference deployment's strategies on the demo world."""
+    text = resources.files("conductor.data").joinpath("default.toml").read_text("utf-8")
+    return settings_from_dict(tomllib.loads(text), source="<built-in default.toml>")

@@ -1,0 +1,1 @@
+"""Package data: the built-in default configuration and the demo world's profiles."""

@@ -1,0 +1,61 @@
+"""The provider protocol: what the router needs from an upstream model API."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Protocol, runtime_checkable
+
+from msgspec import Struct
+
+from conductor.types import Message
+
+
+class ProviderCall(Struct, kw_only=True, frozen=True):
+    """One chat completion to send upstream."""
+
+    model: str  # the model's upstream name
+    messages: tuple[Message, ...]
+    max_tokens: int | None = None
+    task_type: str = "chat"
+    temperature: float | None = None
+    response_format: dict[str, Any] | None = None
+    metadata: dict[str, Any] = {}
+    timeout_s: float | None = None  # the request's remaining budget, when it has one
+    batched: bool = False  # part of a micro-batch (the demo world simulates its effect)
+
+
+class ProviderResponse(Struct, kw_only=True, frozen=True):
+    """An upstream's answer. ``usage_estimated`` is set when tokens were counted by us."""
+
+    text: str
+    input_tokens: int
+    output_tokens: int
+    latency_ms: float
+    finish_reason: str = "stop"
+    usage_estimated: bool = False
+    extra: dict[str, Any] = {}
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """An upstream model API. Implementations translate their errors into ProviderError."""
+
+    name: str
+
+    async def complete(self, call: ProviderCall) -> ProviderResponse: ...
+
+    async def aclose(self) -> None: ...
+
+
+def estimate_tokens(text: str) -> int:
+    """Approximate token count: 4 characters per token, OpenAI's rule of thumb for English.
+
+    Used only where an upstream does not report ``usage``; costs computed from it are
+    marked estimated.
+    """
+    return max(1, math.ceil(len(text) / 4))
+
+
+def estimate_prompt_tokens(messages: tuple[Message, ...]) -> int:
+    """Approximate prompt tokens: the text plus 4 tokens of framing per message."""
+    return sum(estimate_tokens(m.content) + 4 for m in messages)

@@ -1,0 +1,126 @@
+"""The demo provider: a simulated world of models that answers with labelled simulated text.
+
+Driven by ``conductor/data/demo_world.toml`` (per-model quality per task type, latency
+profile, output tokens). Each answer also carries its simulated quality, which the
+``SimulatedQualityEvaluator`` feeds back as a reward, so the policy learns with no judge.
+Deterministic under the provider's seed for a given sequence of calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+from msgspec import Struct
+
+from conductor.errors import ConfigError, ProviderBadRequestError
+from conductor.providers.base import ProviderCall, ProviderResponse, estimate_prompt_tokens
+
+_FILLER = ("the order shipped on time and the product matches its description; customers "
+          "mention quality, price and delivery in most reviews of this item")
+
+
+class ModelProfile(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    ttft_ms: float
+    tokens_per_s: float
+    latency_sigma: float = 0.25
+    quality: dict[str, float] = {}
+
+
+class BatchProfile(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    quality_delta: float = 0.0
+
+
+class DemoWorld(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    models: dict[str, ModelProfile]
+    output_tokens: dict[str, float] = {}
+    batch: BatchProfile = BatchProfile()
+
+    def quality(self, model: str, task_type: str, batched: bool = False) -> float:
+        prof = self.models[model]
+        q = prof.quality.get(task_type, sum(prof.quality.values()) / max(1, len(prof.quality)))
+        if batched:
+            q += self.batch.quality_delta
+        return min(1.0, max(0.0, q))
+
+
+def load_world(source: str = "builtin") -> DemoWorld:
+    """Load a demo world: ``builtin`` or a path to a TOML file of the same shape."""
+    if source == "builtin":
+        text = resources.files("conductor.data").joinpath("demo_world.toml").read_text("utf-8")
+    else:
+        try:
+            text = Path(source).read_text("utf-8")
+        except OSError as exc:
+            raise ConfigError(f"providers.*.world: cannot read {source!r}: {exc}") from exc
+    try:
+        return msgspec.convert(tomllib.loads(text), DemoWorld)
+    except (msgspec.ValidationError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"demo world {source!r}: {exc}") from exc
+
+
+class DemoProvider:
+    """Simulated upstream. ``simulate_latency`` sleeps for the simulated time (x scale)."""
+
+    def __init__(self, name: str, world: DemoWorld, *, seed: int = 0,
+                 simulate_latency: bool = False, latency_scale: float = 1.0) -> None:
+        self.name = name
+        self.world = world
+        self.rng = np.random.default_rng(seed)
+        self.simulate_latency = simulate_latency
+        self.latency_scale = latency_scale
+
+    def _answer(self, call: ProviderCall, correct: bool, n_tokens: int) -> str:
+        labels = call.metadata.get("labels") or ["positive", "negative", "neutral"]
+        if call.task_type == "classify":
+            return str(labels[0] if correct else labels[-1])
+        if call.task_type == "extract_json":
+            return '{"simulated": true, "fields": {}}' if correct else '{"simulated": tru'
+        n_words = max(1, int(n_tokens * 0.75))
+        filler = _FILLER.split()
+        words = [filler[i % len(filler)] for i in range(n_words)]
+        return f"[simulated {call.model} answer] " + " ".join(words)
+
+    def simulate(self, call: ProviderCall) -> ProviderResponse:
+        """One simulated answer, without sleeping."""
+        if call.model not in self.world.models:
+            raise ProviderBadRequestError(
+                f"model {call.model!r} is not in the demo world; "
+                f"known: {sorted(self.world.models)}",
+                provider=self.name, status=404)
+        prof = self.world.models[call.model]
+        mean_out = self.world.output_tokens.get(
+            call.task_type, self.world.output_tokens.get("default", 200.0))
+        out = max(1, round(mean_out * math.exp(self.rng.normal(0.0, 0.3) - 0.045)))
+        if call.max_tokens is not None:
+            out = min(out, call.max_tokens)
+        quality = self.world.quality(call.model, call.task_type, call.batched)
+        correct = bool(self.rng.random() < quality)
+        latency = (prof.ttft_ms + 1000.0 * out / prof.tokens_per_s) * math.exp(
+            self.rng.normal(0.0, prof.latency_sigma) - 0.5 * prof.latency_sigma ** 2)
+        extra: dict[str, Any] = {"simulated_quality": 1.0 if correct else 0.0,
+                                 "true_quality": quality}
+        return ProviderResponse(
+            text=self._answer(call, correct, out),
+            input_tokens=estimate_prompt_tokens(call.messages),
+            output_tokens=out,
+            latency_ms=latency * self.latency_scale,
+            finish_reason="length" if call.max_tokens is not None and out >= call.max_tokens
+            else "stop",
+            extra=extra,
+        )
+
+    async def complete(self, call: ProviderCall) -> ProviderResponse:
+        resp = self.simulate(call)
+        if self.simulate_latency:
+            await asyncio.sleep(resp.latency_ms / 1000.0)
+        return resp
+
+    async def aclose(self) -> None:
+        return None

@@ -1,0 +1,584 @@
+"""Conductor: decide -> execute -> record -> reward. No web framework, no database driver.
+
+The router ties the pure policy (``bandit``) to providers, evaluators and a log store, all
+reached through protocols, so each can be swapped (a fake upstream in tests, SQLite in
+the service, a JSONL file for offline analysis).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from conductor.bandit.policy import (
+    PolicyParams,
+    StrategyTable,
+    ThompsonPolicy,
+    eligible_mask,
+    mix_propensity,
+)
+from conductor.bandit.posterior import PosteriorState, Prior
+from conductor.config import Settings, default_settings, load_settings
+from conductor.errors import (
+    ConfigError,
+    InvalidRequestError,
+    NoStrategyAvailableError,
+    NotFoundError,
+    ProviderError,
+    UnknownStrategyError,
+)
+from conductor.evaluators.base import Evaluator, SimulatedQualityEvaluator
+from conductor.providers.base import (
+    Provider,
+    ProviderCall,
+    ProviderResponse,
+    estimate_prompt_tokens,
+)
+from conductor.providers.demo import DemoProvider, load_world
+from conductor.storage.base import LogStore, MemoryLogStore
+from conductor.types import (
+    CallRecord,
+    CompletionRequest,
+    CompletionResult,
+    Constraints,
+    Decision,
+    Mode,
+    Outcome,
+    Reward,
+    StrategySample,
+)
+
+Coefficients = dict[str, dict[str, Prior]]
+
+
+def load_coefficients(path: str | Path) -> Coefficients:
+    """Read priors written by ``conductor calibrate``: {task_type: {strategy: Prior}}."""
+    try:
+        raw = Path(path).read_bytes()
+        data = msgspec.json.decode(raw)
+        tasks = data.get("priors", data) if isinstance(data, dict) else None
+        return msgspec.convert(tasks, dict[str, dict[str, Prior]])
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read priors: {exc}") from exc
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ConfigError(f"{path}: not a priors file: {exc}") from exc
+
+
+def rating_to_score(rating: float | int | bool | str) -> float:
+    """Map a user rating to [0, 1]: thumbs (bool, 'up'/'down'), 1-5 stars (int), score (float)."""
+    if isinstance(rating, bool):
+        return 1.0 if rating else 0.0
+    if isinstance(rating, str):
+        r = rating.strip().lower()
+        if r in ("up", "thumbs_up", "+1", "good"):
+            return 1.0
+        if r in ("down", "thumbs_down", "-1", "bad"):
+            return 0.0
+        raise InvalidRequestError(f"rating {rating!r}: expected 'up' or 'down'", field="rating")
+    if isinstance(rating, int):
+        if not 1 <= rating <= 5:
+            raise InvalidRequestError(f"rating {rating}: stars must be 1-5", field="rating")
+        return (rating - 1) / 4.0
+    if isinstance(rating, float):
+        if not (math.isfinite(rating) and 0.0 <= rating <= 1.0):
+            raise InvalidRequestError(f"rating {rating}: a score must be in [0, 1]",
+                                      field="rating")
+        return rating
+    raise InvalidRequestError(f"rating {rating!r}: unsupported type", field="rating")
+
+
+def build_priors(settings: Settings, coefficients: Coefficients | None = None) -> Coefficients:
+    """Priors per (task type, strategy): from the config, overridden by fitted coefficients."""
+    out: Coefficients = {}
+    for tname, tt in settings.task_types.items():
+        row: dict[str, Prior] = {}
+        for sname, st in settings.strategies.items():
+            fitted = (coefficients or {}).get(tname, {}).get(sname)
+            if fitted is not None and fitted.is_valid():
+                row[sname] = fitted
+                continue
+            esc = st.verified.prior_escalation_rate if st.verified else 0.3
+            row[sname] = Prior(
+                quality_alpha=st.prior_quality * st.prior_strength,
+                quality_beta=(1.0 - st.prior_quality) * st.prior_strength,
+                latency_mu=math.log(st.prior_latency_ms),
+                latency_kappa=1.0,
+                latency_a=2.0,
+                latency_b=st.prior_latency_sigma ** 2,
+                output_tokens=st.prior_output_tokens or tt.expected_output_tokens,
+                escalation_rate=esc,
+            )
+            if not row[sname].is_valid():  # prior_quality of exactly 0 or 1
+                row[sname] = msgspec.structs.replace(
+                    row[sname],
+                    quality_alpha=max(row[sname].quality_alpha, 1e-3),
+                    quality_beta=max(row[sname].quality_beta, 1e-3))
+        out[tname] = row
+    return out
+
+
+def build_strategy_table(settings: Settings) -> StrategyTable:
+    names = tuple(settings.strategies)
+    index = {n: i for i, n in enumerate(names)}
+    pin, pout, disc, extra, draft, esc = [], [], [], [], [], []
+    for st in settings.strategies.values():
+        m = settings.models[st.model]
+        pin.append(m.input_usd_per_1m / 1e6)
+        pout.append(m.output_usd_per_1m / 1e6)
+        disc.append(st.batch.discount if st.batch and st.mode == Mode.BATCH else 1.0)
+        extra.append(st.batch.window_ms if st.batch and st.mode == Mode.BATCH else 0.0)
+        draft.append(index[st.verified.draft] if st.verified else -1)
+        esc.append(index[st.verified.escalate_to] if st.verified else -1)
+    judge = index[settings.judge.strategy] if settings.judge.strategy else -1
+    return StrategyTable(names=names, input_price=tuple(pin), output_price=tuple(pout),
+                         discount=tuple(disc), extra_latency_ms=tuple(extra),
+                         draft=tuple(draft), escalate=tuple(esc), judge=judge)
+
+
+def open_providers(settings: Settings) -> dict[str, Provider]:
+    """The built-in provider kinds. ``openai`` and ``local`` come with the providers issue."""
+    out: dict[str, Provider] = {}
+    for name, pc in settings.providers.items():
+        if pc.kind == "demo":
+            out[name] = DemoProvider(name, load_world(pc.world), seed=pc.seed,
+                                     simulate_latency=pc.simulate_latency,
+                                     latency_scale=pc.latency_scale)
+        else:
+            raise ConfigError(f"providers.{name}.kind: {pc.kind!r} is not available in this build")
+    return out
+
+
+class Conductor:
+    """The router. ``Conductor()`` runs the built-in demo world end to end.
+
+    Args:
+        config: Settings, a TOML path, or None for the built-in default.
+        coefficients: fitted priors (``load_coefficients``), overriding the config's priors.
+        policy_version: overrides ``policy.version``; recorded with every decision.
+        log_store: where decisions, outcomes and rewards go (default: in memory).
+        dry_run: shadow mode: decide and log, but always execute the default strategy.
+        providers: provider instances by config name (default: built from the config).
+        evaluators: reward sources run on every answer (default: the demo world's signal).
+        seed: seeds the policy's random generator (default: ``policy.seed`` or entropy).
+        clock: wall-clock seconds, injectable for tests.
+    """
+
+    def __init__(
+        self,
+        config: Settings | str | Path | None = None,
+        *,
+        coefficients: Coefficients | None = None,
+        policy_version: str | None = None,
+        log_store: LogStore | None = None,
+        dry_run: bool = False,
+        providers: Mapping[str, Provider] | None = None,
+        evaluators: Sequence[Evaluator] | None = None,
+        seed: int | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if config is None:
+            settings = default_settings()
+        elif isinstance(config, Settings):
+            settings = config
+        else:
+            settings = load_settings(config)
+        self.settings = settings
+        self.policy_version = policy_version or settings.policy.version
+        self.log_store: LogStore = log_store if log_store is not None else MemoryLogStore()
+        self.dry_run = dry_run
+        self.clock = clock
+        self.providers: dict[str, Provider] = (
+            dict(providers) if providers is not None else open_providers(settings))
+        for name, m in settings.models.items():
+            if m.provider not in self.providers:
+                raise ConfigError(f"models.{name}.provider: no provider {m.provider!r} opened")
+        self.evaluators: list[Evaluator] = (
+            list(evaluators) if evaluators is not None else [SimulatedQualityEvaluator()])
+        s = seed if seed is not None else settings.policy.seed
+        self.rng = np.random.default_rng(s)
+        self.propensity_rng = np.random.default_rng(None if s is None else [s, 1])
+        self.table = build_strategy_table(settings)
+        self.posteriors = PosteriorState(build_priors(settings, coefficients))
+        self.policy = ThompsonPolicy(PolicyParams(
+            quality_per_usd=settings.policy.quality_per_usd,
+            wide_posterior_trials=settings.policy.wide_posterior_trials,
+            propensity_draws=settings.policy.propensity_draws))
+        self.temperatures = {t: settings.temperature(t) for t in settings.task_types}
+        self.rollout_percent = settings.policy.rollout_percent
+        self.default_strategy = settings.policy.default_strategy
+        self.frozen = settings.policy.freeze
+        self.gamma = 0.5 ** (1.0 / settings.policy.half_life) if settings.policy.half_life else 1.0
+        self._eligible = {t: eligible_mask(self.table.names, settings.strategies_for(t))
+                          for t in settings.task_types}
+        self._unavailable: set[str] = set()  # strategies whose circuit is open
+        self._lock = threading.RLock()
+        self._user_scores: dict[tuple[str, str], float] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- deciding --------------------------------------------------------------------------
+
+    def make_request(self, prompt: str | None = None, *, messages: Any = None,
+                     task_type: str | None = None, max_latency_ms: float | None = None,
+                     min_quality: float | None = None, max_cost_usd: float | None = None,
+                     client_id: str = "default", request_id: str | None = None,
+                     max_tokens: int | None = None,
+                     metadata: dict[str, Any] | None = None) -> CompletionRequest:
+        """Build a validated CompletionRequest from keyword arguments."""
+        raw: dict[str, Any] = {
+            "prompt": prompt, "task_type": str(task_type or "chat"),
+            "constraints": {k: v for k, v in (("max_latency_ms", max_latency_ms),
+                                              ("min_quality", min_quality),
+                                              ("max_cost_usd", max_cost_usd)) if v is not None},
+            "client_id": client_id, "request_id": request_id or "", "max_tokens": max_tokens,
+            "metadata": metadata or {},
+        }
+        if messages is not None:
+            raw["messages"] = [m if isinstance(m, dict) else msgspec.structs.asdict(m)
+                               for m in messages]
+        try:
+            return msgspec.convert(raw, CompletionRequest)
+        except msgspec.ValidationError as exc:
+            raise InvalidRequestError(str(exc)) from exc
+
+    def _check_request(self, request: CompletionRequest) -> None:
+        if request.task_type not in self.settings.task_types:
+            raise InvalidRequestError(
+                f"unknown task type {request.task_type!r}; valid: "
+                f"{', '.join(sorted(self.settings.task_types))}", field="task_type")
+        if not request.messages and not request.prompt:
+            raise InvalidRequestError("give 'messages' or 'prompt'", field="messages")
+
+    def effective_constraints(self, request: CompletionRequest) -> Constraints:
+        tt = self.settings.task_types[request.task_type]
+        return request.constraints.merged_over(Constraints(
+            max_latency_ms=tt.max_latency_ms, min_quality=tt.min_quality,
+            max_cost_usd=tt.max_cost_usd))
+
+    def set_available(self, strategy: str, available: bool) -> None:
+        """Mark a strategy (un)available, e.g. when its provider's circuit opens or closes."""
+        with self._lock:
+            (self._unavailable.discard if available else self._unavailable.add)(strategy)
+
+    def predict_only(self, request: CompletionRequest | None = None, /, **kwargs: Any) -> Decision:
+        """Decide, call nothing. Takes a CompletionRequest or ``make_request`` keywords."""
+        req = request if request is not None else self.make_request(**kwargs)
+        return self.decide(req)
+
+    async def apredict_only(self, request: CompletionRequest | None = None, /,
+                            **kwargs: Any) -> Decision:
+        return self.predict_only(request, **kwargs)
+
+    def decide(self, request: CompletionRequest, *, strategy: str | None = None,
+               with_propensity: bool = True) -> Decision:
+        """The policy's decision for a request (or a forced ``strategy``)."""
+        self._check_request(request)
+        rid = request.request_id or uuid.uuid4().hex
+        task = request.task_type
+        constraints = self.effective_constraints(request)
+        input_tokens = estimate_prompt_tokens(request.chat_messages())
+        names = self.table.names
+        with self._lock:
+            post = self.posteriors[task]
+            eligible = self._eligible[task].copy()
+            if self._unavailable:
+                eligible &= ~eligible_mask(names, sorted(self._unavailable))
+            if strategy is not None:
+                if strategy not in self.settings.strategies:
+                    raise UnknownStrategyError(strategy, ["auto", *names])
+                if strategy in self._unavailable:
+                    raise NoStrategyAvailableError(
+                        f"strategy {strategy!r} is unavailable (its circuit is open)")
+            elif not eligible.any():
+                raise NoStrategyAvailableError(
+                    f"no strategy is available for task type {task!r} "
+                    "(all circuits open or none configured)")
+            t = self.temperatures[task]
+            choice = self.policy.decide(post, self.table, eligible, constraints, input_tokens,
+                                        t, self.rng)
+            greedy = self.policy.greedy(post, self.table, eligible, constraints, input_tokens)
+            probs = None
+            if with_propensity and strategy is None and t > 0:
+                probs = self.policy.choice_probabilities(
+                    post, self.table, eligible, constraints, input_tokens, t,
+                    self.propensity_rng)
+            q_mean = post.quality_mean()
+            lat_mean = post.latency_mean_ms() + np.asarray(self.table.extra_latency_ms)
+            share = self.rollout_percent / 100.0
+            roll = float(self.rng.random()) if share < 1.0 else 0.0
+        policy_idx = choice.index
+        p_policy = 1.0 if t <= 0 or probs is None else float(probs[policy_idx])
+        default = self.default_strategy
+        if strategy is not None:
+            idx, routed_by, propensity = names.index(strategy), "forced", 1.0
+        elif self.dry_run:
+            idx, routed_by, propensity = policy_idx, "shadow", p_policy
+        elif roll >= share:
+            idx, routed_by = names.index(default), "rollout_default"
+            p_def = 1.0 if probs is None else float(probs[idx])
+            propensity = mix_propensity(p_def if t > 0 else float(greedy == idx),
+                                        True, share)
+        else:
+            idx, routed_by = policy_idx, "policy"
+            propensity = mix_propensity(p_policy, names[idx] == default, share) \
+                if share < 1.0 else p_policy
+        name = names[idx]
+        st = self.settings.strategies[name]
+        samples = tuple(
+            StrategySample(strategy=n, quality=float(choice.quality[i]),
+                           latency_p95_ms=float(choice.latency_p95_ms[i]),
+                           cost_usd=float(choice.cost_usd[i]), feasible=bool(choice.feasible[i]))
+            for i, n in enumerate(names) if eligible[i] or i == idx)
+        return Decision(
+            request_id=rid, task_type=task, strategy=name, model=st.model, mode=st.mode,
+            predicted_quality=float(q_mean[idx]), predicted_latency_ms=float(lat_mean[idx]),
+            predicted_cost_usd=float(choice.cost_usd[idx]), propensity=propensity,
+            explored=routed_by in ("policy", "shadow") and policy_idx != greedy,
+            constraint_relaxed=choice.relaxed and routed_by in ("policy", "shadow"),
+            policy_version=self.policy_version, routed_by=routed_by,  # type: ignore[arg-type]
+            policy_choice=names[policy_idx], constraints=constraints,
+            client_id=request.client_id, input_tokens=input_tokens, samples=samples,
+            created_at=self.clock())
+
+    # -- executing -------------------------------------------------------------------------
+
+    def _call_for(self, strategy: str, request: CompletionRequest) -> tuple[Provider, ProviderCall]:
+        st = self.settings.strategies[strategy]
+        model = self.settings.models[st.model]
+        max_tokens = request.max_tokens
+        if st.max_tokens is not None:
+            max_tokens = min(max_tokens or st.max_tokens, st.max_tokens)
+        meta = dict(request.metadata)
+        labels = self.settings.task_types[request.task_type].labels
+        if labels and "labels" not in meta:
+            meta["labels"] = list(labels)
+        call = ProviderCall(model=model.upstream_name or st.model,
+                            messages=request.chat_messages(), max_tokens=max_tokens,
+                            task_type=request.task_type, metadata=meta,
+                            batched=st.mode == Mode.BATCH)
+        return self.providers[model.provider], call
+
+    def _cost(self, strategy: str, resp: ProviderResponse) -> float:
+        st = self.settings.strategies[strategy]
+        m = self.settings.models[st.model]
+        discount = st.batch.discount if st.batch and st.mode == Mode.BATCH else 1.0
+        return (resp.input_tokens * m.input_usd_per_1m
+                + resp.output_tokens * m.output_usd_per_1m) / 1e6 * discount
+
+    async def _call(self, strategy: str, request: CompletionRequest,
+                    role: str) -> tuple[ProviderResponse, CallRecord]:
+        provider, call = self._call_for(strategy, request)
+        resp = await provider.complete(call)
+        rec = CallRecord(strategy=strategy, model=self.settings.strategies[strategy].model,
+                         role=role, latency_ms=resp.latency_ms,  # type: ignore[arg-type]
+                         input_tokens=resp.input_tokens, output_tokens=resp.output_tokens,
+                         cost_usd=self._cost(strategy, resp))
+        return resp, rec
+
+    def _score(self, request: CompletionRequest, strategy: str, resp: ProviderResponse,
+               rid: str) -> float | None:
+        """Score a draft with the configured evaluators (the first that has an opinion)."""
+        probe = Outcome(request_id=rid, strategy=strategy, model="", latency_ms=resp.latency_ms,
+                        text=resp.text)
+        for ev in self.evaluators:
+            if ev.task_types is None or request.task_type in ev.task_types:
+                r = ev.evaluate(request, probe, resp.extra)
+                if r is not None:
+                    return r.score
+        return None
+
+    async def _execute(self, strategy: str, request: CompletionRequest,
+                       rid: str) -> tuple[ProviderResponse, list[CallRecord], bool]:
+        """Run one strategy. Returns the final response, every call made, and escalation."""
+        st = self.settings.strategies[strategy]
+        if st.mode == Mode.VERIFIED:
+            assert st.verified is not None
+            draft, rec = await self._call(st.verified.draft, request, "draft")
+            calls = [rec]
+            score = self._score(request, st.verified.draft, draft, rid)
+            if score is not None and score >= st.verified.accept_score:
+                return draft, calls, False
+            final, rec2 = await self._call(st.verified.escalate_to, request, "escalation")
+            return final, [*calls, rec2], True
+        resp, rec = await self._call(strategy, request, "answer")
+        return resp, [rec], False
+
+    def fallback_order(self, decision: Decision) -> list[str]:
+        """Strategies to try after the chosen one: feasible by cost, then the rest by cost,
+        never more than ``max_fallback_cost_ratio`` times the chosen one's predicted cost."""
+        cap = decision.predicted_cost_usd * self.settings.policy.max_fallback_cost_ratio
+        rest = [s for s in decision.samples if s.strategy != decision.strategy
+                and s.strategy not in self._unavailable and s.cost_usd <= max(cap, 1e-12)]
+        rest.sort(key=lambda s: (not s.feasible, s.cost_usd))
+        return [s.strategy for s in rest]
+
+    async def acomplete(self, prompt: str | None = None, *,
+                        request: CompletionRequest | None = None,
+                        strategy: str | None = None, **kwargs: Any) -> CompletionResult:
+        """Route and run one request; returns the answer with its decision trace."""
+        req = request if request is not None else self.make_request(prompt, **kwargs)
+        decision = self.decide(req, strategy=strategy)
+        if not req.request_id:
+            req = msgspec.structs.replace(req, request_id=decision.request_id)
+        self.log_store.record_decision(decision, req)
+        rid = decision.request_id
+        executed = self.default_strategy if decision.routed_by == "shadow" else decision.strategy
+        chain = [executed]
+        candidates = [executed] + ([] if strategy is not None else
+                                   [s for s in self.fallback_order(decision) if s != executed])
+        calls: list[CallRecord] = []
+        resp: ProviderResponse | None = None
+        escalated = False
+        error: str | None = None
+        last_exc: ProviderError | None = None
+        t0 = time.perf_counter()
+        for i, cand in enumerate(candidates):
+            if i > 0:
+                chain.append(cand)
+            try:
+                resp, new_calls, escalated = await self._execute(cand, req, rid)
+                calls += new_calls
+                executed = cand
+                error = None
+                break
+            except ProviderError as exc:
+                last_exc = exc
+                error = f"{type(exc).__name__}: {exc}"
+                calls.append(CallRecord(strategy=cand, model=self.settings.strategies[cand].model,
+                                        error=error))
+        wall_ms = (time.perf_counter() - t0) * 1000.0
+        latency = sum(c.latency_ms for c in calls) if resp is not None and all(
+            c.latency_ms > 0 for c in calls if c.error is None) else wall_ms
+        latency = max(latency, wall_ms)
+        c = decision.constraints
+        outcome = Outcome(
+            request_id=rid, strategy=executed, model=self.settings.strategies[executed].model,
+            latency_ms=latency,
+            input_tokens=sum(cr.input_tokens for cr in calls),
+            output_tokens=resp.output_tokens if resp else 0,
+            cost_usd=sum(cr.cost_usd for cr in calls),
+            cost_estimated=bool(resp and resp.usage_estimated),
+            error=error, fallback_used=len(chain) > 1, fallback_chain=tuple(chain),
+            sla_met=resp is not None and (c.max_latency_ms is None or latency <= c.max_latency_ms),
+            escalated=escalated, calls=tuple(calls), text=resp.text if resp else "",
+            finish_reason=resp.finish_reason if resp else "error", created_at=self.clock())
+        self.log_store.record_outcome(outcome)
+        self.observe_outcome(req.task_type, outcome)
+        rewards: list[Reward] = []
+        if resp is not None:
+            for ev in self.evaluators:
+                if ev.task_types is None or req.task_type in ev.task_types:
+                    r = ev.evaluate(req, outcome, resp.extra)
+                    if r is not None:
+                        r = msgspec.structs.replace(r, created_at=self.clock(),
+                                                    task_type=req.task_type, strategy=executed)
+                        rewards.append(r)
+                        break  # one automatic reward per request; the evaluators issue fuses
+        for r in rewards:
+            self.log_store.record_reward(r)
+            self.observe_reward(r)
+        if resp is None:
+            assert last_exc is not None
+            raise last_exc
+        return CompletionResult(request_id=rid, text=resp.text, decision=decision,
+                                outcome=outcome, rewards=tuple(rewards))
+
+    def _run(self, coro: Any) -> Any:
+        """Run a coroutine on this Conductor's private loop (the sync API)."""
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+            # A Conductor dropped without close() must not leak its loop.
+            weakref.finalize(self, self._loop.close)
+        return self._loop.run_until_complete(coro)
+
+    def complete(self, prompt: str | None = None, **kwargs: Any) -> CompletionResult:
+        """Sync twin of ``acomplete``. Do not call from inside a running event loop."""
+        return self._run(self.acomplete(prompt, **kwargs))
+
+    # -- learning --------------------------------------------------------------------------
+
+    def observe_outcome(self, task_type: str, outcome: Outcome) -> None:
+        if self.frozen:
+            return
+        with self._lock:
+            post = self.posteriors[task_type]
+            st = self.settings.strategies[outcome.strategy]
+            post.observe_outcome(
+                outcome.strategy, outcome.latency_ms if outcome.error is None else None,
+                outcome.output_tokens if outcome.error is None else None,
+                outcome.escalated if st.mode == Mode.VERIFIED and outcome.error is None else None,
+                self.gamma)
+
+    def observe_reward(self, reward: Reward) -> None:
+        if self.frozen or not reward.task_type or reward.strategy not in self.settings.strategies:
+            return
+        with self._lock:
+            self.posteriors[reward.task_type].observe_reward(reward.strategy, reward.score)
+
+    def feedback(self, request_id: str, rating: float | int | bool | str,
+                 rater: str = "") -> Reward:
+        """A user rating for a request. Re-rating by the same rater replaces the old score."""
+        score = rating_to_score(rating)
+        rec = self.log_store.get_request(request_id)
+        if rec is None or rec.decision is None:
+            raise NotFoundError(f"unknown request id {request_id!r}")
+        strategy = rec.outcome.strategy if rec.outcome else rec.decision.strategy
+        reward = Reward(request_id=request_id, source="user", score=score, rater=rater,
+                        task_type=rec.decision.task_type, strategy=strategy,
+                        created_at=self.clock())
+        self.log_store.record_reward(reward)
+        key = (request_id, rater)
+        with self._lock:
+            old = self._user_scores.get(key)
+            self._user_scores[key] = score
+            if not self.frozen:
+                post = self.posteriors[reward.task_type]
+                if old is None:
+                    post.observe_reward(strategy, score)
+                else:
+                    post.correct_reward(strategy, old, score)
+        return reward
+
+    async def afeedback(self, request_id: str, rating: float | int | bool | str,
+                        rater: str = "") -> Reward:
+        return await asyncio.to_thread(self.feedback, request_id, rating, rater)
+
+    # -- state -----------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        with self._lock:
+            return self.posteriors.to_dict()
+
+    def load_state(self, data: Any) -> list[str]:
+        """Load posterior state; returns what was repaired (never raises on bad numbers)."""
+        with self._lock:
+            return self.posteriors.load(data)
+
+    def close(self) -> None:
+        if self._loop is not None:
+            for p in self.providers.values():
+                self._loop.run_until_complete(p.aclose())
+            self._loop.close()
+            self._loop = None
+        self.log_store.close()
+
+    async def aclose(self) -> None:
+        for p in self.providers.values():
+            await p.aclose()
+        self.log_store.close()
+
+    def __enter__(self) -> Conductor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+

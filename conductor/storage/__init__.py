@@ -1,0 +1,5 @@
+"""Where decisions, outcomes and rewards are kept."""
+
+from conductor.storage.base import LogStore, MemoryLogStore, RequestRecord
+
+__all__ = ["LogStore", "MemoryLogStore", "RequestRecord"]

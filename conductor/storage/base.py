@@ -1,0 +1,73 @@
+"""The log store protocol and an in-memory store.
+
+Every decision, outcome and reward goes to a log store. ``record_reward`` for user
+feedback must be durable when it returns; decisions and outcomes may be buffered.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Protocol, runtime_checkable
+
+from msgspec import Struct
+
+from conductor.types import CompletionRequest, Decision, Outcome, Reward
+
+
+class RequestRecord(Struct, kw_only=True):
+    """Everything stored about one request, for audit and replay."""
+
+    request_id: str
+    decision: Decision | None = None
+    outcome: Outcome | None = None
+    rewards: list[Reward] = []
+    prompt: str | None = None
+
+
+@runtime_checkable
+class LogStore(Protocol):
+    def record_decision(self, decision: Decision, request: CompletionRequest) -> None: ...
+
+    def record_outcome(self, outcome: Outcome) -> None: ...
+
+    def record_reward(self, reward: Reward) -> None: ...
+
+    def get_request(self, request_id: str) -> RequestRecord | None: ...
+
+    def close(self) -> None: ...
+
+
+class MemoryLogStore:
+    """Keeps records in a dict: for tests, the demo and dry runs. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._records: dict[str, RequestRecord] = {}
+        self._lock = threading.Lock()
+
+    def _rec(self, request_id: str) -> RequestRecord:
+        rec = self._records.get(request_id)
+        if rec is None:
+            rec = self._records[request_id] = RequestRecord(request_id=request_id, rewards=[])
+        return rec
+
+    def record_decision(self, decision: Decision, request: CompletionRequest) -> None:
+        with self._lock:
+            self._rec(decision.request_id).decision = decision
+
+    def record_outcome(self, outcome: Outcome) -> None:
+        with self._lock:
+            self._rec(outcome.request_id).outcome = outcome
+
+    def record_reward(self, reward: Reward) -> None:
+        with self._lock:
+            self._rec(reward.request_id).rewards.append(reward)
+
+    def get_request(self, request_id: str) -> RequestRecord | None:
+        with self._lock:
+            return self._records.get(request_id)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def close(self) -> None:
+        return None

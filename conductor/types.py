@@ -1,0 +1,181 @@
+"""Wire and domain values. Every value that crosses a boundary is a msgspec Struct.
+
+Constraints live in the types, so a bad value fails at decode time with a
+message that names the field (``Expected `float` <= 1.0 - at `$.min_quality` ``).
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta, Struct
+
+Probability = Annotated[float, Meta(ge=0.0, le=1.0)]
+NonNegative = Annotated[float, Meta(ge=0.0)]
+Positive = Annotated[float, Meta(gt=0.0)]
+Name = Annotated[str, Meta(min_length=1, max_length=128)]
+
+
+class TaskType(enum.StrEnum):
+    """The built-in task types. Operators may configure more; task types travel as strings."""
+
+    CLASSIFY = "classify"
+    SUMMARIZE = "summarize"
+    CHAT = "chat"
+    GENERATE_LONG = "generate_long"
+    EXTRACT_JSON = "extract_json"
+
+
+class Mode(enum.StrEnum):
+    """How a strategy runs its model."""
+
+    DIRECT = "direct"
+    BATCH = "batch"
+    VERIFIED = "verified"
+
+
+RewardSource = Literal["judge", "heuristic", "user", "simulated"]
+RoutedBy = Literal["policy", "forced", "rollout_default", "shadow"]
+
+
+class Constraints(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """A request's limits; ``None`` means unconstrained."""
+
+    max_latency_ms: Positive | None = None
+    min_quality: Probability | None = None
+    max_cost_usd: NonNegative | None = None
+
+    def merged_over(self, defaults: Constraints) -> Constraints:
+        """These constraints, with unset fields taken from ``defaults``."""
+        return Constraints(
+            max_latency_ms=self.max_latency_ms if self.max_latency_ms is not None
+            else defaults.max_latency_ms,
+            min_quality=self.min_quality if self.min_quality is not None else defaults.min_quality,
+            max_cost_usd=self.max_cost_usd if self.max_cost_usd is not None
+            else defaults.max_cost_usd,
+        )
+
+
+class Message(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    role: Literal["system", "user", "assistant", "tool", "developer"]
+    content: str
+
+
+class CompletionRequest(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """One request to route. Give ``messages`` or ``prompt`` (a single user message)."""
+
+    messages: tuple[Message, ...] | None = None
+    prompt: str | None = None
+    task_type: Name = TaskType.CHAT.value
+    constraints: Constraints = Constraints()
+    client_id: Name = "default"
+    request_id: str = ""
+    max_tokens: Annotated[int, Meta(ge=1)] | None = None
+    metadata: dict[str, Any] = {}
+
+    def chat_messages(self) -> tuple[Message, ...]:
+        if self.messages:
+            return self.messages
+        return (Message(role="user", content=self.prompt or ""),)
+
+    def text(self) -> str:
+        return "\n".join(m.content for m in self.chat_messages())
+
+
+class StrategySample(Struct, kw_only=True, frozen=True, array_like=True):
+    """What the policy drew for one strategy when deciding (kept for audit)."""
+
+    strategy: str
+    quality: float
+    latency_p95_ms: float
+    cost_usd: float
+    feasible: bool
+
+
+class Decision(Struct, kw_only=True, frozen=True):
+    """The policy's choice for one request, with the probability it was made with."""
+
+    request_id: str
+    task_type: str
+    strategy: str
+    model: str
+    mode: Mode
+    predicted_quality: float
+    predicted_latency_ms: float
+    predicted_cost_usd: float
+    propensity: float
+    explored: bool
+    constraint_relaxed: bool
+    policy_version: str
+    routed_by: RoutedBy = "policy"
+    policy_choice: str = ""
+    constraints: Constraints = Constraints()
+    client_id: str = "default"
+    input_tokens: int = 0
+    samples: tuple[StrategySample, ...] = ()
+    created_at: float = 0.0
+
+
+class CallRecord(Struct, kw_only=True, frozen=True):
+    """One upstream call made while executing a strategy (a verified strategy makes several)."""
+
+    strategy: str
+    model: str
+    role: Literal["answer", "draft", "judge", "escalation"] = "answer"
+    latency_ms: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    error: str | None = None
+
+
+class Outcome(Struct, kw_only=True, frozen=True):
+    """What happened when the chosen strategy ran."""
+
+    request_id: str
+    strategy: str
+    model: str
+    latency_ms: float
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    cost_estimated: bool = False
+    error: str | None = None
+    fallback_used: bool = False
+    fallback_chain: tuple[str, ...] = ()
+    sla_met: bool = True
+    escalated: bool = False
+    calls: tuple[CallRecord, ...] = ()
+    text: str = ""
+    finish_reason: str = "stop"
+    created_at: float = 0.0
+
+
+class Reward(Struct, kw_only=True, frozen=True):
+    """A quality score in [0, 1] for one request, from one source."""
+
+    request_id: str
+    source: RewardSource
+    score: Probability
+    sampling_probability: Probability = 1.0
+    rater: str = ""
+    task_type: str = ""
+    strategy: str = ""
+    created_at: float = 0.0
+
+
+class CompletionResult(Struct, kw_only=True, frozen=True):
+    """What ``Conductor.complete`` returns: the answer and its decision trace."""
+
+    request_id: str
+    text: str
+    decision: Decision
+    outcome: Outcome
+    rewards: tuple[Reward, ...] = ()
+
+
+def decode_request(data: bytes | str) -> CompletionRequest:
+    """Decode a JSON request; errors name the offending field."""
+    return msgspec.json.decode(data, type=CompletionRequest)

@@ -1,0 +1,149 @@
+"""Constrained Thompson sampling: convergence, constraints, propensities, relaxation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from conductor.bandit.policy import PolicyParams, ThompsonPolicy, predict_costs
+from conductor.bandit.simulate import cost_table, flat_posterior, run_bernoulli_world
+from conductor.types import Constraints
+
+QUALITIES = (0.95, 0.90, 0.70)
+COSTS = (10.0, 2.0, 1.0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("min_quality", "target"), [(0.85, 1), (0.93, 0)])
+def test_converges_to_cheapest_strategy_above_the_bar(min_quality: float, target: int) -> None:
+    shares = []
+    for seed in range(20):
+        picks = run_bernoulli_world(QUALITIES, COSTS, Constraints(min_quality=min_quality), seed)
+        shares.append(float(np.mean(picks[-500:] == target)))
+    print(f"min_quality={min_quality}: shares of the last 500 decisions {shares}")
+    assert np.mean(shares) >= 0.90
+    assert sum(s >= 0.60 for s in shares) >= 19
+
+
+def test_latency_constraint_is_respected_once_learned() -> None:
+    # Both good enough; the cheap one's p95 is 2x the limit.
+    limit = 1000.0
+    slow_median = 2 * limit / math.exp(1.645 * 0.2)
+    picks = run_bernoulli_world((0.95, 0.95), (5.0, 1.0),
+                                Constraints(min_quality=0.8, max_latency_ms=limit), seed=4,
+                                n=1500, latencies_ms=(300.0, slow_median))
+    assert np.mean(picks[500:] == 1) < 0.05
+    assert np.mean(picks[:50] == 1) > 0.0  # it was tried while unknown
+
+
+def test_without_a_quality_floor_quality_minus_price_of_cost_wins() -> None:
+    table = cost_table([0.001, 0.0001])
+    post = flat_posterior(table.names)
+    for _ in range(300):
+        post.observe_reward("s0", 1.0)
+        post.observe_reward("s1", 0.0 if _ % 2 else 1.0)
+    rng = np.random.default_rng(0)
+    eligible = np.ones(2, dtype=bool)
+    cheap_wins = ThompsonPolicy(PolicyParams(quality_per_usd=1.0)).choice_probabilities(
+        post, table, eligible, Constraints(), 1, 1.0, rng)
+    assert cheap_wins[0] > 0.99  # 0.5 quality points are worth more than $0.0009
+    pricey = ThompsonPolicy(PolicyParams(quality_per_usd=10_000.0)).choice_probabilities(
+        post, table, eligible, Constraints(), 1, 1.0, rng)
+    assert pricey[1] > 0.99  # at $1 = 10,000 quality points, the saving dominates
+
+
+def test_propensity_matches_empirical_choice_frequency() -> None:
+    table = cost_table([3.0, 2.0, 1.0])
+    post = flat_posterior(table.names, latency_ms=400.0)
+    world = np.random.default_rng(11)
+    for name, q, n in (("s0", 0.93, 40), ("s1", 0.88, 25), ("s2", 0.8, 15)):
+        for _ in range(n):
+            post.observe_reward(name, float(world.random() < q))
+            post.observe_outcome(name, 400.0 * math.exp(world.normal(0, 0.3)), 1, None, 1.0)
+    c = Constraints(min_quality=0.85, max_latency_ms=900.0)
+    eligible = np.ones(3, dtype=bool)
+    policy = ThompsonPolicy(PolicyParams(propensity_draws=4000))
+    probs = policy.choice_probabilities(post, table, eligible, c, 1, 1.0,
+                                        np.random.default_rng(1))
+    rng = np.random.default_rng(2)
+    counts = np.bincount([policy.decide(post, table, eligible, c, 1, 1.0, rng).index
+                          for _ in range(20_000)], minlength=3) / 20_000
+    print("propensities", probs, "empirical", counts)
+    assert np.all(np.abs(probs - counts) < 0.02)
+    assert probs.sum() == pytest.approx(1.0)
+    assert min(probs) > 0.02  # a context where all three really compete
+
+
+def test_temperature_zero_is_greedy_with_exact_propensity() -> None:
+    table = cost_table([2.0, 1.0])
+    post = flat_posterior(table.names)
+    for _ in range(50):
+        post.observe_reward("s0", 1.0)
+        post.observe_reward("s1", 1.0 if _ % 3 else 0.0)  # mean ~0.66
+    policy = ThompsonPolicy(PolicyParams())
+    c = Constraints(min_quality=0.8)
+    eligible = np.ones(2, dtype=bool)
+    rng = np.random.default_rng(0)
+    assert {policy.decide(post, table, eligible, c, 1, 0.0, rng).index for _ in range(50)} == {0}
+    probs = policy.choice_probabilities(post, table, eligible, c, 1, 0.0, rng)
+    np.testing.assert_array_equal(probs, [1.0, 0.0])
+
+
+def test_higher_temperature_explores_more() -> None:
+    table = cost_table([2.0, 1.0])
+    post = flat_posterior(table.names)
+    for k in range(60):
+        post.observe_reward("s0", 1.0 if k % 20 else 0.0)
+        post.observe_reward("s1", 1.0 if k % 4 else 0.0)  # 0.75 < bar
+    policy = ThompsonPolicy(PolicyParams(wide_posterior_trials=0))
+    c = Constraints(min_quality=0.85)
+    eligible = np.ones(2, dtype=bool)
+    rng = np.random.default_rng(0)
+    p_cold = policy.choice_probabilities(post, table, eligible, c, 1, 0.3, rng)[1]
+    p_hot = policy.choice_probabilities(post, table, eligible, c, 1, 3.0, rng)[1]
+    assert p_cold < 0.02 < 0.08 < p_hot
+
+
+def test_relaxed_choice_when_nothing_can_meet_the_constraints() -> None:
+    table = cost_table([2.0, 1.0])
+    post = flat_posterior(table.names)
+    for k in range(200):
+        post.observe_reward("s0", 1.0 if k % 5 else 0.0)  # 0.8
+        post.observe_reward("s1", 1.0 if k % 2 else 0.0)  # 0.5
+    choice = ThompsonPolicy(PolicyParams()).decide(
+        post, table, np.ones(2, dtype=bool), Constraints(min_quality=0.99), 1, 1.0,
+        np.random.default_rng(0))
+    assert choice.relaxed
+    assert choice.index == 0  # the one most likely to reach the bar
+    assert not choice.feasible.any()
+
+
+def test_ineligible_strategies_are_never_chosen() -> None:
+    table = cost_table([3.0, 2.0, 1.0])
+    post = flat_posterior(table.names)
+    eligible = np.array([True, True, False])
+    probs = ThompsonPolicy(PolicyParams()).choice_probabilities(
+        post, table, eligible, Constraints(min_quality=0.1), 1, 1.0, np.random.default_rng(0))
+    assert probs[2] == 0.0
+    assert probs.sum() == pytest.approx(1.0)
+
+
+def test_cost_prediction_uses_tokens_prices_discount_and_escalation() -> None:
+    from conductor.bandit.policy import StrategyTable
+    from conductor.bandit.posterior import Prior, TaskPosterior
+    names = ("cheap", "strong", "batch", "verified")
+    table = StrategyTable(
+        names=names, input_price=(1e-6, 1e-5, 1e-6, 1e-6), output_price=(2e-6, 3e-5, 2e-6, 2e-6),
+        discount=(1.0, 1.0, 0.5, 1.0), extra_latency_ms=(0, 0, 200, 0),
+        draft=(-1, -1, -1, 0), escalate=(-1, -1, -1, 1), judge=0,
+        judge_overhead_tokens=100.0, judge_output_tokens=5.0)
+    prior = Prior(quality_alpha=1, quality_beta=1, latency_mu=5.0, output_tokens=50.0,
+                  escalation_rate=0.25)
+    post = TaskPosterior(list(names), [prior] * 4)
+    cost = predict_costs(table, post, 1000)
+    cheap = 1000 * 1e-6 + 50 * 2e-6
+    strong = 1000 * 1e-5 + 50 * 3e-5
+    judge = (1000 + 50 + 100) * 1e-6 + 5 * 2e-6
+    np.testing.assert_allclose(cost, [cheap, strong, cheap * 0.5, cheap + judge + 0.25 * strong])

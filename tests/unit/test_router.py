@@ -1,0 +1,234 @@
+"""The Python API end to end on the demo world: decide, execute, record, learn."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from conductor import Conductor, TaskType, default_settings
+from conductor.errors import (
+    InvalidRequestError,
+    NoStrategyAvailableError,
+    NotFoundError,
+    ProviderServerError,
+    UnknownStrategyError,
+)
+from conductor.providers.base import ProviderCall, ProviderResponse
+from conductor.providers.demo import DemoProvider, load_world
+from conductor.storage.base import MemoryLogStore
+
+
+def _settings(**policy: object):
+    import msgspec
+    s = default_settings()
+    return msgspec.structs.replace(s, policy=msgspec.structs.replace(s.policy, **policy))
+
+
+def test_default_conductor_routes_learns_and_saves_cost() -> None:
+    store = MemoryLogStore()
+    c = Conductor(seed=3, log_store=store)
+    results = [c.complete("Is 'great value' positive?", task_type=TaskType.CLASSIFY)
+               for _ in range(400)]
+    assert len(store) == 400
+    strategies = [r.outcome.strategy for r in results[-100:]]
+    # Classification is easy for the cheap model in the demo world: the strong one is rare.
+    assert strategies.count("turbo-quality") < 10
+    spent = sum(r.outcome.cost_usd for r in results)
+    on_default = sum((r.outcome.input_tokens * 2.5 + r.outcome.output_tokens * 10.0) / 1e6
+                     for r in results)
+    assert spent < 0.5 * on_default
+    for r in results:
+        assert 0.0 < r.decision.propensity <= 1.0
+        assert r.decision.routed_by == "policy"
+        assert len(r.rewards) == 1 and r.rewards[0].source == "simulated"
+        rec = store.get_request(r.request_id)
+        assert rec is not None and rec.decision == r.decision and rec.outcome == r.outcome
+    # The posterior moved from the prior towards the demo world's 0.92 for the cheap model.
+    post = c.posteriors["classify"]
+    cheap = post.index["turbo-cheap"], post.index["batch-cheap"]
+    assert max(post.quality_mean()[list(cheap)]) > 0.8
+
+
+def test_predict_only_calls_nothing_and_logs_nothing() -> None:
+    store = MemoryLogStore()
+    c = Conductor(seed=1, log_store=store)
+    d = c.predict_only(prompt="Summarize: ...", task_type="summarize", min_quality=0.95)
+    assert d.constraints.min_quality == 0.95
+    assert d.constraints.max_latency_ms == 8000  # the task type's default
+    assert d.strategy in c.settings.strategies
+    assert {s.strategy for s in d.samples} == set(c.settings.strategies)
+    assert len(store) == 0
+
+
+def test_forced_strategy_has_propensity_one_and_unknown_names_are_listed() -> None:
+    c = Conductor(seed=1)
+    r = c.complete("hi", task_type="chat", strategy="turbo-quality")
+    assert (r.decision.strategy, r.decision.routed_by, r.decision.propensity) == (
+        "turbo-quality", "forced", 1.0)
+    with pytest.raises(UnknownStrategyError, match=r"unknown strategy 'gpt-9'.*auto, batch-cheap"):
+        c.complete("hi", strategy="gpt-9")
+
+
+def test_bad_requests_name_the_field() -> None:
+    c = Conductor(seed=1)
+    with pytest.raises(InvalidRequestError, match=r"unknown task type 'poetry'; valid: chat"):
+        c.complete("hi", task_type="poetry")
+    with pytest.raises(InvalidRequestError, match=r"min_quality"):
+        c.complete("hi", min_quality=1.5)
+    with pytest.raises(InvalidRequestError, match=r"give 'messages' or 'prompt'"):
+        c.complete(None)
+
+
+def test_rollout_sends_the_rest_to_the_default_with_mixed_propensity() -> None:
+    c = Conductor(_settings(rollout_percent=30.0), seed=5)
+    decisions = [c.predict_only(prompt="x", task_type="classify") for _ in range(2000)]
+    through_policy = np.mean([d.routed_by == "policy" for d in decisions])
+    assert through_policy == pytest.approx(0.3, abs=0.04)
+    for d in decisions:
+        if d.routed_by == "rollout_default":
+            assert d.strategy == "turbo-quality"
+        if d.strategy != "turbo-quality":
+            assert d.propensity <= 0.3 + 1e-9  # only the policy share can pick it
+        else:
+            assert d.propensity >= 0.7 - 1e-9
+
+
+def test_dry_run_logs_the_policy_choice_and_executes_the_default() -> None:
+    c = Conductor(seed=2, dry_run=True)
+    results = [c.complete("label this", task_type="classify") for _ in range(50)]
+    assert all(r.outcome.strategy == "turbo-quality" for r in results)
+    assert all(r.decision.routed_by == "shadow" for r in results)
+    assert any(r.decision.strategy != "turbo-quality" for r in results)
+
+
+def test_feedback_is_idempotent_per_rater_and_unknown_ids_are_errors() -> None:
+    c = Conductor(seed=4, evaluators=[])
+    r = c.complete("hello", task_type="chat", strategy="turbo-cheap")
+    post = c.posteriors["chat"]
+    i = post.index["turbo-cheap"]
+    a0, b0 = (float(v[i]) for v in post.quality_params())
+    c.feedback(r.request_id, 5, rater="ann")
+    c.feedback(r.request_id, 5, rater="ann")
+    a1, b1 = (float(v[i]) for v in post.quality_params())
+    assert (a1 - a0, b1 - b0) == pytest.approx((1.0, 0.0))
+    c.feedback(r.request_id, 2, rater="ann")  # replaces 1.0 by 0.25
+    a2, b2 = (float(v[i]) for v in post.quality_params())
+    assert (a2 - a0, b2 - b0) == pytest.approx((0.25, 0.75))
+    c.feedback(r.request_id, False, rater="bob")  # another rater adds
+    a3, b3 = (float(v[i]) for v in post.quality_params())
+    assert (a3 - a0, b3 - b0) == pytest.approx((0.25, 1.75))
+    with pytest.raises(NotFoundError, match="unknown request id 'nope'"):
+        c.feedback("nope", 5)
+    with pytest.raises(InvalidRequestError, match="stars must be 1-5"):
+        c.feedback(r.request_id, 6)
+    with pytest.raises(InvalidRequestError, match=r"score must be in \[0, 1\]"):
+        c.feedback(r.request_id, 1.5)
+
+
+def test_corrupted_state_is_repaired_and_routing_goes_on() -> None:
+    c = Conductor(seed=6)
+    for _ in range(20):
+        c.complete("x", task_type="classify")
+    state = c.state()
+    ev = state["tasks"]["classify"]["evidence"]
+    ev["q_s"][0], ev["lat_sxx"][1], ev["tok_n"][2] = float("nan"), -5.0, float("inf")
+    fresh = Conductor(seed=6)
+    problems = fresh.load_state(state)
+    assert len(problems) == 3
+    assert all(math.isfinite(x) for x in fresh.posteriors["classify"].quality_mean())
+    r = fresh.complete("x", task_type="classify")
+    assert r.text
+
+
+def test_frozen_policy_does_not_learn() -> None:
+    c = Conductor(_settings(freeze=True), seed=1)
+    before = c.state()
+    for _ in range(10):
+        c.complete("x", task_type="classify")
+    assert c.state() == before
+
+
+def test_verified_strategy_escalates_bad_drafts_and_counts_both_costs() -> None:
+    c = Conductor(seed=8)
+    results = [c.complete("Write a long product description", task_type="generate_long",
+                          strategy="quality-verified") for _ in range(60)]
+    escalated = [r for r in results if r.outcome.escalated]
+    accepted = [r for r in results if not r.outcome.escalated]
+    assert escalated and accepted
+    for r in escalated:
+        roles = [call.role for call in r.outcome.calls]
+        assert roles == ["draft", "escalation"]
+        assert r.outcome.cost_usd == pytest.approx(sum(x.cost_usd for x in r.outcome.calls))
+        assert r.outcome.model == "gpt-4o-mini"  # the verified strategy's own record
+    for r in accepted:
+        assert [call.role for call in r.outcome.calls] == ["draft"]
+    # The escalation rate is learned: the demo world's cheap model fails ~22% of long texts.
+    post = c.posteriors["generate_long"]
+    assert post.escalation_rate()[post.index["quality-verified"]] == pytest.approx(
+        len(escalated) / 60, abs=0.1)
+
+
+class _FailingProvider(DemoProvider):
+    """The demo world, except that one model always answers 500."""
+
+    def __init__(self, failing_model: str) -> None:
+        super().__init__("demo", load_world(), seed=0)
+        self.failing_model = failing_model
+
+    async def complete(self, call: ProviderCall) -> ProviderResponse:
+        if call.model == self.failing_model:
+            raise ProviderServerError("upstream 500: overloaded", provider="demo", status=500)
+        return await super().complete(call)
+
+
+def test_a_failing_strategy_falls_back_and_records_the_chain() -> None:
+    c = Conductor(_settings(max_fallback_cost_ratio=100.0), seed=9,
+                  providers={"demo": _FailingProvider("gpt-4o-mini")})
+    fell_back = 0
+    for _ in range(20):
+        r = c.complete("hi", task_type="chat", min_quality=0.5)
+        fell_back += r.outcome.fallback_used
+        assert r.outcome.model == "gpt-4o"
+        if r.decision.model == "gpt-4o-mini":
+            assert r.outcome.fallback_used
+            assert r.outcome.fallback_chain[0] == r.decision.strategy
+            assert r.outcome.fallback_chain[-1] == "turbo-quality"
+            assert r.outcome.calls[0].error and "overloaded" in r.outcome.calls[0].error
+    assert fell_back > 0
+
+
+def test_the_fallback_cost_cap_refuses_a_much_dearer_strategy() -> None:
+    c = Conductor(_settings(max_fallback_cost_ratio=2.0), seed=9,
+                  providers={"demo": _FailingProvider("gpt-4o-mini")})
+    with pytest.raises(ProviderServerError, match="overloaded"):
+        c.complete("hi", task_type="chat", strategy="turbo-cheap")
+    # Routed (not forced): the only fallbacks are >2x dearer, so the failure surfaces.
+    failures = 0
+    for _ in range(10):
+        try:
+            r = c.complete("hi", task_type="classify")
+            assert r.outcome.model == "gpt-4o"
+        except ProviderServerError:
+            failures += 1
+    assert failures > 0
+
+
+def test_no_available_strategy_is_a_clear_error() -> None:
+    c = Conductor(seed=1)
+    for s in c.settings.strategies:
+        c.set_available(s, False)
+    with pytest.raises(NoStrategyAvailableError, match="no strategy is available"):
+        c.predict_only(prompt="x", task_type="chat")
+    c.set_available("turbo-cheap", True)
+    assert c.predict_only(prompt="x", task_type="chat").strategy == "turbo-cheap"
+
+
+async def test_async_twins() -> None:
+    c = Conductor(seed=1)
+    r = await c.acomplete("hello", task_type="chat")
+    d = await c.apredict_only(prompt="hello", task_type="chat")
+    fb = await c.afeedback(r.request_id, "up")
+    assert r.text and d.request_id != r.request_id and fb.score == 1.0
+    await c.aclose()
