@@ -6,6 +6,7 @@ ConductorError -> exit 1 (``ConfigError`` and bad input -> exit 2).
 
 from __future__ import annotations
 
+import datetime
 import sys
 from collections import Counter
 from pathlib import Path
@@ -14,8 +15,9 @@ import click
 import numpy as np
 
 from conductor.config import default_settings, load_settings
-from conductor.errors import ConductorError, ConfigError, InvalidRequestError
+from conductor.errors import ConductorError, ConfigError, InvalidRequestError, StorageError
 from conductor.router import Conductor
+from conductor.storage.sqlite import SQLiteStore
 
 # The reference workload's mix (DESIGN.md): classification, summaries, support, descriptions.
 REFERENCE_MIX = {"classify": 0.4, "summarize": 0.3, "chat": 0.2, "generate_long": 0.1}
@@ -61,19 +63,22 @@ def main() -> None:
               help="Seed for the workload and the policy.")
 @click.option("--every", type=click.IntRange(1), default=100, show_default=True,
               help="Print a progress line every N requests.")
-def demo(config_path: Path | None, n: int, seed: int, every: int) -> None:
+@click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Log every decision, outcome and reward to this SQLite file.")
+def demo(config_path: Path | None, n: int, seed: int, every: int, db_path: Path | None) -> None:
     """Route a simulated workload and print the strategy mix and cost as the policy learns.
 
     The workload is the reference mix (40% classify, 30% summarize, 20% chat, 10% long
     generation) on the demo world; the baseline is every request on the default strategy.
 
-    Example: conductor demo --requests 1000 --seed 3
+    Example: conductor demo --requests 1000 --seed 3 --db demo.db
     """
     settings = load_settings(config_path) if config_path else default_settings()
     rng = np.random.default_rng([seed, 7])
     tasks = [t for t in REFERENCE_MIX if t in settings.task_types]
     weights = np.array([REFERENCE_MIX[t] for t in tasks])
-    with Conductor(settings, seed=seed) as conductor:
+    store = SQLiteStore(db_path, store_text=settings.storage.store_text) if db_path else None
+    with Conductor(settings, seed=seed, log_store=store) as conductor:
         window: Counter[str] = Counter()
         cost = base_cost = 0.0
         quality: list[float] = []
@@ -96,6 +101,48 @@ def demo(config_path: Path | None, n: int, seed: int, every: int) -> None:
                 click.echo(f"{i:>7}  cost ${cost:.4f} vs ${base_cost:.4f} on default "
                            f"({1 - cost / base_cost:+.0%} saved)  quality {q:.2f}  mix: {mix}")
                 window.clear()
+
+
+def parse_time(value: str | None) -> float | None:
+    """Unix seconds or an ISO 8601 date/time (UTC unless it says otherwise)."""
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        dt = datetime.datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidRequestError(
+            f"--since {value!r}: expected unix seconds or an ISO date such as 2026-11-01T00:00",
+            field="since") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=datetime.UTC)
+    return dt.timestamp()
+
+
+@main.command()
+@click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path),
+              default="conductor.db", show_default=True, help="The SQLite database to read.")
+@click.option("--since", help="Only requests at or after this time (unix seconds or ISO 8601).")
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The JSONL file to write.")
+def export(db_path: Path, since: str | None, out: Path) -> None:
+    """Export logged traffic as JSONL: one line per request with its decision (propensity,
+    constraints), outcome and rewards. `replay`, `calibrate` and `compare` read it.
+
+    Example: conductor export --db conductor.db --since 2026-11-01 --out traffic.jsonl
+    """
+    t = parse_time(since)
+    if not db_path.exists():
+        raise StorageError(f"{db_path}: no such database")
+    store = SQLiteStore(db_path)
+    try:
+        n = store.export_jsonl(out, since=t)
+    finally:
+        store.close()
+    click.echo(f"wrote {n} requests to {out}")
 
 
 if __name__ == "__main__":  # pragma: no cover

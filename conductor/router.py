@@ -8,6 +8,7 @@ the service, a JSONL file for offline analysis).
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import threading
 import time
@@ -59,6 +60,7 @@ from conductor.types import (
 )
 
 Coefficients = dict[str, dict[str, Prior]]
+log = logging.getLogger("conductor.router")
 
 
 def load_coefficients(path: str | Path) -> Coefficients:
@@ -223,6 +225,10 @@ class Conductor:
         self._unavailable: set[str] = set()  # strategies whose circuit is open
         self._lock = threading.RLock()
         self._user_scores: dict[tuple[str, str], float] = {}
+        self._feedback_lock = threading.Lock()
+        self._closed = False
+        self._last_snapshot = clock()
+        self.restore()
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- deciding --------------------------------------------------------------------------
@@ -471,8 +477,7 @@ class Conductor:
             sla_met=resp is not None and (c.max_latency_ms is None or latency <= c.max_latency_ms),
             escalated=escalated, calls=tuple(calls), text=resp.text if resp else "",
             finish_reason=resp.finish_reason if resp else "error", created_at=self.clock())
-        self.log_store.record_outcome(outcome)
-        self.observe_outcome(req.task_type, outcome)
+        self.record_outcome(req.task_type, outcome)
         rewards: list[Reward] = []
         if resp is not None:
             for ev in self.evaluators:
@@ -484,8 +489,7 @@ class Conductor:
                         rewards.append(r)
                         break  # one automatic reward per request; the evaluators issue fuses
         for r in rewards:
-            self.log_store.record_reward(r)
-            self.observe_reward(r)
+            self.record_reward(r)
         if resp is None:
             assert last_exc is not None
             raise last_exc
@@ -505,47 +509,80 @@ class Conductor:
         return self._run(self.acomplete(prompt, **kwargs))
 
     # -- learning --------------------------------------------------------------------------
+    #
+    # Each posterior update and its log row happen under one lock, so the store's event
+    # order (seq) is the order the posterior saw: snapshot + later events rebuilds it exactly.
 
-    def observe_outcome(self, task_type: str, outcome: Outcome) -> None:
-        if self.frozen:
-            return
-        with self._lock:
-            post = self.posteriors[task_type]
-            st = self.settings.strategies[outcome.strategy]
-            post.observe_outcome(
-                outcome.strategy, outcome.latency_ms if outcome.error is None else None,
-                outcome.output_tokens if outcome.error is None else None,
-                outcome.escalated if st.mode == Mode.VERIFIED and outcome.error is None else None,
-                self.gamma)
+    def _apply_outcome(self, task_type: str, strategy: str, latency_ms: float | None,
+                       output_tokens: int | None, escalated: bool | None,
+                       error: str | None) -> None:
+        st = self.settings.strategies[strategy]
+        ok = error is None
+        self.posteriors[task_type].observe_outcome(
+            strategy, latency_ms if ok else None, output_tokens if ok else None,
+            escalated if st.mode == Mode.VERIFIED and ok else None, self.gamma)
 
-    def observe_reward(self, reward: Reward) -> None:
-        if self.frozen or not reward.task_type or reward.strategy not in self.settings.strategies:
-            return
+    def record_outcome(self, task_type: str, outcome: Outcome) -> None:
+        """Log an outcome and learn its latency, tokens and escalation."""
         with self._lock:
-            self.posteriors[reward.task_type].observe_reward(reward.strategy, reward.score)
+            self.log_store.record_outcome(outcome, task_type=task_type, applied=not self.frozen)
+            if not self.frozen:
+                self._apply_outcome(task_type, outcome.strategy, outcome.latency_ms,
+                                    outcome.output_tokens, outcome.escalated, outcome.error)
+            self._maybe_snapshot()
+
+    def record_reward(self, reward: Reward) -> Any:
+        """Log an automatic reward and learn from it. Returns the store's commit handle."""
+        applicable = (not self.frozen and reward.task_type in self.posteriors.tasks
+                      and reward.strategy in self.settings.strategies)
+        with self._lock:
+            handle = self.log_store.record_reward(reward, applied=applicable)
+            if applicable:
+                self.posteriors[reward.task_type].observe_reward(reward.strategy, reward.score)
+        return handle
+
+    def _previous_user_score(self, request_id: str, rater: str,
+                             rewards: Sequence[Reward]) -> float | None:
+        key = (request_id, rater)
+        if key in self._user_scores:
+            return self._user_scores[key]
+        for r in reversed(rewards):  # after a restart: the stored ratings
+            if r.source == "user" and r.rater == rater:
+                return r.score
+        return None
 
     def feedback(self, request_id: str, rating: float | int | bool | str,
                  rater: str = "") -> Reward:
-        """A user rating for a request. Re-rating by the same rater replaces the old score."""
+        """A user rating for a request; returns once it is committed to the store.
+
+        Ratings: True/False or 'up'/'down' (thumbs), an int 1-5 (stars), a float in [0, 1].
+        Re-rating by the same rater replaces the earlier score: the posterior is corrected
+        by the difference, never counted twice.
+        """
         score = rating_to_score(rating)
-        rec = self.log_store.get_request(request_id)
-        if rec is None or rec.decision is None:
-            raise NotFoundError(f"unknown request id {request_id!r}")
-        strategy = rec.outcome.strategy if rec.outcome else rec.decision.strategy
-        reward = Reward(request_id=request_id, source="user", score=score, rater=rater,
-                        task_type=rec.decision.task_type, strategy=strategy,
-                        created_at=self.clock())
-        self.log_store.record_reward(reward)
-        key = (request_id, rater)
-        with self._lock:
-            old = self._user_scores.get(key)
-            self._user_scores[key] = score
-            if not self.frozen:
-                post = self.posteriors[reward.task_type]
-                if old is None:
-                    post.observe_reward(strategy, score)
-                else:
-                    post.correct_reward(strategy, old, score)
+        with self._feedback_lock:
+            rec = self.log_store.get_request(request_id)
+            if rec is None or rec.decision is None:
+                raise NotFoundError(f"unknown request id {request_id!r}")
+            strategy = rec.outcome.strategy if rec.outcome else rec.decision.strategy
+            task = rec.decision.task_type
+            reward = Reward(request_id=request_id, source="user", score=score, rater=rater,
+                            task_type=task, strategy=strategy, created_at=self.clock())
+            old = self._previous_user_score(request_id, rater, rec.rewards)
+            applicable = (not self.frozen and task in self.posteriors.tasks
+                          and strategy in self.settings.strategies)
+            with self._lock:
+                handle = self.log_store.record_reward(
+                    reward, applied=applicable, previous_score=old, wait=False)
+                if applicable:
+                    post = self.posteriors[task]
+                    if old is None:
+                        post.observe_reward(strategy, score)
+                    else:
+                        post.correct_reward(strategy, old, score)
+                self._user_scores[(request_id, rater)] = score
+            if handle is not None:
+                handle.result()  # durable before we acknowledge
         return reward
 
     async def afeedback(self, request_id: str, rating: float | int | bool | str,
@@ -563,18 +600,76 @@ class Conductor:
         with self._lock:
             return self.posteriors.load(data)
 
+    def restore(self) -> list[str]:
+        """Rebuild the posterior from the store: its last snapshot plus every event after it.
+
+        Returns what had to be repaired. Unknown task types or strategies (the config
+        changed) are skipped.
+        """
+        store: Any = self.log_store
+        if not hasattr(store, "latest_snapshot"):
+            return []
+        problems: list[str] = []
+        with self._lock:
+            snap = store.latest_snapshot()
+            seq = 0
+            if snap is not None:
+                seq, state = snap
+                problems += self.posteriors.load(state)
+            replayed = 0
+            for kind, row in store.events_after(seq):
+                task, strategy = row["task_type"], row["strategy"]
+                if task not in self.posteriors.tasks or strategy not in self.settings.strategies:
+                    continue
+                if kind == "outcome":
+                    self._apply_outcome(task, strategy, row["latency_ms"], row["output_tokens"],
+                                        bool(row["escalated"]), row["error"])
+                elif row["previous_score"] is None:
+                    self.posteriors[task].observe_reward(strategy, row["score"])
+                else:
+                    self.posteriors[task].correct_reward(strategy, row["previous_score"],
+                                                         row["score"])
+                replayed += 1
+        for p in problems:
+            log.warning("posterior state repaired: %s", p)
+        log.info("posterior restored from snapshot at seq %d plus %d events", seq, replayed)
+        return problems
+
+    def _maybe_snapshot(self, force: bool = False) -> None:
+        store: Any = self.log_store
+        if not hasattr(store, "save_snapshot"):
+            return
+        now = self.clock()
+        if force or now - self._last_snapshot >= self.settings.storage.snapshot_every_s:
+            self._last_snapshot = now
+            store.save_snapshot(store.last_seq(), self.posteriors.to_dict(), wait=force)
+
+    def snapshot(self) -> None:
+        """Save the posterior now and wait until it is committed."""
+        with self._lock:
+            self._maybe_snapshot(force=True)
+
     def close(self) -> None:
+        """Snapshot the posterior, close providers, drain and close the store."""
+        if self._closed:
+            return
+        self._closed = True
         if self._loop is not None:
             for p in self.providers.values():
                 self._loop.run_until_complete(p.aclose())
             self._loop.close()
             self._loop = None
+        self.snapshot()
         self.log_store.close()
 
     async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         for p in self.providers.values():
             await p.aclose()
-        self.log_store.close()
+        await asyncio.to_thread(self.snapshot)
+        await asyncio.to_thread(self.log_store.close)
 
     def __enter__(self) -> Conductor:
         return self

@@ -7,6 +7,7 @@ feedback must be durable when it returns; decisions and outcomes may be buffered
 from __future__ import annotations
 
 import threading
+from concurrent.futures import Future
 from typing import Protocol, runtime_checkable
 
 from msgspec import Struct
@@ -26,11 +27,20 @@ class RequestRecord(Struct, kw_only=True):
 
 @runtime_checkable
 class LogStore(Protocol):
+    """Where the router writes. ``applied`` says whether the posterior learned from the
+    row (false while the policy is frozen); ``previous_score`` marks a re-rating."""
+
     def record_decision(self, decision: Decision, request: CompletionRequest) -> None: ...
 
-    def record_outcome(self, outcome: Outcome) -> None: ...
+    def record_outcome(self, outcome: Outcome, *, task_type: str = "",
+                       applied: bool = True) -> None: ...
 
-    def record_reward(self, reward: Reward) -> None: ...
+    def record_reward(self, reward: Reward, *, applied: bool = True,
+                      previous_score: float | None = None,
+                      wait: bool | None = None) -> Future[None] | None:
+        """Queue a reward. User rewards are durable: with ``wait=False`` the caller gets a
+        future to wait on (outside its own locks); otherwise this returns after commit."""
+        ...
 
     def get_request(self, request_id: str) -> RequestRecord | None: ...
 
@@ -54,13 +64,17 @@ class MemoryLogStore:
         with self._lock:
             self._rec(decision.request_id).decision = decision
 
-    def record_outcome(self, outcome: Outcome) -> None:
+    def record_outcome(self, outcome: Outcome, *, task_type: str = "",
+                       applied: bool = True) -> None:
         with self._lock:
             self._rec(outcome.request_id).outcome = outcome
 
-    def record_reward(self, reward: Reward) -> None:
+    def record_reward(self, reward: Reward, *, applied: bool = True,
+                      previous_score: float | None = None,
+                      wait: bool | None = None) -> Future[None] | None:
         with self._lock:
             self._rec(reward.request_id).rewards.append(reward)
+        return None
 
     def get_request(self, request_id: str) -> RequestRecord | None:
         with self._lock:

@@ -36,3 +36,40 @@ def test_every_command_has_help_with_an_example_and_is_in_the_readme() -> None:
     for name, cmd in main.commands.items():
         assert "Example:" in (cmd.help or ""), name
         assert f"`conductor {name}" in readme, f"conductor {name} is not documented"
+
+
+def test_export_writes_one_line_per_request_with_decision_outcome_rewards(tmp_path: Path) -> None:
+    import msgspec
+
+    db = tmp_path / "demo.db"
+    out = tmp_path / "traffic.jsonl"
+    runner = CliRunner()
+    assert runner.invoke(main, ["demo", "--requests", "40", "--db", str(db)]).exit_code == 0
+    result = runner.invoke(main, ["export", "--db", str(db), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"wrote 40 requests to {out}"
+    lines = [msgspec.json.decode(ln) for ln in out.read_bytes().splitlines()]
+    assert len(lines) == 40
+    for rec in lines:
+        assert rec["decision"]["request_id"] == rec["request_id"]
+        assert 0 < rec["decision"]["propensity"] <= 1
+        assert rec["outcome"]["strategy"] in {"turbo-cheap", "turbo-quality", "batch-cheap",
+                                              "quality-verified"}
+        assert [r["source"] for r in rec["rewards"]] == ["simulated"]
+        assert rec["constraints"] == rec["decision"]["constraints"]
+    later = runner.invoke(main, ["export", "--db", str(db), "--out", str(out),
+                                 "--since", "2999-01-01"])
+    assert later.output.strip() == f"wrote 0 requests to {out}"
+
+
+def test_export_bad_input_is_one_line_and_non_zero(tmp_path: Path) -> None:
+    runner = CliRunner()
+    missing = runner.invoke(main, ["export", "--db", str(tmp_path / "x.db"), "--out", "o.jsonl"])
+    assert missing.exit_code == 1 and "x.db: no such database" in missing.output
+    garbage = tmp_path / "g.db"
+    garbage.write_bytes(b"garbage" * 1000)
+    bad = runner.invoke(main, ["export", "--db", str(garbage), "--out", "o.jsonl"])
+    assert bad.exit_code == 1 and "g.db: not a usable SQLite database" in bad.output
+    since = runner.invoke(main, ["export", "--db", str(garbage), "--out", "o.jsonl",
+                                 "--since", "soon"])
+    assert since.exit_code == 2 and "--since 'soon'" in since.output

@@ -1,0 +1,147 @@
+"""The SQLite schema, changed only through recorded migrations (sqlite-utils ``Migrations``).
+
+A database that has applied a migration this build does not know was written by a newer
+Conductor; opening it is an error rather than a guess.
+"""
+
+from __future__ import annotations
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+MIGRATION_SET = "conductor"
+
+
+def build_migrations() -> Migrations:
+    """Every schema change, in order. Append new ones; never edit an applied one."""
+    m = Migrations(MIGRATION_SET)
+
+    @m(name="0001_initial")
+    def initial(db: Database) -> None:
+        db.execute("""
+            CREATE TABLE requests (
+                request_id TEXT PRIMARY KEY,
+                created_at REAL NOT NULL,
+                client_id TEXT NOT NULL,
+                task_type TEXT NOT NULL,
+                constraints TEXT NOT NULL,
+                prompt_sha256 TEXT NOT NULL,
+                prompt TEXT,
+                metadata TEXT
+            )""")
+        db.execute("""
+            CREATE TABLE decisions (
+                request_id TEXT PRIMARY KEY,
+                created_at REAL NOT NULL,
+                task_type TEXT NOT NULL,
+                client_id TEXT NOT NULL,
+                strategy TEXT NOT NULL,
+                model TEXT NOT NULL,
+                mode TEXT NOT NULL,
+                propensity REAL NOT NULL,
+                explored INTEGER NOT NULL,
+                constraint_relaxed INTEGER NOT NULL,
+                policy_version TEXT NOT NULL,
+                routed_by TEXT NOT NULL,
+                policy_choice TEXT NOT NULL,
+                predicted_quality REAL NOT NULL,
+                predicted_latency_ms REAL NOT NULL,
+                predicted_cost_usd REAL NOT NULL,
+                input_tokens INTEGER NOT NULL,
+                constraints TEXT NOT NULL,
+                samples TEXT NOT NULL
+            )""")
+        db.execute("""
+            CREATE TABLE outcomes (
+                request_id TEXT PRIMARY KEY,
+                seq INTEGER NOT NULL,
+                created_at REAL NOT NULL,
+                task_type TEXT NOT NULL,
+                strategy TEXT NOT NULL,
+                model TEXT NOT NULL,
+                latency_ms REAL NOT NULL,
+                input_tokens INTEGER NOT NULL,
+                output_tokens INTEGER NOT NULL,
+                cost_usd REAL NOT NULL,
+                cost_estimated INTEGER NOT NULL,
+                error TEXT,
+                fallback_used INTEGER NOT NULL,
+                fallback_chain TEXT NOT NULL,
+                sla_met INTEGER NOT NULL,
+                escalated INTEGER NOT NULL,
+                calls TEXT NOT NULL,
+                finish_reason TEXT NOT NULL,
+                response_sha256 TEXT NOT NULL,
+                response TEXT,
+                applied INTEGER NOT NULL DEFAULT 1
+            )""")
+        db.execute("""
+            CREATE TABLE rewards (
+                id INTEGER PRIMARY KEY,
+                seq INTEGER NOT NULL,
+                request_id TEXT NOT NULL,
+                created_at REAL NOT NULL,
+                task_type TEXT NOT NULL,
+                strategy TEXT NOT NULL,
+                source TEXT NOT NULL,
+                score REAL NOT NULL,
+                previous_score REAL,
+                sampling_probability REAL NOT NULL,
+                rater TEXT NOT NULL,
+                applied INTEGER NOT NULL DEFAULT 1
+            )""")
+        db.execute("""
+            CREATE TABLE judge_calls (
+                id INTEGER PRIMARY KEY,
+                request_id TEXT NOT NULL,
+                created_at REAL NOT NULL,
+                strategy TEXT NOT NULL,
+                model TEXT NOT NULL,
+                score REAL,
+                raw_reply TEXT,
+                cost_usd REAL NOT NULL,
+                latency_ms REAL NOT NULL,
+                error TEXT,
+                self_graded INTEGER NOT NULL DEFAULT 0,
+                answer_chars INTEGER NOT NULL DEFAULT 0
+            )""")
+        db.execute("""
+            CREATE TABLE posterior_snapshots (
+                id INTEGER PRIMARY KEY,
+                created_at REAL NOT NULL,
+                seq INTEGER NOT NULL,
+                state TEXT NOT NULL
+            )""")
+        db.execute("""
+            CREATE TABLE policy_history (
+                id INTEGER PRIMARY KEY,
+                created_at REAL NOT NULL,
+                actor TEXT NOT NULL,
+                settings TEXT NOT NULL
+            )""")
+        for sql in (
+            "CREATE INDEX idx_requests_created ON requests(created_at)",
+            "CREATE INDEX idx_decisions_task_created ON decisions(task_type, created_at)",
+            "CREATE INDEX idx_decisions_strategy ON decisions(strategy)",
+            "CREATE INDEX idx_outcomes_seq ON outcomes(seq)",
+            "CREATE INDEX idx_outcomes_created ON outcomes(created_at)",
+            "CREATE INDEX idx_rewards_seq ON rewards(seq)",
+            "CREATE INDEX idx_rewards_request ON rewards(request_id, source, rater)",
+            "CREATE INDEX idx_judge_calls_request ON judge_calls(request_id)",
+        ):
+            db.execute(sql)
+
+    @m(name="0002_pending_feedback")
+    def pending_feedback(db: Database) -> None:
+        # Feedback that arrives before its request is stored (a race) waits here.
+        db.execute("""
+            CREATE TABLE pending_feedback (
+                id INTEGER PRIMARY KEY,
+                request_id TEXT NOT NULL,
+                created_at REAL NOT NULL,
+                score REAL NOT NULL,
+                rater TEXT NOT NULL
+            )""")
+        db.execute("CREATE INDEX idx_pending_feedback_request ON pending_feedback(request_id)")
+
+    return m

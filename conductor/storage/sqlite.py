@@ -1,0 +1,464 @@
+"""SQLite store: every decision, outcome and reward; posterior snapshots; policy history.
+
+One writer thread owns the write connection and commits queued rows in batches (up to
+``batch_rows`` rows or ``batch_interval_s``). Durability contract:
+
+* decisions and outcomes may be acknowledged before they commit (they are queued);
+* user rewards, snapshots and policy changes return only after their batch committed;
+* ``close()`` drains the queue (bounded by ``drain_timeout_s``) and logs what it wrote.
+
+Outcome and reward rows carry ``seq``, the order in which the router applied them to the
+posterior, so "last snapshot + the events after its seq" rebuilds the posterior exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from sqlite_utils import Database
+
+from conductor.errors import SchemaVersionError, StorageError
+from conductor.storage.base import RequestRecord
+from conductor.storage.schema import MIGRATION_SET, build_migrations
+from conductor.types import (
+    CallRecord,
+    CompletionRequest,
+    Constraints,
+    Decision,
+    Outcome,
+    Reward,
+    StrategySample,
+)
+
+log = logging.getLogger("conductor.storage")
+
+_INSERT = {
+    "requests": "INSERT OR REPLACE INTO requests VALUES "
+                "(:request_id, :created_at, :client_id, :task_type, :constraints, :prompt_sha256,"
+                " :prompt, :metadata)",
+    "decisions": "INSERT OR REPLACE INTO decisions VALUES "
+                 "(:request_id, :created_at, :task_type, :client_id, :strategy, :model, :mode,"
+                 " :propensity, :explored, :constraint_relaxed, :policy_version, :routed_by,"
+                 " :policy_choice, :predicted_quality, :predicted_latency_ms,"
+                 " :predicted_cost_usd, :input_tokens, :constraints, :samples)",
+    "outcomes": "INSERT OR REPLACE INTO outcomes VALUES "
+                "(:request_id, :seq, :created_at, :task_type, :strategy, :model, :latency_ms,"
+                " :input_tokens, :output_tokens, :cost_usd, :cost_estimated, :error,"
+                " :fallback_used, :fallback_chain, :sla_met, :escalated, :calls, :finish_reason,"
+                " :response_sha256, :response, :applied)",
+    "rewards": "INSERT INTO rewards (seq, request_id, created_at, task_type, strategy, source,"
+               " score, previous_score, sampling_probability, rater, applied) VALUES "
+               "(:seq, :request_id, :created_at, :task_type, :strategy, :source, :score,"
+               " :previous_score, :sampling_probability, :rater, :applied)",
+    "judge_calls": "INSERT INTO judge_calls (request_id, created_at, strategy, model, score,"
+                   " raw_reply, cost_usd, latency_ms, error, self_graded, answer_chars) VALUES "
+                   "(:request_id, :created_at, :strategy, :model, :score, :raw_reply, :cost_usd,"
+                   " :latency_ms, :error, :self_graded, :answer_chars)",
+    "posterior_snapshots": "INSERT INTO posterior_snapshots (created_at, seq, state) VALUES "
+                           "(:created_at, :seq, :state)",
+    "policy_history": "INSERT INTO policy_history (created_at, actor, settings) VALUES "
+                      "(:created_at, :actor, :settings)",
+}
+
+_json = msgspec.json.Encoder()
+_BARRIER = "_barrier"  # a queue marker: commit everything before it, write nothing
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class _Item(msgspec.Struct):
+    table: str
+    row: dict[str, Any]
+    done: Future[None] | None = None
+
+
+def _open_database(path: Path) -> Database:
+    """Open, check and migrate; every failure names the file."""
+    try:
+        conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        db = Database(conn)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA busy_timeout=5000")
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        for t in tables:  # touches each b-tree's last page: finds most truncations
+            db.execute(f'SELECT max(rowid) FROM "{t}"').fetchone()
+        migrations = build_migrations()
+        known = {mig.name for mig in migrations._migrations}
+        unknown = [a.name for a in migrations.applied(db) if a.name not in known]
+        if unknown:
+            raise SchemaVersionError(
+                f"{path}: written by a newer Conductor (unknown migrations {unknown}); "
+                "upgrade Conductor to open it")
+        migrations.apply(db)
+        return db
+    except sqlite3.DatabaseError as exc:
+        raise StorageError(f"{path}: not a usable SQLite database: {exc}") from exc
+    except OSError as exc:
+        raise StorageError(f"{path}: cannot open: {exc}") from exc
+
+
+class SQLiteStore:
+    """The default log store for the service. Thread-safe; one writer thread.
+
+    Args:
+        path: the database file (created with its parent folder's permissions).
+        store_text: keep prompt and response text (a SHA-256 of each is always kept).
+        batch_rows / batch_interval_s: commit when either is reached.
+        drain_timeout_s: how long ``close()`` may take to write what is queued.
+        clock: wall-clock seconds (injectable).
+    """
+
+    def __init__(self, path: str | Path, *, store_text: bool = False, batch_rows: int = 500,
+                 batch_interval_s: float = 0.05, drain_timeout_s: float = 10.0,
+                 clock: Any = time.time) -> None:
+        self.path = Path(path)
+        self.store_text = store_text
+        self.batch_rows = batch_rows
+        self.batch_interval_s = batch_interval_s
+        self.drain_timeout_s = drain_timeout_s
+        self.clock = clock
+        self._db = _open_database(self.path)
+        start = max(self._scalar("SELECT max(seq) FROM outcomes") or 0,
+                    self._scalar("SELECT max(seq) FROM rewards") or 0)
+        self._seq = itertools.count(int(start) + 1)
+        self._last_seq = int(start)
+        self._seq_lock = threading.Lock()
+        self._queue: queue.Queue[_Item | None] = queue.Queue()
+        self._pending: dict[str, RequestRecord] = {}  # queued, not yet committed
+        self._pending_lock = threading.Lock()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self.rows_written = 0
+        self.rows_failed = 0
+        self._closed = False
+        self._writer = threading.Thread(target=self._run, name="conductor-sqlite-writer",
+                                        daemon=True)
+        self._writer.start()
+
+    # -- writer ----------------------------------------------------------------------------
+
+    def _scalar(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
+        row = self._db.execute(sql, params).fetchone()
+        return row[0] if row else None
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            deadline = time.monotonic() + self.batch_interval_s
+            stop = False
+            while len(batch) < self.batch_rows:
+                timeout = deadline - time.monotonic()
+                if timeout <= 0:
+                    break
+                try:
+                    item = self._queue.get(timeout=timeout)
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+                if item.done is not None:  # someone waits: commit now
+                    break
+            self._commit(batch)
+            if stop:
+                return
+
+    def _commit(self, batch: list[_Item]) -> None:
+        try:
+            with self._db.atomic():
+                for item in batch:
+                    if item.table != _BARRIER:
+                        self._db.execute(_INSERT[item.table], item.row)
+        except sqlite3.Error as exc:
+            self.rows_failed += len(batch)
+            log.error("could not write %d rows to %s: %s", len(batch), self.path, exc)
+            for item in batch:
+                if item.done is not None:
+                    item.done.set_exception(StorageError(f"{self.path}: write failed: {exc}"))
+            return
+        self.rows_written += len(batch)
+        with self._pending_lock:
+            for item in batch:
+                rid = item.row.get("request_id")
+                if item.table == "outcomes" and rid in self._pending:
+                    del self._pending[rid]
+        for item in batch:
+            if item.done is not None:
+                item.done.set_result(None)
+
+    def _put(self, table: str, row: dict[str, Any], *, durable: bool = False,
+             wait: bool = True) -> Future[None] | None:
+        """Queue a row. A durable row gets a future resolved on commit; ``wait`` blocks on it."""
+        if self._closed:
+            raise StorageError(f"{self.path}: store is closed")
+        done: Future[None] | None = Future() if durable else None
+        self._queue.put(_Item(table=table, row=row, done=done))
+        if done is not None and wait:
+            done.result()
+            return None
+        return done
+
+    def next_seq(self) -> int:
+        """The next event sequence number (the order events reach the posterior)."""
+        with self._seq_lock:
+            self._last_seq = next(self._seq)
+            return self._last_seq
+
+    def last_seq(self) -> int:
+        with self._seq_lock:
+            return self._last_seq
+
+    # -- LogStore --------------------------------------------------------------------------
+
+    def record_decision(self, decision: Decision, request: CompletionRequest) -> None:
+        text = request.text()
+        with self._pending_lock:
+            self._pending[decision.request_id] = RequestRecord(
+                request_id=decision.request_id, decision=decision, rewards=[],
+                prompt=text if self.store_text else None)
+        self._put("requests", {
+            "request_id": decision.request_id, "created_at": decision.created_at,
+            "client_id": request.client_id, "task_type": request.task_type,
+            "constraints": _json.encode(decision.constraints).decode(),
+            "prompt_sha256": sha256(text), "prompt": text if self.store_text else None,
+            "metadata": _json.encode(request.metadata).decode() if request.metadata else None})
+        self._put("decisions", {
+            "request_id": decision.request_id, "created_at": decision.created_at,
+            "task_type": decision.task_type, "client_id": decision.client_id,
+            "strategy": decision.strategy, "model": decision.model,
+            "mode": decision.mode.value, "propensity": decision.propensity,
+            "explored": int(decision.explored),
+            "constraint_relaxed": int(decision.constraint_relaxed),
+            "policy_version": decision.policy_version, "routed_by": decision.routed_by,
+            "policy_choice": decision.policy_choice,
+            "predicted_quality": decision.predicted_quality,
+            "predicted_latency_ms": decision.predicted_latency_ms,
+            "predicted_cost_usd": decision.predicted_cost_usd,
+            "input_tokens": decision.input_tokens,
+            "constraints": _json.encode(decision.constraints).decode(),
+            "samples": _json.encode(decision.samples).decode()})
+
+    def record_outcome(self, outcome: Outcome, *, task_type: str = "",
+                       applied: bool = True) -> None:
+        with self._pending_lock:
+            rec = self._pending.get(outcome.request_id)
+            if rec is not None:
+                rec.outcome = outcome
+                task_type = task_type or (rec.decision.task_type if rec.decision else "")
+        self._put("outcomes", {
+            "request_id": outcome.request_id, "seq": self.next_seq(),
+            "created_at": outcome.created_at, "task_type": task_type,
+            "strategy": outcome.strategy, "model": outcome.model,
+            "latency_ms": outcome.latency_ms, "input_tokens": outcome.input_tokens,
+            "output_tokens": outcome.output_tokens, "cost_usd": outcome.cost_usd,
+            "cost_estimated": int(outcome.cost_estimated), "error": outcome.error,
+            "fallback_used": int(outcome.fallback_used),
+            "fallback_chain": _json.encode(outcome.fallback_chain).decode(),
+            "sla_met": int(outcome.sla_met), "escalated": int(outcome.escalated),
+            "calls": _json.encode(outcome.calls).decode(),
+            "finish_reason": outcome.finish_reason, "response_sha256": sha256(outcome.text),
+            "response": outcome.text if self.store_text else None, "applied": int(applied)})
+
+    def record_reward(self, reward: Reward, *, applied: bool = True,
+                      previous_score: float | None = None,
+                      wait: bool | None = None) -> Future[None] | None:
+        """User ratings are durable: returns after commit, or with ``wait=False`` returns a
+        future that resolves on commit. Automatic rewards are queued."""
+        with self._pending_lock:
+            rec = self._pending.get(reward.request_id)
+            if rec is not None:
+                rec.rewards.append(reward)
+        return self._put("rewards", {
+            "seq": self.next_seq(), "request_id": reward.request_id,
+            "created_at": reward.created_at, "task_type": reward.task_type,
+            "strategy": reward.strategy, "source": reward.source, "score": reward.score,
+            "previous_score": previous_score,
+            "sampling_probability": reward.sampling_probability, "rater": reward.rater,
+            "applied": int(applied)}, durable=reward.source == "user",
+            wait=wait is not False)
+
+    def record_judge_call(self, row: dict[str, Any]) -> None:
+        self._put("judge_calls", row)
+
+    def record_policy_change(self, actor: str, settings: dict[str, Any]) -> None:
+        """Durable: returns after the change is committed."""
+        self._put("policy_history", {"created_at": self.clock(), "actor": actor,
+                                     "settings": _json.encode(settings).decode()}, durable=True)
+
+    def save_snapshot(self, seq: int, state: dict[str, Any], *, wait: bool = False) -> None:
+        self._put("posterior_snapshots", {"created_at": self.clock(), "seq": seq,
+                                          "state": _json.encode(state).decode()}, durable=wait)
+
+    def flush(self) -> None:
+        """Return when everything queued so far is committed."""
+        self._put(_BARRIER, {}, durable=True)
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def _reader(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(str(self.path), check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA busy_timeout=5000")
+            self._local.conn = conn
+            self._readers.append(conn)
+        return conn
+
+    def query(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> list[sqlite3.Row]:
+        try:
+            return self._reader().execute(sql, params).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise StorageError(f"{self.path}: read failed: {exc}") from exc
+
+    def get_request(self, request_id: str) -> RequestRecord | None:
+        with self._pending_lock:
+            pending = self._pending.get(request_id)
+            if pending is not None:
+                return RequestRecord(request_id=request_id, decision=pending.decision,
+                                     outcome=pending.outcome, rewards=list(pending.rewards),
+                                     prompt=pending.prompt)
+        return self._committed_request(request_id)
+
+    def _committed_request(self, request_id: str) -> RequestRecord | None:
+        rows = self.query("SELECT * FROM decisions WHERE request_id = ?", (request_id,))
+        if not rows:
+            return None
+        req = self.query("SELECT prompt FROM requests WHERE request_id = ?", (request_id,))
+        out = self.query("SELECT * FROM outcomes WHERE request_id = ?", (request_id,))
+        rew = self.query("SELECT * FROM rewards WHERE request_id = ? ORDER BY seq", (request_id,))
+        return RequestRecord(
+            request_id=request_id, decision=decision_from_row(rows[0]),
+            outcome=outcome_from_row(out[0]) if out else None,
+            rewards=[reward_from_row(r) for r in rew],
+            prompt=req[0]["prompt"] if req else None)
+
+    def iter_requests(self, since: float | None = None) -> Iterator[dict[str, Any]]:
+        """Logged traffic, one dict per request: decision (with propensity and constraints),
+        outcome and rewards. The format ``conductor export`` writes and replay reads."""
+        since = since if since is not None else float("-inf")
+        rewards: dict[str, list[Reward]] = {}
+        for r in self.query("SELECT * FROM rewards WHERE created_at >= ? ORDER BY seq", (since,)):
+            rewards.setdefault(r["request_id"], []).append(reward_from_row(r))
+        decisions = self.query("SELECT * FROM decisions WHERE created_at >= ? "
+                               "ORDER BY created_at, rowid", (since,))
+        outcomes = {r["request_id"]: r for r in self.query(
+            "SELECT * FROM outcomes WHERE request_id IN "
+            "(SELECT request_id FROM decisions WHERE created_at >= ?)", (since,))}
+        for d in decisions:
+            dec = decision_from_row(d)
+            o = outcomes.get(dec.request_id)
+            yield {"request_id": dec.request_id, "created_at": dec.created_at,
+                   "task_type": dec.task_type, "client_id": dec.client_id,
+                   "constraints": dec.constraints, "decision": dec,
+                   "outcome": outcome_from_row(o) if o is not None else None,
+                   "rewards": rewards.get(dec.request_id, [])}
+
+    def export_jsonl(self, out: str | Path, since: float | None = None) -> int:
+        """Write ``iter_requests`` to a JSONL file; returns the number of lines."""
+        n = 0
+        enc = msgspec.json.Encoder()
+        try:
+            with Path(out).open("wb") as fh:
+                for rec in self.iter_requests(since):
+                    fh.write(enc.encode(rec) + b"\n")
+                    n += 1
+        except OSError as exc:
+            raise StorageError(f"{out}: cannot write export: {exc}") from exc
+        return n
+
+    def latest_snapshot(self) -> tuple[int, Any] | None:
+        rows = self.query("SELECT seq, state FROM posterior_snapshots ORDER BY id DESC LIMIT 1")
+        if not rows:
+            return None
+        try:
+            return int(rows[0]["seq"]), msgspec.json.decode(rows[0]["state"])
+        except msgspec.DecodeError:
+            log.warning("%s: latest posterior snapshot is not valid JSON; ignoring it", self.path)
+            return int(rows[0]["seq"]), None
+
+    def events_after(self, seq: int) -> Iterator[tuple[str, sqlite3.Row]]:
+        """Outcomes and rewards applied to the posterior after ``seq``, in applied order."""
+        outcomes = self.query(
+            "SELECT seq, task_type, strategy, latency_ms, output_tokens, escalated, error "
+            "FROM outcomes WHERE seq > ? AND applied = 1", (seq,))
+        rewards = self.query(
+            "SELECT seq, task_type, strategy, score, previous_score FROM rewards "
+            "WHERE seq > ? AND applied = 1", (seq,))
+        events = [("outcome", r) for r in outcomes] + [("reward", r) for r in rewards]
+        events.sort(key=lambda e: e[1]["seq"])
+        yield from events
+
+    def close(self) -> None:
+        """Drain the queue (bounded by ``drain_timeout_s``), then close connections."""
+        if self._closed:
+            return
+        self._closed = True
+        before = self.rows_written
+        self._queue.put(None)
+        self._writer.join(self.drain_timeout_s)
+        if self._writer.is_alive():
+            log.error("%s: drain timed out after %.1fs with about %d rows unwritten",
+                      self.path, self.drain_timeout_s, self._queue.qsize())
+        else:
+            log.info("%s: drained %d queued rows on close (%d rows written in all)",
+                     self.path, self.rows_written - before, self.rows_written)
+            self._db.conn.close()
+        for conn in self._readers:
+            conn.close()
+
+
+def decision_from_row(r: sqlite3.Row) -> Decision:
+    return Decision(
+        request_id=r["request_id"], task_type=r["task_type"], strategy=r["strategy"],
+        model=r["model"], mode=r["mode"], predicted_quality=r["predicted_quality"],
+        predicted_latency_ms=r["predicted_latency_ms"],
+        predicted_cost_usd=r["predicted_cost_usd"], propensity=r["propensity"],
+        explored=bool(r["explored"]), constraint_relaxed=bool(r["constraint_relaxed"]),
+        policy_version=r["policy_version"], routed_by=r["routed_by"],
+        policy_choice=r["policy_choice"],
+        constraints=msgspec.json.decode(r["constraints"], type=Constraints),
+        client_id=r["client_id"], input_tokens=r["input_tokens"],
+        samples=msgspec.json.decode(r["samples"], type=tuple[StrategySample, ...]),
+        created_at=r["created_at"])
+
+
+def outcome_from_row(r: sqlite3.Row) -> Outcome:
+    return Outcome(
+        request_id=r["request_id"], strategy=r["strategy"], model=r["model"],
+        latency_ms=r["latency_ms"], input_tokens=r["input_tokens"],
+        output_tokens=r["output_tokens"], cost_usd=r["cost_usd"],
+        cost_estimated=bool(r["cost_estimated"]), error=r["error"],
+        fallback_used=bool(r["fallback_used"]),
+        fallback_chain=tuple(msgspec.json.decode(r["fallback_chain"])),
+        sla_met=bool(r["sla_met"]), escalated=bool(r["escalated"]),
+        calls=msgspec.json.decode(r["calls"], type=tuple[CallRecord, ...]),
+        text=r["response"] or "", finish_reason=r["finish_reason"], created_at=r["created_at"])
+
+
+def reward_from_row(r: sqlite3.Row) -> Reward:
+    return Reward(request_id=r["request_id"], source=r["source"], score=r["score"],
+                  sampling_probability=r["sampling_probability"], rater=r["rater"],
+                  task_type=r["task_type"], strategy=r["strategy"], created_at=r["created_at"])
+
+
+__all__ = ["MIGRATION_SET", "SQLiteStore", "decision_from_row", "outcome_from_row",
+           "reward_from_row", "sha256"]

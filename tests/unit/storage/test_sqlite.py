@@ -1,0 +1,248 @@
+"""SQLite store: round trips, migrations, corruption, concurrency, restart equivalence."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import msgspec
+import pytest
+from sqlite_utils import Database
+
+from conductor import Conductor
+from conductor.errors import SchemaVersionError, StorageError
+from conductor.storage.schema import build_migrations
+from conductor.storage.sqlite import SQLiteStore, sha256
+from conductor.types import (
+    CallRecord,
+    CompletionRequest,
+    Constraints,
+    Decision,
+    Mode,
+    Outcome,
+    Reward,
+    StrategySample,
+)
+
+
+def _decision(rid: str, t: float = 1000.0) -> Decision:
+    return Decision(
+        request_id=rid, task_type="classify", strategy="turbo-cheap", model="gpt-4o-mini",
+        mode=Mode.DIRECT, predicted_quality=0.91, predicted_latency_ms=812.5,
+        predicted_cost_usd=1.25e-5, propensity=0.4375, explored=True, constraint_relaxed=False,
+        policy_version="v7", routed_by="policy", policy_choice="turbo-cheap",
+        constraints=Constraints(min_quality=0.85, max_latency_ms=3000.0), client_id="acme",
+        input_tokens=42,
+        samples=(StrategySample(strategy="turbo-cheap", quality=0.93, latency_p95_ms=1500.0,
+                                cost_usd=1.25e-5, feasible=True),),
+        created_at=t)
+
+
+def _outcome(rid: str) -> Outcome:
+    return Outcome(
+        request_id=rid, strategy="turbo-cheap", model="gpt-4o-mini", latency_ms=640.0,
+        input_tokens=42, output_tokens=3, cost_usd=8.1e-6, cost_estimated=True, error=None,
+        fallback_used=True, fallback_chain=("batch-cheap", "turbo-cheap"), sla_met=True,
+        escalated=False,
+        calls=(CallRecord(strategy="batch-cheap", model="gpt-4o-mini", error="timeout"),
+               CallRecord(strategy="turbo-cheap", model="gpt-4o-mini", latency_ms=640.0,
+                          input_tokens=42, output_tokens=3, cost_usd=8.1e-6)),
+        text="positive", finish_reason="stop", created_at=1001.0)
+
+
+def _request(rid: str) -> CompletionRequest:
+    return CompletionRequest(prompt="Great value!", task_type="classify", request_id=rid,
+                             client_id="acme", metadata={"labels": ["positive", "negative"]})
+
+
+def test_every_record_type_round_trips(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    store = SQLiteStore(path, store_text=True)
+    store.record_decision(_decision("r1"), _request("r1"))
+    store.record_outcome(_outcome("r1"), task_type="classify")
+    auto = Reward(request_id="r1", source="heuristic", score=1.0, task_type="classify",
+                  strategy="turbo-cheap", created_at=1002.0)
+    user = Reward(request_id="r1", source="user", score=0.75, rater="ann",
+                  sampling_probability=1.0, task_type="classify", strategy="turbo-cheap",
+                  created_at=1003.0)
+    store.record_reward(auto)
+    store.record_reward(user)  # durable: committed when this returns
+    store.record_judge_call({"request_id": "r1", "created_at": 1004.0, "strategy": "judge",
+                             "model": "gpt-4o", "score": 0.8, "raw_reply": "Score: 8",
+                             "cost_usd": 1e-4, "latency_ms": 300.0, "error": None,
+                             "self_graded": 0, "answer_chars": 8})
+    store.record_policy_change("admin", {"rollout_percent": 50})
+    store.save_snapshot(2, {"tasks": {}}, wait=True)
+    store.close()
+
+    again = SQLiteStore(path)
+    rec = again.get_request("r1")
+    assert rec is not None
+    assert rec.decision == _decision("r1")
+    assert rec.outcome == _outcome("r1")
+    assert rec.rewards == [auto, user]
+    assert rec.prompt == "Great value!"
+    row = again.query("SELECT prompt_sha256, metadata FROM requests")[0]
+    assert row["prompt_sha256"] == sha256("Great value!")
+    assert msgspec.json.decode(row["metadata"]) == {"labels": ["positive", "negative"]}
+    assert again.query("SELECT score, raw_reply FROM judge_calls")[0][:] == (0.8, "Score: 8")
+    assert again.query("SELECT actor, settings FROM policy_history")[0][:] == (
+        "admin", '{"rollout_percent":50}')
+    assert again.latest_snapshot() == (2, {"tasks": {}})
+    assert again.get_request("nope") is None
+    again.close()
+
+
+def test_text_is_hashed_not_stored_by_default(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "c.db")
+    store.record_decision(_decision("r1"), _request("r1"))
+    store.record_outcome(_outcome("r1"), task_type="classify")
+    store.flush()
+    row = store.query("SELECT r.prompt, o.response, o.response_sha256 FROM requests r "
+                      "JOIN outcomes o USING (request_id)")[0]
+    assert (row[0], row[1], row[2]) == (None, None, sha256("positive"))
+    store.close()
+
+
+def test_a_request_is_readable_before_its_rows_commit(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "c.db", batch_interval_s=5.0, batch_rows=10_000)
+    store.record_decision(_decision("r1"), _request("r1"))
+    assert store.query("SELECT count(*) FROM decisions")[0][0] == 0  # still queued
+    rec = store.get_request("r1")
+    assert rec is not None and rec.decision == _decision("r1")
+    store.close()
+    assert SQLiteStore(tmp_path / "c.db").query("SELECT count(*) FROM decisions")[0][0] == 1
+
+
+def test_migrations_from_empty_and_from_an_older_schema(tmp_path: Path) -> None:
+    fresh = SQLiteStore(tmp_path / "new.db")
+    names = [r["name"] for r in fresh.query("SELECT name FROM _sqlite_migrations ORDER BY id")]
+    assert names == ["0001_initial", "0002_pending_feedback"]
+    fresh.close()
+
+    old_path = tmp_path / "old.db"
+    db = Database(old_path)
+    build_migrations().apply(db, stop_before="0002_pending_feedback")
+    db.execute("INSERT INTO posterior_snapshots (created_at, seq, state) VALUES (1, 5, '{}')")
+    db.conn.commit()
+    assert "pending_feedback" not in db.table_names()
+    db.close()
+    upgraded = SQLiteStore(old_path)
+    assert upgraded.latest_snapshot() == (5, {})  # data kept
+    assert upgraded.query("SELECT count(*) FROM pending_feedback")[0][0] == 0
+    upgraded.close()
+
+
+def test_a_newer_database_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "future.db"
+    SQLiteStore(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute("INSERT INTO _sqlite_migrations (migration_set, name, applied_at) "
+                 "VALUES ('conductor', '0099_from_the_future', 'now')")
+    conn.commit()
+    conn.close()
+    with pytest.raises(SchemaVersionError, match=r"future\.db: written by a newer Conductor"):
+        SQLiteStore(path)
+
+
+def test_garbage_and_truncated_files_are_errors_naming_the_file(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"this is not a database, just some bytes" * 100)
+    with pytest.raises(StorageError, match=r"garbage\.db: not a usable SQLite database"):
+        SQLiteStore(garbage)
+
+    path = tmp_path / "truncated.db"
+    store = SQLiteStore(path)
+    for i in range(3000):
+        store.record_decision(_decision(f"r{i}"), _request(f"r{i}"))
+    store.close()
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    size = path.stat().st_size
+    with path.open("r+b") as fh:
+        fh.truncate(size // 2)
+    with pytest.raises(StorageError, match=r"truncated\.db: not a usable SQLite database"):
+        SQLiteStore(path)
+
+
+@pytest.mark.slow
+def test_eight_threads_writing_for_five_seconds_lose_nothing(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "c.db")
+    counts = [0] * 8
+    errors: list[BaseException] = []
+    stop = time.monotonic() + 5.0
+
+    def writer(k: int) -> None:
+        try:
+            i = 0
+            while time.monotonic() < stop:
+                rid = f"t{k}-{i}"
+                store.record_decision(_decision(rid), _request(rid))
+                store.record_outcome(_outcome(rid), task_type="classify")
+                source = "user" if i % 50 == 0 else "heuristic"  # some durable writes too
+                store.record_reward(Reward(request_id=rid, source=source, score=0.5,
+                                           task_type="classify", strategy="turbo-cheap"))
+                i += 1
+            counts[k] = i
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    store.close()
+    assert errors == []
+    total = sum(counts)
+    print(f"8 threads wrote {total} requests (x4 rows) in 5 s")
+    check = SQLiteStore(tmp_path / "c.db")
+    for table in ("requests", "decisions", "outcomes", "rewards"):
+        assert check.query(f"SELECT count(*) FROM {table}")[0][0] == total, table
+    seqs = [r[0] for r in check.query("SELECT seq FROM outcomes UNION ALL SELECT seq FROM rewards")]
+    assert len(set(seqs)) == len(seqs) == 2 * total  # one order for every posterior event
+    check.close()
+
+
+def test_restart_rebuilds_the_posterior_exactly(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    c = Conductor(seed=3, log_store=SQLiteStore(path))
+    results = [c.complete("hello", task_type="chat") for _ in range(60)]
+    c.snapshot()
+    results += [c.complete("hi", task_type="classify") for _ in range(40)]
+    for i, r in enumerate(results[::7]):
+        c.feedback(r.request_id, 1 + i % 5, rater="ann")
+    c.feedback(results[0].request_id, 1, rater="ann")  # a re-rating after the snapshot
+    state = c.state()
+    c.close()
+    c2 = Conductor(seed=3, log_store=SQLiteStore(path))
+    assert c2.state() == state
+    # A re-rating after the restart still replaces, never adds.
+    post = c2.posteriors["chat"]
+    i = post.index[results[0].outcome.strategy]
+    before = post.quality_trials()[i]
+    c2.feedback(results[0].request_id, 5, rater="ann")
+    assert post.quality_trials()[i] == pytest.approx(before)
+    c2.close()
+
+
+def test_corrupt_snapshot_does_not_take_routing_down(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    c = Conductor(seed=3, log_store=SQLiteStore(path))
+    for _ in range(10):
+        c.complete("hello", task_type="chat")
+    c.close()
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE posterior_snapshots SET state = '{\"tasks\": {\"chat\": "
+                 "{\"strategies\": [\"turbo-cheap\"], \"evidence\": {\"q_s\": [NaN]}}'")
+    conn.execute("INSERT INTO posterior_snapshots (created_at, seq, state) "
+                 "VALUES (2e9, 99999, 'not json at all')")
+    conn.commit()
+    conn.close()
+    c2 = Conductor(seed=3, log_store=SQLiteStore(path))
+    r = c2.complete("hello", task_type="chat")
+    assert r.text
+    c2.close()
