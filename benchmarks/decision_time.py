@@ -2,7 +2,7 @@
 
 Measures ThompsonPolicy.decide (the draw and the choice: what the request path waits for)
 both with warm caches and right after a posterior update (the derived parameters are
-recomputed), and the Monte Carlo propensity estimate (4,000 draws) separately.
+recomputed), and the propensity: exact product form and Monte Carlo (4,000 draws).
 
     .venv/bin/python benchmarks/decision_time.py
 """
@@ -49,8 +49,9 @@ def timed(fn, n: int) -> np.ndarray:
 
 
 def bench(policy: ThompsonPolicy, c: Constraints, rng: np.random.Generator, n: int,
-          decisions: int) -> tuple[float, float, float, float]:
-    """p50 and p99 of decide (us), p99 right after an update (us), propensity p50 (ms)."""
+          decisions: int) -> tuple[float, float, float, float, float]:
+    """p50/p99 of decide (us), p99 right after an update (us), propensity p50 (ms): exact
+    product form and Monte Carlo with 4,000 draws."""
     post, table = world(n)
     eligible = np.ones(n, dtype=bool)
 
@@ -67,12 +68,14 @@ def bench(policy: ThompsonPolicy, c: Constraints, rng: np.random.Generator, n: i
         t0 = time.perf_counter_ns()
         decide()
         after[i] = (time.perf_counter_ns() - t0) / 1000.0
-    prop = timed(lambda: policy.choice_probabilities(post, table, eligible, c, 500, 1.0, rng),
-                 200)
+    exact = timed(lambda: policy.choice_probabilities(post, table, eligible, c, 500, 1.0, rng,
+                                                      method="exact"), 200)
+    mc = timed(lambda: policy.choice_probabilities(post, table, eligible, c, 500, 1.0, rng,
+                                                   method="mc"), 100)
     gc.enable()
     p50, p99 = np.percentile(dec, [50, 99])
-    return float(p50), float(p99), float(np.percentile(after, 99)), float(
-        np.percentile(prop, 50) / 1000.0)
+    return (float(p50), float(p99), float(np.percentile(after, 99)),
+            float(np.percentile(exact, 50) / 1000.0), float(np.percentile(mc, 50) / 1000.0))
 
 
 def main() -> None:
@@ -83,10 +86,10 @@ def main() -> None:
     c = Constraints(min_quality=0.85, max_latency_ms=2000.0)
     rng = np.random.default_rng(1)
     print(f"{'strategies':>10} {'decide p50 us':>14} {'decide p99 us':>14} "
-          f"{'after update p99 us':>20} {'propensity p50 ms':>18}")
+          f"{'after update p99 us':>20} {'exact prop. p50 ms':>19} {'MC prop. p50 ms':>16}")
     for n in (4, 8, 20):
-        p50, p99, a99, prop50 = bench(policy, c, rng, n, args.decisions)
-        print(f"{n:>10} {p50:>14.1f} {p99:>14.1f} {a99:>20.1f} {prop50:>18.2f}")
+        p50, p99, a99, exact, mc = bench(policy, c, rng, n, args.decisions)
+        print(f"{n:>10} {p50:>14.1f} {p99:>14.1f} {a99:>20.1f} {exact:>19.2f} {mc:>16.2f}")
 
 if __name__ == "__main__":
     main()

@@ -36,6 +36,17 @@ class RetryConfig(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True)
     backoff_max_s: NonNegative = 5.0
 
 
+class CircuitConfig(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """Per (provider, model): open after consecutive failures or a failure rate over a
+    window of calls; half-open after the cooldown."""
+
+    consecutive_failures: Annotated[int, Meta(ge=1)] = 3
+    failure_rate: Probability = 0.5
+    window: Annotated[int, Meta(ge=1)] = 20
+    min_calls: Annotated[int, Meta(ge=1)] = 10
+    cooldown_s: NonNegative = 30.0
+
+
 class ProviderConfig(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """An upstream. ``demo`` replays the built-in simulated world; ``openai`` is any
     OpenAI-compatible chat completions API."""
@@ -45,6 +56,7 @@ class ProviderConfig(Struct, kw_only=True, frozen=True, forbid_unknown_fields=Tr
     api_key_env: str | None = None
     timeouts: Timeouts = Timeouts()
     retry: RetryConfig = RetryConfig()
+    circuit: CircuitConfig = CircuitConfig()
     world: str = "builtin"
     seed: int = 0
     simulate_latency: bool = False
@@ -134,7 +146,7 @@ class PolicyConfig(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True
     quality_per_usd: NonNegative = 20.0
     freeze: bool = False
     propensity_draws: Annotated[int, Meta(ge=100, le=1_000_000)] = 4000
-    wide_posterior_trials: NonNegative = 20.0
+    wide_posterior_trials: NonNegative = 40.0
     seed: int | None = None
     max_fallback_cost_ratio: Positive = 10.0
 

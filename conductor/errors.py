@@ -18,7 +18,8 @@ code in ``conductor.cli``. Nowhere else.
     │   ├── ProviderServerError        5xx from upstream
     │   ├── ProviderBadRequestError    4xx other than auth and 429
     │   ├── ProviderAuthError          401/403
-    │   └── ProviderStreamError        a stream cut before its end
+    │   ├── ProviderStreamError        a stream cut before its end
+    │   └── BatchItemError             one item of a micro-batch had no usable answer
     └── StorageError              the store cannot be opened or written
         └── SchemaVersionError    the database is newer than this Conductor
 """
@@ -110,6 +111,10 @@ class ProviderAuthError(ProviderError):
 
 class ProviderStreamError(ProviderError):
     retryable = True
+
+
+class BatchItemError(ProviderError):
+    """The batch call worked but this item's answer could not be parsed; it falls back."""
 
 
 class StorageError(ConductorError):

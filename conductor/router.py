@@ -45,7 +45,10 @@ from conductor.providers.base import (
     ProviderResponse,
     estimate_prompt_tokens,
 )
+from conductor.providers.batching import MicroBatcher, split_response
 from conductor.providers.demo import DemoProvider, load_world
+from conductor.providers.openai import OpenAIProvider
+from conductor.providers.reliability import CircuitBreaker, call_with_retries
 from conductor.storage.base import LogStore, MemoryLogStore
 from conductor.types import (
     CallRecord,
@@ -148,13 +151,17 @@ def build_strategy_table(settings: Settings) -> StrategyTable:
 
 
 def open_providers(settings: Settings) -> dict[str, Provider]:
-    """The built-in provider kinds. ``openai`` and ``local`` come with the providers issue."""
+    """Provider instances for the configured kinds (``demo``, ``openai``)."""
     out: dict[str, Provider] = {}
     for name, pc in settings.providers.items():
         if pc.kind == "demo":
             out[name] = DemoProvider(name, load_world(pc.world), seed=pc.seed,
                                      simulate_latency=pc.simulate_latency,
                                      latency_scale=pc.latency_scale)
+        elif pc.kind == "openai":
+            if not pc.base_url:
+                raise ConfigError(f"providers.{name}.base_url: required for kind 'openai'")
+            out[name] = OpenAIProvider(name, pc)
         else:
             raise ConfigError(f"providers.{name}.kind: {pc.kind!r} is not available in this build")
     return out
@@ -222,7 +229,15 @@ class Conductor:
         self.gamma = 0.5 ** (1.0 / settings.policy.half_life) if settings.policy.half_life else 1.0
         self._eligible = {t: eligible_mask(self.table.names, settings.strategies_for(t))
                           for t in settings.task_types}
-        self._unavailable: set[str] = set()  # strategies whose circuit is open
+        self._unavailable: set[str] = set()  # strategies switched off by hand
+        self._breakers: dict[tuple[str, str], CircuitBreaker] = {}
+        for name, m in settings.models.items():
+            cc = settings.providers[m.provider].circuit
+            self._breakers.setdefault((m.provider, m.upstream_name or name), CircuitBreaker(
+                consecutive_failures=cc.consecutive_failures, failure_rate=cc.failure_rate,
+                window=cc.window, min_calls=cc.min_calls, cooldown_s=cc.cooldown_s))
+        self._batchers: dict[tuple[str, str], MicroBatcher] = {}
+        self.counters: dict[str, int] = {"retries": 0, "fallbacks": 0, "circuit_opened": 0}
         self._lock = threading.RLock()
         self._user_scores: dict[tuple[str, str], float] = {}
         self._feedback_lock = threading.Lock()
@@ -275,6 +290,25 @@ class Conductor:
         with self._lock:
             (self._unavailable.discard if available else self._unavailable.add)(strategy)
 
+    def _models_of(self, strategy: str) -> list[str]:
+        st = self.settings.strategies[strategy]
+        if st.verified is not None:
+            return [self.settings.strategies[st.verified.draft].model]
+        return [st.model]
+
+    def breaker(self, model: str) -> CircuitBreaker:
+        """The circuit breaker of a configured model's (provider, upstream model)."""
+        m = self.settings.models[model]
+        return self._breakers.setdefault((m.provider, m.upstream_name or model), CircuitBreaker())
+
+    def unavailable(self) -> set[str]:
+        """Strategies the policy must skip: switched off, or a model's circuit is open."""
+        out = set(self._unavailable)
+        for s in self.settings.strategies:
+            if any(not self.breaker(m).available() for m in self._models_of(s)):
+                out.add(s)
+        return out
+
     def predict_only(self, request: CompletionRequest | None = None, /, **kwargs: Any) -> Decision:
         """Decide, call nothing. Takes a CompletionRequest or ``make_request`` keywords."""
         req = request if request is not None else self.make_request(**kwargs)
@@ -296,12 +330,13 @@ class Conductor:
         with self._lock:
             post = self.posteriors[task]
             eligible = self._eligible[task].copy()
-            if self._unavailable:
-                eligible &= ~eligible_mask(names, sorted(self._unavailable))
+            unavailable = self.unavailable()
+            if unavailable:
+                eligible &= ~eligible_mask(names, sorted(unavailable))
             if strategy is not None:
                 if strategy not in self.settings.strategies:
                     raise UnknownStrategyError(strategy, ["auto", *names])
-                if strategy in self._unavailable:
+                if strategy in unavailable:
                     raise NoStrategyAvailableError(
                         f"strategy {strategy!r} is unavailable (its circuit is open)")
             elif not eligible.any():
@@ -369,8 +404,7 @@ class Conductor:
             meta["labels"] = list(labels)
         call = ProviderCall(model=model.upstream_name or st.model,
                             messages=request.chat_messages(), max_tokens=max_tokens,
-                            task_type=request.task_type, metadata=meta,
-                            batched=st.mode == Mode.BATCH)
+                            task_type=request.task_type, metadata=meta)
         return self.providers[model.provider], call
 
     def _cost(self, strategy: str, resp: ProviderResponse) -> float:
@@ -380,10 +414,54 @@ class Conductor:
         return (resp.input_tokens * m.input_usd_per_1m
                 + resp.output_tokens * m.output_usd_per_1m) / 1e6 * discount
 
-    async def _call(self, strategy: str, request: CompletionRequest,
-                    role: str) -> tuple[ProviderResponse, CallRecord]:
+    async def _upstream(self, provider: Provider, model: str, call: ProviderCall,
+                        deadline: float | None) -> ProviderResponse:
+        """One upstream call with retries; every attempt feeds the model's circuit breaker."""
+        breaker = self.breaker(model)
+        pc = self.settings.providers[self.settings.models[model].provider]
+
+        async def attempt() -> ProviderResponse:
+            try:
+                resp = await provider.complete(call)
+            except ProviderError:
+                was_open = breaker.state == "open"
+                breaker.record_failure()
+                if not was_open and breaker.state == "open":
+                    self.counters["circuit_opened"] += 1
+                    log.warning("circuit opened for model %s (provider %s)", model, provider.name)
+                raise
+            breaker.record_success()
+            return resp
+
+        def on_retry(exc: BaseException) -> None:
+            self.counters["retries"] += 1
+
+        return await call_with_retries(attempt, pc.retry, deadline=deadline, on_retry=on_retry)
+
+    async def _call(self, strategy: str, request: CompletionRequest, role: str,
+                    deadline: float | None = None) -> tuple[ProviderResponse, CallRecord]:
         provider, call = self._call_for(strategy, request)
-        resp = await provider.complete(call)
+        st = self.settings.strategies[strategy]
+        if st.mode == Mode.BATCH and st.batch is not None and getattr(
+                provider, "virtual_time", False):
+            # A simulated clock (the demo world fast-forwarding): the window wait is
+            # simulated too, as a batch of one that waited the whole window.
+            resp = await self._upstream(provider, st.model, msgspec.structs.replace(
+                call, batched=True, batch_items=1), deadline)
+            resp = split_response(resp, [call], 0, [st.batch.window_ms])[0]
+            if isinstance(resp, ProviderError):
+                raise resp
+        elif st.mode == Mode.BATCH and st.batch is not None:
+            key = (request.task_type, strategy)
+            batcher = self._batchers.get(key)
+            if batcher is None:
+                # The batch call has no single request's deadline; provider timeouts bound it.
+                batcher = self._batchers[key] = MicroBatcher(
+                    lambda c: self._upstream(provider, st.model, c, None),
+                    window_ms=st.batch.window_ms, max_batch=st.batch.max_batch)
+            resp = await batcher.submit(call)
+        else:
+            resp = await self._upstream(provider, st.model, call, deadline)
         rec = CallRecord(strategy=strategy, model=self.settings.strategies[strategy].model,
                          role=role, latency_ms=resp.latency_ms,  # type: ignore[arg-type]
                          input_tokens=resp.input_tokens, output_tokens=resp.output_tokens,
@@ -402,28 +480,34 @@ class Conductor:
                     return r.score
         return None
 
-    async def _execute(self, strategy: str, request: CompletionRequest,
-                       rid: str) -> tuple[ProviderResponse, list[CallRecord], bool]:
-        """Run one strategy. Returns the final response, every call made, and escalation."""
+    async def _execute(self, strategy: str, request: CompletionRequest, rid: str,
+                       calls: list[CallRecord],
+                       deadline: float | None) -> tuple[ProviderResponse, bool]:
+        """Run one strategy; appends every call it made to ``calls`` (failed ones too, by
+        the caller). Returns the final response and whether it escalated."""
         st = self.settings.strategies[strategy]
         if st.mode == Mode.VERIFIED:
             assert st.verified is not None
-            draft, rec = await self._call(st.verified.draft, request, "draft")
-            calls = [rec]
+            draft, rec = await self._call(st.verified.draft, request, "draft", deadline)
+            calls.append(rec)
             score = self._score(request, st.verified.draft, draft, rid)
             if score is not None and score >= st.verified.accept_score:
-                return draft, calls, False
-            final, rec2 = await self._call(st.verified.escalate_to, request, "escalation")
-            return final, [*calls, rec2], True
-        resp, rec = await self._call(strategy, request, "answer")
-        return resp, [rec], False
+                return draft, False
+            final, rec2 = await self._call(st.verified.escalate_to, request, "escalation",
+                                           deadline)
+            calls.append(rec2)
+            return final, True
+        resp, rec = await self._call(strategy, request, "answer", deadline)
+        calls.append(rec)
+        return resp, False
 
     def fallback_order(self, decision: Decision) -> list[str]:
         """Strategies to try after the chosen one: feasible by cost, then the rest by cost,
         never more than ``max_fallback_cost_ratio`` times the chosen one's predicted cost."""
         cap = decision.predicted_cost_usd * self.settings.policy.max_fallback_cost_ratio
+        unavailable = self.unavailable()
         rest = [s for s in decision.samples if s.strategy != decision.strategy
-                and s.strategy not in self._unavailable and s.cost_usd <= max(cap, 1e-12)]
+                and s.strategy not in unavailable and s.cost_usd <= max(cap, 1e-12)]
         rest.sort(key=lambda s: (not s.feasible, s.cost_usd))
         return [s.strategy for s in rest]
 
@@ -447,12 +531,14 @@ class Conductor:
         error: str | None = None
         last_exc: ProviderError | None = None
         t0 = time.perf_counter()
+        max_ms = decision.constraints.max_latency_ms
+        deadline = time.monotonic() + max_ms / 1000.0 if max_ms is not None else None
         for i, cand in enumerate(candidates):
             if i > 0:
                 chain.append(cand)
+                self.counters["fallbacks"] += 1
             try:
-                resp, new_calls, escalated = await self._execute(cand, req, rid)
-                calls += new_calls
+                resp, escalated = await self._execute(cand, req, rid, calls, deadline)
                 executed = cand
                 error = None
                 break

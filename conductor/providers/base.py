@@ -22,6 +22,8 @@ class ProviderCall(Struct, kw_only=True, frozen=True):
     metadata: dict[str, Any] = {}
     timeout_s: float | None = None  # the request's remaining budget, when it has one
     batched: bool = False  # part of a micro-batch (the demo world simulates its effect)
+    batch_items: int = 0  # > 0: the messages hold this many numbered items (a micro-batch)
+    extra_body: dict[str, Any] = {}  # provider-specific fields (e.g. a grammar)
 
 
 class ProviderResponse(Struct, kw_only=True, frozen=True):
@@ -34,6 +36,13 @@ class ProviderResponse(Struct, kw_only=True, frozen=True):
     finish_reason: str = "stop"
     usage_estimated: bool = False
     extra: dict[str, Any] = {}
+
+
+class StreamChunk(Struct, kw_only=True, frozen=True):
+    """A streamed text delta; the last chunk carries ``final`` (usage, finish reason)."""
+
+    delta: str
+    final: ProviderResponse | None = None
 
 
 @runtime_checkable

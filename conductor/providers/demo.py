@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 import tomllib
+from collections.abc import AsyncIterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,12 @@ import numpy as np
 from msgspec import Struct
 
 from conductor.errors import ConfigError, ProviderBadRequestError
-from conductor.providers.base import ProviderCall, ProviderResponse, estimate_prompt_tokens
+from conductor.providers.base import (
+    ProviderCall,
+    ProviderResponse,
+    StreamChunk,
+    estimate_prompt_tokens,
+)
 
 _FILLER = ("the order shipped on time and the product matches its description; customers "
           "mention quality, price and delivery in most reviews of this item")
@@ -75,6 +81,8 @@ class DemoProvider:
         self.rng = np.random.default_rng(seed)
         self.simulate_latency = simulate_latency
         self.latency_scale = latency_scale
+        # Without simulated sleeps the demo runs on simulated time: waits are not real.
+        self.virtual_time = not simulate_latency
 
     def _answer(self, call: ProviderCall, correct: bool, n_tokens: int) -> str:
         labels = call.metadata.get("labels") or ["positive", "negative", "neutral"]
@@ -116,11 +124,39 @@ class DemoProvider:
             extra=extra,
         )
 
+    def simulate_batch(self, call: ProviderCall) -> ProviderResponse:
+        """A micro-batch: one simulated answer per item, returned as a JSON array."""
+        n = call.batch_items
+        per_item = msgspec.structs.replace(call, batch_items=0, batched=True,
+                                           max_tokens=None)
+        items = [self.simulate(per_item) for _ in range(n)]
+        prof = self.world.models[call.model]
+        out = sum(r.output_tokens for r in items)
+        latency = (prof.ttft_ms + 1000.0 * out / prof.tokens_per_s) * math.exp(
+            self.rng.normal(0.0, prof.latency_sigma) - 0.5 * prof.latency_sigma ** 2)
+        return ProviderResponse(
+            text=msgspec.json.encode([r.text for r in items]).decode(),
+            input_tokens=estimate_prompt_tokens(call.messages), output_tokens=out,
+            latency_ms=latency * self.latency_scale,
+            extra={"simulated_quality": [r.extra["simulated_quality"] for r in items],
+                   "true_quality": [r.extra["true_quality"] for r in items]})
+
     async def complete(self, call: ProviderCall) -> ProviderResponse:
-        resp = self.simulate(call)
+        resp = self.simulate_batch(call) if call.batch_items else self.simulate(call)
         if self.simulate_latency:
             await asyncio.sleep(resp.latency_ms / 1000.0)
         return resp
+
+    async def stream(self, call: ProviderCall) -> AsyncIterator[StreamChunk]:
+        """The simulated answer in word-sized deltas, then the final usage."""
+        resp = self.simulate(call)
+        words = resp.text.split(" ")
+        pause = resp.latency_ms / 1000.0 / max(1, len(words)) if self.simulate_latency else 0.0
+        for i, w in enumerate(words):
+            if pause:
+                await asyncio.sleep(pause)
+            yield StreamChunk(delta=w if i == 0 else " " + w)
+        yield StreamChunk(delta="", final=resp)
 
     async def aclose(self) -> None:
         return None

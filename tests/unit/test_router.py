@@ -20,10 +20,16 @@ from conductor.providers.demo import DemoProvider, load_world
 from conductor.storage.base import MemoryLogStore
 
 
-def _settings(**policy: object):
+def _settings(retry_attempts: int = 3, breaker_failures: int = 3, **policy: object):
     import msgspec
+
+    from conductor.config import CircuitConfig, RetryConfig
     s = default_settings()
-    return msgspec.structs.replace(s, policy=msgspec.structs.replace(s.policy, **policy))
+    demo = msgspec.structs.replace(
+        s.providers["demo"], retry=RetryConfig(max_attempts=retry_attempts, backoff_initial_s=0.0),
+        circuit=CircuitConfig(consecutive_failures=breaker_failures, min_calls=1000))
+    return msgspec.structs.replace(s, policy=msgspec.structs.replace(s.policy, **policy),
+                                   providers={"demo": demo})
 
 
 def test_default_conductor_routes_learns_and_saves_cost() -> None:
@@ -184,7 +190,7 @@ class _FailingProvider(DemoProvider):
 
 
 def test_a_failing_strategy_falls_back_and_records_the_chain() -> None:
-    c = Conductor(_settings(max_fallback_cost_ratio=100.0), seed=9,
+    c = Conductor(_settings(max_fallback_cost_ratio=100.0, breaker_failures=1000), seed=9,
                   providers={"demo": _FailingProvider("gpt-4o-mini")})
     fell_back = 0
     for _ in range(20):
@@ -200,7 +206,8 @@ def test_a_failing_strategy_falls_back_and_records_the_chain() -> None:
 
 
 def test_the_fallback_cost_cap_refuses_a_much_dearer_strategy() -> None:
-    c = Conductor(_settings(max_fallback_cost_ratio=2.0), seed=9,
+    c = Conductor(_settings(max_fallback_cost_ratio=2.0, breaker_failures=1000,
+                            retry_attempts=1), seed=9,
                   providers={"demo": _FailingProvider("gpt-4o-mini")})
     with pytest.raises(ProviderServerError, match="overloaded"):
         c.complete("hi", task_type="chat", strategy="turbo-cheap")

@@ -147,3 +147,26 @@ def test_cost_prediction_uses_tokens_prices_discount_and_escalation() -> None:
     strong = 1000 * 1e-5 + 50 * 3e-5
     judge = (1000 + 50 + 100) * 1e-6 + 5 * 2e-6
     np.testing.assert_allclose(cost, [cheap, strong, cheap * 0.5, cheap + judge + 0.25 * strong])
+
+
+@pytest.mark.parametrize("t", [0.5, 1.0, 2.0])
+@pytest.mark.parametrize("max_latency", [None, 700.0, 2000.0])
+def test_exact_propensities_agree_with_monte_carlo(t: float, max_latency: float | None) -> None:
+    table = cost_table([4.0, 3.0, 2.0, 1.0])
+    post = flat_posterior(table.names, latency_ms=400.0)
+    world = np.random.default_rng(5)
+    for name, q, n, lat in (("s0", 0.95, 60, 300.0), ("s1", 0.9, 8, 500.0),
+                            ("s2", 0.86, 30, 800.0), ("s3", 0.7, 25, 350.0)):
+        for _ in range(n):  # s1 has few observations: the wide-posterior guard is active
+            post.observe_reward(name, float(world.random() < q))
+            post.observe_outcome(name, lat * math.exp(world.normal(0, 0.4)), 1, None, 1.0)
+    c = Constraints(min_quality=0.85, max_latency_ms=max_latency)
+    eligible = np.ones(4, dtype=bool)
+    policy = ThompsonPolicy(PolicyParams())
+    exact = policy.choice_probabilities(post, table, eligible, c, 1, t,
+                                        np.random.default_rng(0), method="exact")
+    mc = policy.choice_probabilities(post, table, eligible, c, 1, t, np.random.default_rng(1),
+                                     draws=200_000, method="mc")
+    print("exact", exact.round(4), "mc", mc.round(4))
+    assert exact.sum() == pytest.approx(1.0)
+    assert np.all(np.abs(exact - mc) < 0.006)

@@ -1,0 +1,246 @@
+"""Providers and execution over real HTTP on 127.0.0.1 against the fake upstream."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from typing import Any
+
+import msgspec
+import pytest
+
+from conductor import Conductor
+from conductor.errors import (
+    ProviderAuthError,
+    ProviderRateLimitedError,
+    ProviderServerError,
+    ProviderStreamError,
+    ProviderTimeoutError,
+)
+from conductor.providers.base import ProviderCall
+from conductor.providers.openai import OpenAIProvider, parse_retry_after
+from conductor.testing import FakeUpstream
+from conductor.types import CompletionRequest, Message, Outcome, Reward
+from tests.integration.conftest import fake_settings
+
+CALL = ProviderCall(model="cheap", messages=(Message(role="user", content="Say hi"),))
+
+
+def _provider(up: FakeUpstream, **kw: Any) -> OpenAIProvider:
+    s = fake_settings(up.base_url, **kw)
+    return OpenAIProvider("fake", s.providers["fake"])
+
+
+async def test_completion_uses_upstream_usage_and_prices(upstream: FakeUpstream) -> None:
+    upstream.behaviour.answer = "hello there, friend"
+    c = Conductor(fake_settings(upstream.base_url), seed=1, evaluators=[])
+    r = await c.acomplete("Say hi", task_type="chat", strategy="direct-strong")
+    assert r.text == "hello there, friend"
+    assert upstream.requests[-1]["model"] == "strong"
+    assert upstream.requests[-1]["messages"] == [{"role": "user", "content": "Say hi"}]
+    prompt_tokens = len("Say hi") // 4 + 4
+    completion_tokens = len("hello there, friend") // 4
+    assert (r.outcome.input_tokens, r.outcome.output_tokens) == (prompt_tokens, completion_tokens)
+    assert r.outcome.cost_usd == pytest.approx((prompt_tokens * 10 + completion_tokens * 30) / 1e6)
+    assert not r.outcome.cost_estimated
+    await c.aclose()
+
+
+async def test_missing_usage_is_estimated_and_marked(upstream: FakeUpstream) -> None:
+    upstream.behaviour.usage = False
+    upstream.behaviour.answer = "x" * 40
+    c = Conductor(fake_settings(upstream.base_url), seed=1, evaluators=[])
+    r = await c.acomplete("Say hi", task_type="chat", strategy="direct-cheap")
+    assert r.outcome.cost_estimated
+    assert r.outcome.output_tokens == 10  # 40 characters / 4
+    assert r.outcome.cost_usd == pytest.approx((r.outcome.input_tokens * 1 + 10 * 2) / 1e6)
+    await c.aclose()
+
+
+@pytest.mark.parametrize("budget", ["first_byte_s", "total_s"])
+async def test_an_upstream_that_never_answers_fails_on_time(upstream: FakeUpstream,
+                                                            budget: str) -> None:
+    upstream.behaviour.hang = True
+    kw = {"first_byte_s": 0.6, "total_s": 10.0} if budget == "first_byte_s" else {
+        "first_byte_s": 10.0, "total_s": 0.6}
+    p = _provider(upstream, **kw)
+    t0 = time.perf_counter()
+    with pytest.raises(ProviderTimeoutError):
+        await p.complete(CALL)
+    elapsed = time.perf_counter() - t0
+    await p.aclose()
+    assert 0.54 <= elapsed <= 0.66, elapsed
+
+
+async def test_a_429_burst_is_retried_after_retry_after(upstream: FakeUpstream) -> None:
+    upstream.behaviour.fail_statuses = [429, 429]
+    upstream.behaviour.retry_after = "0.3"
+    c = Conductor(fake_settings(upstream.base_url, attempts=3), seed=1, evaluators=[])
+    t0 = time.perf_counter()
+    r = await c.acomplete("hi", task_type="chat", strategy="direct-cheap")
+    assert time.perf_counter() - t0 >= 0.6
+    assert len(upstream.requests) == 3
+    assert r.text == "fake answer" and c.counters["retries"] == 2
+    await c.aclose()
+
+
+async def test_errors_are_translated_with_the_upstream_message(upstream: FakeUpstream) -> None:
+    p = _provider(upstream)
+    upstream.behaviour.fail_statuses = [500]
+    with pytest.raises(ProviderServerError, match="upstream 500: upstream is overloaded"):
+        await p.complete(CALL)
+    upstream.behaviour.fail_statuses = [401]
+    upstream.behaviour.fail_body = '{"error": {"message": "Incorrect API key provided"}}'
+    with pytest.raises(ProviderAuthError, match="Incorrect API key provided"):
+        await p.complete(CALL)
+    upstream.behaviour.fail_statuses = [429]
+    upstream.behaviour.retry_after = "7"
+    with pytest.raises(ProviderRateLimitedError) as info:
+        await p.complete(CALL)
+    assert info.value.retry_after_s == 7.0
+    await p.aclose()
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == 10.0
+
+
+async def test_auth_errors_are_not_retried(upstream: FakeUpstream) -> None:
+    upstream.behaviour.fail_statuses = [401, 401, 401]
+    c = Conductor(fake_settings(upstream.base_url), seed=1, evaluators=[])
+    with pytest.raises(ProviderAuthError):
+        await c.acomplete("hi", task_type="chat", strategy="direct-cheap")
+    assert len(upstream.requests) == 1
+    await c.aclose()
+
+
+async def test_retries_stop_at_the_request_deadline(upstream: FakeUpstream) -> None:
+    upstream.behaviour.fail_statuses = [503] * 10
+    upstream.behaviour.retry_after = None
+    c = Conductor(fake_settings(upstream.base_url, attempts=10, backoff_s=0.2), seed=1,
+                  evaluators=[])
+    t0 = time.perf_counter()
+    with pytest.raises(ProviderServerError):
+        await c.acomplete("hi", task_type="chat", strategy="direct-cheap", max_latency_ms=500)
+    assert time.perf_counter() - t0 < 0.5
+    assert len(upstream.requests) < 10
+    await c.aclose()
+
+
+async def test_streaming_yields_deltas_and_usage(upstream: FakeUpstream) -> None:
+    upstream.behaviour.answer = "one two three four five six"
+    p = _provider(upstream)
+    chunks = [c async for c in p.stream(CALL)]
+    deltas = [c.delta for c in chunks if c.final is None]
+    assert len(deltas) >= 3 and "".join(deltas) == "one two three four five six"
+    final = chunks[-1].final
+    assert final is not None and not final.usage_estimated and final.output_tokens == 6
+    await p.aclose()
+
+
+async def test_a_stream_cut_midway_is_an_error(upstream: FakeUpstream) -> None:
+    upstream.behaviour.answer = "one two three four five six"
+    upstream.behaviour.stream_cut_after = 2
+    p = _provider(upstream)
+    got: list[str] = []
+    with pytest.raises(ProviderStreamError):
+        async for c in p.stream(CALL):
+            got.append(c.delta)
+    assert got and "".join(got) != "one two three four five six"
+    await p.aclose()
+
+
+async def test_three_failures_open_the_circuit_and_the_policy_avoids_it(
+        upstream: FakeUpstream) -> None:
+    upstream.behaviour.fail_models = {"cheap"}
+    c = Conductor(fake_settings(upstream.base_url, attempts=1), seed=1, evaluators=[])
+    for _ in range(3):
+        with pytest.raises(ProviderServerError):
+            await c.acomplete("hi", task_type="chat", strategy="direct-cheap")
+    assert c.breaker("cheap").state == "open"
+    assert {"direct-cheap", "batch-cheap", "verified"} <= c.unavailable()
+    before = len(upstream.requests)
+    for _ in range(30):
+        r = await c.acomplete("hi", task_type="chat", min_quality=0.5)
+        assert r.decision.strategy == "direct-strong"
+    assert all(req["model"] == "strong" for req in upstream.requests[before:])
+    assert c.counters["circuit_opened"] == 1
+    await c.aclose()
+
+
+def _echo_batch(body: dict[str, Any]) -> str:
+    prompt = body["messages"][-1]["content"]
+    items = re.findall(r"### Item (\d+)\n(.*?)(?=\n\n### Item |\Z)", prompt, flags=re.S)
+    if body["messages"][0]["role"] == "system" and "numbered items" in body["messages"][0][
+            "content"]:
+        return msgspec.json.encode([f"echo {text.strip()}" for _, text in items]).decode()
+    return "direct " + prompt
+
+
+async def test_a_batch_of_ten_is_one_upstream_call_answering_the_right_callers(
+        upstream: FakeUpstream) -> None:
+    upstream.behaviour.answer = _echo_batch
+    c = Conductor(fake_settings(upstream.base_url, window_ms=2000, max_batch=10), seed=1,
+                  evaluators=[])
+    prompts = [f"question number {i}" for i in range(10)]
+    results = await asyncio.gather(*(c.acomplete(p, task_type="classify",
+                                                 strategy="batch-cheap") for p in prompts))
+    assert len(upstream.requests) == 1  # max_batch reached: sent without waiting the window
+    assert [r.text for r in results] == [f"echo {p}" for p in prompts]
+    total_in = sum(r.outcome.input_tokens for r in results)
+    upstream_usage_in = sum(len(m["content"]) // 4 + 4 for m in upstream.requests[0]["messages"])
+    assert abs(total_in - upstream_usage_in) <= 10  # apportioned, up to rounding
+    for r in results:  # the batch discount applies to each share
+        assert r.outcome.cost_usd == pytest.approx(
+            (r.outcome.input_tokens * 1 + r.outcome.output_tokens * 2) / 1e6 * 0.5)
+    await c.aclose()
+
+
+async def test_an_unparseable_batch_item_falls_back_alone(upstream: FakeUpstream) -> None:
+    def short_array(body: dict[str, Any]) -> str:
+        if "numbered items" in body["messages"][0]["content"]:
+            return '["first answer", "second answer"]'  # three items were sent
+        return "direct answer"
+
+    upstream.behaviour.answer = short_array
+    # Only the batch strategy and its direct twin (twice as dear) serve this task type.
+    tt = {"classify": {"strategies": ["batch-cheap", "direct-cheap"], "min_quality": 0.01}}
+    c = Conductor(fake_settings(upstream.base_url, window_ms=200, max_batch=3, task_types=tt),
+                  seed=1, evaluators=[])
+    results = await asyncio.gather(*(c.acomplete(f"item {i}", task_type="classify")
+                                     for i in range(3)))
+    assert [r.decision.strategy for r in results] == ["batch-cheap"] * 3
+    batched = [r for r in results if r.outcome.strategy == "batch-cheap"]
+    fell_back = [r for r in results if r.outcome.fallback_used]
+    assert [r.text for r in batched] == ["first answer", "second answer"]
+    assert len(fell_back) == 1 and fell_back[0].text == "direct answer"
+    assert fell_back[0].outcome.fallback_chain == ("batch-cheap", "direct-cheap")
+    assert "BatchItemError" in (fell_back[0].outcome.calls[0].error or "")
+    await c.aclose()
+
+
+class _BadDraftEvaluator:
+    """Scores an answer 0 when it says it is a bad draft (a plug-in heuristic)."""
+
+    name = "bad-draft"
+    task_types = None
+
+    def evaluate(self, request: CompletionRequest, outcome: Outcome,
+                 extra: dict[str, Any]) -> Reward | None:
+        return Reward(request_id=outcome.request_id, source="heuristic",
+                      score=0.0 if "bad draft" in outcome.text else 1.0)
+
+
+async def test_a_verified_draft_below_the_score_escalates_and_both_costs_count(
+        upstream: FakeUpstream) -> None:
+    upstream.behaviour.answer = lambda b: "a bad draft" if b["model"] == "cheap" else "good"
+    c = Conductor(fake_settings(upstream.base_url), seed=1, evaluators=[_BadDraftEvaluator()])
+    r = await c.acomplete("Write it", task_type="chat", strategy="verified")
+    assert r.text == "good" and r.outcome.escalated
+    assert [(x.role, x.model) for x in r.outcome.calls] == [("draft", "cheap"),
+                                                            ("escalation", "strong")]
+    draft, final = r.outcome.calls
+    assert draft.cost_usd > 0 and final.cost_usd > 0
+    assert r.outcome.cost_usd == pytest.approx(draft.cost_usd + final.cost_usd)
+    upstream.behaviour.answer = "fine"
+    r2 = await c.acomplete("Write it", task_type="chat", strategy="verified")
+    assert not r2.outcome.escalated and len(r2.outcome.calls) == 1
+    await c.aclose()
