@@ -24,7 +24,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=200)
     args = ap.parse_args()
     print(f"{'guard (trials)':>14} {'min_quality':>11} {'mean share':>10} {'starved':>9}")
-    for guard in (0.0, 20.0):
+    for guard in (0.0, 20.0, 40.0):
         for bar, target in ((0.85, 1), (0.93, 0)):
             t0 = time.perf_counter()
             shares = np.array([

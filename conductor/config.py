@@ -18,6 +18,9 @@ from msgspec import Meta, Struct
 from conductor.errors import ConfigError
 from conductor.types import Mode, NonNegative, Positive, Probability, TaskType
 
+# The built-in heuristic evaluators (conductor.evaluators.heuristics), by name.
+HEURISTIC_NAMES = ("answer_present", "valid_json", "label_valid", "within_word_limit")
+
 _NAME = Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:/-]+$")]
 
 
@@ -114,13 +117,20 @@ class TaskTypeConfig(Struct, kw_only=True, frozen=True, forbid_unknown_fields=Tr
     labels: tuple[str, ...] = ()
     max_words: Annotated[int, Meta(ge=1)] | None = None
     strategies: tuple[str, ...] = ()
+    heuristics: tuple[str, ...] = ()  # by name; empty: every heuristic serving the task
 
 
 class JudgeConfig(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """The LLM judge: a strategy like any other, sampled per task type's judge_sample_rate
+    (boosted where the posterior is wide), within a per-hour budget."""
+
     strategy: str | None = None
-    max_calls_per_hour: Annotated[int, Meta(ge=0)] = 1000
+    max_calls_per_hour: Annotated[int, Meta(ge=0)] = 5000
     workers: Annotated[int, Meta(ge=1, le=64)] = 2
     queue_size: Annotated[int, Meta(ge=1)] = 1000
+    uncertainty_reference_std: Positive = 0.02
+    min_calibration_pairs: Annotated[int, Meta(ge=1)] = 30
+    use_grammar: bool = False  # send a GBNF grammar (llama.cpp) so replies always parse
 
 
 class ClientConfig(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -208,6 +218,9 @@ def _validate(s: Settings) -> Settings:
         if st.verified is not None and st.mode != Mode.VERIFIED:
             raise ConfigError(f"{path}.verified: only allowed with mode = 'verified'")
     for tname, tt in s.task_types.items():
+        for h in tt.heuristics:
+            _check(h in HEURISTIC_NAMES, f"task_types.{tname}.heuristics",
+                   f"unknown heuristic {h!r}; known: {list(HEURISTIC_NAMES)}")
         for ref in tt.strategies:
             _check(ref in s.strategies, f"task_types.{tname}.strategies",
                    f"unknown strategy {ref!r}; known: {sorted(s.strategies)}")

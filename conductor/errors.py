@@ -20,6 +20,7 @@ code in ``conductor.cli``. Nowhere else.
     │   ├── ProviderAuthError          401/403
     │   ├── ProviderStreamError        a stream cut before its end
     │   └── BatchItemError             one item of a micro-batch had no usable answer
+    ├── JudgeError                a judge reply with no parsable score (a failure, not a zero)
     └── StorageError              the store cannot be opened or written
         └── SchemaVersionError    the database is newer than this Conductor
 """
@@ -115,6 +116,10 @@ class ProviderStreamError(ProviderError):
 
 class BatchItemError(ProviderError):
     """The batch call worked but this item's answer could not be parsed; it falls back."""
+
+
+class JudgeError(ConductorError):
+    """The judge's reply carried no score; counted as a judge failure, never as a zero."""
 
 
 class StorageError(ConductorError):

@@ -33,12 +33,24 @@ from conductor.config import Settings, default_settings, load_settings
 from conductor.errors import (
     ConfigError,
     InvalidRequestError,
+    JudgeError,
     NoStrategyAvailableError,
     NotFoundError,
     ProviderError,
     UnknownStrategyError,
 )
 from conductor.evaluators.base import Evaluator, SimulatedQualityEvaluator
+from conductor.evaluators.calibration import JudgeCalibration
+from conductor.evaluators.fusion import RewardFusion
+from conductor.evaluators.heuristics import heuristic_score, heuristics_for
+from conductor.evaluators.judge import (
+    SCORE_GRAMMAR,
+    JudgeRunner,
+    JudgeSampler,
+    judge_messages,
+    parse_score,
+    score_to_unit,
+)
 from conductor.providers.base import (
     Provider,
     ProviderCall,
@@ -177,7 +189,9 @@ class Conductor:
         log_store: where decisions, outcomes and rewards go (default: in memory).
         dry_run: shadow mode: decide and log, but always execute the default strategy.
         providers: provider instances by config name (default: built from the config).
-        evaluators: reward sources run on every answer (default: the demo world's signal).
+        evaluators: extra reward sources run on every answer (default: the demo world's
+            simulated signal when a demo provider is configured). The task types'
+            heuristics and the sampled judge always run.
         seed: seeds the policy's random generator (default: ``policy.seed`` or entropy).
         clock: wall-clock seconds, injectable for tests.
     """
@@ -211,8 +225,22 @@ class Conductor:
         for name, m in settings.models.items():
             if m.provider not in self.providers:
                 raise ConfigError(f"models.{name}.provider: no provider {m.provider!r} opened")
-        self.evaluators: list[Evaluator] = (
-            list(evaluators) if evaluators is not None else [SimulatedQualityEvaluator()])
+        if evaluators is None:
+            demo = any(isinstance(p, DemoProvider) for p in self.providers.values())
+            evaluators = [SimulatedQualityEvaluator()] if demo else []
+        self.evaluators: list[Evaluator] = list(evaluators)
+        self.heuristics = {t: heuristics_for(t, tt.heuristics, tt.labels, tt.max_words)
+                           for t, tt in settings.task_types.items()}
+        jc = settings.judge
+        self.judge_sampler = JudgeSampler(max_calls_per_hour=jc.max_calls_per_hour,
+                                          reference_std=jc.uncertainty_reference_std)
+        self.judge_runner = JudgeRunner(workers=jc.workers, queue_size=jc.queue_size)
+        self.calibrations = {t: JudgeCalibration(min_pairs=jc.min_calibration_pairs)
+                             for t in settings.task_types}
+        self.fusion = RewardFusion(
+            lambda task, s: self.calibrations[task].apply(s) if task in self.calibrations
+            else s)
+        self._pending_feedback: dict[str, list[tuple[float, str, float]]] = {}
         s = seed if seed is not None else settings.policy.seed
         self.rng = np.random.default_rng(s)
         self.propensity_rng = np.random.default_rng(None if s is None else [s, 1])
@@ -237,9 +265,10 @@ class Conductor:
                 consecutive_failures=cc.consecutive_failures, failure_rate=cc.failure_rate,
                 window=cc.window, min_calls=cc.min_calls, cooldown_s=cc.cooldown_s))
         self._batchers: dict[tuple[str, str], MicroBatcher] = {}
-        self.counters: dict[str, int] = {"retries": 0, "fallbacks": 0, "circuit_opened": 0}
+        self.counters: dict[str, float] = {
+            "retries": 0, "fallbacks": 0, "circuit_opened": 0, "judge_calls": 0,
+            "judge_failures": 0, "judge_cost_usd": 0.0, "judge_self_graded": 0}
         self._lock = threading.RLock()
-        self._user_scores: dict[tuple[str, str], float] = {}
         self._feedback_lock = threading.Lock()
         self._closed = False
         self._last_snapshot = clock()
@@ -468,17 +497,101 @@ class Conductor:
                          cost_usd=self._cost(strategy, resp))
         return resp, rec
 
-    def _score(self, request: CompletionRequest, strategy: str, resp: ProviderResponse,
-               rid: str) -> float | None:
-        """Score a draft with the configured evaluators (the first that has an opinion)."""
-        probe = Outcome(request_id=rid, strategy=strategy, model="", latency_ms=resp.latency_ms,
-                        text=resp.text)
+    async def _score(self, request: CompletionRequest, strategy: str, resp: ProviderResponse,
+                     rid: str, calls: list[CallRecord]) -> float | None:
+        """Score a draft: the judge when one is configured (its call is part of the
+        strategy's cost), else the evaluators, else the heuristics."""
+        probe = Outcome(request_id=rid, strategy=strategy,
+                        model=self.settings.strategies[strategy].model,
+                        latency_ms=resp.latency_ms, text=resp.text,
+                        finish_reason=resp.finish_reason)
+        if self.settings.judge.strategy is not None:
+            try:
+                score, rec = await self._judge_call(request, probe, resp.extra)
+                calls.append(rec)
+                return self.calibrations[request.task_type].apply(score)
+            except (ProviderError, JudgeError) as exc:
+                self.counters["judge_failures"] += 1
+                log.warning("judge failed on a verified draft (%s); using heuristics", exc)
         for ev in self.evaluators:
             if ev.task_types is None or request.task_type in ev.task_types:
                 r = ev.evaluate(request, probe, resp.extra)
                 if r is not None:
                     return r.score
-        return None
+        h = heuristic_score(self.heuristics[request.task_type], request, probe, resp.extra)
+        return h.score if h is not None else None
+
+    async def _judge_call(self, request: CompletionRequest, outcome: Outcome,
+                          extra: dict[str, Any]) -> tuple[float, CallRecord]:
+        """Grade one answer with the judge strategy. Raises JudgeError for a reply with no
+        score; logs the call (and whether the judge graded its own model's answer)."""
+        jname = self.settings.judge.strategy
+        assert jname is not None
+        jst = self.settings.strategies[jname]
+        model = self.settings.models[jst.model]
+        provider = self.providers[model.provider]
+        extra_body = {"grammar": SCORE_GRAMMAR} if self.settings.judge.use_grammar else {}
+        call = ProviderCall(
+            model=model.upstream_name or jst.model, task_type="judge", max_tokens=16,
+            temperature=0.0, extra_body=extra_body,
+            messages=judge_messages(request.task_type, request.text(), outcome.text),
+            metadata={"judged_quality": extra.get("simulated_quality")})
+        self_graded = jst.model == outcome.model
+        error: str | None = None
+        score: int | None = None
+        resp: ProviderResponse | None = None
+        try:
+            resp = await self._upstream(provider, jst.model, call, None)
+            score = parse_score(resp.text)
+        except (ProviderError, JudgeError) as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            cost = self._cost(jname, resp) if resp is not None else 0.0
+            self.counters["judge_calls"] += 1
+            self.counters["judge_cost_usd"] += cost
+            self.counters["judge_self_graded"] += int(self_graded)
+            record = getattr(self.log_store, "record_judge_call", None)
+            if record is not None:
+                record({"request_id": outcome.request_id, "created_at": self.clock(),
+                        "strategy": jname, "model": jst.model,
+                        "score": score_to_unit(score) if score is not None else None,
+                        "raw_reply": resp.text[:500] if resp is not None else None,
+                        "cost_usd": cost, "latency_ms": resp.latency_ms if resp else 0.0,
+                        "error": error, "self_graded": int(self_graded),
+                        "answer_chars": len(outcome.text)})
+        assert resp is not None and score is not None
+        rec = CallRecord(strategy=jname, model=jst.model, role="judge",
+                         latency_ms=resp.latency_ms, input_tokens=resp.input_tokens,
+                         output_tokens=resp.output_tokens, cost_usd=cost)
+        return score_to_unit(score), rec
+
+    def _maybe_judge(self, request: CompletionRequest, outcome: Outcome,
+                     extra: dict[str, Any]) -> None:
+        """Queue a background judge job for a sampled share of answers."""
+        if self.settings.judge.strategy is None or outcome.error is not None:
+            return
+        tt = self.settings.task_types[request.task_type]
+        with self._lock:
+            post = self.posteriors[request.task_type]
+            std = float(post.quality_std()[post.index[outcome.strategy]])
+            u = float(self.rng.random())
+        p = self.judge_sampler.probability(tt.judge_sample_rate, std)
+        if not self.judge_sampler.take(p, u):
+            return
+
+        async def job() -> None:
+            try:
+                score, _ = await self._judge_call(request, outcome, extra)
+            except (ProviderError, JudgeError):
+                self.counters["judge_failures"] += 1
+                raise
+            self.add_reward(Reward(
+                request_id=outcome.request_id, source="judge", score=score,
+                sampling_probability=p, task_type=request.task_type,
+                strategy=outcome.strategy, created_at=self.clock()))
+
+        self.judge_runner.submit(job)
 
     async def _execute(self, strategy: str, request: CompletionRequest, rid: str,
                        calls: list[CallRecord],
@@ -490,7 +603,7 @@ class Conductor:
             assert st.verified is not None
             draft, rec = await self._call(st.verified.draft, request, "draft", deadline)
             calls.append(rec)
-            score = self._score(request, st.verified.draft, draft, rid)
+            score = await self._score(request, st.verified.draft, draft, rid, calls)
             if score is not None and score >= st.verified.accept_score:
                 return draft, False
             final, rec2 = await self._call(st.verified.escalate_to, request, "escalation",
@@ -564,18 +677,29 @@ class Conductor:
             escalated=escalated, calls=tuple(calls), text=resp.text if resp else "",
             finish_reason=resp.finish_reason if resp else "error", created_at=self.clock())
         self.record_outcome(req.task_type, outcome)
-        rewards: list[Reward] = []
+        extra = resp.extra if resp is not None else {}
+        found: list[Reward] = []
+        h = heuristic_score(self.heuristics[req.task_type], req, outcome, extra)
+        if h is not None:
+            found.append(h)
         if resp is not None:
             for ev in self.evaluators:
                 if ev.task_types is None or req.task_type in ev.task_types:
-                    r = ev.evaluate(req, outcome, resp.extra)
+                    r = ev.evaluate(req, outcome, extra)
                     if r is not None:
-                        r = msgspec.structs.replace(r, created_at=self.clock(),
-                                                    task_type=req.task_type, strategy=executed)
-                        rewards.append(r)
-                        break  # one automatic reward per request; the evaluators issue fuses
-        for r in rewards:
-            self.record_reward(r)
+                        found.append(r)
+        rewards = [self.add_reward(msgspec.structs.replace(
+            r, created_at=self.clock(), task_type=req.task_type, strategy=executed))
+            for r in found]
+        if resp is not None:
+            self._maybe_judge(req, outcome, extra)
+        pending = self._pending_feedback.pop(rid, None)
+        if pending:
+            for _, rater, score in pending:
+                rewards.append(self._apply_feedback(rid, score, rater))
+            clear = getattr(self.log_store, "clear_pending_feedback", None)
+            if clear is not None:
+                clear(rid)
         if resp is None:
             assert last_exc is not None
             raise last_exc
@@ -617,63 +741,82 @@ class Conductor:
                                     outcome.output_tokens, outcome.escalated, outcome.error)
             self._maybe_snapshot()
 
-    def record_reward(self, reward: Reward) -> Any:
-        """Log an automatic reward and learn from it. Returns the store's commit handle."""
-        applicable = (not self.frozen and reward.task_type in self.posteriors.tasks
-                      and reward.strategy in self.settings.strategies)
+    def add_reward(self, reward: Reward, *, wait: bool | None = None) -> Reward:
+        """Fuse a reward into its request's effective reward and correct the posterior by
+        the change. Logged with its source, raw score and the effective score. User
+        ratings are durable before this returns."""
+        task, strategy = reward.task_type, reward.strategy
+        known = task in self.posteriors.tasks and strategy in self.settings.strategies
         with self._lock:
-            handle = self.log_store.record_reward(reward, applied=applicable)
-            if applicable:
-                self.posteriors[reward.task_type].observe_reward(reward.strategy, reward.score)
-        return handle
+            if self.fusion.get(reward.request_id) is None:
+                rec = self.log_store.get_request(reward.request_id)
+                if rec is not None and rec.rewards:
+                    self.fusion.rebuild(reward.request_id, rec.rewards)
+            before = self.fusion.get(reward.request_id)
+            had_judge = before is not None and before.judge is not None
+            had_user = before is not None and bool(before.users)
+            old, new = self.fusion.update(reward)
+            st = self.fusion.get(reward.request_id)
+            assert st is not None
+            if task in self.calibrations and st.judge is not None and st.users and (
+                    not had_judge or not had_user):
+                self.calibrations[task].add_pair(st.judge, sum(st.users.values()) / len(st.users))
+            applied = known and not self.frozen and new is not None and new != old
+            reward = msgspec.structs.replace(reward, effective_score=new)
+            handle = self.log_store.record_reward(
+                reward, applied=applied, previous_score=old if applied else None, wait=False)
+            if applied:
+                assert new is not None
+                post = self.posteriors[task]
+                if old is None:
+                    post.observe_reward(strategy, new)
+                else:
+                    post.correct_reward(strategy, old, new)
+        if handle is not None and wait is not False:
+            handle.result()  # durable before we acknowledge
+        return reward
 
-    def _previous_user_score(self, request_id: str, rater: str,
-                             rewards: Sequence[Reward]) -> float | None:
-        key = (request_id, rater)
-        if key in self._user_scores:
-            return self._user_scores[key]
-        for r in reversed(rewards):  # after a restart: the stored ratings
-            if r.source == "user" and r.rater == rater:
-                return r.score
-        return None
+    def _apply_feedback(self, request_id: str, score: float, rater: str) -> Reward:
+        rec = self.log_store.get_request(request_id)
+        if rec is None or rec.decision is None:
+            raise NotFoundError(f"unknown request id {request_id!r}")
+        strategy = rec.outcome.strategy if rec.outcome else rec.decision.strategy
+        return self.add_reward(Reward(
+            request_id=request_id, source="user", score=score, rater=rater,
+            task_type=rec.decision.task_type, strategy=strategy, created_at=self.clock()))
 
-    def feedback(self, request_id: str, rating: float | int | bool | str,
-                 rater: str = "") -> Reward:
+    def feedback(self, request_id: str, rating: float | int | bool | str, rater: str = "",
+                 *, pending_ok: bool = False) -> Reward:
         """A user rating for a request; returns once it is committed to the store.
 
         Ratings: True/False or 'up'/'down' (thumbs), an int 1-5 (stars), a float in [0, 1].
-        Re-rating by the same rater replaces the earlier score: the posterior is corrected
-        by the difference, never counted twice.
+        Re-rating by the same rater replaces the earlier score; several raters count as
+        their mean, so a request weighs one observation however often it is rated.
+        An unknown request id raises NotFoundError, unless ``pending_ok``: then the rating
+        is kept (durably) and applied when the request lands (a client that rates a
+        request before its completion was logged), and the returned reward has no
+        ``effective_score``.
         """
         score = rating_to_score(rating)
         with self._feedback_lock:
             rec = self.log_store.get_request(request_id)
-            if rec is None or rec.decision is None:
+            if rec is not None and rec.decision is not None:
+                return self._apply_feedback(request_id, score, rater)
+            if not pending_ok:
                 raise NotFoundError(f"unknown request id {request_id!r}")
-            strategy = rec.outcome.strategy if rec.outcome else rec.decision.strategy
-            task = rec.decision.task_type
-            reward = Reward(request_id=request_id, source="user", score=score, rater=rater,
-                            task_type=task, strategy=strategy, created_at=self.clock())
-            old = self._previous_user_score(request_id, rater, rec.rewards)
-            applicable = (not self.frozen and task in self.posteriors.tasks
-                          and strategy in self.settings.strategies)
+            now = self.clock()
+            keep = getattr(self.log_store, "record_pending_feedback", None)
+            if keep is not None:
+                keep(request_id, score, rater, now)
             with self._lock:
-                handle = self.log_store.record_reward(
-                    reward, applied=applicable, previous_score=old, wait=False)
-                if applicable:
-                    post = self.posteriors[task]
-                    if old is None:
-                        post.observe_reward(strategy, score)
-                    else:
-                        post.correct_reward(strategy, old, score)
-                self._user_scores[(request_id, rater)] = score
-            if handle is not None:
-                handle.result()  # durable before we acknowledge
-        return reward
+                self._pending_feedback.setdefault(request_id, []).append((now, rater, score))
+            return Reward(request_id=request_id, source="user", score=score, rater=rater,
+                          created_at=now)
 
     async def afeedback(self, request_id: str, rating: float | int | bool | str,
-                        rater: str = "") -> Reward:
-        return await asyncio.to_thread(self.feedback, request_id, rating, rater)
+                        rater: str = "", *, pending_ok: bool = False) -> Reward:
+        return await asyncio.to_thread(self.feedback, request_id, rating, rater,
+                                       pending_ok=pending_ok)
 
     # -- state -----------------------------------------------------------------------------
 
@@ -710,12 +853,24 @@ class Conductor:
                 if kind == "outcome":
                     self._apply_outcome(task, strategy, row["latency_ms"], row["output_tokens"],
                                         bool(row["escalated"]), row["error"])
-                elif row["previous_score"] is None:
-                    self.posteriors[task].observe_reward(strategy, row["score"])
                 else:
-                    self.posteriors[task].correct_reward(strategy, row["previous_score"],
-                                                         row["score"])
+                    new = row["effective_score"]
+                    new = row["score"] if new is None else new
+                    if row["previous_score"] is None:
+                        self.posteriors[task].observe_reward(strategy, new)
+                    else:
+                        self.posteriors[task].correct_reward(strategy, row["previous_score"],
+                                                             new)
                 replayed += 1
+            pairs = getattr(store, "judge_user_pairs", None)
+            if pairs is not None:
+                for task, judge, user in pairs():
+                    if task in self.calibrations:
+                        self.calibrations[task].add_pair(judge, user)
+            pending = getattr(store, "pending_feedback", None)
+            if pending is not None:
+                for rid, created, rater, score in pending():
+                    self._pending_feedback.setdefault(rid, []).append((created, rater, score))
         for p in problems:
             log.warning("posterior state repaired: %s", p)
         log.info("posterior restored from snapshot at seq %d plus %d events", seq, replayed)
@@ -735,11 +890,21 @@ class Conductor:
         with self._lock:
             self._maybe_snapshot(force=True)
 
+    def wait_for_judges(self, timeout: float = 30.0) -> bool:
+        """Block until queued judge jobs have finished (tests, batch scripts)."""
+        return self.judge_runner.wait_idle(timeout)
+
+    def _close_judges(self) -> None:
+        for p in self.providers.values():
+            self.judge_runner.on_close(p.aclose)
+        self.judge_runner.close()
+
     def close(self) -> None:
-        """Snapshot the posterior, close providers, drain and close the store."""
+        """Finish judge jobs, snapshot the posterior, close providers, drain the store."""
         if self._closed:
             return
         self._closed = True
+        self._close_judges()
         if self._loop is not None:
             for p in self.providers.values():
                 self._loop.run_until_complete(p.aclose())
@@ -752,6 +917,7 @@ class Conductor:
         if self._closed:
             return
         self._closed = True
+        await asyncio.to_thread(self._close_judges)
         for p in self.providers.values():
             await p.aclose()
         await asyncio.to_thread(self.snapshot)

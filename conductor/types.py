@@ -164,6 +164,7 @@ class Reward(Struct, kw_only=True, frozen=True):
     task_type: str = ""
     strategy: str = ""
     created_at: float = 0.0
+    effective_score: float | None = None  # the request's fused reward after this one
 
 
 class CompletionResult(Struct, kw_only=True, frozen=True):

@@ -47,6 +47,7 @@ class DemoWorld(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     models: dict[str, ModelProfile]
     output_tokens: dict[str, float] = {}
     batch: BatchProfile = BatchProfile()
+    judge_noise: float = 0.1
 
     def quality(self, model: str, task_type: str, batched: bool = False) -> float:
         prof = self.models[model]
@@ -103,6 +104,8 @@ class DemoProvider:
                 f"known: {sorted(self.world.models)}",
                 provider=self.name, status=404)
         prof = self.world.models[call.model]
+        if call.task_type == "judge":
+            return self._judge(call, prof)
         mean_out = self.world.output_tokens.get(
             call.task_type, self.world.output_tokens.get("default", 200.0))
         out = max(1, round(mean_out * math.exp(self.rng.normal(0.0, 0.3) - 0.045)))
@@ -123,6 +126,17 @@ class DemoProvider:
             else "stop",
             extra=extra,
         )
+
+    def _judge(self, call: ProviderCall, prof: ModelProfile) -> ProviderResponse:
+        """The simulated judge: the judged answer's true quality (its simulated
+        correctness, 0 or 1) + N(0, judge_noise), clipped, as "Score: N" on 1-10."""
+        q = call.metadata.get("judged_quality")
+        true = float(q) if isinstance(q, int | float) else 0.5
+        noisy = min(1.0, max(0.0, true + self.rng.normal(0.0, self.world.judge_noise)))
+        text = f"Score: {round(1 + 9 * noisy)}"
+        return ProviderResponse(
+            text=text, input_tokens=estimate_prompt_tokens(call.messages), output_tokens=3,
+            latency_ms=(prof.ttft_ms + 3000.0 / prof.tokens_per_s) * self.latency_scale)
 
     def simulate_batch(self, call: ProviderCall) -> ProviderResponse:
         """A micro-batch: one simulated answer per item, returned as a JSON array."""

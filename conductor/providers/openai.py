@@ -95,8 +95,9 @@ class _Completion(msgspec.Struct):
 
 
 class OpenAIProvider:
-    """An OpenAI-compatible upstream. The HTTP client is created on first use, inside the
-    running event loop, and closed by ``aclose``."""
+    """An OpenAI-compatible upstream. One HTTP client per event loop (the request path and
+    the judge workers run on different loops), created on first use inside that loop and
+    closed by ``aclose`` called on the same loop."""
 
     def __init__(self, name: str, config: ProviderConfig, *, api_key: str | None = None,
                  transport: httpx.AsyncBaseTransport | None = None,
@@ -109,23 +110,25 @@ class OpenAIProvider:
         self.api_key = api_key
         self._transport = transport
         self._max_connections = max_connections
-        self._client: httpx.AsyncClient | None = None
+        self._clients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
         self._dec = msgspec.json.Decoder(_Completion)
         self._enc = msgspec.json.Encoder()
 
     def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
             t = self.config.timeouts
             limits = httpx.Limits(max_connections=self._max_connections,
                                   max_keepalive_connections=self._max_connections)
             transport = self._transport or AiohttpTransport(limits=limits)
             headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-            self._client = httpx.AsyncClient(
+            client = self._clients[loop] = httpx.AsyncClient(
                 base_url=self.base_url, transport=transport, headers=headers,
                 # Backstops; the precise budgets are enforced with asyncio timeouts.
                 timeout=httpx.Timeout(connect=t.connect_s, read=max(t.first_byte_s, t.idle_s),
                                       write=t.total_s, pool=t.total_s))
-        return self._client
+        return client
 
     def _body(self, call: ProviderCall, stream: bool) -> bytes:
         body: dict[str, Any] = {
@@ -285,8 +288,9 @@ class OpenAIProvider:
                 finish_reason=finish or "stop", usage_estimated=estimated))
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        """Close this event loop's client."""
+        client = self._clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()
 
 

@@ -144,4 +144,10 @@ def build_migrations() -> Migrations:
             )""")
         db.execute("CREATE INDEX idx_pending_feedback_request ON pending_feedback(request_id)")
 
+    @m(name="0003_effective_reward")
+    def effective_reward(db: Database) -> None:
+        # The request's fused reward after each reward row: rebuilds replay exactly the
+        # corrections the posterior saw (user > simulated > judge > heuristic).
+        db.execute("ALTER TABLE rewards ADD COLUMN effective_score REAL")
+
     return m

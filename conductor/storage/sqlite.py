@@ -58,9 +58,12 @@ _INSERT = {
                 " :fallback_used, :fallback_chain, :sla_met, :escalated, :calls, :finish_reason,"
                 " :response_sha256, :response, :applied)",
     "rewards": "INSERT INTO rewards (seq, request_id, created_at, task_type, strategy, source,"
-               " score, previous_score, sampling_probability, rater, applied) VALUES "
-               "(:seq, :request_id, :created_at, :task_type, :strategy, :source, :score,"
-               " :previous_score, :sampling_probability, :rater, :applied)",
+               " score, previous_score, sampling_probability, rater, applied, effective_score)"
+               " VALUES (:seq, :request_id, :created_at, :task_type, :strategy, :source, :score,"
+               " :previous_score, :sampling_probability, :rater, :applied, :effective_score)",
+    "pending_feedback": "INSERT INTO pending_feedback (request_id, created_at, score, rater)"
+                        " VALUES (:request_id, :created_at, :score, :rater)",
+    "pending_feedback_done": "DELETE FROM pending_feedback WHERE request_id = :request_id",
     "judge_calls": "INSERT INTO judge_calls (request_id, created_at, strategy, model, score,"
                    " raw_reply, cost_usd, latency_ms, error, self_graded, answer_chars) VALUES "
                    "(:request_id, :created_at, :strategy, :model, :score, :raw_reply, :cost_usd,"
@@ -292,8 +295,40 @@ class SQLiteStore:
             "strategy": reward.strategy, "source": reward.source, "score": reward.score,
             "previous_score": previous_score,
             "sampling_probability": reward.sampling_probability, "rater": reward.rater,
-            "applied": int(applied)}, durable=reward.source == "user",
+            "applied": int(applied), "effective_score": reward.effective_score},
+            durable=reward.source == "user",
             wait=wait is not False)
+
+    def record_pending_feedback(self, request_id: str, score: float, rater: str,
+                                created_at: float) -> None:
+        """Durable: feedback for a request not stored yet, applied when it lands."""
+        self._put("pending_feedback", {"request_id": request_id, "created_at": created_at,
+                                       "score": score, "rater": rater}, durable=True)
+
+    def clear_pending_feedback(self, request_id: str) -> None:
+        self._put("pending_feedback_done", {"request_id": request_id})
+
+    def pending_feedback(self, max_age_s: float = 3600.0) -> list[tuple[str, float, str, float]]:
+        """(request_id, created_at, rater, score) of feedback still waiting for its request."""
+        rows = self.query("SELECT request_id, created_at, rater, score FROM pending_feedback "
+                          "WHERE created_at >= ? ORDER BY id", (self.clock() - max_age_s,))
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+    def judge_user_pairs(self) -> list[tuple[str, float, float]]:
+        """(task type, judge score, mean user score) for every request that has both: the
+        data the judge-to-user calibration is fitted on."""
+        rows = self.query("""
+            WITH j AS (
+                SELECT request_id, task_type, score, seq,
+                       row_number() OVER (PARTITION BY request_id ORDER BY seq DESC) AS k
+                FROM rewards WHERE source = 'judge'),
+            u AS (
+                SELECT request_id, score,
+                       row_number() OVER (PARTITION BY request_id, rater ORDER BY seq DESC) AS k
+                FROM rewards WHERE source = 'user')
+            SELECT j.task_type, j.score, avg(u.score) FROM j JOIN u USING (request_id)
+            WHERE j.k = 1 AND u.k = 1 GROUP BY j.request_id ORDER BY min(j.seq)""")
+        return [(r[0], r[1], r[2]) for r in rows]
 
     def record_judge_call(self, row: dict[str, Any]) -> None:
         self._put("judge_calls", row)
@@ -401,7 +436,7 @@ class SQLiteStore:
             "SELECT seq, task_type, strategy, latency_ms, output_tokens, escalated, error "
             "FROM outcomes WHERE seq > ? AND applied = 1", (seq,))
         rewards = self.query(
-            "SELECT seq, task_type, strategy, score, previous_score FROM rewards "
+            "SELECT seq, task_type, strategy, score, previous_score, effective_score FROM rewards "
             "WHERE seq > ? AND applied = 1", (seq,))
         events = [("outcome", r) for r in outcomes] + [("reward", r) for r in rewards]
         events.sort(key=lambda e: e[1]["seq"])
@@ -457,7 +492,8 @@ def outcome_from_row(r: sqlite3.Row) -> Outcome:
 def reward_from_row(r: sqlite3.Row) -> Reward:
     return Reward(request_id=r["request_id"], source=r["source"], score=r["score"],
                   sampling_probability=r["sampling_probability"], rater=r["rater"],
-                  task_type=r["task_type"], strategy=r["strategy"], created_at=r["created_at"])
+                  task_type=r["task_type"], strategy=r["strategy"], created_at=r["created_at"],
+                  effective_score=r["effective_score"])
 
 
 __all__ = ["MIGRATION_SET", "SQLiteStore", "decision_from_row", "outcome_from_row",

@@ -55,7 +55,7 @@ def test_export_writes_one_line_per_request_with_decision_outcome_rewards(tmp_pa
         assert 0 < rec["decision"]["propensity"] <= 1
         assert rec["outcome"]["strategy"] in {"turbo-cheap", "turbo-quality", "batch-cheap",
                                               "quality-verified"}
-        assert [r["source"] for r in rec["rewards"]] == ["simulated"]
+        assert "simulated" in [r["source"] for r in rec["rewards"]]
         assert rec["constraints"] == rec["decision"]["constraints"]
     later = runner.invoke(main, ["export", "--db", str(db), "--out", str(out),
                                  "--since", "2999-01-01"])

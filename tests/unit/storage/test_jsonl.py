@@ -20,7 +20,9 @@ def test_conductor_logs_every_decision_outcome_and_reward(tmp_path: Path) -> Non
     records = list(read_log(path))
     kinds = [r["type"] for r in records]
     assert kinds.count("decision") == kinds.count("outcome") == 25
-    assert kinds.count("reward") == 26
+    sources = [r["reward"]["source"] for r in records if r["type"] == "reward"]
+    assert sources.count("heuristic") == sources.count("simulated") == 25
+    assert sources.count("user") == 1
     first = records[0]["decision"]
     assert first["request_id"] == results[0].request_id
     assert first["propensity"] == results[0].decision.propensity
@@ -45,11 +47,12 @@ def test_a_torn_last_line_is_skipped_with_a_warning(tmp_path: Path,
     with Conductor(seed=2, log_store=JSONLLogStore(path)) as c:
         for _ in range(3):
             c.complete("hi", task_type="chat")
+    complete = len(list(read_log(path)))
     with path.open("ab") as fh:
         fh.write(b'{"type": "decision", "decision": {"request_id": "cut-of')
     with caplog.at_level(logging.WARNING, logger="conductor.storage"):
         records = list(read_log(path))
-    assert len(records) == 9
+    assert len(records) == complete >= 9
     assert "skipping torn last line" in caplog.text
 
 
