@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/conductor demo
+	$(BIN)/conductor serve
 
 test: $(STAMP)
 	$(BIN)/ruff check conductor tests benchmarks

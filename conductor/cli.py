@@ -103,6 +103,46 @@ def demo(config_path: Path | None, n: int, seed: int, every: int, db_path: Path 
                 window.clear()
 
 
+@main.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="TOML config (default: the built-in demo world, in real time).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Worker processes. Each learns on its own and shares the database.")
+@click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="SQLite database (default: the config's storage.path, conductor.db).")
+def serve(config_path: Path | None, host: str, port: int, workers: int,
+          db_path: Path | None) -> None:
+    """Serve the HTTP API: OpenAI-compatible /v1/chat/completions, /v1/feedback, /v1/policy...
+
+    With no config it serves the built-in demo world (no API key, no network) and keeps
+    its log in conductor.db in the working directory.
+
+    Example: conductor serve --config conductor.toml --port 8000
+    """
+    import os
+
+    import uvicorn
+
+    from conductor.service.app import create_app, serve_default_settings
+
+    settings = load_settings(config_path) if config_path else serve_default_settings()
+    where = config_path or "the built-in demo world"
+    click.echo(f"serving {where} on http://{host}:{port} "
+               f"(OpenAI base_url http://{host}:{port}/v1)", err=True)
+    if workers == 1:
+        uvicorn.run(create_app(settings, db_path=db_path), host=host, port=port,
+                    log_level="info", timeout_graceful_shutdown=10)
+        return
+    if config_path:
+        os.environ["CONDUCTOR_CONFIG"] = str(config_path)
+    if db_path:
+        os.environ["CONDUCTOR_DB"] = str(db_path)
+    uvicorn.run("conductor.service.app:app_from_env", factory=True, host=host, port=port,
+                workers=workers, log_level="info", timeout_graceful_shutdown=10)
+
+
 def parse_time(value: str | None) -> float | None:
     """Unix seconds or an ISO 8601 date/time (UTC unless it says otherwise)."""
     if value is None:

@@ -118,6 +118,7 @@ class TaskTypeConfig(Struct, kw_only=True, frozen=True, forbid_unknown_fields=Tr
     max_words: Annotated[int, Meta(ge=1)] | None = None
     strategies: tuple[str, ...] = ()
     heuristics: tuple[str, ...] = ()  # by name; empty: every heuristic serving the task
+    max_output_tokens: Annotated[int, Meta(ge=1)] = 4096  # cost reservation when no max_tokens
 
 
 class JudgeConfig(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):

@@ -9,6 +9,8 @@ code in ``conductor.cli``. Nowhere else.
     ├── ConfigError               invalid or inconsistent configuration (names the key path)
     ├── InvalidRequestError       a request that cannot be routed as given (names the field)
     │   └── UnknownStrategyError  a strategy or model name that is not configured
+    ├── AuthenticationError       a missing or unknown API key
+    ├── PermissionDeniedError     a non-admin client on an admin endpoint
     ├── NotFoundError             an unknown request id
     ├── RateLimitedError          a client limit was hit (carries retry_after_s)
     ├── NoStrategyAvailableError  every strategy is ineligible (circuits open, none configured)
@@ -53,6 +55,14 @@ class UnknownStrategyError(InvalidRequestError):
         )
         self.name = name
         self.valid = sorted(valid)
+
+
+class AuthenticationError(ConductorError):
+    """A missing or unknown API key."""
+
+
+class PermissionDeniedError(ConductorError):
+    """The client may not do this (admin endpoints)."""
 
 
 class NotFoundError(ConductorError):

@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +75,23 @@ from conductor.types import (
 )
 
 Coefficients = dict[str, dict[str, Prior]]
+
+
+class _Execution:
+    """Mutable state of one request's execution (candidates tried, calls, result)."""
+
+    def __init__(self, candidates: list[str], executed: str, chain: list[str],
+                 deadline: float | None) -> None:
+        self.candidates = candidates
+        self.executed = executed
+        self.chain = chain
+        self.deadline = deadline
+        self.calls: list[CallRecord] = []
+        self.resp: ProviderResponse | None = None
+        self.escalated = False
+        self.error: str | None = None
+        self.last_exc: ProviderError | None = None
+        self.t0 = time.perf_counter()
 log = logging.getLogger("conductor.router")
 
 
@@ -270,6 +287,8 @@ class Conductor:
             "judge_failures": 0, "judge_cost_usd": 0.0, "judge_self_graded": 0}
         self._lock = threading.RLock()
         self._feedback_lock = threading.Lock()
+        # Called with (request, decision, outcome) after every outcome (metrics hook).
+        self.on_outcome: Callable[[CompletionRequest, Decision, Outcome], None] | None = None
         self._closed = False
         self._last_snapshot = clock()
         self.restore()
@@ -614,6 +633,72 @@ class Conductor:
         calls.append(rec)
         return resp, False
 
+    def cost_upper_bound(self, decision: Decision, request: CompletionRequest) -> float:
+        """The most the decided strategy can cost: input tokens + max_tokens (or the task
+        type's max_output_tokens) at its prices; verified: draft + judge + escalation."""
+        tt = self.settings.task_types[request.task_type]
+        out = request.max_tokens or tt.max_output_tokens
+
+        def one(name: str) -> float:
+            st = self.settings.strategies[name]
+            m = self.settings.models[st.model]
+            n_out = min(out, st.max_tokens) if st.max_tokens else out
+            disc = st.batch.discount if st.batch and st.mode == Mode.BATCH else 1.0
+            return (decision.input_tokens * m.input_usd_per_1m
+                    + n_out * m.output_usd_per_1m) / 1e6 * disc
+
+        st = self.settings.strategies[decision.strategy]
+        if st.verified is None:
+            return one(decision.strategy)
+        judge = 0.0
+        if self.settings.judge.strategy:
+            jm = self.settings.models[self.settings.strategies[self.settings.judge.strategy].model]
+            judge = ((decision.input_tokens + out + 300) * jm.input_usd_per_1m
+                     + 16 * jm.output_usd_per_1m) / 1e6
+        return one(st.verified.draft) + judge + one(st.verified.escalate_to)
+
+    def policy_settings(self) -> dict[str, Any]:
+        """The live policy knobs (what GET /v1/policy shows)."""
+        return {"version": self.policy_version, "rollout_percent": self.rollout_percent,
+                "default_strategy": self.default_strategy, "freeze": self.frozen,
+                "exploration": dict(self.temperatures)}
+
+    def update_policy(self, actor: str, *, version: str | None = None,
+                      rollout_percent: float | None = None,
+                      default_strategy: str | None = None, freeze: bool | None = None,
+                      exploration: Mapping[str, float] | None = None) -> dict[str, Any]:
+        """Change the policy knobs; validated first, recorded (who, when, what) durably
+        in the store before it returns. Returns the new settings."""
+        if rollout_percent is not None and not 0.0 <= rollout_percent <= 100.0:
+            raise InvalidRequestError("rollout_percent must be in [0, 100]",
+                                      field="rollout_percent")
+        if default_strategy is not None and default_strategy not in self.settings.strategies:
+            raise UnknownStrategyError(default_strategy, list(self.settings.strategies),
+                                       field="default_strategy")
+        for task, t in (exploration or {}).items():
+            if task not in self.settings.task_types:
+                raise InvalidRequestError(
+                    f"exploration: unknown task type {task!r}; valid: "
+                    f"{', '.join(sorted(self.settings.task_types))}", field="exploration")
+            if not (math.isfinite(t) and 0.0 <= t <= 100.0):
+                raise InvalidRequestError(f"exploration.{task}: must be in [0, 100]",
+                                          field="exploration")
+        with self._lock:
+            if version is not None:
+                self.policy_version = version
+            if rollout_percent is not None:
+                self.rollout_percent = rollout_percent
+            if default_strategy is not None:
+                self.default_strategy = default_strategy
+            if freeze is not None:
+                self.frozen = freeze
+            self.temperatures.update(exploration or {})
+            new = self.policy_settings()
+        record = getattr(self.log_store, "record_policy_change", None)
+        if record is not None:
+            record(actor, new)
+        return new
+
     def fallback_order(self, decision: Decision) -> list[str]:
         """Strategies to try after the chosen one: feasible by cost, then the rest by cost,
         never more than ``max_fallback_cost_ratio`` times the chosen one's predicted cost."""
@@ -624,57 +709,49 @@ class Conductor:
         rest.sort(key=lambda s: (not s.feasible, s.cost_usd))
         return [s.strategy for s in rest]
 
-    async def acomplete(self, prompt: str | None = None, *,
-                        request: CompletionRequest | None = None,
-                        strategy: str | None = None, **kwargs: Any) -> CompletionResult:
-        """Route and run one request; returns the answer with its decision trace."""
-        req = request if request is not None else self.make_request(prompt, **kwargs)
-        decision = self.decide(req, strategy=strategy)
+    def _begin(self, req: CompletionRequest, strategy: str | None,
+               decision: Decision | None = None
+               ) -> tuple[CompletionRequest, Decision, _Execution]:
+        """Decide (unless given), log the decision, and plan the candidates."""
+        if decision is None:
+            decision = self.decide(req, strategy=strategy)
         if not req.request_id:
             req = msgspec.structs.replace(req, request_id=decision.request_id)
         self.log_store.record_decision(decision, req)
-        rid = decision.request_id
-        executed = self.default_strategy if decision.routed_by == "shadow" else decision.strategy
-        chain = [executed]
-        candidates = [executed] + ([] if strategy is not None else
-                                   [s for s in self.fallback_order(decision) if s != executed])
-        calls: list[CallRecord] = []
-        resp: ProviderResponse | None = None
-        escalated = False
-        error: str | None = None
-        last_exc: ProviderError | None = None
-        t0 = time.perf_counter()
+        first = self.default_strategy if decision.routed_by == "shadow" else decision.strategy
+        candidates = [first] + ([] if strategy is not None else
+                                [s for s in self.fallback_order(decision) if s != first])
         max_ms = decision.constraints.max_latency_ms
-        deadline = time.monotonic() + max_ms / 1000.0 if max_ms is not None else None
-        for i, cand in enumerate(candidates):
-            if i > 0:
-                chain.append(cand)
-                self.counters["fallbacks"] += 1
-            try:
-                resp, escalated = await self._execute(cand, req, rid, calls, deadline)
-                executed = cand
-                error = None
-                break
-            except ProviderError as exc:
-                last_exc = exc
-                error = f"{type(exc).__name__}: {exc}"
-                calls.append(CallRecord(strategy=cand, model=self.settings.strategies[cand].model,
-                                        error=error))
-        wall_ms = (time.perf_counter() - t0) * 1000.0
-        latency = sum(c.latency_ms for c in calls) if resp is not None and all(
-            c.latency_ms > 0 for c in calls if c.error is None) else wall_ms
-        latency = max(latency, wall_ms)
+        ex = _Execution(candidates=candidates, executed=first, chain=[first],
+                        deadline=time.monotonic() + max_ms / 1000.0 if max_ms else None)
+        return req, decision, ex
+
+    def _failed(self, ex: _Execution, cand: str, exc: ProviderError) -> None:
+        ex.last_exc = exc
+        ex.error = f"{type(exc).__name__}: {exc}"
+        ex.calls.append(CallRecord(strategy=cand, model=self.settings.strategies[cand].model,
+                                   error=ex.error))
+
+    def _finish(self, req: CompletionRequest, decision: Decision,
+                ex: _Execution) -> CompletionResult:
+        """Record the outcome, run the evaluators, queue the judge; raise if all failed."""
+        resp = ex.resp
+        rid = decision.request_id
+        wall_ms = (time.perf_counter() - ex.t0) * 1000.0
+        ok_calls = [c for c in ex.calls if c.error is None]
+        simulated = sum(c.latency_ms for c in ok_calls) if resp is not None else 0.0
+        latency = max(simulated, wall_ms)  # simulated time when the world is simulated
         c = decision.constraints
         outcome = Outcome(
-            request_id=rid, strategy=executed, model=self.settings.strategies[executed].model,
-            latency_ms=latency,
-            input_tokens=sum(cr.input_tokens for cr in calls),
+            request_id=rid, strategy=ex.executed,
+            model=self.settings.strategies[ex.executed].model, latency_ms=latency,
+            input_tokens=sum(cr.input_tokens for cr in ok_calls),
             output_tokens=resp.output_tokens if resp else 0,
-            cost_usd=sum(cr.cost_usd for cr in calls),
+            cost_usd=sum(cr.cost_usd for cr in ex.calls),
             cost_estimated=bool(resp and resp.usage_estimated),
-            error=error, fallback_used=len(chain) > 1, fallback_chain=tuple(chain),
+            error=ex.error, fallback_used=len(ex.chain) > 1, fallback_chain=tuple(ex.chain),
             sla_met=resp is not None and (c.max_latency_ms is None or latency <= c.max_latency_ms),
-            escalated=escalated, calls=tuple(calls), text=resp.text if resp else "",
+            escalated=ex.escalated, calls=tuple(ex.calls), text=resp.text if resp else "",
             finish_reason=resp.finish_reason if resp else "error", created_at=self.clock())
         self.record_outcome(req.task_type, outcome)
         extra = resp.extra if resp is not None else {}
@@ -689,7 +766,7 @@ class Conductor:
                     if r is not None:
                         found.append(r)
         rewards = [self.add_reward(msgspec.structs.replace(
-            r, created_at=self.clock(), task_type=req.task_type, strategy=executed))
+            r, created_at=self.clock(), task_type=req.task_type, strategy=ex.executed))
             for r in found]
         if resp is not None:
             self._maybe_judge(req, outcome, extra)
@@ -700,11 +777,85 @@ class Conductor:
             clear = getattr(self.log_store, "clear_pending_feedback", None)
             if clear is not None:
                 clear(rid)
+        if self.on_outcome is not None:
+            self.on_outcome(req, decision, outcome)
         if resp is None:
-            assert last_exc is not None
-            raise last_exc
+            assert ex.last_exc is not None
+            raise ex.last_exc
         return CompletionResult(request_id=rid, text=resp.text, decision=decision,
                                 outcome=outcome, rewards=tuple(rewards))
+
+    async def acomplete(self, prompt: str | None = None, *,
+                        request: CompletionRequest | None = None,
+                        strategy: str | None = None, decision: Decision | None = None,
+                        **kwargs: Any) -> CompletionResult:
+        """Route and run one request; returns the answer with its decision trace.
+
+        ``decision``: one made beforehand with ``decide`` (e.g. to reserve its cost)."""
+        req = request if request is not None else self.make_request(prompt, **kwargs)
+        req, decision, ex = self._begin(req, strategy, decision)
+        for i, cand in enumerate(ex.candidates):
+            if i > 0:
+                ex.chain.append(cand)
+                self.counters["fallbacks"] += 1
+            try:
+                ex.resp, ex.escalated = await self._execute(cand, req, decision.request_id,
+                                                            ex.calls, ex.deadline)
+                ex.executed, ex.error = cand, None
+                break
+            except ProviderError as exc:
+                self._failed(ex, cand, exc)
+        return self._finish(req, decision, ex)
+
+    async def astream(self, request: CompletionRequest, *, strategy: str | None = None,
+                      decision: Decision | None = None
+                      ) -> AsyncIterator[Decision | str | CompletionResult]:
+        """Route and stream one request: yields the Decision, then text deltas, then the
+        CompletionResult. Direct strategies on providers that stream are streamed; batch
+        and verified strategies answer whole (one delta). Fallback happens only before the
+        first delta; a stream cut after it raises ProviderStreamError (after the failed
+        outcome is recorded), never a quiet success."""
+        req, decision, ex = self._begin(request, strategy, decision)
+        yield decision
+        started = False
+        for i, cand in enumerate(ex.candidates):
+            if i > 0:
+                ex.chain.append(cand)
+                self.counters["fallbacks"] += 1
+            st = self.settings.strategies[cand]
+            provider, call = self._call_for(cand, req)
+            streams = st.mode == Mode.DIRECT and hasattr(provider, "stream")
+            try:
+                if not streams:
+                    ex.resp, ex.escalated = await self._execute(
+                        cand, req, decision.request_id, ex.calls, ex.deadline)
+                    ex.executed, ex.error = cand, None
+                    started = True
+                    yield ex.resp.text
+                    break
+                final: ProviderResponse | None = None
+                async for chunk in provider.stream(call):  # type: ignore[attr-defined]
+                    if chunk.final is not None:
+                        final = chunk.final
+                    elif chunk.delta:
+                        started = True
+                        yield chunk.delta
+                assert final is not None
+                self.breaker(st.model).record_success()
+                ex.resp, ex.executed, ex.error = final, cand, None
+                ex.calls.append(CallRecord(
+                    strategy=cand, model=st.model, role="answer", latency_ms=final.latency_ms,
+                    input_tokens=final.input_tokens, output_tokens=final.output_tokens,
+                    cost_usd=self._cost(cand, final)))
+                break
+            except ProviderError as exc:
+                if streams:
+                    self.breaker(st.model).record_failure()
+                self._failed(ex, cand, exc)
+                if started:
+                    ex.executed = cand
+                    break  # text already went out: no silent switch to another model
+        yield self._finish(req, decision, ex)
 
     def _run(self, coro: Any) -> Any:
         """Run a coroutine on this Conductor's private loop (the sync API)."""

@@ -263,8 +263,9 @@ class SQLiteStore:
                        applied: bool = True) -> None:
         with self._pending_lock:
             rec = self._pending.get(outcome.request_id)
-            if rec is not None:
-                rec.outcome = outcome
+            if rec is not None:  # what a read will show once committed
+                rec.outcome = outcome if self.store_text else msgspec.structs.replace(
+                    outcome, text="")
                 task_type = task_type or (rec.decision.task_type if rec.decision else "")
         self._put("outcomes", {
             "request_id": outcome.request_id, "seq": self.next_seq(),

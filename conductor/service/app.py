@@ -1,0 +1,190 @@
+"""The Litestar app: ``create_app(settings)`` wires everything in one place.
+
+A lifespan opens the store and Conductor on startup and closes them on shutdown (judge
+jobs finish, the posterior is snapshotted, the write queue drains).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from litestar import Litestar, Request, Response, get, post, put
+from litestar.datastructures import State
+from litestar.openapi import OpenAPIConfig
+from litestar.params import FromPath, JSONBody
+from litestar.response import Stream
+
+from conductor.config import Settings, default_settings, load_settings
+from conductor.router import Conductor
+from conductor.service.auth import KeyRing
+from conductor.service.errors import handle_exception
+from conductor.service.gateway import Gateway
+from conductor.service.schemas import (
+    ChatCompletion,
+    ChatCompletionRequest,
+    CompleteRequest,
+    CompleteResponse,
+    FeedbackRequest,
+    FeedbackResponse,
+    ModelList,
+    PolicyUpdate,
+    PolicyView,
+    RequestView,
+)
+from conductor.storage.sqlite import SQLiteStore
+from conductor.types import Decision
+
+log = logging.getLogger("conductor.service")
+
+
+def _gateway(state: State) -> Gateway:
+    return state.gateway  # type: ignore[no-any-return]
+
+
+def _client(request: Request[Any, Any, Any]) -> str:
+    gw = _gateway(request.app.state)
+    return gw.keys.client_for(request.headers.get("authorization"),
+                              request.headers.get("x-api-key"))
+
+
+@post("/v1/chat/completions", status_code=200, summary="OpenAI-compatible chat completion")
+async def chat_completions(request: Request[Any, Any, Any], data: JSONBody[ChatCompletionRequest]
+                           ) -> Response[ChatCompletion] | Stream:
+    """``model: "auto"`` routes; a strategy name forces it. Routing hints: a ``conductor``
+    object in the body or ``X-Conductor-*`` headers. ``stream: true`` streams SSE."""
+    gw = _gateway(request.app.state)
+    req, strategy = gw.chat_request(data, request.headers, _client(request))
+    if data.stream:
+        include = bool(data.stream_options and data.stream_options.include_usage)
+        decision, body = await gw.stream(req, strategy, include)
+        return Stream(body, media_type="text/event-stream", headers={
+            "X-Conductor-Request-Id": decision.request_id,
+            "X-Conductor-Strategy": decision.strategy,
+            "X-Conductor-Predicted-Cost-Usd": f"{decision.predicted_cost_usd:.8f}",
+            "Cache-Control": "no-cache"})
+    result = await gw.run(req, strategy)
+    return Response(gw.chat_completion(result), headers=gw.headers_of(result))
+
+
+@post("/v1/complete", status_code=200, summary="Route and run (native form)")
+async def complete(request: Request[Any, Any, Any], data: JSONBody[CompleteRequest]
+                   ) -> Response[CompleteResponse]:
+    gw = _gateway(request.app.state)
+    result = await gw.run(gw.native_request(data, _client(request)), data.strategy)
+    return Response(gw.complete_response(result), headers=gw.headers_of(result))
+
+
+@post("/v1/route", status_code=200, summary="The decision only; nothing is called")
+async def route(request: Request[Any, Any, Any], data: JSONBody[CompleteRequest]) -> Decision:
+    gw = _gateway(request.app.state)
+    return gw.conductor.decide(gw.native_request(data, _client(request)),
+                               strategy=data.strategy)
+
+
+@post("/v1/feedback", status_code=200, summary="A user rating for a request (idempotent)")
+async def feedback(request: Request[Any, Any, Any], data: JSONBody[FeedbackRequest]
+                   ) -> Response[FeedbackResponse]:
+    gw = _gateway(request.app.state)
+    _client(request)
+    body, status = await gw.feedback(data)
+    return Response(body, status_code=status)
+
+
+@get("/v1/requests/{request_id:str}", summary="One request's decision, outcome and rewards")
+async def request_record(request: Request[Any, Any, Any],
+                         request_id: FromPath[str]) -> RequestView:
+    _client(request)
+    return await _gateway(request.app.state).request_record(request_id)
+
+
+@get("/v1/models", summary="Strategies as OpenAI model objects, plus auto")
+async def models(request: Request[Any, Any, Any]) -> ModelList:
+    _client(request)
+    return _gateway(request.app.state).models()
+
+
+@get("/v1/policy", summary="Exploration, rollout, default strategy, freeze, version")
+async def get_policy(request: Request[Any, Any, Any]) -> PolicyView:
+    _client(request)
+    return _gateway(request.app.state).policy()
+
+
+@put("/v1/policy", summary="Change the policy (admin); every change is stored")
+async def put_policy(request: Request[Any, Any, Any], data: JSONBody[PolicyUpdate]) -> PolicyView:
+    gw = _gateway(request.app.state)
+    client = _client(request)
+    gw.keys.require_admin(client)
+    return await gw.update_policy(data, actor=client)
+
+
+@get("/v1/stats", summary="Counters, cost, latency and quality")
+async def stats(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    _client(request)
+    return _gateway(request.app.state).stats()
+
+
+@get("/healthz", summary="The process is up")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@get("/readyz", summary="The store is writable and a strategy is available")
+async def readyz(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
+    ok, checks = await _gateway(request.app.state).ready()
+    return Response({"status": "ok" if ok else "unavailable", **checks},
+                    status_code=200 if ok else 503)
+
+
+def create_app(settings: Settings | None = None, *, db_path: str | Path | None = None,
+               conductor: Conductor | None = None, max_body_bytes: int = 1_000_000) -> Litestar:
+    """The service. Give ``settings`` (default: built-in) and optionally the database path
+    (default: ``storage.path``) or a ready Conductor (tests)."""
+    settings = settings or (conductor.settings if conductor else default_settings())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        c = conductor
+        if c is None:
+            store = SQLiteStore(db_path or settings.storage.path,
+                                store_text=settings.storage.store_text)
+            c = Conductor(settings, log_store=store)
+        app.state.gateway = Gateway(c, KeyRing(settings.clients))
+        log.info("conductor ready: %d strategies, store %s", len(settings.strategies),
+                 getattr(c.log_store, "path", type(c.log_store).__name__))
+        try:
+            yield
+        finally:
+            await c.aclose()
+
+    return Litestar(
+        route_handlers=[chat_completions, complete, route, feedback, request_record, models,
+                        get_policy, put_policy, stats, healthz, readyz],
+        lifespan=[lifespan],
+        exception_handlers={Exception: handle_exception},
+        request_max_body_size=max_body_bytes,
+        openapi_config=OpenAPIConfig(title="Conductor", version="0.1.0", path="/schema"),
+        type_encoders={msgspec.Struct: msgspec.to_builtins},
+    )
+
+
+def app_from_env() -> Litestar:
+    """An app factory for ``uvicorn --factory`` (``conductor serve --workers N``):
+    reads CONDUCTOR_CONFIG and CONDUCTOR_DB."""
+    path = os.environ.get("CONDUCTOR_CONFIG")
+    settings = load_settings(path) if path else serve_default_settings()
+    return create_app(settings, db_path=os.environ.get("CONDUCTOR_DB") or None)
+
+
+def serve_default_settings() -> Settings:
+    """The built-in default for ``conductor serve``: the demo world in real time, 5x
+    faster than the latencies it simulates, so a curl answers in well under a second."""
+    s = default_settings()
+    providers = {name: msgspec.structs.replace(p, simulate_latency=True, latency_scale=0.2)
+                 if p.kind == "demo" else p for name, p in s.providers.items()}
+    return msgspec.structs.replace(s, providers=providers)

@@ -1,0 +1,219 @@
+"""Wire schemas of the HTTP API (msgspec Structs; Litestar builds the OpenAPI from them).
+
+The chat completions request accepts (and ignores) OpenAI parameters Conductor does not
+use, so the official SDKs work unchanged; Conductor's own objects forbid unknown fields.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from msgspec import Meta, Struct
+
+from conductor.types import (
+    CompletionRequest,
+    Decision,
+    Message,
+    NonNegative,
+    Outcome,
+    Positive,
+    Probability,
+    Reward,
+)
+
+
+class RoutingHints(Struct, kw_only=True, forbid_unknown_fields=True):
+    """The ``conductor`` object of a chat completion (the SDK's ``extra_body``)."""
+
+    task_type: Annotated[str, Meta(min_length=1, max_length=128)] | None = None
+    max_latency_ms: Positive | None = None
+    min_quality: Probability | None = None
+    max_cost_usd: NonNegative | None = None
+    metadata: dict[str, Any] = {}
+
+
+class ContentPart(Struct, kw_only=True):
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(Struct, kw_only=True):
+    role: Literal["system", "user", "assistant", "tool", "developer"]
+    content: str | list[ContentPart] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(p.text or "" for p in self.content if p.type == "text")
+        return self.content or ""
+
+
+class StreamOptions(Struct, kw_only=True):
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(Struct, kw_only=True):
+    """OpenAI's chat completions request. ``model``: "auto" or "conductor" routes; a
+    strategy name forces that strategy."""
+
+    model: str = "auto"
+    messages: Annotated[list[ChatMessage], Meta(min_length=1)]
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: Annotated[int, Meta(ge=1)] | None = None
+    max_completion_tokens: Annotated[int, Meta(ge=1)] | None = None
+    temperature: Annotated[float, Meta(ge=0.0, le=2.0)] | None = None
+    n: Annotated[int, Meta(ge=1, le=1)] | None = None
+    user: str | None = None
+    metadata: dict[str, Any] | None = None
+    conductor: RoutingHints | None = None
+
+
+class CompleteRequest(Struct, kw_only=True, forbid_unknown_fields=True):
+    """The native completion request (``POST /v1/complete``, ``POST /v1/route``)."""
+
+    prompt: str | None = None
+    messages: list[Message] | None = None
+    task_type: Annotated[str, Meta(min_length=1, max_length=128)] = "chat"
+    max_latency_ms: Positive | None = None
+    min_quality: Probability | None = None
+    max_cost_usd: NonNegative | None = None
+    max_tokens: Annotated[int, Meta(ge=1)] | None = None
+    strategy: str | None = None
+    request_id: Annotated[str, Meta(max_length=128)] | None = None
+    metadata: dict[str, Any] = {}
+
+
+class FeedbackRequest(Struct, kw_only=True, forbid_unknown_fields=True):
+    """A user rating: 1-5 stars (int), true/false or "up"/"down" (thumbs), or a score in
+    [0, 1] (float). ``pending_ok``: keep it if the request is not stored yet (202)."""
+
+    request_id: Annotated[str, Meta(min_length=1, max_length=128)]
+    rating: bool | int | float | str
+    rater: Annotated[str, Meta(max_length=128)] = ""
+    pending_ok: bool = False
+
+
+class FeedbackResponse(Struct, kw_only=True):
+    request_id: str
+    score: float
+    effective_score: float | None
+    status: Literal["applied", "pending"]
+
+
+class PolicyUpdate(Struct, kw_only=True, forbid_unknown_fields=True):
+    version: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
+    rollout_percent: Annotated[float, Meta(ge=0.0, le=100.0)] | None = None
+    default_strategy: str | None = None
+    freeze: bool | None = None
+    exploration: dict[str, Annotated[float, Meta(ge=0.0, le=100.0)]] | None = None
+
+
+class PolicyView(Struct, kw_only=True):
+    version: str
+    rollout_percent: float
+    default_strategy: str
+    freeze: bool
+    exploration: dict[str, float]
+
+
+class Trace(Struct, kw_only=True):
+    """Why a request went where it went, and what it cost."""
+
+    request_id: str
+    strategy: str
+    model: str
+    mode: str
+    routed_by: str
+    explored: bool
+    constraint_relaxed: bool
+    propensity: float
+    predicted_quality: float
+    predicted_latency_ms: float
+    predicted_cost_usd: float
+    cost_usd: float | None = None
+    cost_estimated: bool = False
+    latency_ms: float | None = None
+    fallback_chain: list[str] = []
+    escalated: bool = False
+    sla_met: bool | None = None
+
+
+class ResponseMessage(Struct, kw_only=True):
+    role: str = "assistant"
+    content: str = ""
+
+
+class Choice(Struct, kw_only=True):
+    index: int
+    message: ResponseMessage
+    finish_reason: str
+
+
+class Usage(Struct, kw_only=True):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ChatCompletion(Struct, kw_only=True):
+    id: str
+    object: str
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: Usage
+    conductor: Trace
+
+
+class CompleteResponse(Struct, kw_only=True):
+    request_id: str
+    text: str
+    decision: Decision
+    outcome: Outcome
+    rewards: list[Reward]
+
+
+class RequestView(Struct, kw_only=True):
+    request_id: str
+    decision: Decision | None
+    outcome: Outcome | None
+    rewards: list[Reward]
+    prompt: str | None = None
+
+
+class ModelCard(Struct, kw_only=True):
+    id: str
+    object: str = "model"
+    created: int = 0
+    owned_by: str = "conductor"
+    description: str = ""
+
+
+class ModelList(Struct, kw_only=True):
+    object: str = "list"
+    data: list[ModelCard] = []
+
+
+def trace_of(decision: Decision, outcome: Outcome | None = None) -> Trace:
+    t = Trace(
+        request_id=decision.request_id, strategy=decision.strategy, model=decision.model,
+        mode=decision.mode.value, routed_by=decision.routed_by, explored=decision.explored,
+        constraint_relaxed=decision.constraint_relaxed, propensity=decision.propensity,
+        predicted_quality=decision.predicted_quality,
+        predicted_latency_ms=decision.predicted_latency_ms,
+        predicted_cost_usd=decision.predicted_cost_usd)
+    if outcome is not None:
+        t.strategy = outcome.strategy
+        t.model = outcome.model
+        t.cost_usd = outcome.cost_usd
+        t.cost_estimated = outcome.cost_estimated
+        t.latency_ms = outcome.latency_ms
+        t.fallback_chain = list(outcome.fallback_chain)
+        t.escalated = outcome.escalated
+        t.sla_met = outcome.sla_met
+    return t
+
+
+__all__ = ["ChatCompletion", "ChatCompletionRequest", "CompleteRequest", "CompleteResponse",
+           "CompletionRequest", "FeedbackRequest", "FeedbackResponse", "ModelCard", "ModelList",
+           "PolicyUpdate", "PolicyView", "RequestView", "RoutingHints", "Trace", "trace_of"]

@@ -1,0 +1,249 @@
+"""The HTTP service under uvicorn on 127.0.0.1, against the fake upstream and a real
+SQLite file: the official OpenAI SDK, plain httpx, bad input, keys and limits."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+import openai
+import pytest
+
+from conductor.config import settings_from_dict
+from conductor.service.app import create_app
+from conductor.testing import FakeUpstream
+from tests.integration.conftest import ServedApp, fake_settings
+
+USER_KEY, ADMIN_KEY, LIMITED_KEY = "sk-user-123", "sk-admin-456", "sk-limited-789"
+
+
+def _service_settings(base_url: str) -> Any:
+    data = msgspec.to_builtins(fake_settings(base_url, attempts=1))
+    data["clients"] = {
+        "acme": {"api_key_env": "TEST_CONDUCTOR_USER_KEY"},
+        "ops": {"api_key_env": "TEST_CONDUCTOR_ADMIN_KEY", "admin": True},
+        "tiny": {"api_key_env": "TEST_CONDUCTOR_LIMITED_KEY", "requests_per_minute": 3},
+    }
+    data["task_types"]["classify"]["labels"] = ["positive", "negative"]
+    return settings_from_dict(data)
+
+
+@pytest.fixture
+def served(upstream: FakeUpstream, tmp_path: Path,
+           monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[ServedApp, Path]]:
+    monkeypatch.setenv("TEST_CONDUCTOR_USER_KEY", USER_KEY)
+    monkeypatch.setenv("TEST_CONDUCTOR_ADMIN_KEY", ADMIN_KEY)
+    monkeypatch.setenv("TEST_CONDUCTOR_LIMITED_KEY", LIMITED_KEY)
+    db = tmp_path / "service.db"
+    app = create_app(_service_settings(upstream.base_url), db_path=db, max_body_bytes=20_000)
+    with ServedApp(app) as s:
+        yield s, db
+
+
+def _http(s: ServedApp, key: str | None = USER_KEY) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return httpx.Client(base_url=s.url, headers=headers, timeout=10)
+
+
+def _rows(db: Path, table: str) -> int:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_openai_sdk_non_streaming_with_extra_body_hints(served, upstream: FakeUpstream) -> None:
+    s, _ = served
+    upstream.behaviour.answer = "positive"
+    client = openai.OpenAI(base_url=s.url + "/v1", api_key=USER_KEY, max_retries=0)
+    raw = client.chat.completions.with_raw_response.create(
+        model="auto", messages=[{"role": "user", "content": "Great value!"}],
+        extra_body={"conductor": {"task_type": "classify", "min_quality": 0.5,
+                                  "max_latency_ms": 5000}})
+    resp = raw.parse()
+    assert resp.choices[0].message.content == "positive"
+    assert resp.usage.prompt_tokens > 0 and resp.usage.completion_tokens == 2
+    trace = resp.model_extra["conductor"]
+    assert trace["strategy"] in ("direct-cheap", "direct-strong", "batch-cheap", "verified")
+    assert raw.headers["x-conductor-strategy"] == trace["strategy"]
+    assert raw.headers["x-conductor-request-id"] == trace["request_id"]
+    assert float(raw.headers["x-conductor-cost-usd"]) == pytest.approx(trace["cost_usd"])
+    assert resp.model == trace["model"]
+    client.close()
+
+
+def test_openai_sdk_streaming(served, upstream: FakeUpstream) -> None:
+    s, _ = served
+    upstream.behaviour.answer = "one two three four five six seven"
+    client = openai.OpenAI(base_url=s.url + "/v1", api_key=USER_KEY, max_retries=0)
+    stream = client.chat.completions.create(
+        model="direct-cheap", messages=[{"role": "user", "content": "count"}], stream=True,
+        stream_options={"include_usage": True})
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "one two three four five six seven"
+    assert sum(1 for c in chunks if c.choices and c.choices[0].delta.content) >= 3
+    finish = [c.choices[0].finish_reason for c in chunks if c.choices and
+              c.choices[0].finish_reason]
+    assert finish == ["stop"]
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+    client.close()
+
+
+def test_openai_sdk_unknown_model_lists_the_valid_names(served) -> None:
+    s, _ = served
+    client = openai.OpenAI(base_url=s.url + "/v1", api_key=USER_KEY, max_retries=0)
+    with pytest.raises(openai.NotFoundError, match="valid names: auto, batch-cheap"):
+        client.chat.completions.create(model="gpt-9", messages=[{"role": "user", "content": "x"}])
+    models = [m.id for m in client.models.list()]
+    assert models[0] == "auto" and "direct-cheap" in models
+    client.close()
+
+
+def test_a_stream_cut_midway_ends_with_an_error_event(served, upstream: FakeUpstream) -> None:
+    s, _db = served
+    upstream.behaviour.answer = "one two three four five six"
+    upstream.behaviour.stream_cut_after = 2
+    with _http(s) as h, h.stream("POST", "/v1/chat/completions", json={
+            "model": "direct-cheap", "stream": True,
+            "messages": [{"role": "user", "content": "go"}]}) as r:
+        events = [line for line in r.iter_lines() if line.startswith("data: ")]
+    assert r.status_code == 200
+    assert events[-1] != "data: [DONE]"
+    err = msgspec.json.decode(events[-1][6:])
+    assert err["error"]["code"] == "upstream_error" and "stream" in err["error"]["message"]
+    assert any('"content"' in e for e in events[:-1])  # the deltas that did arrive
+
+
+def test_httpx_header_hints_native_route_and_audit(served, upstream: FakeUpstream) -> None:
+    s, _db = served
+    upstream.behaviour.answer = "negative"
+    with _http(s) as h:
+        r = h.post("/v1/chat/completions", headers={
+            "X-Conductor-Task-Type": "classify", "X-Conductor-Min-Quality": "0.5"},
+            json={"messages": [{"role": "user", "content": "Broke in a day."}]})
+        assert r.status_code == 200, r.text
+        rid = r.headers["x-conductor-request-id"]
+        before = len(upstream.requests)
+        route = h.post("/v1/route", json={"prompt": "x", "task_type": "classify",
+                                          "min_quality": 0.9})
+        assert route.status_code == 200 and route.json()["task_type"] == "classify"
+        assert route.json()["constraints"]["min_quality"] == 0.9
+        assert len(upstream.requests) == before  # a dry run calls nothing
+        native = h.post("/v1/complete", json={"prompt": "Label it", "task_type": "classify",
+                                              "strategy": "direct-strong"})
+        assert native.status_code == 200 and native.json()["text"] == "negative"
+        assert native.json()["decision"]["routed_by"] == "forced"
+        audit = h.get(f"/v1/requests/{rid}")
+        assert audit.status_code == 200
+        body = audit.json()
+        assert body["decision"]["task_type"] == "classify"
+        assert body["decision"]["constraints"]["min_quality"] == 0.5
+        assert body["outcome"]["text"] == "" and body["outcome"]["strategy"]
+        assert [x["source"] for x in body["rewards"]] == ["heuristic"]  # "negative" is a label
+        assert h.get("/v1/requests/nope").status_code == 404
+
+
+def test_feedback_is_idempotent_pending_and_404(served, upstream: FakeUpstream) -> None:
+    s, db = served
+    with _http(s) as h:
+        rid = h.post("/v1/chat/completions", json={
+            "messages": [{"role": "user", "content": "hi"}]}).headers["x-conductor-request-id"]
+        for _ in range(2):
+            fb = h.post("/v1/feedback", json={"request_id": rid, "rating": 4, "rater": "ann"})
+            assert fb.status_code == 200
+            assert fb.json() == {"request_id": rid, "score": 0.75, "effective_score": 0.75,
+                                 "status": "applied"}
+        fb = h.post("/v1/feedback", json={"request_id": rid, "rating": "down", "rater": "ann"})
+        assert fb.json()["effective_score"] == 0.0
+        missing = h.post("/v1/feedback", json={"request_id": "nope", "rating": 5})
+        assert missing.status_code == 404
+        assert missing.json()["error"]["message"] == "unknown request id 'nope'"
+        early = h.post("/v1/feedback", json={"request_id": "later-1", "rating": 1.0,
+                                             "pending_ok": True})
+        assert early.status_code == 202 and early.json()["status"] == "pending"
+        assert h.post("/v1/feedback", json={"request_id": rid, "rating": 9}).status_code == 400
+    assert _rows(db, "pending_feedback") == 1  # committed before the 202
+
+
+def test_policy_admin_and_history(served) -> None:
+    s, db = served
+    with _http(s, None) as anon:
+        assert anon.get("/v1/policy").status_code == 401
+    with _http(s) as user:
+        assert user.get("/v1/policy").json()["rollout_percent"] == 100.0
+        r = user.put("/v1/policy", json={"rollout_percent": 50})
+        assert r.status_code == 403 and r.json()["error"]["type"] == "permission_error"
+    with _http(s, ADMIN_KEY) as admin:
+        r = admin.put("/v1/policy", json={"rollout_percent": 25, "exploration": {"chat": 0.5},
+                                          "version": "v2"})
+        assert r.status_code == 200, r.text
+        assert r.json()["rollout_percent"] == 25 and r.json()["exploration"]["chat"] == 0.5
+        bad = admin.put("/v1/policy", json={"default_strategy": "gpt-9"})
+        assert bad.status_code == 404 and "valid names" in bad.json()["error"]["message"]
+        assert admin.put("/v1/policy", json={"rollout_percent": 101}).status_code == 400
+        assert admin.get("/v1/policy").json()["version"] == "v2"
+    conn = sqlite3.connect(db)
+    rows = conn.execute("SELECT actor, settings FROM policy_history").fetchall()
+    conn.close()
+    assert [a for a, _ in rows] == ["ops"]  # committed before the 200; failed ones absent
+    assert msgspec.json.decode(rows[0][1])["rollout_percent"] == 25
+
+
+def test_rate_limit_is_429_with_retry_after_naming_the_limit(served) -> None:
+    s, _ = served
+    with _http(s, LIMITED_KEY) as h:
+        body = {"messages": [{"role": "user", "content": "hi"}]}
+        assert [h.post("/v1/chat/completions", json=body).status_code
+                for _ in range(3)] == [200, 200, 200]
+        r = h.post("/v1/chat/completions", json=body)
+    assert r.status_code == 429
+    assert 1 <= int(r.headers["retry-after"]) <= 60
+    assert r.json()["error"]["code"] == "requests_per_minute"
+    assert "requests_per_minute limit of 3" in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(("body", "status", "needle"), [
+    (b"{not json", 400, "malformed"),
+    (b'{"messages": "hi"}', 400, "messages"),
+    (b'{"messages": []}', 400, "messages"),
+    (b'{"messages": [{"role": "user", "content": "x"}], "conductor": {"min_quality": 1.5}}',
+     400, "conductor.min_quality"),
+    (b'{"messages": [{"role": "user", "content": "x"}], "conductor": {"task_type": "poetry"}}',
+     400, "unknown task type 'poetry'"),
+    (b'{"messages": [{"role": "wizard", "content": "x"}]}', 400, "role"),
+    (b'{"messages": [{"role": "user", "content": "x"}], "max_tokens": 0}', 400, "max_tokens"),
+    (b'{"messages": [{"role": "user", "content": "x"}], "conductor": {"colour": 1}}', 400,
+     "colour"),
+    (b'{"messages": [{"role": "user", "content": "' + b"x" * 30_000 + b'"}]}', 413, ""),
+])
+def test_bad_input_is_a_4xx_naming_the_field_and_stores_nothing(served, body: bytes,
+                                                                 status: int,
+                                                                 needle: str) -> None:
+    s, db = served
+    with _http(s) as h:
+        r = h.post("/v1/chat/completions", content=body,
+                   headers={"Content-Type": "application/json"})
+        assert r.status_code == status, r.text
+        err = r.json()["error"]
+        assert needle.lower() in (err["message"] + " " + str(err["param"])).lower()
+        h.post("/v1/feedback", json={"request_id": "x", "rating": 3, "bogus": 1})
+    assert _rows(db, "requests") == _rows(db, "decisions") == 0
+
+
+def test_health_ready_models_stats_openapi(served) -> None:
+    s, _ = served
+    with _http(s) as h:
+        assert h.get("/healthz").json() == {"status": "ok"}
+        ready = h.get("/readyz")
+        assert ready.status_code == 200 and ready.json()["strategies_available"] == 4
+        h.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}]})
+        stats = h.get("/v1/stats").json()
+        assert "counters" in stats
+        spec = h.get("/schema/openapi.json").json()
+        assert "/v1/chat/completions" in spec["paths"] and "/v1/feedback" in spec["paths"]

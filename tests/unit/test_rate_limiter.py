@@ -1,0 +1,104 @@
+"""RateLimiter: exact admission under concurrency, sliding windows, cost budgets."""
+
+from __future__ import annotations
+
+import random
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from conductor.errors import RateLimitedError
+from conductor.rate_limiter import RateLimitConfig, RateLimiter
+
+
+@pytest.mark.parametrize("limit", [1, 10, 31])
+def test_exactly_the_limit_is_admitted_from_a_concurrent_burst(limit: int) -> None:
+    limiter = RateLimiter({"acme": RateLimitConfig(requests_per_minute=limit)})
+    barrier = threading.Barrier(32)
+    admitted: list[bool] = []
+
+    def one() -> None:
+        barrier.wait()
+        try:
+            limiter.acquire("acme")
+            admitted.append(True)
+        except RateLimitedError:
+            admitted.append(False)
+
+    threads = [threading.Thread(target=one) for _ in range(32)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert admitted.count(True) == limit
+    assert limiter.refused == 32 - limit
+
+
+def test_hourly_spend_never_exceeds_the_budget_under_random_concurrency() -> None:
+    budget = 0.05
+    limiter = RateLimiter({"acme": RateLimitConfig(max_cost_per_hour_usd=budget)})
+    rng = random.Random(4)
+    jobs = [(rng.uniform(0.0001, 0.004), rng.random()) for _ in range(1000)]
+    spent: list[float] = []
+    lock = threading.Lock()
+
+    def one(job: tuple[float, float]) -> None:
+        bound, frac = job
+        try:
+            r = limiter.acquire("acme", bound)
+        except RateLimitedError as exc:
+            assert exc.limit == "max_cost_per_hour_usd"
+            return
+        actual = bound * frac  # the actual cost is at most the reserved upper bound
+        limiter.reconcile(r, actual)
+        with lock:
+            spent.append(actual)
+            assert sum(spent) <= budget + 1e-12
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(one, jobs))
+    assert sum(spent) <= budget
+    assert limiter.spent_last_hour("acme") == pytest.approx(sum(spent))
+    assert len(spent) > 20  # reconciliation freed budget for more requests than bound/total
+
+
+def test_windows_slide_so_there_is_no_burst_at_the_edge() -> None:
+    now = [0.0]
+    limiter = RateLimiter({"c": RateLimitConfig(requests_per_minute=10)}, clock=lambda: now[0])
+    now[0] = 59.0
+    for _ in range(10):
+        limiter.acquire("c")
+    now[0] = 61.0  # a fixed window would have reset at 60 s and allowed 10 more
+    with pytest.raises(RateLimitedError, match="requests_per_minute limit of 10") as info:
+        limiter.acquire("c")
+    assert info.value.retry_after_s == pytest.approx(58.0)
+    now[0] = 119.0
+    limiter.acquire("c")
+
+
+def test_hourly_request_limit_and_unlimited_clients() -> None:
+    now = [0.0]
+    limiter = RateLimiter({"c": RateLimitConfig(requests_per_hour=2)}, clock=lambda: now[0])
+    limiter.acquire("c")
+    now[0] = 100.0
+    limiter.acquire("c")
+    with pytest.raises(RateLimitedError, match="requests_per_hour") as info:
+        limiter.acquire("c")
+    assert info.value.retry_after_s == pytest.approx(3500.0)  # the first leaves at 3600 s
+    for _ in range(100):
+        limiter.acquire("someone-else")  # no limits configured
+
+
+def test_a_refused_cost_reservation_says_when_budget_frees_up() -> None:
+    now = [0.0]
+    limiter = RateLimiter({"c": RateLimitConfig(max_cost_per_hour_usd=1.0)},
+                          clock=lambda: now[0])
+    r1 = limiter.acquire("c", 0.6)
+    now[0] = 600.0
+    limiter.acquire("c", 0.3)
+    with pytest.raises(RateLimitedError) as info:
+        limiter.acquire("c", 0.5)
+    assert info.value.retry_after_s == pytest.approx(3000.0)  # when the 0.6 leaves the hour
+    limiter.reconcile(r1, 0.1)  # it really cost 0.1
+    limiter.acquire("c", 0.5)
