@@ -37,7 +37,10 @@ class _ClientWindows:
     def __init__(self) -> None:
         self.minute: deque[float] = deque()
         self.hour: deque[float] = deque()
-        self.spend: dict[int, tuple[float, float]] = {}  # reservation id -> (time, usd)
+        # Reservations in time order: [time, usd, id]; by id for reconciliation.
+        self.spend: deque[list[float]] = deque()
+        self.by_id: dict[int, list[float]] = {}
+        self.spent = 0.0
 
 
 class RateLimiter:
@@ -58,9 +61,12 @@ class RateLimiter:
             w.minute.popleft()
         while w.hour and now - w.hour[0] >= 3600.0:
             w.hour.popleft()
-        if w.spend:
-            for rid in [k for k, (t, _) in w.spend.items() if now - t >= 3600.0]:
-                del w.spend[rid]
+        while w.spend and now - w.spend[0][0] >= 3600.0:
+            _, usd, rid = w.spend.popleft()
+            w.spent -= usd
+            del w.by_id[int(rid)]
+        if not w.spend:
+            w.spent = 0.0  # no drift from float additions once the window is empty
 
     def spent_last_hour(self, client_id: str) -> float:
         with self._lock:
@@ -68,7 +74,7 @@ class RateLimiter:
             if w is None:
                 return 0.0
             self._prune(w, self.clock())
-            return sum(usd for _, usd in w.spend.values())
+            return w.spent
 
     def acquire(self, client_id: str, cost_upper_bound_usd: float = 0.0) -> Reservation:
         cfg = self.limits.get(client_id)
@@ -86,7 +92,7 @@ class RateLimiter:
                                  f"{cfg.requests_per_hour} reached", 3600.0 - (now - w.hour[0]),
                                  "requests_per_hour")
                 if cfg.max_cost_per_hour_usd is not None:
-                    spent = sum(usd for _, usd in w.spend.values())
+                    spent = w.spent
                     if spent + cost_upper_bound_usd > cfg.max_cost_per_hour_usd:
                         self._refuse(
                             f"{client_id}: max_cost_per_hour_usd budget of "
@@ -99,13 +105,16 @@ class RateLimiter:
             w.minute.append(now)
             w.hour.append(now)
             rid = next(self._ids)
-            w.spend[rid] = (now, cost_upper_bound_usd)
+            entry = [now, cost_upper_bound_usd, float(rid)]
+            w.spend.append(entry)
+            w.by_id[rid] = entry
+            w.spent += cost_upper_bound_usd
             return Reservation(client_id=client_id, id=rid, amount_usd=cost_upper_bound_usd,
                                at=now)
 
     def _cost_wait(self, w: _ClientWindows, now: float, excess: float) -> float:
         freed = 0.0
-        for t, usd in sorted(w.spend.values()):
+        for t, usd, _ in w.spend:  # already in time order
             freed += usd
             if freed >= excess:
                 return max(0.0, 3600.0 - (now - t))
@@ -119,5 +128,7 @@ class RateLimiter:
         """Replace the reserved amount by what the request really cost."""
         with self._lock:
             w = self._clients.get(reservation.client_id)
-            if w is not None and reservation.id in w.spend:
-                w.spend[reservation.id] = (reservation.at, actual_cost_usd)
+            entry = w.by_id.get(reservation.id) if w is not None else None
+            if w is not None and entry is not None:
+                w.spent += actual_cost_usd - entry[1]
+                entry[1] = actual_cost_usd

@@ -392,14 +392,10 @@ class Conductor:
                     f"no strategy is available for task type {task!r} "
                     "(all circuits open or none configured)")
             t = self.temperatures[task]
-            choice = self.policy.decide(post, self.table, eligible, constraints, input_tokens,
-                                        t, self.rng)
-            greedy = self.policy.greedy(post, self.table, eligible, constraints, input_tokens)
-            probs = None
-            if with_propensity and strategy is None and t > 0:
-                probs = self.policy.choice_probabilities(
-                    post, self.table, eligible, constraints, input_tokens, t,
-                    self.propensity_rng)
+            want = with_propensity and strategy is None and t > 0
+            choice, greedy, probs = self.policy.decide_full(
+                post, self.table, eligible, constraints, input_tokens, t, self.rng,
+                self.propensity_rng if want else None)
             q_mean = post.quality_mean()
             lat_mean = post.latency_mean_ms() + np.asarray(self.table.extra_latency_ms)
             share = self.rollout_percent / 100.0

@@ -207,6 +207,34 @@ class ThompsonPolicy:
         p = self._meet_log_probability(post, np.asarray(table.extra_latency_ms), cost, constraints)
         return int(np.argmax(np.where(eligible, p, -np.inf)))
 
+    def decide_full(self, post: TaskPosterior, table: StrategyTable, eligible: np.ndarray,
+                    constraints: Constraints, input_tokens: int, t: float,
+                    rng: np.random.Generator, propensity_rng: np.random.Generator | None
+                    ) -> tuple[Choice, int, np.ndarray | None]:
+        """The decision, the greedy choice and (with ``propensity_rng``) the choice
+        probabilities, sharing the cost prediction and the relaxed choice: what the
+        request path needs, computed once."""
+        cost = predict_costs(table, post, input_tokens)
+        extra = np.asarray(table.extra_latency_ms)
+        memo: list[int] = []
+
+        def relaxed() -> int:
+            if not memo:
+                memo.append(self.relaxed_choice(post, table, eligible, constraints, cost))
+            return memo[0]
+
+        q, p95 = self._draw(post, extra, 1, t, rng)
+        idx, none, feas = self._choose(q, p95, cost, eligible, constraints, relaxed)
+        choice = Choice(index=int(idx[0]), quality=q[0], latency_p95_ms=p95[0], cost_usd=cost,
+                        feasible=feas[0], relaxed=bool(none[0]))
+        gq, gp95 = self._draw(post, extra, 1, 0.0, None)
+        greedy = int(self._choose(gq, gp95, cost, eligible, constraints, relaxed)[0][0])
+        probs = None
+        if propensity_rng is not None and t > 0:
+            probs = self._probabilities(post, eligible, constraints, t, propensity_rng, cost,
+                                        extra, relaxed, None, "auto")
+        return choice, greedy, probs
+
     def greedy(self, post: TaskPosterior, table: StrategyTable, eligible: np.ndarray,
                constraints: Constraints, input_tokens: int) -> int:
         """The choice at temperature 0 (posterior means); a decision that differs explored."""
@@ -241,9 +269,16 @@ class ThompsonPolicy:
         def relaxed() -> int:
             return self.relaxed_choice(post, table, eligible, constraints, cost)
 
+        return self._probabilities(post, eligible, constraints, t, rng, cost, extra, relaxed,
+                                   draws, method)
+
+    def _probabilities(self, post: TaskPosterior, eligible: np.ndarray,
+                       constraints: Constraints, t: float, rng: np.random.Generator,
+                       cost: np.ndarray, extra: np.ndarray, relaxed: Callable[[], int],
+                       draws: int | None, method: str) -> np.ndarray:
         if t > 0 and method != "mc" and constraints.min_quality is not None:
-            costs = cost[eligible]
-            if np.unique(costs).size == costs.size:
+            costs = cost[eligible].tolist()
+            if len(set(costs)) == len(costs):
                 return self._exact_probabilities(post, extra, cost, eligible, constraints, t,
                                                  relaxed)
         if method == "exact" and t > 0:
@@ -292,7 +327,8 @@ class ThompsonPolicy:
         none_cheaper = np.cumprod(np.concatenate(([1.0], 1.0 - pf[order])))
         probs = np.zeros(pf.size)
         probs[order] = pf[order] * none_cheaper[:-1]
-        probs[relaxed()] += none_cheaper[-1]
+        if none_cheaper[-1] > 1e-12:  # the relaxed choice only matters when it can happen
+            probs[relaxed()] += none_cheaper[-1]
         return probs
 
 

@@ -109,6 +109,9 @@ class OpenAIProvider:
             api_key = os.environ.get(config.api_key_env)
         self.api_key = api_key
         self._transport = transport
+        self._url = httpx.URL(self.base_url + "/chat/completions")
+        self._headers = {"Content-Type": "application/json", "Accept": "application/json",
+                         **({"Authorization": f"Bearer {api_key}"} if api_key else {})}
         self._max_connections = max_connections
         self._clients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
         self._dec = msgspec.json.Decoder(_Completion)
@@ -155,8 +158,9 @@ class OpenAIProvider:
     async def _send(self, call: ProviderCall, stream: bool) -> httpx.Response:
         """Send and wait for the response headers (the first byte), within budget."""
         client = self._http()
-        req = client.build_request("POST", "/chat/completions", content=self._body(call, stream),
-                                   headers={"Content-Type": "application/json"})
+        # Built directly (not client.build_request): nothing to merge, and it is cheaper.
+        req = httpx.Request("POST", self._url, content=self._body(call, stream),
+                            headers=self._headers)
         first_byte = min(self.config.timeouts.first_byte_s, self._budget(call))
         try:
             async with asyncio.timeout(first_byte):

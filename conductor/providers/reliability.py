@@ -11,13 +11,14 @@ a "failure rate over a window" rule; it is a few dozen lines.
 
 from __future__ import annotations
 
+import asyncio
+import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
-from tenacity.wait import wait_random_exponential
 
 from conductor.config import RetryConfig
 from conductor.errors import ProviderError, ProviderRateLimitedError
@@ -32,22 +33,46 @@ def _retryable(exc: BaseException) -> bool:
 async def call_with_retries(fn: Callable[[], Awaitable[T]], cfg: RetryConfig, *,
                             deadline: float | None = None,
                             clock: Callable[[], float] = time.monotonic,
-                            on_retry: Callable[[BaseException], None] | None = None) -> T:
+                            on_retry: Callable[[BaseException], None] | None = None,
+                            rng: random.Random | None = None) -> T:
     """Call ``fn`` until it succeeds, a non-retryable error, ``cfg.max_attempts``, or the
-    deadline (in ``clock`` seconds) would be overrun by the next wait."""
-    jitter = wait_random_exponential(multiplier=cfg.backoff_initial_s, max=cfg.backoff_max_s)
+    deadline (in ``clock`` seconds) would be overrun by the next wait.
 
-    def wait(state: RetryCallState) -> float:
-        w = jitter(state)
-        exc = state.outcome.exception() if state.outcome else None
+    The first attempt runs outside tenacity (the common case pays nothing for retrying);
+    after a retryable failure tenacity runs the rest, with full-jitter exponential
+    backoff: wait ~ U(0, min(backoff_max, backoff_initial * 2**k)), never below the
+    upstream's Retry-After.
+    """
+    try:
+        return await fn()
+    except BaseException as exc:
+        if not _retryable(exc) or cfg.max_attempts <= 1:
+            raise
+        first = exc
+    rand = rng or random.Random()
+
+    def backoff(k: int, exc: BaseException | None) -> float:
+        w = rand.uniform(0.0, min(cfg.backoff_max_s, cfg.backoff_initial_s * 2 ** k))
         if isinstance(exc, ProviderRateLimitedError) and exc.retry_after_s is not None:
             w = max(w, exc.retry_after_s)
         return w
 
+    def too_late(wait: float) -> bool:
+        return deadline is not None and clock() + wait >= deadline
+
+    wait0 = backoff(0, first)
+    if too_late(wait0):
+        raise first
+    if on_retry is not None:
+        on_retry(first)
+    await asyncio.sleep(wait0)
+
+    def wait(state: RetryCallState) -> float:
+        return backoff(state.attempt_number, state.outcome.exception() if state.outcome else None)
+
     def stop(state: RetryCallState) -> bool:
-        if state.attempt_number >= cfg.max_attempts:
-            return True
-        return deadline is not None and clock() + state.upcoming_sleep >= deadline
+        # attempt_number counts tenacity's attempts; the first one happened above.
+        return state.attempt_number + 1 >= cfg.max_attempts or too_late(state.upcoming_sleep)
 
     def before_sleep(state: RetryCallState) -> None:
         if on_retry is not None and state.outcome is not None:
