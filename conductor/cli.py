@@ -143,6 +143,193 @@ def serve(config_path: Path | None, host: str, port: int, workers: int,
                 workers=workers, log_level="info", timeout_graceful_shutdown=10)
 
 
+def _is_log(path: Path) -> bool:
+    """A database or a JSONL log of Conductor's (not an outcome table)."""
+    if path.suffix in (".db", ".sqlite", ".sqlite3"):
+        return True
+    if path.suffix == ".csv" or not path.exists():
+        return False
+    with path.open("rb") as fh:
+        first = fh.readline()
+    return b'"decision"' in first or b'"type"' in first
+
+
+@main.command()
+@click.argument("worlds", nargs=-1, required=True,
+                type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--quality-bar", type=click.FloatRange(0, 1), default=0.95, show_default=True,
+              help="min_quality per task = this x the strongest single model's quality there.")
+@click.option("--seeds", type=click.IntRange(1, 1000), default=3, show_default=True)
+@click.option("--judge-noise", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Observed reward = quality + N(0, noise), clipped (a simulated judge).")
+@click.option("--judge-flip", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Flip 0/1 quality with this probability (a judge's error rate).")
+@click.option("--max-latency-ms", type=click.FloatRange(min=0, min_open=True),
+              help="A latency constraint for every request (SLA compliance is reported).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the full report as JSON.")
+@click.option("--plots", "plots_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Write frontier.png and regret.png here.")
+def replay(worlds: tuple[Path, ...], quality_bar: float, seeds: int, judge_noise: float,
+           judge_flip: float, max_latency_ms: float | None, json_out: Path | None,
+           plots_dir: Path | None) -> None:
+    """Replay outcome tables (JSONL or RouterBench CSV) through Conductor and baselines.
+
+    Each policy sees only the outcome of what it chose. Compared: Conductor at several
+    temperatures, every single model, random, epsilon-greedy, UCB1, the best fixed model
+    per task in hindsight and the per-prompt oracle.
+
+    Example: conductor replay ../shared/data/routerbench/*.csv --seeds 5 --json out.json
+    """
+    import msgspec
+
+    from conductor.replay.harness import ReplayConfig, default_policies, run_replay
+    from conductor.replay.report import replay_plots, replay_table
+    from conductor.replay.world import build_world, read_rows
+
+    world = build_world(read_rows(worlds))
+    cfg = ReplayConfig(quality_bar=quality_bar, seeds=seeds, judge_noise=judge_noise,
+                       judge_flip=judge_flip, max_latency_ms=max_latency_ms)
+    total = seeds * len(default_policies(world, cfg)) + 4 * len(cfg.sweep)
+    with click.progressbar(length=total, label="replaying", file=sys.stderr) as bar:
+        report = run_replay(world, cfg, progress=bar.update)
+    click.echo(replay_table(report))
+    if json_out:
+        json_out.write_bytes(msgspec.json.format(msgspec.json.encode(report), indent=2))
+        click.echo(f"wrote {json_out}")
+    if plots_dir:
+        for f in replay_plots(report, plots_dir):
+            click.echo(f"wrote {f}")
+
+
+@main.command()
+@click.option("--log-file", "source", type=click.Path(dir_okay=False, path_type=Path),
+              required=True, help="A database, a JSONL export or log, or an outcome table.")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Where to write the priors (JSON).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="The config whose priors are the defaults (default: built-in).")
+@click.option("--weight-cap", type=click.FloatRange(min=1), default=20.0, show_default=True,
+              help="At most this many pseudo-observations per prior.")
+def calibrate(source: Path, output: Path, config_path: Path | None, weight_cap: float) -> None:
+    """Fit priors (quality, latency, output tokens per task type and strategy) from logs
+    or an outcome table, with capped weight, and check them on the last 20%.
+
+    Example: conductor calibrate --log-file traffic.jsonl --output priors.json
+    """
+    from conductor.replay.logs import read_logged
+    from conductor.replay.offline import calibrate as fit
+    from conductor.replay.offline import write_priors
+    from conductor.replay.world import build_world, read_rows
+
+    settings = load_settings(config_path) if config_path else default_settings()
+    data = read_logged(source) if _is_log(source) else build_world(read_rows([source]))
+    result = fit(data, settings if _is_log(source) else None, cap=weight_cap)
+    write_priors(result, output)
+    r = result["report"]
+    n_pairs = sum(len(v) for v in result["priors"].values())
+    click.echo(f"wrote {n_pairs} priors to {output}")
+    if r["holdout_observations"]:
+        click.echo(f"held-out log-likelihood per observation ({r['holdout_observations']} "
+                   f"observations): fitted {r['holdout_loglik_per_obs_fitted']:.4f}, "
+                   f"defaults {r['holdout_loglik_per_obs_default']:.4f}")
+
+
+@main.command()
+@click.option("--log-file", "source", type=click.Path(dir_okay=False, path_type=Path),
+              required=True, help="A database, a JSONL export or a JSONL log.")
+@click.option("--policy", "policies", multiple=True, required=True,
+              help="A candidate: strategy=NAME, random, temperature=T, min_quality=Q, "
+                   "priors=FILE (comma-joined). Repeat for several.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="The config the traffic was served with (default: built-in).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--seed", type=int, default=0, show_default=True)
+def compare(source: Path, policies: tuple[str, ...], config_path: Path | None,
+            json_out: Path | None, seed: int) -> None:
+    """Estimate other policies on logged traffic, using the logged propensities: IPS,
+    self-normalised IPS and doubly robust means of quality and cost, with 95% bootstrap
+    intervals and the effective sample size.
+
+    Example: conductor compare --log-file conductor.db --policy temperature=0.5
+    --policy strategy=turbo-cheap
+    """
+    import msgspec
+
+    from conductor.replay.logs import read_logged
+    from conductor.replay.offline import Candidate
+    from conductor.replay.offline import compare as ope
+
+    settings = load_settings(config_path) if config_path else default_settings()
+    records = read_logged(source)
+    results = ope(records, settings, [Candidate.parse(p) for p in policies], seed=seed)
+    click.echo(f"{'policy':<32} {'estimator':<6} {'quality [95% CI]':>26} "
+               f"{'cost USD [95% CI]':>36} {'ESS':>7}")
+    for spec, r in results.items():
+        q, c = r["quality"], r["cost_usd"]
+        for est in ("ips", "snips", "dr"):
+            eq, ec = getattr(q, est), getattr(c, est)
+            click.echo(f"{spec[:32]:<32} {est:<6} {eq.value:>8.4f} [{eq.low:.4f}, {eq.high:.4f}]"
+                       f" {ec.value:>12.6f} [{ec.low:.6f}, {ec.high:.6f}] {q.ess:>7.0f}")
+        for w in q.warnings:
+            click.echo(f"  warning: {w}")
+    click.echo(f"{results[next(iter(results))]['used_records']} of {len(records)} logged "
+               "requests used (shadow decisions and requests without a reward are left out)")
+    if json_out:
+        json_out.write_bytes(msgspec.json.format(msgspec.json.encode(results), indent=2))
+        click.echo(f"wrote {json_out}")
+
+
+@main.command()
+@click.argument("source", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--quality-bar", type=click.FloatRange(0, 1), default=0.95, show_default=True)
+@click.option("--seeds", type=click.IntRange(1, 100), default=3, show_default=True)
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="For logs: the config the traffic was served with.")
+@click.option("--apply", "apply_url", help="Set the recommendation through this service's "
+              "PUT /v1/policy (e.g. http://127.0.0.1:8000).")
+@click.option("--admin-key", envvar="CONDUCTOR_ADMIN_KEY", help="Admin key for --apply "
+              "(or CONDUCTOR_ADMIN_KEY).")
+def tune(source: Path, quality_bar: float, seeds: int, config_path: Path | None,
+         apply_url: str | None, admin_key: str | None) -> None:
+    """Sweep the exploration temperature per task type by replay (an outcome table) or by
+    off-policy estimates (logs); print the sweep and recommend the best utility.
+
+    Example: conductor tune ../shared/data/routerbench/mbpp_test.csv --apply http://127.0.0.1:8000
+    """
+    import httpx
+
+    from conductor.replay.harness import ReplayConfig
+    from conductor.replay.logs import read_logged
+    from conductor.replay.offline import tune_logs, tune_world
+    from conductor.replay.world import build_world, read_rows
+
+    if _is_log(source):
+        settings = load_settings(config_path) if config_path else default_settings()
+        result = tune_logs(read_logged(source), settings)
+    else:
+        result = tune_world(build_world(read_rows([source])),
+                            ReplayConfig(quality_bar=quality_bar, seeds=seeds))
+    click.echo(f"{'task type':<16} {'temperature':>11} {'quality':>8} {'cost $':>10} "
+               f"{'utility':>9}")
+    for task, sweep in result["sweep"].items():
+        for t, v in sweep.items():
+            mark = " <- recommended" if float(t) == result["recommended"][task] else ""
+            click.echo(f"{task:<16} {float(t):>11g} {v['quality']:>8.3f} {v['cost_usd']:>10.4f} "
+                       f"{v['utility']:>9.2f}{mark}")
+    if apply_url:
+        headers = {"Authorization": f"Bearer {admin_key}"} if admin_key else {}
+        try:
+            r = httpx.put(apply_url.rstrip("/") + "/v1/policy", headers=headers, timeout=10,
+                          json={"exploration": result["recommended"]})
+        except httpx.HTTPError as exc:
+            raise InvalidRequestError(f"--apply {apply_url}: {exc}", field="apply") from exc
+        if r.status_code != 200:
+            raise InvalidRequestError(f"--apply {apply_url}: HTTP {r.status_code}: {r.text}",
+                                      field="apply")
+        click.echo(f"applied exploration {result['recommended']} at {apply_url}")
+
+
 def parse_time(value: str | None) -> float | None:
     """Unix seconds or an ISO 8601 date/time (UTC unless it says otherwise)."""
     if value is None:

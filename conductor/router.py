@@ -266,6 +266,7 @@ class Conductor:
         self.policy = ThompsonPolicy(PolicyParams(
             quality_per_usd=settings.policy.quality_per_usd,
             wide_posterior_trials=settings.policy.wide_posterior_trials,
+            guard_floor=settings.policy.guard_floor,
             propensity_draws=settings.policy.propensity_draws))
         self.temperatures = {t: settings.temperature(t) for t in settings.task_types}
         self.rollout_percent = settings.policy.rollout_percent

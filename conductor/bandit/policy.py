@@ -16,9 +16,10 @@ One vectorised function makes both the decision (one draw) and the propensity es
 Starvation guard: a plain Thompson sampler can stop trying a cheap strategy after an
 unlucky start (its mean falls under the bar, it is never drawn again, the expensive one
 takes over). While a strategy has fewer than ``wide_posterior_trials`` quality
-observations its quality draw is optimistic: the larger of the posterior draw and a draw
-from the posterior with its evidence shrunk back to the prior's weight, so it keeps being
-tried until its posterior is narrow, and never thereafter.
+observations, and is not hopeless (its posterior gives at least ``guard_floor`` chance of
+meeting the quality floor), its quality draw is optimistic: the larger of the posterior
+draw and a draw from the posterior with its evidence shrunk back to the prior's weight.
+It keeps being tried until its posterior is narrow or clearly below the floor.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class PolicyParams(Struct, kw_only=True, frozen=True):
     temperature: float = 1.0
     quality_per_usd: float = 20.0
     wide_posterior_trials: float = 40.0
+    guard_floor: float = 0.01
     propensity_draws: int = 4000
 
 
@@ -104,8 +106,20 @@ class ThompsonPolicy:
 
     # -- draws -----------------------------------------------------------------------------
 
+    def _wide(self, post: TaskPosterior, t: float, min_quality: float | None) -> np.ndarray:
+        """Strategies whose quality draw is optimistic: fewer than ``wide_posterior_trials``
+        observations, and not hopeless (P(quality >= the floor) >= ``guard_floor``)."""
+        w = self.params.wide_posterior_trials
+        trials = post.quality_trials()
+        wide = trials < w
+        if wide.any() and min_quality is not None and self.params.guard_floor > 0:
+            a, b = post.quality_params()
+            wide &= special.betaincc(a / t, b / t, min_quality) >= self.params.guard_floor
+        return wide
+
     def _draw(self, post: TaskPosterior, extra_ms: np.ndarray, n: int, t: float,
-              rng: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray]:
+              rng: np.random.Generator | None, min_quality: float | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
         """Quality and p95-latency draws, shape (n, S); t == 0 gives the posterior means."""
         a, b = post.quality_params()
         mu, kappa, la, lb = post.latency_params()
@@ -116,10 +130,8 @@ class ThompsonPolicy:
             return q, p95
         size = (n, a.size)
         q = rng.beta(a / t, b / t, size=size)
-        w = self.params.wide_posterior_trials
-        if w > 0:
-            trials = post.quality_trials()
-            wide = trials < w
+        if self.params.wide_posterior_trials > 0:
+            wide = self._wide(post, t, min_quality)
             if wide.any():
                 # Optimistic second draw from the posterior shrunk to the prior's weight.
                 a0, b0 = post.prior["q_a0"], post.prior["q_b0"]
@@ -197,7 +209,7 @@ class ThompsonPolicy:
         def relaxed() -> int:
             return self.relaxed_choice(post, table, eligible, constraints, cost)
 
-        q, p95 = self._draw(post, extra, 1, t, rng)
+        q, p95 = self._draw(post, extra, 1, t, rng, constraints.min_quality)
         idx, none, feas = self._choose(q, p95, cost, eligible, constraints, relaxed)
         return Choice(index=int(idx[0]), quality=q[0], latency_p95_ms=p95[0], cost_usd=cost,
                       feasible=feas[0], relaxed=bool(none[0]))
@@ -223,7 +235,7 @@ class ThompsonPolicy:
                 memo.append(self.relaxed_choice(post, table, eligible, constraints, cost))
             return memo[0]
 
-        q, p95 = self._draw(post, extra, 1, t, rng)
+        q, p95 = self._draw(post, extra, 1, t, rng, constraints.min_quality)
         idx, none, feas = self._choose(q, p95, cost, eligible, constraints, relaxed)
         choice = Choice(index=int(idx[0]), quality=q[0], latency_p95_ms=p95[0], cost_usd=cost,
                         feasible=feas[0], relaxed=bool(none[0]))
@@ -284,7 +296,7 @@ class ThompsonPolicy:
         if method == "exact" and t > 0:
             raise ValueError("exact propensities need a quality floor and distinct costs")
         n = 1 if t <= 0 else (draws or self.params.propensity_draws)
-        q, p95 = self._draw(post, extra, n, t, rng)
+        q, p95 = self._draw(post, extra, n, t, rng, constraints.min_quality)
         idx, _, _ = self._choose(q, p95, cost, eligible, constraints, relaxed)
         return np.bincount(idx, minlength=len(post.strategies)) / float(n)
 
@@ -295,9 +307,8 @@ class ThompsonPolicy:
         p = np.ones(a.size)
         if c.min_quality is not None:
             p_q = special.betaincc(a / t, b / t, c.min_quality)
-            w = self.params.wide_posterior_trials
-            if w > 0:
-                wide = post.quality_trials() < w
+            if self.params.wide_posterior_trials > 0:
+                wide = self._wide(post, t, c.min_quality)
                 if wide.any():
                     k = (post.prior["q_a0"] + post.prior["q_b0"]) / (a + b)
                     p_q2 = special.betaincc(a * k / t, b * k / t, c.min_quality)

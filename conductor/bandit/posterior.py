@@ -89,7 +89,8 @@ class TaskPosterior:
                 arr *= gamma
             self._cache.clear()
 
-    def observe_outcome(self, strategy: str, latency_ms: float | None, output_tokens: int | None,
+    def observe_outcome(self, strategy: str, latency_ms: float | None,
+                        output_tokens: float | None,
                         escalated: bool | None, gamma: float) -> None:
         """An outcome arrived: decay, then add its latency, output tokens and escalation."""
         i = self.index[strategy]

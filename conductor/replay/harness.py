@@ -1,0 +1,250 @@
+"""The replay harness: policies run online over an outcome table in a seeded random order.
+
+Reported per policy, overall and per task type: mean quality, total and mean cost, both
+relative to the strongest single model, SLA compliance, constraint violations, cumulative
+regret against the best fixed model per task, and (for policies with a quality knob) the
+area under the cost-quality frontier, AIQ, as in RouterBench.
+
+Regret uses a utility that prices cost in quality points:
+    u = quality - cost / (10 x the strongest model's mean cost on that task),
+i.e. paying the strongest model's average price is worth 0.1 of quality.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from msgspec import Struct
+
+from conductor.replay.policies import (
+    UCB1,
+    AlwaysModel,
+    BestFixedPerTask,
+    ConductorPolicy,
+    EpsilonGreedy,
+    Oracle,
+    RandomPolicy,
+    ReplayPolicy,
+)
+from conductor.replay.world import World
+
+
+class ReplayConfig(Struct, kw_only=True):
+    quality_bar: float = 0.95  # min_quality = bar x the strongest model's mean quality
+    seeds: int = 3
+    judge_noise: float = 0.0  # observed = quality + N(0, noise), clipped
+    judge_flip: float = 0.0  # for 0/1 quality: flipped with this probability
+    max_latency_ms: float | None = None
+    temperatures: tuple[float, ...] = (0.5, 1.0, 2.0)
+    sweep: tuple[float, ...] = (0.80, 0.85, 0.90, 0.925, 0.95, 0.975, 1.0)
+
+
+def strongest_model(world: World) -> str:
+    return world.models[int(np.nanargmax(np.nanmean(world.quality, axis=0)))]
+
+
+def task_bars(world: World, bar: float) -> dict[str, float]:
+    """min_quality per task: ``bar`` x the strongest single model's mean quality there."""
+    out = {}
+    for task in world.tasks():
+        q = np.nanmean(world.quality[world.task_index(task)], axis=0)
+        out[task] = float(bar * np.nanmax(q))
+    return out
+
+
+def observe(q: float, cfg: ReplayConfig, rng: np.random.Generator) -> float:
+    if cfg.judge_flip > 0 and rng.random() < cfg.judge_flip:
+        q = 1.0 - q
+    if cfg.judge_noise > 0:
+        q = min(1.0, max(0.0, q + rng.normal(0.0, cfg.judge_noise)))
+    return q
+
+
+def run_policy(world: World, policy: ReplayPolicy, bars: dict[str, float], order: np.ndarray,
+               cfg: ReplayConfig, seed: int) -> np.ndarray:
+    """Chosen model index per prompt (in world order), running the policy over ``order``."""
+    rng = np.random.default_rng([seed, 1])
+    noise_rng = np.random.default_rng([seed, 2])
+    policy.reset(world, bars, rng)
+    eligible_all = ~np.isnan(world.quality)
+    chosen = np.full(len(world.ids), -1)
+    for i in order:
+        task = world.task_types[i]
+        eligible = eligible_all[i]
+        if not eligible.any():
+            continue
+        j = policy.choose(int(i), task, eligible)
+        chosen[i] = j
+        policy.update(int(i), task, j, observe(float(world.quality[i, j]), cfg, noise_rng),
+                      float(world.cost[i, j]), float(world.latency_ms[i, j]))
+    return chosen
+
+
+def summarize(world: World, chosen: np.ndarray, rows: np.ndarray, strongest: int,
+              best_fixed: np.ndarray, bars: dict[str, float], cfg: ReplayConfig,
+              order: np.ndarray) -> dict[str, float]:
+    idx = np.flatnonzero(rows & (chosen >= 0))
+    j = chosen[idx]
+    q = world.quality[idx, j]
+    c = world.cost[idx, j]
+    lat = world.latency_ms[idx, j]
+    q_strong = np.nanmean(world.quality[idx, strongest])
+    c_strong = np.nanmean(world.cost[idx, strongest])
+    tasks = np.array(world.task_types)[idx]
+    scale = {t: 10.0 * np.nanmean(world.cost[world.task_index(t), strongest]) for t in set(tasks)}
+    s = np.array([scale[t] for t in tasks])
+    u_policy = q - c / s
+    bf = best_fixed[idx]
+    u_best = world.quality[idx, bf] - world.cost[idx, bf] / s
+    sla = float(np.mean(lat <= cfg.max_latency_ms)) if cfg.max_latency_ms else 1.0
+    below_bar = [t for t in set(tasks) if np.mean(q[tasks == t]) < bars[t]]
+    return {
+        "requests": len(idx),
+        "quality": float(np.mean(q)),
+        "cost_usd": float(np.sum(c)),
+        "cost_per_request_usd": float(np.mean(c)),
+        "quality_vs_strongest": float(np.mean(q) / q_strong) if q_strong else float("nan"),
+        "cost_vs_strongest": float(np.mean(c) / c_strong) if c_strong else float("nan"),
+        # The best fixed model may have no outcome for a prompt: those prompts count 0.
+        "regret": float(np.nansum(u_best - u_policy)),
+        "sla_compliance": sla,
+        "constraint_violations": int((lat > cfg.max_latency_ms).sum()) if cfg.max_latency_ms
+        else 0,
+        "task_types_below_bar": len(below_bar),
+    }
+
+
+def cumulative_regret(world: World, chosen: np.ndarray, best_fixed: np.ndarray,
+                      strongest: int, order: np.ndarray) -> np.ndarray:
+    idx = order[chosen[order] >= 0]
+    scale = {t: 10.0 * np.nanmean(world.cost[world.task_index(t), strongest])
+             for t in world.tasks()}
+    s = np.array([scale[world.task_types[i]] for i in idx])
+    j, bf = chosen[idx], best_fixed[idx]
+    u_p = world.quality[idx, j] - world.cost[idx, j] / s
+    u_b = world.quality[idx, bf] - world.cost[idx, bf] / s
+    return np.cumsum(np.nan_to_num(u_b - u_p))
+
+
+def frontier_aiq(points: Sequence[tuple[float, float]], lo: float, hi: float) -> float:
+    """RouterBench's AIQ: the area under the non-decreasing convex hull of (cost, quality)
+    points over [lo, hi] (log cost axis, as costs span orders of magnitude), divided by the
+    range. Left of the cheapest point the frontier is 0; right of the best it stays flat."""
+    pts = sorted((float(c), float(q)) for c, q in points if c > 0)
+    if not pts or hi <= lo:
+        return float("nan")
+    hull: list[tuple[float, float]] = []
+    best = -np.inf
+    for c, q in pts:  # non-decreasing: a dearer point only counts if it is better
+        if q > best:
+            hull.append((np.log(c), q))
+            best = q
+    upper: list[tuple[float, float]] = []
+    for p in hull:  # upper concave hull (Andrew's monotone chain)
+        while len(upper) >= 2 and (
+                (upper[-1][0] - upper[-2][0]) * (p[1] - upper[-2][1])
+                - (upper[-1][1] - upper[-2][1]) * (p[0] - upper[-2][0])) >= 0:
+            upper.pop()
+        upper.append(p)
+    xs = np.linspace(np.log(lo), np.log(hi), 2001)
+    hx = [p[0] for p in upper]
+    hy = [p[1] for p in upper]
+    ys = np.where(xs < hx[0], 0.0, np.interp(xs, hx, hy))
+    return float(np.trapezoid(ys, xs) / (xs[-1] - xs[0]))
+
+
+def default_policies(world: World, cfg: ReplayConfig) -> list[Callable[[], ReplayPolicy]]:
+    out: list[Callable[[], ReplayPolicy]] = []
+    for t in cfg.temperatures:
+        out.append(lambda t=t: ConductorPolicy(t, max_latency_ms=cfg.max_latency_ms,
+                                               name="conductor" if t == 1.0 else None))
+    out += [lambda m=m: AlwaysModel(m) for m in world.models]
+    out += [RandomPolicy, EpsilonGreedy, UCB1, BestFixedPerTask, Oracle]
+    return out
+
+
+def run_replay(world: World, cfg: ReplayConfig,
+               policies: list[Callable[[], ReplayPolicy]] | None = None,
+               progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Every policy over every seed; returns the report (the JSON ``replay --json`` writes)."""
+    factories = policies or default_policies(world, cfg)
+    bars = task_bars(world, cfg.quality_bar)
+    strongest = world.models.index(strongest_model(world))
+    tasks = world.tasks()
+    bf_policy = BestFixedPerTask()
+    bf_policy.reset(world, bars, np.random.default_rng(0))
+    best_fixed = np.array([bf_policy.choice[t] for t in world.task_types])
+    per_policy: dict[str, list[dict[str, Any]]] = {}
+    regret_curves: dict[str, np.ndarray] = {}
+    all_rows = np.ones(len(world.ids), dtype=bool)
+    for seed in range(cfg.seeds):
+        order = np.random.default_rng([seed, 0]).permutation(len(world.ids))
+        for make in factories:
+            policy = make()
+            chosen = run_policy(world, policy, bars, order, cfg, seed)
+            rec = {"overall": summarize(world, chosen, all_rows, strongest, best_fixed, bars,
+                                        cfg, order),
+                   "by_task": {t: summarize(world, chosen, world.task_index(t), strongest,
+                                            best_fixed, bars, cfg, order) for t in tasks}}
+            per_policy.setdefault(policy.name, []).append(rec)
+            if seed == 0:
+                regret_curves[policy.name] = cumulative_regret(world, chosen, best_fixed,
+                                                               strongest, order)
+            if progress is not None:
+                progress(1)
+    report: dict[str, Any] = {
+        "prompts": len(world.ids), "models": world.models,
+        "strongest_model": world.models[strongest], "quality_bar": cfg.quality_bar,
+        "min_quality": bars, "seeds": cfg.seeds, "judge_noise": cfg.judge_noise,
+        "judge_flip": cfg.judge_flip, "policies": {}}
+    for name, recs in per_policy.items():
+        report["policies"][name] = {
+            "overall": _mean_std([r["overall"] for r in recs]),
+            "by_task": {t: _mean_std([r["by_task"][t] for r in recs]) for t in tasks}}
+    report["aiq"] = aiq_report(world, cfg, progress)
+    report["regret_curves"] = {k: v.tolist() for k, v in regret_curves.items()}
+    return report
+
+
+def aiq_report(world: World, cfg: ReplayConfig,
+               progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Sweep the quality bar for the policies that have one; single models form the
+    zero-router frontier (the convex hull of always:<model>)."""
+    costs = np.nanmean(world.cost, axis=0)
+    quals = np.nanmean(world.quality, axis=0)
+    lo, hi = float(np.nanmin(costs)), float(np.nanmax(costs))
+    out: dict[str, Any] = {"cost_range_usd": [lo, hi],
+                           "models": {"points": [[float(c), float(q)] for c, q in
+                                                 zip(costs, quals, strict=True)]}}
+    out["models"]["aiq"] = frontier_aiq(out["models"]["points"], lo, hi)
+    order = np.random.default_rng([0, 0]).permutation(len(world.ids))
+    rows = np.ones(len(world.ids), dtype=bool)
+    makers: dict[str, Callable[[], ReplayPolicy]] = {
+        "conductor": lambda: ConductorPolicy(1.0, max_latency_ms=cfg.max_latency_ms),
+        "epsilon-greedy": EpsilonGreedy, "ucb1": UCB1, "best-fixed-per-task": BestFixedPerTask}
+    strongest = world.models.index(strongest_model(world))
+    for name, make in makers.items():
+        pts = []
+        for b in cfg.sweep:
+            bars = task_bars(world, b)
+            chosen = run_policy(world, make(), bars, order, cfg, 0)
+            s = summarize(world, chosen, rows, strongest, np.zeros(len(world.ids), dtype=int),
+                          bars, cfg, order)
+            pts.append([s["cost_per_request_usd"], s["quality"]])
+            if progress is not None:
+                progress(1)
+        out[name] = {"points": pts, "aiq": frontier_aiq(pts, lo, hi)}
+    return out
+
+
+def _mean_std(recs: list[dict[str, float]]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for k in recs[0]:
+        vals = np.array([r[k] for r in recs], dtype=float)
+        out[k] = float(np.mean(vals))
+        if len(vals) > 1 and k in ("quality", "cost_usd", "regret", "cost_vs_strongest",
+                                   "quality_vs_strongest"):
+            out[f"{k}_std"] = float(np.std(vals, ddof=1))
+    return out

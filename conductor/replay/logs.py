@@ -1,0 +1,102 @@
+"""Logged traffic (bandit feedback): Conductor's own logs, where only the chosen
+strategy's outcome is known, with the probability it was chosen with.
+
+Reads a SQLite database, a ``conductor export`` JSONL file, or a JSONLLogStore log.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from msgspec import Struct
+
+from conductor.errors import InvalidRequestError, StorageError
+from conductor.storage.jsonl import read_log
+
+
+class LoggedRecord(Struct, kw_only=True):
+    request_id: str
+    created_at: float
+    task_type: str
+    action: str  # the strategy the logging policy chose
+    propensity: float
+    routed_by: str
+    min_quality: float | None
+    max_latency_ms: float | None
+    max_cost_usd: float | None
+    input_tokens: int
+    executed: str | None = None
+    quality: float | None = None  # the request's fused reward (None: no reward yet)
+    cost_usd: float | None = None
+    latency_ms: float | None = None
+    output_tokens: int | None = None
+    error: bool = False
+
+
+def _record(decision: dict[str, Any], outcome: dict[str, Any] | None,
+            rewards: list[dict[str, Any]]) -> LoggedRecord:
+    c = decision.get("constraints") or {}
+    quality = None
+    for r in rewards:  # the last effective score is the request's fused reward
+        eff = r.get("effective_score")
+        if eff is not None:
+            quality = float(eff)
+    if quality is None and rewards:
+        quality = float(sum(r["score"] for r in rewards) / len(rewards))
+    return LoggedRecord(
+        request_id=decision["request_id"], created_at=float(decision.get("created_at", 0.0)),
+        task_type=decision["task_type"], action=decision["strategy"],
+        propensity=float(decision["propensity"]), routed_by=decision.get("routed_by", "policy"),
+        min_quality=c.get("min_quality"), max_latency_ms=c.get("max_latency_ms"),
+        max_cost_usd=c.get("max_cost_usd"), input_tokens=int(decision.get("input_tokens", 0)),
+        executed=outcome.get("strategy") if outcome else None,
+        cost_usd=outcome.get("cost_usd") if outcome else None,
+        latency_ms=outcome.get("latency_ms") if outcome else None,
+        output_tokens=outcome.get("output_tokens") if outcome else None,
+        error=bool(outcome.get("error")) if outcome else False, quality=quality)
+
+
+def read_logged(path: str | Path) -> list[LoggedRecord]:
+    """Logged requests in time order, from any of the three formats."""
+    p = Path(path)
+    if not p.exists():
+        raise InvalidRequestError(f"{p}: no such log file", field="log_file")
+    if p.suffix in (".db", ".sqlite", ".sqlite3"):
+        from conductor.storage.sqlite import SQLiteStore
+
+        store = SQLiteStore(p)
+        try:
+            raw = [msgspec.to_builtins(r) for r in store.iter_requests()]
+        finally:
+            store.close()
+        recs = [_record(r["decision"], r["outcome"], r["rewards"]) for r in raw]
+    else:
+        decisions: dict[str, dict[str, Any]] = {}
+        outcomes: dict[str, dict[str, Any]] = {}
+        rewards: dict[str, list[dict[str, Any]]] = {}
+        try:
+            lines = list(read_log(p))
+        except StorageError:
+            raise
+        for obj in lines:
+            if "decision" in obj and "type" not in obj:  # export format
+                rid = obj["request_id"]
+                decisions[rid] = obj["decision"]
+                if obj.get("outcome"):
+                    outcomes[rid] = obj["outcome"]
+                rewards[rid] = list(obj.get("rewards") or [])
+            elif obj.get("type") == "decision":
+                decisions[obj["decision"]["request_id"]] = obj["decision"]
+            elif obj.get("type") == "outcome":
+                outcomes[obj["outcome"]["request_id"]] = obj["outcome"]
+            elif obj.get("type") == "reward":
+                r = dict(obj["reward"])
+                rewards.setdefault(r["request_id"], []).append(r)
+        recs = [_record(d, outcomes.get(rid), rewards.get(rid, []))
+                for rid, d in decisions.items()]
+    recs.sort(key=lambda r: r.created_at)
+    if not recs:
+        raise InvalidRequestError(f"{p}: no logged decisions", field="log_file")
+    return recs

@@ -1,0 +1,342 @@
+"""Offline tools over logs and outcome tables: compare (off-policy evaluation), calibrate
+(priors from history) and tune (exploration temperature by replay)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from conductor.bandit.ope import OPEResult, evaluate
+from conductor.bandit.policy import PolicyParams, ThompsonPolicy, eligible_mask
+from conductor.bandit.posterior import PosteriorState, Prior
+from conductor.config import Settings
+from conductor.errors import InvalidRequestError
+from conductor.replay.harness import ReplayConfig, run_policy, strongest_model, task_bars
+from conductor.replay.logs import LoggedRecord
+from conductor.replay.policies import ConductorPolicy
+from conductor.replay.world import World
+from conductor.router import build_priors, build_strategy_table, load_coefficients
+from conductor.types import Constraints
+
+# -- compare ------------------------------------------------------------------------------
+
+
+@dataclass
+class Candidate:
+    """A policy to evaluate on logged traffic. ``spec`` examples: ``strategy=turbo-cheap``,
+    ``random``, ``temperature=0.5``, ``temperature=2,min_quality=0.9``, ``priors=p.json``."""
+
+    spec: str
+    strategy: str | None = None
+    uniform: bool = False
+    temperature: float | None = None
+    min_quality: float | None = None
+    priors: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, spec: str) -> Candidate:
+        c = cls(spec=spec)
+        if spec in ("random", "uniform"):
+            c.uniform = True
+            return c
+        for part in spec.split(","):
+            if "=" not in part:
+                raise InvalidRequestError(
+                    f"policy {spec!r}: expected key=value pairs (strategy=, temperature=, "
+                    "min_quality=, priors=) or 'random'", field="policy")
+            key, value = (x.strip() for x in part.split("=", 1))
+            try:
+                if key == "strategy":
+                    c.strategy = value
+                elif key == "temperature":
+                    c.temperature = float(value)
+                elif key == "min_quality":
+                    c.min_quality = float(value)
+                elif key == "priors":
+                    c.priors = value
+                else:
+                    raise InvalidRequestError(f"policy {spec!r}: unknown key {key!r}; known: "
+                                              "strategy, temperature, min_quality, priors",
+                                              field="policy")
+            except ValueError:
+                raise InvalidRequestError(f"policy {spec!r}: {key} must be a number",
+                                          field="policy") from None
+        return c
+
+
+def compare(records: list[LoggedRecord], settings: Settings, candidates: list[Candidate], *,
+            seed: int = 0, resamples: int = 1000) -> dict[str, dict[str, Any]]:
+    """Off-policy estimates of mean quality and mean cost for each candidate."""
+    names = list(settings.strategies)
+    index = {n: i for i, n in enumerate(names)}
+    usable = [r for r in records if r.routed_by != "shadow" and r.action in index
+              and r.task_type in settings.task_types and r.quality is not None
+              and r.cost_usd is not None]
+    if not usable:
+        raise InvalidRequestError("no logged record has a known strategy, a reward and a cost",
+                                  field="log_file")
+    n, k = len(usable), len(names)
+    actions = np.array([index[r.action] for r in usable])
+    prop = np.array([r.propensity for r in usable])
+    yq = np.array([r.quality for r in usable], dtype=float)
+    yc = np.array([r.cost_usd for r in usable], dtype=float)
+    # Reward models: running means per (task, action) over the past only.
+    hat_q, hat_c = np.zeros((n, k)), np.zeros((n, k))
+    sums: dict[str, np.ndarray] = {}
+    for i, r in enumerate(usable):
+        s = sums.setdefault(r.task_type, np.zeros((3, k)))
+        cnt = np.maximum(s[0], 1)
+        hat_q[i] = np.where(s[0] > 0, s[1] / cnt, 0.5)
+        global_c = yc[:i].mean() if i else 0.0
+        hat_c[i] = np.where(s[0] > 0, s[2] / cnt, global_c)
+        a = actions[i]
+        s[0, a] += 1
+        s[1, a] += yq[i]
+        s[2, a] += yc[i]
+    out: dict[str, dict[str, Any]] = {}
+    for cand in candidates:
+        pi = _candidate_probabilities(cand, usable, settings, names, seed)
+        pil = pi[np.arange(n), actions]
+        res_q = evaluate(pil, prop, yq, pi, hat_q, hat_q[np.arange(n), actions], seed=seed,
+                         resamples=resamples)
+        res_c = evaluate(pil, prop, yc, pi, hat_c, hat_c[np.arange(n), actions], seed=seed,
+                         resamples=resamples)
+        out[cand.spec] = {"quality": res_q, "cost_usd": res_c,
+                          "logged_records": len(records), "used_records": n}
+    return out
+
+
+def _candidate_probabilities(cand: Candidate, records: list[LoggedRecord], settings: Settings,
+                             names: list[str], seed: int) -> np.ndarray:
+    n, k = len(records), len(names)
+    pi = np.zeros((n, k))
+    if cand.strategy is not None:
+        if cand.strategy not in names:
+            raise InvalidRequestError(f"policy {cand.spec!r}: unknown strategy "
+                                      f"{cand.strategy!r}; known: {', '.join(names)}",
+                                      field="policy")
+        pi[:, names.index(cand.strategy)] = 1.0
+        return pi
+    if cand.uniform:
+        for i, r in enumerate(records):
+            el = eligible_mask(names, settings.strategies_for(r.task_type))
+            pi[i] = el / el.sum()
+        return pi
+    # A Thompson candidate that learns from the logged traffic as it goes.
+    coefficients = load_coefficients(cand.priors) if cand.priors else None
+    post = PosteriorState(build_priors(settings, coefficients))
+    table = build_strategy_table(settings)
+    policy = ThompsonPolicy(PolicyParams(quality_per_usd=settings.policy.quality_per_usd,
+                                         wide_posterior_trials=settings.policy.wide_posterior_trials,
+                                         guard_floor=settings.policy.guard_floor))
+    rng = np.random.default_rng(seed)
+    gamma = 0.5 ** (1.0 / settings.policy.half_life) if settings.policy.half_life else 1.0
+    for i, r in enumerate(records):
+        tp = post[r.task_type]
+        el = eligible_mask(names, settings.strategies_for(r.task_type))
+        c = Constraints(min_quality=cand.min_quality if cand.min_quality is not None
+                        else r.min_quality, max_latency_ms=r.max_latency_ms,
+                        max_cost_usd=r.max_cost_usd)
+        t = cand.temperature if cand.temperature is not None else settings.temperature(
+            r.task_type)
+        pi[i] = policy.choice_probabilities(tp, table, el, c, r.input_tokens, t, rng)
+        strategy = r.executed if r.executed in tp.index else r.action
+        tp.observe_outcome(strategy, None if r.error else r.latency_ms,
+                           None if r.error else r.output_tokens, None, gamma)
+        if r.quality is not None:
+            tp.observe_reward(strategy, r.quality)
+    return pi
+
+
+def ope_to_dict(res: OPEResult) -> dict[str, Any]:
+    return msgspec.to_builtins(res)
+
+
+# -- calibrate ----------------------------------------------------------------------------
+
+class _Obs:
+    def __init__(self) -> None:
+        self.q: list[float] = []
+        self.lat: list[float] = []
+        self.tok: list[float] = []
+
+
+def _observations_from_logs(records: list[LoggedRecord]) -> dict[tuple[str, str], _Obs]:
+    out: dict[tuple[str, str], _Obs] = {}
+    for r in records:
+        strategy = r.executed or r.action
+        o = out.setdefault((r.task_type, strategy), _Obs())
+        if r.quality is not None:
+            o.q.append(r.quality)
+        if r.latency_ms and not r.error:
+            o.lat.append(r.latency_ms)
+        if r.output_tokens is not None and not r.error:
+            o.tok.append(float(r.output_tokens))
+    return out
+
+
+def _observations_from_world(world: World) -> dict[tuple[str, str], _Obs]:
+    out: dict[tuple[str, str], _Obs] = {}
+    for i, task in enumerate(world.task_types):
+        for j, m in enumerate(world.models):
+            q = world.quality[i, j]
+            if np.isnan(q):
+                continue
+            o = out.setdefault((task, m), _Obs())
+            o.q.append(float(q))
+            o.lat.append(float(world.latency_ms[i, j]))
+    return out
+
+
+def fit_prior(o: _Obs, default: Prior | None, cap: float) -> Prior:
+    """A prior from observations, with weight capped at ``cap`` pseudo-observations so
+    online learning can still move it."""
+    base = default or Prior(quality_alpha=1.0, quality_beta=1.0, latency_mu=math.log(1000.0))
+    qa, qb = base.quality_alpha, base.quality_beta
+    if o.q:
+        m = min(0.99, max(0.01, float(np.mean(o.q))))
+        s = min(len(o.q), cap)
+        qa, qb = m * s, (1 - m) * s
+    mu, kappa, a, b = base.latency_mu, base.latency_kappa, base.latency_a, base.latency_b
+    if len(o.lat) >= 2:
+        x = np.log(o.lat)
+        s = min(len(x), cap)
+        mu, kappa, a = float(x.mean()), float(s), 1.0 + s / 2.0
+        b = max(float(x.var(ddof=1)), 0.01) * (a - 1.0)
+    tok, tok_w = base.output_tokens, base.output_tokens_weight
+    if o.tok:
+        tok, tok_w = float(np.mean(o.tok)), float(min(len(o.tok), cap))
+    return Prior(quality_alpha=qa, quality_beta=qb, latency_mu=mu, latency_kappa=kappa,
+                 latency_a=a, latency_b=b, output_tokens=max(tok, 1.0),
+                 output_tokens_weight=max(tok_w, 1.0), escalation_rate=base.escalation_rate,
+                 escalation_weight=base.escalation_weight)
+
+
+def _loglik(p: Prior, o: _Obs) -> tuple[float, int]:
+    """Per-observation log-likelihood of held-out data under a prior's predictive:
+    Bernoulli(mean) for (fractional) quality, Normal(mu, b/(a-1)) for log latency."""
+    total, n = 0.0, 0
+    m = min(1 - 1e-6, max(1e-6, p.quality_alpha / (p.quality_alpha + p.quality_beta)))
+    for q in o.q:
+        total += q * math.log(m) + (1 - q) * math.log(1 - m)
+        n += 1
+    var = p.latency_b / max(p.latency_a - 1.0, 0.5)
+    for lat in o.lat:
+        x = math.log(lat)
+        total += -0.5 * math.log(2 * math.pi * var) - (x - p.latency_mu) ** 2 / (2 * var)
+        n += 1
+    return total, n
+
+
+def calibrate(source: list[LoggedRecord] | World, settings: Settings | None, *,
+              cap: float = 20.0, holdout: float = 0.2) -> dict[str, Any]:
+    """Fitted priors and a held-out check (last ``holdout`` of the data) against the
+    defaults. Returns {"priors": {task: {strategy: Prior}}, "report": {...}}."""
+    if isinstance(source, World):
+        n = len(source.ids)
+        cut = int(n * (1 - holdout))
+        fit_world = _slice_world(source, slice(0, cut))
+        test_world = _slice_world(source, slice(cut, n))
+        obs_fit, obs_all = _observations_from_world(fit_world), _observations_from_world(source)
+        obs_test = _observations_from_world(test_world)
+    else:
+        cut = int(len(source) * (1 - holdout))
+        obs_fit = _observations_from_logs(source[:cut])
+        obs_all = _observations_from_logs(source)
+        obs_test = _observations_from_logs(source[cut:])
+    defaults = build_priors(settings) if settings is not None else {}
+    fitted_check = {key: fit_prior(o, defaults.get(key[0], {}).get(key[1]), cap)
+                    for key, o in obs_fit.items()}
+    ll_fit = ll_def = 0.0
+    n_obs = 0
+    for key, o in obs_test.items():
+        d = defaults.get(key[0], {}).get(key[1]) or Prior(
+            quality_alpha=1.0, quality_beta=1.0, latency_mu=math.log(1000.0))
+        f = fitted_check.get(key, d)
+        lf, nf = _loglik(f, o)
+        ld, _ = _loglik(d, o)
+        ll_fit += lf
+        ll_def += ld
+        n_obs += nf
+    priors: dict[str, dict[str, Prior]] = {}
+    for (task, strategy), o in obs_all.items():
+        d = defaults.get(task, {}).get(strategy)
+        priors.setdefault(task, {})[strategy] = fit_prior(o, d, cap)
+    report = {"observations": {f"{t}/{s}": len(o.q) for (t, s), o in obs_all.items()},
+              "weight_cap": cap, "holdout_fraction": holdout, "holdout_observations": n_obs,
+              "holdout_loglik_per_obs_fitted": ll_fit / n_obs if n_obs else None,
+              "holdout_loglik_per_obs_default": ll_def / n_obs if n_obs else None}
+    return {"priors": priors, "report": report}
+
+
+def _slice_world(w: World, s: slice) -> World:
+    return World(ids=w.ids[s], task_types=w.task_types[s], models=w.models,
+                 quality=w.quality[s], cost=w.cost[s], latency_ms=w.latency_ms[s])
+
+
+# -- tune ---------------------------------------------------------------------------------
+
+def tune_world(world: World, cfg: ReplayConfig,
+               temperatures: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
+               ) -> dict[str, Any]:
+    """Per task type and temperature: mean quality, cost, utility (as in the replay
+    report) and whether the bar was met; the recommendation is the best utility among
+    temperatures that meet the bar (else the best utility)."""
+    bars = task_bars(world, cfg.quality_bar)
+    strongest = world.models.index(strongest_model(world))
+    rows: dict[str, dict[float, dict[str, float]]] = {t: {} for t in world.tasks()}
+    for temp in temperatures:
+        acc: dict[str, list[tuple[float, float, float]]] = {t: [] for t in world.tasks()}
+        for seed in range(cfg.seeds):
+            order = np.random.default_rng([seed, 0]).permutation(len(world.ids))
+            chosen = run_policy(world, ConductorPolicy(temp, max_latency_ms=cfg.max_latency_ms),
+                                bars, order, cfg, seed)
+            for task in world.tasks():
+                idx = np.flatnonzero(world.task_index(task) & (chosen >= 0))
+                q = world.quality[idx, chosen[idx]]
+                c = world.cost[idx, chosen[idx]]
+                scale = 10.0 * np.nanmean(world.cost[world.task_index(task), strongest])
+                acc[task].append((float(q.mean()), float(c.sum()), float((q - c / scale).sum())))
+        for task, vals in acc.items():
+            arr = np.array(vals)
+            rows[task][temp] = {"quality": float(arr[:, 0].mean()),
+                                "cost_usd": float(arr[:, 1].mean()),
+                                "utility": float(arr[:, 2].mean()),
+                                "meets_bar": bool(arr[:, 0].mean() >= bars[task])}
+    recommend = {}
+    for task, by_t in rows.items():
+        ok = {t: v for t, v in by_t.items() if v["meets_bar"]} or by_t
+        recommend[task] = max(ok, key=lambda t: ok[t]["utility"])
+    return {"bars": bars, "sweep": {t: {str(k): v for k, v in d.items()}
+                                    for t, d in rows.items()}, "recommended": recommend}
+
+
+def tune_logs(records: list[LoggedRecord], settings: Settings,
+              temperatures: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
+              ) -> dict[str, Any]:
+    """The same sweep on logged traffic, through off-policy (doubly robust) estimates."""
+    rows: dict[str, dict[str, dict[str, float]]] = {}
+    recommend: dict[str, float] = {}
+    for task in sorted({r.task_type for r in records}):
+        recs = [r for r in records if r.task_type == task]
+        res = compare(recs, settings, [Candidate(spec=f"temperature={t}", temperature=t)
+                                       for t in temperatures])
+        mean_cost = float(np.mean([r.cost_usd or 0.0 for r in recs])) or 1.0
+        rows[task] = {}
+        for t in temperatures:
+            q = res[f"temperature={t}"]["quality"].dr.value
+            c = res[f"temperature={t}"]["cost_usd"].dr.value
+            rows[task][str(t)] = {"quality": q, "cost_usd": c,
+                                  "utility": q - c / (10.0 * mean_cost)}
+        recommend[task] = float(max(rows[task], key=lambda k: rows[task][k]["utility"]))
+    return {"sweep": rows, "recommended": recommend}
+
+
+def write_priors(result: dict[str, Any], path: str | Path) -> None:
+    Path(path).write_bytes(msgspec.json.format(msgspec.json.encode(result), indent=2))

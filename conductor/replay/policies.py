@@ -1,0 +1,221 @@
+"""Policies the replay harness compares, all behind one small interface.
+
+A policy sees the prompt's task type and which models are eligible, picks one, and is
+told only that model's observed quality, cost and latency. Bars are per-task minimum
+mean qualities (``min_quality``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+import numpy as np
+
+from conductor.bandit.policy import PolicyParams, StrategyTable, ThompsonPolicy
+from conductor.bandit.posterior import Prior, TaskPosterior
+from conductor.replay.world import World
+from conductor.types import Constraints
+
+
+class ReplayPolicy(Protocol):
+    name: str
+
+    def reset(self, world: World, bars: dict[str, float], rng: np.random.Generator) -> None: ...
+
+    def choose(self, i: int, task: str, eligible: np.ndarray) -> int: ...
+
+    def update(self, i: int, task: str, j: int, quality: float, cost: float,
+               latency_ms: float) -> None: ...
+
+
+class ConductorPolicy:
+    """Conductor's constrained Thompson sampling (the same ThompsonPolicy the router uses).
+
+    Cost is learned per (task, model) as a running mean, starting from each model's list
+    price level (its mean cost over the table, weight 2) — what an operator knows from the
+    price sheet. Quality starts from ``prior_quality`` (strength 2) or fitted priors.
+    """
+
+    def __init__(self, temperature: float = 1.0, *, name: str | None = None,
+                 prior_quality: float = 0.5, prior_strength: float = 2.0,
+                 max_latency_ms: float | None = None,
+                 priors: dict[str, dict[str, Prior]] | None = None,
+                 wide_posterior_trials: float = 40.0) -> None:
+        self.t = temperature
+        self.name = name or f"conductor(t={temperature:g})"
+        self.prior_quality = prior_quality
+        self.prior_strength = prior_strength
+        self.max_latency_ms = max_latency_ms
+        self.priors = priors or {}
+        self.policy = ThompsonPolicy(PolicyParams(wide_posterior_trials=wide_posterior_trials))
+
+    def reset(self, world: World, bars: dict[str, float], rng: np.random.Generator) -> None:
+        self.rng = rng
+        self.models = world.models
+        k = len(world.models)
+        mean_cost = np.nan_to_num(np.nanmean(np.where(np.isnan(world.quality), np.nan,
+                                                      world.cost), axis=0), nan=1.0)
+        self.table = StrategyTable(names=tuple(world.models), input_price=(0.0,) * k,
+                                   output_price=(1.0,) * k, discount=(1.0,) * k,
+                                   extra_latency_ms=(0.0,) * k, draft=(-1,) * k,
+                                   escalate=(-1,) * k)
+        self.posts: dict[str, TaskPosterior] = {}
+        for task in world.tasks():
+            pri = []
+            for j, m in enumerate(world.models):
+                fitted = self.priors.get(task, {}).get(m)
+                base = Prior(quality_alpha=self.prior_quality * self.prior_strength,
+                             quality_beta=(1 - self.prior_quality) * self.prior_strength,
+                             latency_mu=math.log(1000.0), latency_b=0.5,
+                             output_tokens=float(mean_cost[j]), output_tokens_weight=2.0)
+                if fitted is not None and fitted.is_valid():
+                    base = Prior(quality_alpha=fitted.quality_alpha,
+                                 quality_beta=fitted.quality_beta,
+                                 latency_mu=fitted.latency_mu, latency_kappa=fitted.latency_kappa,
+                                 latency_a=fitted.latency_a, latency_b=fitted.latency_b,
+                                 output_tokens=float(mean_cost[j]), output_tokens_weight=2.0)
+                pri.append(base)
+            self.posts[task] = TaskPosterior(world.models, pri)
+        self.constraints = {task: Constraints(min_quality=bar, max_latency_ms=self.max_latency_ms)
+                            for task, bar in bars.items()}
+
+    def choose(self, i: int, task: str, eligible: np.ndarray) -> int:
+        return self.policy.decide(self.posts[task], self.table, eligible, self.constraints[task],
+                                  0, self.t, self.rng).index
+
+    def update(self, i: int, task: str, j: int, quality: float, cost: float,
+               latency_ms: float) -> None:
+        post = self.posts[task]
+        m = self.models[j]
+        # Cost rides in the token slot: price 1 per "token", so the mean is the cost.
+        post.observe_outcome(m, latency_ms, cost, None, 1.0)
+        post.observe_reward(m, quality)
+
+
+class _Means:
+    """Running mean quality and cost per (task, model)."""
+
+    def reset(self, world: World, bars: dict[str, float], rng: np.random.Generator) -> None:
+        self.rng = rng
+        self.bars = bars
+        k = len(world.models)
+        self.n = {t: np.zeros(k) for t in world.tasks()}
+        self.q = {t: np.zeros(k) for t in world.tasks()}
+        self.c = {t: np.zeros(k) for t in world.tasks()}
+        self.mean_cost = np.nan_to_num(np.nanmean(np.where(np.isnan(world.quality), np.nan,
+                                                           world.cost), axis=0), nan=1.0)
+
+    def update(self, i: int, task: str, j: int, quality: float, cost: float,
+               latency_ms: float) -> None:
+        self.n[task][j] += 1
+        self.q[task][j] += (quality - self.q[task][j]) / self.n[task][j]
+        self.c[task][j] += (cost - self.c[task][j]) / self.n[task][j]
+
+    def cost_est(self, task: str) -> np.ndarray:
+        return np.where(self.n[task] > 0, self.c[task], self.mean_cost)
+
+    def cheapest_meeting(self, task: str, score: np.ndarray, eligible: np.ndarray) -> int:
+        ok = eligible & (score >= self.bars[task])
+        if ok.any():
+            return int(np.argmin(np.where(ok, self.cost_est(task), np.inf)))
+        return int(np.argmax(np.where(eligible, score, -np.inf)))
+
+
+class EpsilonGreedy(_Means):
+    """With probability epsilon a random eligible model; otherwise the cheapest whose mean
+    quality meets the bar (untried models count as meeting it)."""
+
+    def __init__(self, epsilon: float = 0.1) -> None:
+        self.epsilon = epsilon
+        self.name = "epsilon-greedy"
+
+    def choose(self, i: int, task: str, eligible: np.ndarray) -> int:
+        if self.rng.random() < self.epsilon:
+            return int(self.rng.choice(np.flatnonzero(eligible)))
+        score = np.where(self.n[task] > 0, self.q[task], 1.0)
+        return self.cheapest_meeting(task, score, eligible)
+
+
+class UCB1(_Means):
+    """Optimism under uncertainty: the cheapest model whose UCB1 index
+    (mean + sqrt(2 ln N / n)) meets the bar."""
+
+    name = "ucb1"
+
+    def choose(self, i: int, task: str, eligible: np.ndarray) -> int:
+        n = self.n[task]
+        total = max(1.0, n.sum())
+        with np.errstate(divide="ignore"):
+            bonus = np.where(n > 0, np.sqrt(2.0 * math.log(total) / np.maximum(n, 1)), np.inf)
+        return self.cheapest_meeting(task, self.q[task] + bonus, eligible)
+
+
+class RandomPolicy:
+    name = "random"
+
+    def reset(self, world: World, bars: dict[str, float], rng: np.random.Generator) -> None:
+        self.rng = rng
+
+    def choose(self, i: int, task: str, eligible: np.ndarray) -> int:
+        return int(self.rng.choice(np.flatnonzero(eligible)))
+
+    def update(self, *args: object) -> None:
+        return None
+
+
+class AlwaysModel:
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.name = f"always:{model}"
+
+    def reset(self, world: World, bars: dict[str, float], rng: np.random.Generator) -> None:
+        self.j = world.models.index(self.model)
+        self.quality = world.quality
+
+    def choose(self, i: int, task: str, eligible: np.ndarray) -> int:
+        return self.j if eligible[self.j] else int(np.argmax(eligible))
+
+    def update(self, *args: object) -> None:
+        return None
+
+
+class BestFixedPerTask:
+    """In hindsight, per task: the cheapest model whose mean quality meets the bar (else the
+    best one). The baseline regret is measured against."""
+
+    name = "best-fixed-per-task"
+
+    def reset(self, world: World, bars: dict[str, float], rng: np.random.Generator) -> None:
+        self.choice: dict[str, int] = {}
+        for task in world.tasks():
+            rows = world.task_index(task)
+            q = np.nanmean(world.quality[rows], axis=0)
+            c = np.nanmean(world.cost[rows], axis=0)
+            ok = q >= bars[task]
+            self.choice[task] = int(np.argmin(np.where(ok, c, np.inf))) if ok.any() else int(
+                np.nanargmax(q))
+
+    def choose(self, i: int, task: str, eligible: np.ndarray) -> int:
+        j = self.choice[task]
+        return j if eligible[j] else int(np.argmax(eligible))
+
+    def update(self, *args: object) -> None:
+        return None
+
+
+class Oracle:
+    """Per prompt, in hindsight: the cheapest model with that prompt's best quality."""
+
+    name = "oracle"
+
+    def reset(self, world: World, bars: dict[str, float], rng: np.random.Generator) -> None:
+        self.world = world
+
+    def choose(self, i: int, task: str, eligible: np.ndarray) -> int:
+        q = np.where(eligible, self.world.quality[i], -np.inf)
+        best = q >= q.max() - 1e-12
+        return int(np.argmin(np.where(best, self.world.cost[i], np.inf)))
+
+    def update(self, *args: object) -> None:
+        return None

@@ -1,0 +1,75 @@
+"""Terminal tables and PNG plots for replay results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from conductor.errors import ConfigError
+
+
+def replay_table(report: dict[str, Any]) -> str:
+    lines = [f"{report['prompts']} prompts, {report['seeds']} seed(s); quality bar "
+             f"{report['quality_bar']:g} x the strongest model ({report['strongest_model']}): "
+             + ", ".join(f"{t} min_quality {v:.3f}" for t, v in report["min_quality"].items()),
+             f"{'policy':<44} {'quality':>8} {'vs strongest':>12} {'cost $':>9} "
+             f"{'vs strongest':>12} {'regret':>8} {'tasks below bar':>15}"]
+    for name, p in report["policies"].items():
+        o = p["overall"]
+        lines.append(f"{name[:44]:<44} {o['quality']:>8.3f} {o['quality_vs_strongest']:>12.3f} "
+                     f"{o['cost_usd']:>9.3f} {o['cost_vs_strongest']:>12.3f} "
+                     f"{o['regret']:>8.1f} {o['task_types_below_bar']:>15.1f}")
+    aiq = report.get("aiq", {})
+    if aiq:
+        lines.append("AIQ (area under the cost-quality frontier, log cost): " + ", ".join(
+            f"{k} {v['aiq']:.3f}" for k, v in aiq.items() if isinstance(v, dict)))
+    return "\n".join(lines)
+
+
+def replay_plots(report: dict[str, Any], out_dir: str | Path) -> list[Path]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise ConfigError("--plots needs matplotlib: pip install 'conductor-router[bench]'"
+                          ) from exc
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    for name, p in report["policies"].items():
+        o = p["overall"]
+        c = o["cost_usd"] / max(o["requests"], 1)
+        marker = "o" if name.startswith("always:") else "*"
+        ax.scatter(c, o["quality"], marker=marker, s=70 if marker == "*" else 30)
+        ax.annotate(name.replace("always:", "")[:28], (c, o["quality"]), fontsize=7,
+                    xytext=(3, 3), textcoords="offset points")
+    for name in ("conductor", "epsilon-greedy", "ucb1"):
+        pts = report.get("aiq", {}).get(name, {}).get("points")
+        if pts:
+            xs, ys = zip(*sorted(pts), strict=True)
+            ax.plot(xs, ys, "-", alpha=0.6, label=f"{name} (bar sweep)")
+    ax.set_xscale("log")
+    ax.set_xlabel("mean cost per request (USD, log)")
+    ax.set_ylabel("mean quality")
+    ax.set_title("Cost vs quality")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    files.append(out / "frontier.png")
+    fig.savefig(files[-1], dpi=120)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for name, curve in report.get("regret_curves", {}).items():
+        if name.startswith("always:") or name == "best-fixed-per-task":
+            continue
+        ax.plot(curve, label=name)
+    ax.set_xlabel("requests")
+    ax.set_ylabel("cumulative regret vs best fixed model per task")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    files.append(out / "regret.png")
+    fig.savefig(files[-1], dpi=120)
+    plt.close(fig)
+    return files

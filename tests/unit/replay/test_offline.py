@@ -1,0 +1,154 @@
+"""Off-policy evaluation (coverage against live runs), calibration and tuning."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+import numpy as np
+import pytest
+
+from conductor.bandit.policy import PolicyParams, ThompsonPolicy
+from conductor.bandit.posterior import Prior, TaskPosterior
+from conductor.bandit.simulate import cost_table
+from conductor.config import settings_from_dict
+from conductor.errors import InvalidRequestError
+from conductor.replay.harness import ReplayConfig
+from conductor.replay.logs import LoggedRecord
+from conductor.replay.offline import Candidate, calibrate, compare, tune_world, write_priors
+from conductor.replay.world import build_world, read_rows
+from conductor.router import Conductor, load_coefficients
+from conductor.types import Constraints
+
+QUALITY = (0.95, 0.90, 0.70)
+COSTS = (10.0, 2.0, 1.0)
+
+
+def _settings():
+    return settings_from_dict({
+        "providers": {"p": {"kind": "demo"}},
+        "models": {f"m{i}": {"provider": "p", "input_usd_per_1m": c * 1e6,
+                             "output_usd_per_1m": 0.0} for i, c in enumerate(COSTS)},
+        "strategies": {f"s{i}": {"model": f"m{i}", "prior_quality": 0.5} for i in range(3)},
+        "policy": {"default_strategy": "s0"},
+    })
+
+
+def _logged(seed: int, n: int = 1500, t: float = 2.0) -> list[LoggedRecord]:
+    """Traffic logged by constrained Thompson sampling, with its propensities."""
+    rng = np.random.default_rng([seed, 1])
+    world = np.random.default_rng([seed, 2])
+    table = cost_table(COSTS)
+    post = TaskPosterior(list(table.names), [Prior(quality_alpha=1, quality_beta=1,
+                                                   latency_mu=5.0)] * 3)
+    policy = ThompsonPolicy(PolicyParams())
+    c = Constraints(min_quality=0.85)
+    el = np.ones(3, dtype=bool)
+    out = []
+    for k in range(n):
+        probs = policy.choice_probabilities(post, table, el, c, 1, t, rng)
+        a = int(rng.choice(3, p=probs))
+        q = float(world.random() < QUALITY[a])
+        post.observe_outcome(table.names[a], 100.0, 1, None, 1.0)
+        post.observe_reward(table.names[a], q)
+        out.append(LoggedRecord(request_id=str(k), created_at=float(k), task_type="chat",
+                                action=table.names[a], propensity=float(probs[a]),
+                                routed_by="policy", min_quality=0.85, max_latency_ms=None,
+                                max_cost_usd=None, input_tokens=1, executed=table.names[a],
+                                quality=q, cost_usd=COSTS[a] * 1e-6 * 1, latency_ms=100.0,
+                                output_tokens=1))
+    return out
+
+
+@pytest.mark.slow
+def test_ope_intervals_cover_the_live_value() -> None:
+    settings = _settings()
+    covered = {"snips": 0, "dr": 0}
+    trials = 0
+    for seed in range(20):
+        records = _logged(seed)
+        cands = [Candidate.parse("strategy=s1"), Candidate.parse("strategy=s2"),
+                 Candidate.parse("random")]
+        res = compare(records, settings, cands, seed=seed, resamples=500)
+        live_rng = np.random.default_rng([seed, 3])
+        live = {"strategy=s1": float(np.mean(live_rng.random(2000) < QUALITY[1])),
+                "strategy=s2": float(np.mean(live_rng.random(2000) < QUALITY[2])),
+                "random": float(np.mean(live_rng.random(2000) < np.array(QUALITY)[
+                    live_rng.integers(0, 3, 2000)]))}
+        for spec, value in live.items():
+            trials += 1
+            for est in covered:
+                e = getattr(res[spec]["quality"], est)
+                covered[est] += e.low <= value <= e.high
+    rates = {k: v / trials for k, v in covered.items()}
+    print("coverage over", trials, "(seed, candidate) pairs:", rates)
+    assert rates["dr"] >= 0.9 and rates["snips"] >= 0.9
+
+
+def test_ope_basics_and_warnings() -> None:
+    records = _logged(0, n=600)
+    res = compare(records, _settings(), [Candidate.parse("strategy=s0"),
+                                         Candidate.parse("temperature=0.5")])
+    fixed = res["strategy=s0"]
+    assert fixed["used_records"] == 600
+    assert fixed["cost_usd"].dr.value == pytest.approx(10e-6, rel=0.2)
+    assert fixed["quality"].ess < 600
+    assert any("effective sample size" in w for w in fixed["quality"].warnings)
+    ts = res["temperature=0.5"]["quality"]
+    assert ts.dr.low <= ts.dr.value <= ts.dr.high
+    with pytest.raises(InvalidRequestError, match="unknown strategy 'nope'"):
+        compare(records, _settings(), [Candidate.parse("strategy=nope")])
+    with pytest.raises(InvalidRequestError, match="unknown key 'colour'"):
+        Candidate.parse("colour=red")
+
+
+def test_calibrate_from_a_world_fits_capped_priors(tmp_path: Path, world_file: Path) -> None:
+    w = build_world(read_rows([world_file]))
+    result = calibrate(w, None, cap=20.0)
+    small = result["priors"]["easy"]["small"]
+    assert small.quality_alpha + small.quality_beta == pytest.approx(20.0)  # capped
+    assert small.quality_alpha / 20.0 == pytest.approx(0.90, abs=0.05)
+    assert result["priors"]["hard"]["small"].quality_alpha / 20.0 == pytest.approx(0.40,
+                                                                                  abs=0.08)
+    r = result["report"]
+    assert r["holdout_loglik_per_obs_fitted"] > r["holdout_loglik_per_obs_default"]
+    out = tmp_path / "priors.json"
+    write_priors(result, out)
+    loaded = load_coefficients(out)
+    assert loaded["easy"]["small"] == small
+
+
+def test_calibrated_priors_are_used_by_conductor(tmp_path: Path) -> None:
+    c = Conductor(seed=1)
+    for _ in range(200):
+        c.complete("hello", task_type="classify")
+    from conductor.replay.logs import read_logged
+    from conductor.storage.jsonl import JSONLLogStore
+
+    log = tmp_path / "log.jsonl"
+    c2 = Conductor(seed=2, log_store=JSONLLogStore(log))
+    for _ in range(200):
+        c2.complete("hello", task_type="classify")
+    c2.close()
+    result = calibrate(read_logged(log), c2.settings, cap=20.0)
+    out = tmp_path / "p.json"
+    write_priors(result, out)
+    fresh = Conductor(seed=3, coefficients=load_coefficients(out))
+    post = fresh.posteriors["classify"]
+    fitted = result["priors"]["classify"]
+    for s, prior in fitted.items():
+        i = post.index[s]
+        assert post.prior["q_a0"][i] == pytest.approx(prior.quality_alpha)
+    c.close()
+    fresh.close()
+
+
+def test_tune_recommends_a_temperature_per_task(world_file: Path) -> None:
+    w = build_world(read_rows([world_file]))
+    result = tune_world(w, ReplayConfig(seeds=1), temperatures=(0.0, 1.0))
+    assert set(result["recommended"]) == {"easy", "hard"}
+    for task, sweep in result["sweep"].items():
+        assert set(sweep) == {"0.0", "1.0"}
+        assert result["recommended"][task] in (0.0, 1.0)
+        assert all(0 <= v["quality"] <= 1 for v in sweep.values())
+    assert msgspec.json.encode(result)
