@@ -22,7 +22,10 @@ from conductor.types import Constraints
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seeds", type=int, default=200)
+    ap.add_argument("--guard-floor", type=float, default=PolicyParams().guard_floor)
     args = ap.parse_args()
+    print(f"guard floor {args.guard_floor:g} (a strategy is not 'wide' once its chance of "
+          "meeting the floor is under this)")
     print(f"{'guard (trials)':>14} {'min_quality':>11} {'mean share':>10} {'starved':>9}")
     for guard in (0.0, 20.0, 40.0):
         for bar, target in ((0.85, 1), (0.93, 0)):
@@ -30,7 +33,8 @@ def main() -> None:
             shares = np.array([
                 np.mean(run_bernoulli_world((0.95, 0.90, 0.70), (10.0, 2.0, 1.0),
                                             Constraints(min_quality=bar), seed,
-                                            params=PolicyParams(wide_posterior_trials=guard))
+                                            params=PolicyParams(wide_posterior_trials=guard,
+                                                                guard_floor=args.guard_floor))
                         [-500:] == target)
                 for seed in range(args.seeds)])
             starved = int((shares < 0.6).sum())

@@ -10,6 +10,7 @@ import datetime
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
@@ -328,6 +329,62 @@ def tune(source: Path, quality_bar: float, seeds: int, config_path: Path | None,
             raise InvalidRequestError(f"--apply {apply_url}: HTTP {r.status_code}: {r.text}",
                                       field="apply")
         click.echo(f"applied exploration {result['recommended']} at {apply_url}")
+
+
+@main.command()
+@click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path),
+              default="conductor.db", show_default=True, help="The SQLite database to read.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="The config the traffic was served with (for the default strategy's "
+                   "prices; default: built-in).")
+@click.option("--window-s", type=click.FloatRange(min=1), default=300.0, show_default=True,
+              help="The sliding window, ending at the last logged request.")
+@click.option("--json", "as_json", is_flag=True, help="Print the stats as JSON.")
+def stats(db_path: Path, config_path: Path | None, window_s: float, as_json: bool) -> None:
+    """Counters, cost (and saved vs the default strategy), latency percentiles, quality,
+    strategy shares, fallback rate and SLA compliance from a database.
+
+    Example: conductor stats --db conductor.db --json
+    """
+    import msgspec
+
+    from conductor.metrics import MetricsCollector
+
+    if not db_path.exists():
+        raise StorageError(f"{db_path}: no such database")
+    settings = load_settings(config_path) if config_path else default_settings()
+    d_model = settings.models[settings.strategies[settings.policy.default_strategy].model]
+
+    def default_cost(o: Any) -> float:
+        return (o.input_tokens * d_model.input_usd_per_1m
+                + o.output_tokens * d_model.output_usd_per_1m) / 1e6
+
+    store = SQLiteStore(db_path)
+    try:
+        m = MetricsCollector.from_records(store.iter_requests(), default_cost, window_s)
+    finally:
+        store.close()
+    s = m.get_stats()
+    if as_json:
+        click.echo(msgspec.json.format(msgspec.json.encode(s), indent=2).decode())
+        return
+    c, cost, lat = s["counters"], s["cost"], s["latency"]
+    click.echo(f"requests {c['outcomes_total']}  errors {c['errors_total']}  fallbacks "
+               f"{c['fallbacks_total']} ({s['fallback_rate']:.1%})  explored {c['explored_total']}"
+               f"  SLA met {s['sla_compliance'] or 0:.1%}")
+    click.echo(f"cost ${cost['total_usd']:.6f}  on the default strategy ${cost['default_usd']:.6f}"
+               f"  saved ${cost['saved_vs_default_usd']:.6f}")
+    if lat["p50_ms"] is not None:
+        click.echo(f"latency avg {lat['avg_ms']:.0f} ms  p50 {lat['p50_ms']:.0f}  p95 "
+                   f"{lat['p95_ms']:.0f}  p99 {lat['p99_ms']:.0f}")
+    click.echo(f"{'strategy':<24} {'share':>7} {'cost $':>12} {'p50 ms':>8}")
+    for name, share in s["strategies"].items():
+        p50 = lat["by_strategy"].get(name, {}).get("p50_ms")
+        click.echo(f"{name:<24} {share:>7.1%} {cost['by_strategy'].get(name, 0.0):>12.6f} "
+                   f"{p50 if p50 is not None else float('nan'):>8.0f}")
+    for task, q in s["quality"]["by_task_type"].items():
+        if q["mean"] is not None:
+            click.echo(f"quality {task}: {q['mean']:.3f} over {q['rewards']} requests")
 
 
 def parse_time(value: str | None) -> float | None:

@@ -290,6 +290,8 @@ class Conductor:
         self._feedback_lock = threading.Lock()
         # Called with (request, decision, outcome) after every outcome (metrics hook).
         self.on_outcome: Callable[[CompletionRequest, Decision, Outcome], None] | None = None
+        # Called with (task type, new effective reward, previous one) when it changes.
+        self.on_reward: Callable[[str, float, float | None], None] | None = None
         self._closed = False
         self._last_snapshot = clock()
         self.restore()
@@ -654,6 +656,17 @@ class Conductor:
                      + 16 * jm.output_usd_per_1m) / 1e6
         return one(st.verified.draft) + judge + one(st.verified.escalate_to)
 
+    def default_cost(self, outcome: Outcome) -> float:
+        """What an outcome's tokens would have cost on the default strategy's model."""
+        m = self.settings.models[self.settings.strategies[self.default_strategy].model]
+        return (outcome.input_tokens * m.input_usd_per_1m
+                + outcome.output_tokens * m.output_usd_per_1m) / 1e6
+
+    def circuits_open(self) -> dict[str, float]:
+        """Seconds each open circuit has been open, by "provider/model"."""
+        return {f"{p}/{m}": b.open_for_s() for (p, m), b in self._breakers.items()
+                if b.state != "closed"}
+
     def policy_settings(self) -> dict[str, Any]:
         """The live policy knobs (what GET /v1/policy shows)."""
         return {"version": self.policy_version, "rollout_percent": self.rollout_percent,
@@ -913,6 +926,9 @@ class Conductor:
             reward = msgspec.structs.replace(reward, effective_score=new)
             handle = self.log_store.record_reward(
                 reward, applied=applied, previous_score=old if applied else None, wait=False)
+            if applied and self.on_reward is not None:
+                assert new is not None
+                self.on_reward(task, new, old)
             if applied:
                 assert new is not None
                 post = self.posteriors[task]

@@ -10,6 +10,7 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +130,21 @@ async def stats(request: Request[Any, Any, Any]) -> dict[str, Any]:
     return _gateway(request.app.state).stats()
 
 
+@get("/metrics", summary="Prometheus text exposition", media_type="text/plain")
+async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
+    gw = _gateway(request.app.state)
+    gw.stats()  # refresh alerts and gauges derived at read time
+    return Response(gw.prometheus.render(),
+                    media_type="text/plain; version=0.0.4")
+
+
+@get("/dashboard", summary="A live dashboard page (refreshes from /v1/stats)",
+     media_type="text/html", include_in_schema=False)
+async def dashboard() -> Response[str]:
+    page = resources.files("conductor.data").joinpath("dashboard.html").read_text("utf-8")
+    return Response(page, media_type="text/html")
+
+
 @get("/healthz", summary="The process is up")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
@@ -142,7 +158,8 @@ async def readyz(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
 
 
 def create_app(settings: Settings | None = None, *, db_path: str | Path | None = None,
-               conductor: Conductor | None = None, max_body_bytes: int = 1_000_000) -> Litestar:
+               conductor: Conductor | None = None, max_body_bytes: int = 1_000_000,
+               metrics_file: str | Path | None = None) -> Litestar:
     """The service. Give ``settings`` (default: built-in) and optionally the database path
     (default: ``storage.path``) or a ready Conductor (tests)."""
     settings = settings or (conductor.settings if conductor else default_settings())
@@ -154,7 +171,7 @@ def create_app(settings: Settings | None = None, *, db_path: str | Path | None =
             store = SQLiteStore(db_path or settings.storage.path,
                                 store_text=settings.storage.store_text)
             c = Conductor(settings, log_store=store)
-        app.state.gateway = Gateway(c, KeyRing(settings.clients))
+        app.state.gateway = Gateway(c, KeyRing(settings.clients), metrics_file=metrics_file)
         log.info("conductor ready: %d strategies, store %s", len(settings.strategies),
                  getattr(c.log_store, "path", type(c.log_store).__name__))
         try:
@@ -164,7 +181,7 @@ def create_app(settings: Settings | None = None, *, db_path: str | Path | None =
 
     return Litestar(
         route_handlers=[chat_completions, complete, route, feedback, request_record, models,
-                        get_policy, put_policy, stats, healthz, readyz],
+                        get_policy, put_policy, stats, metrics, dashboard, healthz, readyz],
         lifespan=[lifespan],
         exception_handlers={Exception: handle_exception},
         request_max_body_size=max_body_bytes,

@@ -6,15 +6,18 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from conductor.errors import ConductorError, InvalidRequestError, NotFoundError
+from conductor.errors import ConductorError, InvalidRequestError, NotFoundError, RateLimitedError
+from conductor.metrics import MetricsCollector
 from conductor.rate_limiter import RateLimitConfig, RateLimiter, Reservation
 from conductor.router import Conductor
 from conductor.service.auth import KeyRing
 from conductor.service.errors import error_body, status_of
+from conductor.service.prom import PrometheusMetrics
 from conductor.service.schemas import (
     ChatCompletion,
     ChatCompletionRequest,
@@ -73,7 +76,8 @@ def hints_from_headers(headers: Mapping[str, str]) -> dict[str, Any]:
 class Gateway:
     """Conductor behind HTTP: keys, limits, and the OpenAI wire format."""
 
-    def __init__(self, conductor: Conductor, keys: KeyRing) -> None:
+    def __init__(self, conductor: Conductor, keys: KeyRing,
+                 metrics_file: str | Path | None = None) -> None:
         self.conductor = conductor
         self.keys = keys
         self.limiter = RateLimiter({
@@ -82,6 +86,21 @@ class Gateway:
                                   max_cost_per_hour_usd=c.max_cost_per_hour_usd)
             for name, c in conductor.settings.clients.items()})
         self.started = time.time()
+        self.prometheus = PrometheusMetrics(conductor)
+        self.metrics = MetricsCollector(
+            metrics_file=Path(metrics_file) if metrics_file else None,
+            enable_logging=metrics_file is not None, default_cost=conductor.default_cost,
+            prometheus=self.prometheus)
+
+        def on_outcome(req: CompletionRequest, decision: Decision, outcome: Any) -> None:
+            upstream = sum(c.latency_ms for c in outcome.calls if c.error is None)
+            self.metrics.record_outcome(
+                task_type=req.task_type, client_id=req.client_id, outcome=outcome,
+                explored=decision.explored,
+                overhead_ms=outcome.latency_ms - upstream if outcome.calls else None)
+
+        conductor.on_outcome = on_outcome
+        conductor.on_reward = self.metrics.record_reward
 
     # -- requests --------------------------------------------------------------------------
 
@@ -133,7 +152,11 @@ class Gateway:
         """Decide, then reserve the decided strategy's upper-bound cost for the client."""
         decision = self.conductor.decide(req, strategy=strategy)
         bound = self.conductor.cost_upper_bound(decision, req)
-        return decision, self.limiter.acquire(req.client_id, bound)
+        try:
+            return decision, self.limiter.acquire(req.client_id, bound)
+        except RateLimitedError as exc:
+            self.metrics.record_rate_limited(req.client_id, exc.limit)
+            raise
 
     async def run(self, req: CompletionRequest, strategy: str | None) -> CompletionResult:
         decision, reservation = self.admit(req, strategy)
@@ -256,15 +279,22 @@ class Gateway:
         return msgspec.convert(new, PolicyView)
 
     def stats(self) -> dict[str, Any]:
+        """The metrics collector's stats, with the judge, circuits and policy folded in."""
         c = self.conductor
-        return {"uptime_s": time.time() - self.started, "counters": dict(c.counters),
-                "rate_limited_total": self.limiter.refused,
-                "judge": {"submitted": c.judge_runner.submitted,
-                          "dropped": c.judge_runner.dropped,
-                          "failed": c.judge_runner.failed,
-                          "budget_skipped": c.judge_sampler.budget_skipped},
-                "quality": {"judge_user_agreement": {
-                    t: cal.agreement() for t, cal in c.calibrations.items() if cal.n}}}
+        self.metrics.set_judge(calls=c.counters["judge_calls"], dropped=c.judge_runner.dropped,
+                               failed=c.counters["judge_failures"],
+                               usd=c.counters["judge_cost_usd"])
+        self.metrics.set_circuits(c.circuits_open())
+        self.metrics.set_agreement({t: cal.agreement() for t, cal in c.calibrations.items()
+                                    if cal.n})
+        out = self.metrics.get_stats()
+        out["policy"] = c.policy_settings()
+        out["router"] = {"retries": c.counters["retries"],
+                         "circuits_opened": c.counters["circuit_opened"],
+                         "circuits_open": c.circuits_open(),
+                         "judge_budget_skipped": c.judge_sampler.budget_skipped,
+                         "judge_failed": c.counters["judge_failures"]}
+        return out
 
     async def ready(self) -> tuple[bool, dict[str, Any]]:
         c = self.conductor

@@ -1,0 +1,294 @@
+"""MetricsCollector: counters, cost, latency percentiles, quality, SLA, fallbacks, alerts.
+
+Numbers are kept since start and over a sliding window (ring of ``interval_s`` buckets).
+Latency percentiles come from HdrHistogram (2 significant digits: within 1%), never
+from sorting samples. The same collector feeds Prometheus (``prometheus-client``, on a
+registry of its own) when one is given. With ``enable_logging`` a snapshot line is
+appended to ``metrics_file`` every ``log_interval_s``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from hdrh.histogram import HdrHistogram
+
+from conductor.types import Outcome
+
+log = logging.getLogger("conductor.metrics")
+
+_US_MAX = 3_600_000_000  # one hour, in microseconds
+
+
+def _hist() -> HdrHistogram:
+    return HdrHistogram(1, _US_MAX, 2)
+
+
+def _percentiles(h: HdrHistogram) -> dict[str, float | None]:
+    if h.get_total_count() == 0:
+        return {"avg_ms": None, "p50_ms": None, "p95_ms": None, "p99_ms": None}
+    return {"avg_ms": h.get_mean_value() / 1000.0,
+            "p50_ms": h.get_value_at_percentile(50) / 1000.0,
+            "p95_ms": h.get_value_at_percentile(95) / 1000.0,
+            "p99_ms": h.get_value_at_percentile(99) / 1000.0}
+
+
+class _Tally:
+    """Everything counted over one stretch of time (a bucket, or since start)."""
+
+    def __init__(self) -> None:
+        self.counters = {"requests_total": 0, "outcomes_total": 0, "outcomes_sla_met": 0,
+                         "fallbacks_total": 0, "errors_total": 0, "explored_total": 0,
+                         "rate_limited_total": 0}
+        self.cost_total = 0.0
+        self.cost_default = 0.0
+        self.cost_by_strategy: dict[str, float] = {}
+        self.cost_by_task: dict[str, float] = {}
+        self.by_strategy: dict[str, int] = {}
+        self.by_task_strategy: dict[str, dict[str, int]] = {}
+        self.latency = _hist()
+        self.latency_by_strategy: dict[str, HdrHistogram] = {}
+        self.quality: dict[str, list[float]] = {}  # task -> [sum, count]
+
+    def add(self, other: _Tally) -> None:
+        for k, v in other.counters.items():
+            self.counters[k] += v
+        self.cost_total += other.cost_total
+        self.cost_default += other.cost_default
+        for d, o in ((self.cost_by_strategy, other.cost_by_strategy),
+                     (self.cost_by_task, other.cost_by_task), (self.by_strategy,
+                                                                other.by_strategy)):
+            for k, v in o.items():
+                d[k] = d.get(k, 0) + v
+        for t, m in other.by_task_strategy.items():
+            mine = self.by_task_strategy.setdefault(t, {})
+            for k, v in m.items():
+                mine[k] = mine.get(k, 0) + v
+        self.latency.add(other.latency)
+        for k, h in other.latency_by_strategy.items():
+            self.latency_by_strategy.setdefault(k, _hist()).add(h)
+        for t, (s, n) in other.quality.items():
+            q = self.quality.setdefault(t, [0.0, 0.0])
+            q[0] += s
+            q[1] += n
+
+    def view(self, window_s: float | None) -> dict[str, Any]:
+        c = self.counters
+        n = c["outcomes_total"]
+        shares = {k: v / n for k, v in sorted(self.by_strategy.items())} if n else {}
+        by_task = {t: {k: v / sum(m.values()) for k, v in sorted(m.items())}
+                   for t, m in sorted(self.by_task_strategy.items())}
+        return {
+            "counters": dict(c),
+            "cost": {"total_usd": self.cost_total,
+                     "by_strategy": dict(sorted(self.cost_by_strategy.items())),
+                     "by_task_type": dict(sorted(self.cost_by_task.items())),
+                     "default_usd": self.cost_default,
+                     "saved_vs_default_usd": self.cost_default - self.cost_total},
+            "latency": {**_percentiles(self.latency),
+                        "by_strategy": {k: _percentiles(h) for k, h in
+                                        sorted(self.latency_by_strategy.items())}},
+            "quality": {"by_task_type": {t: {"mean": s / k if k else None, "rewards": int(k)}
+                                         for t, (s, k) in sorted(self.quality.items())}},
+            "strategies": shares,
+            "strategies_by_task_type": by_task,
+            "fallback_rate": c["fallbacks_total"] / n if n else 0.0,
+            "sla_compliance": c["outcomes_sla_met"] / n if n else None,
+            "window_s": window_s,
+        }
+
+
+class MetricsCollector:
+    """Thread-safe. Feed it outcomes, rewards and refusals; read ``get_stats()``."""
+
+    def __init__(self, metrics_file: Path | None = None, enable_logging: bool = False, *,
+                 window_s: float = 300.0, interval_s: float = 10.0,
+                 log_interval_s: float = 60.0, fallback_alert_rate: float = 0.10,
+                 sla_target: float = 0.95, circuit_alert_s: float = 300.0,
+                 min_requests_for_alerts: int = 20,
+                 default_cost: Callable[[Outcome], float] | None = None,
+                 prometheus: Any | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.metrics_file = metrics_file
+        self.enable_logging = enable_logging and metrics_file is not None
+        self.window_s = window_s
+        self.interval_s = interval_s
+        self.log_interval_s = log_interval_s
+        self.fallback_alert_rate = fallback_alert_rate
+        self.sla_target = sla_target
+        self.circuit_alert_s = circuit_alert_s
+        self.min_requests_for_alerts = min_requests_for_alerts
+        self.default_cost = default_cost
+        self.prometheus = prometheus
+        self.clock = clock
+        self.started = clock()
+        self.total = _Tally()
+        self._buckets: deque[tuple[int, _Tally]] = deque()
+        self._lock = threading.Lock()
+        self._last_log = self.started
+        self.judge: dict[str, float] = {"judge_calls_total": 0, "judge_dropped_total": 0,
+                                        "judge_failed_total": 0, "judge_usd": 0.0}
+        self.agreement: dict[str, Any] = {}
+        self.circuits_open: dict[str, float] = {}
+        self._alerted: set[str] = set()
+
+    def _bucket(self, now: float) -> _Tally:
+        key = int(now // self.interval_s)
+        if not self._buckets or self._buckets[-1][0] != key:
+            self._buckets.append((key, _Tally()))
+        horizon = int((now - self.window_s) // self.interval_s)
+        while self._buckets and self._buckets[0][0] < horizon:
+            self._buckets.popleft()
+        return self._buckets[-1][1]
+
+    def record_outcome(self, *, task_type: str, client_id: str, outcome: Outcome,
+                       explored: bool = False, overhead_ms: float | None = None) -> None:
+        now = self.clock()
+        default = self.default_cost(outcome) if self.default_cost else outcome.cost_usd
+        with self._lock:
+            for t in (self.total, self._bucket(now)):
+                c = t.counters
+                c["requests_total"] += 1
+                c["outcomes_total"] += 1
+                c["outcomes_sla_met"] += int(outcome.sla_met)
+                c["fallbacks_total"] += int(outcome.fallback_used)
+                c["errors_total"] += int(outcome.error is not None)
+                c["explored_total"] += int(explored)
+                t.cost_total += outcome.cost_usd
+                t.cost_default += default
+                s = outcome.strategy
+                t.cost_by_strategy[s] = t.cost_by_strategy.get(s, 0.0) + outcome.cost_usd
+                t.cost_by_task[task_type] = t.cost_by_task.get(task_type, 0.0) + outcome.cost_usd
+                t.by_strategy[s] = t.by_strategy.get(s, 0) + 1
+                m = t.by_task_strategy.setdefault(task_type, {})
+                m[s] = m.get(s, 0) + 1
+                us = int(min(max(outcome.latency_ms * 1000.0, 1), _US_MAX))
+                t.latency.record_value(us)
+                t.latency_by_strategy.setdefault(s, _hist()).record_value(us)
+        if self.prometheus is not None:
+            self.prometheus.outcome(client_id, task_type, outcome, explored, overhead_ms)
+        self._maybe_log(now)
+
+    def record_reward(self, task_type: str, score: float, previous: float | None = None) -> None:
+        """A request's fused reward became ``score`` (it was ``previous``): quality is the
+        mean of each request's current reward, so a correction replaces, never adds."""
+        with self._lock:
+            for t in (self.total, self._bucket(self.clock())):
+                q = t.quality.setdefault(task_type, [0.0, 0.0])
+                q[0] += score - (previous or 0.0)
+                q[1] += 1 if previous is None else 0
+
+    def record_rate_limited(self, client_id: str, limit: str) -> None:
+        with self._lock:
+            for t in (self.total, self._bucket(self.clock())):
+                t.counters["rate_limited_total"] += 1
+        if self.prometheus is not None:
+            self.prometheus.rate_limited(client_id, limit)
+
+    def set_judge(self, *, calls: float, dropped: float, failed: float, usd: float) -> None:
+        self.judge = {"judge_calls_total": calls, "judge_dropped_total": dropped,
+                      "judge_failed_total": failed, "judge_usd": usd}
+
+    def set_circuits(self, open_for_s: dict[str, float]) -> None:
+        self.circuits_open = dict(open_for_s)
+
+    def set_agreement(self, agreement: dict[str, Any]) -> None:
+        self.agreement = agreement
+
+    def _window(self, now: float) -> _Tally:
+        t = _Tally()
+        horizon = int((now - self.window_s) // self.interval_s)
+        for key, b in self._buckets:
+            if key >= horizon:
+                t.add(b)
+        return t
+
+    def alerts(self, window: dict[str, Any]) -> list[dict[str, Any]]:
+        """Active alerts over the window; each new one is logged once as a warning."""
+        out: list[dict[str, Any]] = []
+        n = window["counters"]["outcomes_total"]
+        if n >= self.min_requests_for_alerts and window["fallback_rate"] > self.fallback_alert_rate:
+            out.append({"name": "fallback_rate", "value": window["fallback_rate"],
+                        "threshold": self.fallback_alert_rate,
+                        "message": f"{window['fallback_rate']:.1%} of requests fell back in "
+                                   f"the last {self.window_s:g} s"})
+        sla = window["sla_compliance"]
+        if n >= self.min_requests_for_alerts and sla is not None and sla < self.sla_target:
+            out.append({"name": "sla_compliance", "value": sla, "threshold": self.sla_target,
+                        "message": f"SLA met on {sla:.1%} of requests (target "
+                                   f"{self.sla_target:.0%})"})
+        if self.judge["judge_dropped_total"] > 0:
+            out.append({"name": "judge_queue_drops", "value": self.judge["judge_dropped_total"],
+                        "threshold": 0, "message": f"{self.judge['judge_dropped_total']:.0f} "
+                                                   "judge jobs dropped: the queue was full"})
+        for model, secs in sorted(self.circuits_open.items()):
+            if secs > self.circuit_alert_s:
+                out.append({"name": f"circuit_open:{model}", "value": secs,
+                            "threshold": self.circuit_alert_s,
+                            "message": f"circuit for {model} open for {secs:.0f} s"})
+        names = {a["name"] for a in out}
+        for a in out:
+            if a["name"] not in self._alerted:
+                log.warning("alert %s: %s", a["name"], a["message"],
+                            extra={"alert": a["name"], "value": a["value"]})
+        self._alerted = names
+        if self.prometheus is not None:
+            self.prometheus.alerts(names)
+        return out
+
+    def get_stats(self) -> dict[str, Any]:
+        now = self.clock()
+        with self._lock:
+            since_start = self.total.view(None)
+            window = self._window(now).view(self.window_s)
+        for view in (since_start, window):
+            view["counters"]["judge_calls_total"] = int(self.judge["judge_calls_total"])
+            view["counters"]["judge_dropped_total"] = int(self.judge["judge_dropped_total"])
+            view["cost"]["judge_usd"] = self.judge["judge_usd"]
+            view["quality"]["judge_user_agreement"] = self.agreement
+        return {**since_start, "uptime_s": now - self.started, "window": window,
+                "alerts": self.alerts(window)}
+
+    def _maybe_log(self, now: float) -> None:
+        if not self.enable_logging or now - self._last_log < self.log_interval_s:
+            return
+        self._last_log = now
+        self.write_snapshot()
+
+    @classmethod
+    def from_records(cls, records: Any, default_cost: Callable[[Outcome], float] | None = None,
+                     window_s: float = 300.0) -> MetricsCollector:
+        """A collector fed with stored requests (``SQLiteStore.iter_requests``), on their own
+        clock: "since start" covers the whole log, the window its last ``window_s``."""
+        now = [0.0]
+        m = cls(window_s=window_s, default_cost=default_cost, clock=lambda: now[0])
+        first = True
+        for rec in records:
+            outcome = rec["outcome"]
+            if outcome is None:
+                continue
+            now[0] = max(now[0], outcome.created_at)
+            if first:
+                m.started = now[0]
+                first = False
+            m.record_outcome(task_type=rec["task_type"], client_id=rec["client_id"],
+                             outcome=outcome, explored=rec["decision"].explored)
+            effective = [r.effective_score for r in rec["rewards"]
+                         if r.effective_score is not None]
+            if effective:
+                m.record_reward(rec["task_type"], effective[-1])
+        return m
+
+    def write_snapshot(self) -> None:
+        """Append one JSON line of ``get_stats()`` (with a timestamp) to the metrics file."""
+        if self.metrics_file is None:
+            return
+        line = msgspec.json.encode({"time": self.clock(), **self.get_stats()})
+        with self.metrics_file.open("ab") as fh:
+            fh.write(line + b"\n")

@@ -1,0 +1,112 @@
+"""Prometheus exposition (prometheus-client) on a registry of the app's own.
+
+Label values come only from the configuration (clients, task types, strategies); any
+other value is reported as "other", so cardinality stays bounded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from conductor.router import Conductor
+from conductor.types import Outcome
+
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64)
+OVERHEAD_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1)
+
+
+class PrometheusMetrics:
+    def __init__(self, conductor: Conductor) -> None:
+        s = conductor.settings
+        self.conductor = conductor
+        self.clients = set(s.clients) | {"default"}
+        self.tasks = set(s.task_types)
+        self.strategies = set(s.strategies)
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("conductor_requests", "Routed requests",
+                                ["client", "task_type", "strategy"], registry=r)
+        self.outcomes = Counter("conductor_outcomes", "Completed requests by SLA result",
+                                ["task_type", "strategy", "sla_met"], registry=r)
+        self.fallbacks = Counter("conductor_fallbacks", "Requests that fell back",
+                                 ["task_type", "strategy"], registry=r)
+        self.errors = Counter("conductor_errors", "Requests that failed on every strategy",
+                              ["task_type"], registry=r)
+        self.explored = Counter("conductor_explored", "Decisions that explored",
+                                ["task_type"], registry=r)
+        self.cost = Counter("conductor_cost_usd", "Spend on answers (USD)",
+                            ["task_type", "strategy"], registry=r)
+        self.judge_calls = Gauge("conductor_judge_calls", "Judge calls since start", registry=r)
+        self.judge_failures = Gauge("conductor_judge_failures", "Judge failures since start",
+                                    registry=r)
+        self.judge_dropped = Gauge("conductor_judge_dropped", "Judge jobs dropped (queue full)",
+                                   registry=r)
+        self.judge_cost = Gauge("conductor_judge_cost_usd", "Spend on the judge (USD)",
+                                registry=r)
+        self.rate_limited_c = Counter("conductor_rate_limited", "Refused by a client limit",
+                                      ["client", "limit"], registry=r)
+        self.latency = Histogram("conductor_latency_seconds", "End-to-end latency",
+                                 ["task_type", "strategy"], buckets=LATENCY_BUCKETS, registry=r)
+        self.overhead = Histogram("conductor_gateway_overhead_seconds",
+                                  "Time spent in Conductor outside upstream calls",
+                                  buckets=OVERHEAD_BUCKETS, registry=r)
+        self.q_mean = Gauge("conductor_posterior_quality_mean", "Posterior mean quality",
+                            ["task_type", "strategy"], registry=r)
+        self.q_std = Gauge("conductor_posterior_quality_std", "Posterior std of quality",
+                           ["task_type", "strategy"], registry=r)
+        self.alert = Gauge("conductor_alert", "1 while an alert is active", ["alert"],
+                           registry=r)
+        self._alerts: set[str] = set()
+
+    def _c(self, client: str) -> str:
+        return client if client in self.clients else "other"
+
+    def _t(self, task: str) -> str:
+        return task if task in self.tasks else "other"
+
+    def _s(self, strategy: str) -> str:
+        return strategy if strategy in self.strategies else "other"
+
+    def outcome(self, client: str, task: str, o: Outcome, explored: bool,
+                overhead_ms: float | None) -> None:
+        t, s = self._t(task), self._s(o.strategy)
+        self.requests.labels(self._c(client), t, s).inc()
+        self.outcomes.labels(t, s, "true" if o.sla_met else "false").inc()
+        if o.fallback_used:
+            self.fallbacks.labels(t, s).inc()
+        if o.error is not None:
+            self.errors.labels(t).inc()
+        if explored:
+            self.explored.labels(t).inc()
+        self.cost.labels(t, s).inc(o.cost_usd)
+        self.latency.labels(t, s).observe(o.latency_ms / 1000.0)
+        if overhead_ms is not None:
+            self.overhead.observe(max(overhead_ms, 0.0) / 1000.0)
+
+    def rate_limited(self, client: str, limit: str) -> None:
+        self.rate_limited_c.labels(self._c(client), limit).inc()
+
+    def alerts(self, active: Iterable[str]) -> None:
+        now = set(active)
+        for name in self._alerts - now:
+            self.alert.labels(name).set(0)
+        for name in now:
+            self.alert.labels(name).set(1)
+        self._alerts = now
+
+    def render(self) -> bytes:
+        """The text exposition, with posterior and judge gauges read at scrape time."""
+        c = self.conductor
+        with c._lock:
+            for task, post in c.posteriors.tasks.items():
+                means, stds = post.quality_mean(), post.quality_std()
+                for i, s in enumerate(post.strategies):
+                    self.q_mean.labels(task, s).set(float(means[i]))
+                    self.q_std.labels(task, s).set(float(stds[i]))
+        self.judge_calls.set(c.counters["judge_calls"])
+        self.judge_failures.set(c.counters["judge_failures"])
+        self.judge_dropped.set(c.judge_runner.dropped)
+        self.judge_cost.set(c.counters["judge_cost_usd"])
+        return generate_latest(self.registry)
