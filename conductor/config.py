@@ -64,6 +64,9 @@ class ProviderConfig(Struct, kw_only=True, frozen=True, forbid_unknown_fields=Tr
     seed: int = 0
     simulate_latency: bool = False
     latency_scale: Positive = 1.0
+    model_path: str = ""  # local: a GGUF file; empty = the bundled SmolLM2-135M-Instruct
+    context_size: Annotated[int, Meta(ge=128)] = 2048
+    threads: Annotated[int, Meta(ge=1, le=256)] = 2
 
 
 class ModelConfig(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):

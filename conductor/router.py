@@ -36,6 +36,7 @@ from conductor.errors import (
     JudgeError,
     NoStrategyAvailableError,
     NotFoundError,
+    ProviderBadRequestError,
     ProviderError,
     UnknownStrategyError,
 )
@@ -180,7 +181,7 @@ def build_strategy_table(settings: Settings) -> StrategyTable:
 
 
 def open_providers(settings: Settings) -> dict[str, Provider]:
-    """Provider instances for the configured kinds (``demo``, ``openai``)."""
+    """Provider instances for the configured kinds (``demo``, ``openai``, ``local``)."""
     out: dict[str, Provider] = {}
     for name, pc in settings.providers.items():
         if pc.kind == "demo":
@@ -191,6 +192,10 @@ def open_providers(settings: Settings) -> dict[str, Provider]:
             if not pc.base_url:
                 raise ConfigError(f"providers.{name}.base_url: required for kind 'openai'")
             out[name] = OpenAIProvider(name, pc)
+        elif pc.kind == "local":
+            from conductor.providers.local import LocalProvider
+
+            out[name] = LocalProvider(name, pc)
         else:
             raise ConfigError(f"providers.{name}.kind: {pc.kind!r} is not available in this build")
     return out
@@ -470,6 +475,8 @@ class Conductor:
         async def attempt() -> ProviderResponse:
             try:
                 resp = await provider.complete(call)
+            except ProviderBadRequestError:
+                raise  # the request's fault (e.g. too long for the context): not the model's
             except ProviderError:
                 was_open = breaker.state == "open"
                 breaker.record_failure()
