@@ -161,7 +161,7 @@ class PolicyConfig(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True
     freeze: bool = False
     propensity_draws: Annotated[int, Meta(ge=100, le=1_000_000)] = 4000
     wide_posterior_trials: NonNegative = 40.0
-    guard_floor: Probability = 0.01
+    guard_floor: Probability = 0.001
     seed: int | None = None
     max_fallback_cost_ratio: Positive = 10.0
 

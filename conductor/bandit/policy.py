@@ -43,7 +43,7 @@ class PolicyParams(Struct, kw_only=True, frozen=True):
     temperature: float = 1.0
     quality_per_usd: float = 20.0
     wide_posterior_trials: float = 40.0
-    guard_floor: float = 0.01
+    guard_floor: float = 0.001
     propensity_draws: int = 4000
 
 
