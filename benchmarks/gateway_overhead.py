@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import aiohttp
 import numpy as np
+from loopback import free_port, start_upstream, wait_port
 
 CONFIG = """
 [providers.up]
@@ -52,23 +52,6 @@ BODY = {"model": "auto", "messages": [{"role": "user", "content": "Classify: gre
 DIRECT_BODY = {"model": "small", "messages": BODY["messages"]}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port}")
-
-
 def rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -93,13 +76,6 @@ async def load(url: str, body: dict, n: int, concurrency: int) -> tuple[float, n
         t0 = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
     return n / (time.perf_counter() - t0), np.asarray(latencies), errors
-
-
-def start_upstream(port: int, latency_ms: float) -> subprocess.Popen[bytes]:
-    p = subprocess.Popen([sys.executable, "-m", "conductor.testing", "--port", str(port),
-                          "--latency-ms", str(latency_ms)])
-    wait_port(port)
-    return p
 
 
 def start_conductor(port: int, upstream_port: int, workdir: Path) -> subprocess.Popen[bytes]:

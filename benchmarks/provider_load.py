@@ -16,9 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable
 
@@ -26,6 +23,7 @@ import aiohttp
 import httpx
 import numpy as np
 from httpx_aiohttp import AiohttpTransport
+from loopback import free_port, start_upstream
 
 from conductor import Conductor
 from conductor.config import settings_from_dict
@@ -34,12 +32,6 @@ from conductor.providers.openai import OpenAIProvider
 from conductor.types import Message
 
 BODY = {"model": "m", "messages": [{"role": "user", "content": "Classify: great value"}]}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def run_load(fn: Callable[[], Awaitable[object]], n: int, concurrency: int
@@ -123,16 +115,8 @@ def main() -> None:
     ap.add_argument("--latency-ms", type=float, default=50.0)
     args = ap.parse_args()
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "conductor.testing", "--port", str(port),
-                               "--latency-ms", str(args.latency_ms)])
+    server = start_upstream(port, args.latency_ms)
     try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
         asyncio.run(bench(f"http://127.0.0.1:{port}/v1", args.requests, args.concurrency))
     finally:
         server.terminate()
