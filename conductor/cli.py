@@ -113,8 +113,10 @@ def demo(config_path: Path | None, n: int, seed: int, every: int, db_path: Path 
               help="Worker processes. Each learns on its own and shares the database.")
 @click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path),
               help="SQLite database (default: the config's storage.path, conductor.db).")
+@click.option("--access-log/--no-access-log", default=False, show_default=True,
+              help="Log every HTTP request (every decision is in the database anyway).")
 def serve(config_path: Path | None, host: str, port: int, workers: int,
-          db_path: Path | None) -> None:
+          db_path: Path | None, access_log: bool) -> None:
     """Serve the HTTP API: OpenAI-compatible /v1/chat/completions, /v1/feedback, /v1/policy...
 
     With no config it serves the built-in demo world (no API key, no network) and keeps
@@ -134,14 +136,15 @@ def serve(config_path: Path | None, host: str, port: int, workers: int,
                f"(OpenAI base_url http://{host}:{port}/v1)", err=True)
     if workers == 1:
         uvicorn.run(create_app(settings, db_path=db_path), host=host, port=port,
-                    log_level="info", timeout_graceful_shutdown=10)
+                    log_level="info", access_log=access_log, timeout_graceful_shutdown=10)
         return
     if config_path:
         os.environ["CONDUCTOR_CONFIG"] = str(config_path)
     if db_path:
         os.environ["CONDUCTOR_DB"] = str(db_path)
     uvicorn.run("conductor.service.app:app_from_env", factory=True, host=host, port=port,
-                workers=workers, log_level="info", timeout_graceful_shutdown=10)
+                workers=workers, log_level="info", access_log=access_log,
+                timeout_graceful_shutdown=10)
 
 
 def _is_log(path: Path) -> bool:

@@ -73,7 +73,9 @@ class _Tally:
                 mine[k] = mine.get(k, 0) + v
         self.latency.add(other.latency)
         for k, h in other.latency_by_strategy.items():
-            self.latency_by_strategy.setdefault(k, _hist()).add(h)
+            if k not in self.latency_by_strategy:
+                self.latency_by_strategy[k] = _hist()
+            self.latency_by_strategy[k].add(h)
         for t, (s, n) in other.quality.items():
             q = self.quality.setdefault(t, [0.0, 0.0])
             q[0] += s
@@ -170,7 +172,10 @@ class MetricsCollector:
                 m[s] = m.get(s, 0) + 1
                 us = int(min(max(outcome.latency_ms * 1000.0, 1), _US_MAX))
                 t.latency.record_value(us)
-                t.latency_by_strategy.setdefault(s, _hist()).record_value(us)
+                h = t.latency_by_strategy.get(s)
+                if h is None:
+                    h = t.latency_by_strategy[s] = _hist()
+                h.record_value(us)
         if self.prometheus is not None:
             self.prometheus.outcome(client_id, task_type, outcome, explored, overhead_ms)
         self._maybe_log(now)

@@ -355,7 +355,11 @@ class Conductor:
     def breaker(self, model: str) -> CircuitBreaker:
         """The circuit breaker of a configured model's (provider, upstream model)."""
         m = self.settings.models[model]
-        return self._breakers.setdefault((m.provider, m.upstream_name or model), CircuitBreaker())
+        key = (m.provider, m.upstream_name or model)
+        b = self._breakers.get(key)
+        if b is None:
+            b = self._breakers[key] = CircuitBreaker()
+        return b
 
     def unavailable(self) -> set[str]:
         """Strategies the policy must skip: switched off, or a model's circuit is open."""

@@ -187,9 +187,16 @@ class SQLiteStore:
     def _commit(self, batch: list[_Item]) -> None:
         try:
             with self._db.atomic():
-                for item in batch:
-                    if item.table != _BARRIER:
-                        self._db.execute(_INSERT[item.table], item.row)
+                # Consecutive rows of one table go in one executemany (same order).
+                run: list[dict[str, Any]] = []
+                table = ""
+                for item in [*batch, _Item(table=_BARRIER, row={})]:
+                    if item.table != table and run:
+                        self._db.conn.executemany(_INSERT[table], run)
+                        run = []
+                    table = item.table
+                    if table != _BARRIER:
+                        run.append(item.row)
         except sqlite3.Error as exc:
             self.rows_failed += len(batch)
             log.error("could not write %d rows to %s: %s", len(batch), self.path, exc)
