@@ -170,13 +170,17 @@ def _is_log(path: Path) -> bool:
               help="Flip 0/1 quality with this probability (a judge's error rate).")
 @click.option("--max-latency-ms", type=click.FloatRange(min=0, min_open=True),
               help="A latency constraint for every request (SLA compliance is reported).")
+@click.option("--constraints", "constraints_file",
+              type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help='JSON {"<task type>": {"min_quality": 0.8}}: per-task floors that '
+                   "override --quality-bar.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the full report as JSON.")
 @click.option("--plots", "plots_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Write frontier.png and regret.png here.")
 def replay(worlds: tuple[Path, ...], quality_bar: float, seeds: int, judge_noise: float,
-           judge_flip: float, max_latency_ms: float | None, json_out: Path | None,
-           plots_dir: Path | None) -> None:
+           judge_flip: float, max_latency_ms: float | None, constraints_file: Path | None,
+           json_out: Path | None, plots_dir: Path | None) -> None:
     """Replay outcome tables (JSONL or RouterBench CSV) through Conductor and baselines.
 
     Each policy sees only the outcome of what it chose. Compared: Conductor at several
@@ -192,8 +196,23 @@ def replay(worlds: tuple[Path, ...], quality_bar: float, seeds: int, judge_noise
     from conductor.replay.world import build_world, read_rows
 
     world = build_world(read_rows(worlds))
+    floors: dict[str, float] = {}
+    if constraints_file is not None:
+        try:
+            raw = msgspec.json.decode(constraints_file.read_bytes(),
+                                      type=dict[str, dict[str, float]])
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise InvalidRequestError(f"{constraints_file}: {exc}",
+                                      field="constraints") from exc
+        for task, c in raw.items():
+            if task not in world.tasks():
+                raise InvalidRequestError(f"{constraints_file}: task type {task!r} is not in "
+                                          f"the world ({', '.join(world.tasks())})",
+                                          field="constraints")
+            if "min_quality" in c:
+                floors[task] = c["min_quality"]
     cfg = ReplayConfig(quality_bar=quality_bar, seeds=seeds, judge_noise=judge_noise,
-                       judge_flip=judge_flip, max_latency_ms=max_latency_ms)
+                       judge_flip=judge_flip, max_latency_ms=max_latency_ms, min_quality=floors)
     total = seeds * len(default_policies(world, cfg)) + 4 * len(cfg.sweep)
     with click.progressbar(length=total, label="replaying", file=sys.stderr) as bar:
         report = run_replay(world, cfg, progress=bar.update)

@@ -900,6 +900,10 @@ class Conductor:
                        error: str | None) -> None:
         st = self.settings.strategies[strategy]
         ok = error is None
+        if latency_ms is not None and st.mode == Mode.BATCH and st.batch is not None:
+            # The policy adds the batch window to its latency prediction; the posterior
+            # models the rest, so take the window out of what was observed.
+            latency_ms = max(1.0, latency_ms - st.batch.window_ms)
         self.posteriors[task_type].observe_outcome(
             strategy, latency_ms if ok else None, output_tokens if ok else None,
             escalated if st.mode == Mode.VERIFIED and ok else None, self.gamma)

@@ -38,6 +38,7 @@ class ReplayConfig(Struct, kw_only=True):
     judge_flip: float = 0.0  # for 0/1 quality: flipped with this probability
     max_latency_ms: float | None = None
     temperatures: tuple[float, ...] = (0.5, 1.0, 2.0)
+    min_quality: dict[str, float] = {}  # per task type, overriding quality_bar
     sweep: tuple[float, ...] = (0.80, 0.85, 0.90, 0.925, 0.95, 0.975, 1.0)
 
 
@@ -170,7 +171,7 @@ def run_replay(world: World, cfg: ReplayConfig,
                progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Every policy over every seed; returns the report (the JSON ``replay --json`` writes)."""
     factories = policies or default_policies(world, cfg)
-    bars = task_bars(world, cfg.quality_bar)
+    bars = {**task_bars(world, cfg.quality_bar), **cfg.min_quality}
     strongest = world.models.index(strongest_model(world))
     tasks = world.tasks()
     bf_policy = BestFixedPerTask()

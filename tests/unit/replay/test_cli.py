@@ -65,3 +65,18 @@ def test_calibrate_compare_and_tune_on_a_logged_database(tmp_path: Path,
     r = runner.invoke(main, ["tune", str(db)])  # logs: through off-policy estimates
     assert r.exit_code == 0, r.output
     assert r.output.count("<- recommended") == 4  # the demo's four task types
+
+
+def test_replay_takes_per_task_floors_from_a_file(tmp_path: Path, world_file: Path) -> None:
+    floors = tmp_path / "c.json"
+    floors.write_text('{"hard": {"min_quality": 0.5}}')
+    out = tmp_path / "r.json"
+    r = CliRunner().invoke(main, ["replay", str(world_file), "--seeds", "1", "--constraints",
+                                  str(floors), "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    report = msgspec.json.decode(out.read_bytes())
+    assert report["min_quality"]["hard"] == 0.5
+    assert report["min_quality"]["easy"] > 0.8  # still from --quality-bar
+    floors.write_text('{"poetry": {"min_quality": 0.5}}')
+    bad = CliRunner().invoke(main, ["replay", str(world_file), "--constraints", str(floors)])
+    assert bad.exit_code == 2 and "task type 'poetry' is not in the world" in bad.output
