@@ -364,6 +364,8 @@ class Conductor:
     def unavailable(self) -> set[str]:
         """Strategies the policy must skip: switched off, or a model's circuit is open."""
         out = set(self._unavailable)
+        if all(b.state == "closed" for b in self._breakers.values()):
+            return out  # the common case, checked without walking the strategies
         for s in self.settings.strategies:
             if any(not self.breaker(m).available() for m in self._models_of(s)):
                 out.add(s)

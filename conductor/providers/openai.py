@@ -89,6 +89,13 @@ def translate_status(provider: str, status: int, body: bytes,
     return ProviderBadRequestError(msg, provider=provider, status=status)
 
 
+class _NoCookies(httpx.Cookies):
+    """Upstream APIs do not use cookies; storing them costs time on every response."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        return None
+
+
 class _Completion(msgspec.Struct):
     choices: list[dict[str, Any]] = []
     usage: dict[str, Any] | None = None
@@ -131,6 +138,7 @@ class OpenAIProvider:
                 # Backstops; the precise budgets are enforced with asyncio timeouts.
                 timeout=httpx.Timeout(connect=t.connect_s, read=max(t.first_byte_s, t.idle_s),
                                       write=t.total_s, pool=t.total_s))
+            client._cookies = _NoCookies()
         return client
 
     def _body(self, call: ProviderCall, stream: bool) -> bytes:

@@ -106,7 +106,7 @@ class CircuitBreaker:
 
     @property
     def state(self) -> str:
-        if self._opened_at is None:
+        if self._opened_at is None:  # most calls: no clock read
             return "closed"
         return "half_open" if self.clock() - self._opened_at >= self.cooldown_s else "open"
 

@@ -7,6 +7,7 @@ other value is reported as "other", so cardinality stays bounded.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -59,6 +60,7 @@ class PrometheusMetrics:
         self.alert = Gauge("conductor_alert", "1 while an alert is active", ["alert"],
                            registry=r)
         self._alerts: set[str] = set()
+        self._cache: dict[tuple[str, str, str, bool], tuple[Any, ...]] = {}
 
     def _c(self, client: str) -> str:
         return client if client in self.clients else "other"
@@ -69,19 +71,30 @@ class PrometheusMetrics:
     def _s(self, strategy: str) -> str:
         return strategy if strategy in self.strategies else "other"
 
+    def _children(self, client: str, t: str, s: str, sla: bool) -> tuple[Any, ...]:
+        key = (client, t, s, sla)
+        got = self._cache.get(key)
+        if got is None:  # labels() is a locked dict lookup; do it once per combination
+            got = self._cache[key] = (
+                self.requests.labels(client, t, s), self.outcomes.labels(
+                    t, s, "true" if sla else "false"), self.cost.labels(t, s),
+                self.latency.labels(t, s))
+        return got
+
     def outcome(self, client: str, task: str, o: Outcome, explored: bool,
                 overhead_ms: float | None) -> None:
         t, s = self._t(task), self._s(o.strategy)
-        self.requests.labels(self._c(client), t, s).inc()
-        self.outcomes.labels(t, s, "true" if o.sla_met else "false").inc()
+        req, out, cost, lat = self._children(self._c(client), t, s, o.sla_met)
+        req.inc()
+        out.inc()
         if o.fallback_used:
             self.fallbacks.labels(t, s).inc()
         if o.error is not None:
             self.errors.labels(t).inc()
         if explored:
             self.explored.labels(t).inc()
-        self.cost.labels(t, s).inc(o.cost_usd)
-        self.latency.labels(t, s).observe(o.latency_ms / 1000.0)
+        cost.inc(o.cost_usd)
+        lat.observe(o.latency_ms / 1000.0)
         if overhead_ms is not None:
             self.overhead.observe(max(overhead_ms, 0.0) / 1000.0)
 
