@@ -32,6 +32,25 @@ _FILLER = ("the order shipped on time and the product matches its description; c
           "mention quality, price and delivery in most reviews of this item")
 
 
+_NEGATIVE = ("broken", "bad", "terrible", "awful", "late", "refund", "worst", "poor",
+             "never", "disappoint", "damaged", "not ", "n't")
+_POSITIVE = ("great", "good", "love", "excellent", "perfect", "fast", "works", "happy")
+
+
+def _guess_label(text: str, labels: list[str]) -> str:
+    """The demo's idea of the right label: keyword sentiment when the labels are
+    sentiments, else a stable pick from the text (simulated, not a classifier)."""
+    t = text.lower().rsplit(":", 1)[-1]
+    lower = [x.lower() for x in labels]
+    if "negative" in lower and any(w in t for w in _NEGATIVE):
+        return labels[lower.index("negative")]
+    if "positive" in lower and any(w in t for w in _POSITIVE):
+        return labels[lower.index("positive")]
+    if "neutral" in lower:
+        return labels[lower.index("neutral")]
+    return labels[sum(map(ord, t)) % len(labels)]
+
+
 class ModelProfile(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     ttft_ms: float
     tokens_per_s: float
@@ -86,9 +105,12 @@ class DemoProvider:
         self.virtual_time = not simulate_latency
 
     def _answer(self, call: ProviderCall, correct: bool, n_tokens: int) -> str:
-        labels = call.metadata.get("labels") or ["positive", "negative", "neutral"]
+        labels = [str(x) for x in call.metadata.get("labels") or
+                  ["positive", "negative", "neutral"]]
         if call.task_type == "classify":
-            return str(labels[0] if correct else labels[-1])
+            right = _guess_label(" ".join(m.content for m in call.messages), labels)
+            wrong = [x for x in labels if x != right] or labels
+            return right if correct else wrong[0]
         if call.task_type == "extract_json":
             return '{"simulated": true, "fields": {}}' if correct else '{"simulated": tru'
         n_words = max(1, int(n_tokens * 0.75))
