@@ -6,9 +6,11 @@ Both the fake upstream (conductor.testing) and Conductor run as their own proces
 
 1. Sequential requests against a 0 ms upstream: p50/p99 of Conductor minus direct.
 2. 64 concurrent requests against a 50 ms upstream: throughput ratio, p99 ratio, errors.
-3. Conductor's resident memory after the load.
+3. Resident memory after the load.
+With ``--litellm PATH`` the LiteLLM proxy (one worker, no database) is measured the same way.
 
     .venv/bin/python benchmarks/gateway_overhead.py [--sequential 2000] [--concurrent 5000]
+        [--litellm /path/to/venv/bin/litellm]
 """
 
 from __future__ import annotations
@@ -88,52 +90,76 @@ def start_conductor(port: int, upstream_port: int, workdir: Path) -> subprocess.
     return p
 
 
+LITELLM_CONFIG = """model_list:
+  - model_name: small
+    litellm_params:
+      model: openai/small
+      api_base: http://127.0.0.1:{port}/v1
+      api_key: unused
+"""
+
+
+def start_litellm(binary: str, port: int, upstream_port: int, workdir: Path
+                  ) -> subprocess.Popen[bytes]:
+    """LiteLLM's proxy (its own venv), one worker, no database, local cost map."""
+    cfg = workdir / "litellm.yaml"
+    cfg.write_text(LITELLM_CONFIG.format(port=upstream_port))
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+           "LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY": "true"}
+    p = subprocess.Popen([binary, "--config", str(cfg), "--host", "127.0.0.1", "--port",
+                          str(port), "--num_workers", "1"], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, env=env)
+    wait_port(port, timeout_s=90)
+    return p
+
+
+def measure(name: str, url: str, body: dict, direct_url: str, n: int, concurrent: bool,
+            pid: int) -> None:
+    asyncio.run(load(url, body, 300, 64 if concurrent else 1))  # warm up
+    asyncio.run(load(direct_url, DIRECT_BODY, 300, 64 if concurrent else 1))
+    c = 64 if concurrent else 1
+    drps, dlat, _ = asyncio.run(load(direct_url, DIRECT_BODY, n, c))
+    grps, glat, errs = asyncio.run(load(url, body, n, c))
+    d50, d99 = np.percentile(dlat, [50, 99])
+    g50, g99 = np.percentile(glat, [50, 99])
+    if concurrent:
+        print(f"   {name:<10} {grps:6.0f} req/s = {grps / drps:.2f}x direct ({drps:.0f}); "
+              f"p50 {g50:.1f} ms, p99 {g99:.1f} ms = {g99 / d99:.2f}x direct ({d99:.1f} ms); "
+              f"errors {errs}; resident {rss_mib(pid):.0f} MiB")
+    else:
+        print(f"   {name:<10} p50 {g50:.2f} ms (+{g50 - d50:.2f}), p99 {g99:.2f} ms "
+              f"(+{g99 - d99:.2f}) vs direct p50 {d50:.2f} / p99 {d99:.2f} ms; errors {errs}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--sequential", type=int, default=2000)
     ap.add_argument("--concurrent", type=int, default=5000)
+    ap.add_argument("--litellm", help="Path to a `litellm` proxy binary (its own venv) to "
+                                      "measure beside Conductor.")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         work = Path(d)
-        up0, up50, cport = free_port(), free_port(), free_port()
+        up0, up50, cport, lport = free_port(), free_port(), free_port(), free_port()
         procs = [start_upstream(up0, 0.0), start_upstream(up50, 50.0)]
+        gw_url = f"http://127.0.0.1:{cport}/v1/chat/completions"
+        ll_url = f"http://127.0.0.1:{lport}/v1/chat/completions"
+        ll_body = {"model": "small", "messages": BODY["messages"]}
         try:
-            # 1. sequential, 0 ms upstream
-            conductor = start_conductor(cport, up0, work)
-            procs.append(conductor)
-            direct_url = f"http://127.0.0.1:{up0}/v1/chat/completions"
-            gw_url = f"http://127.0.0.1:{cport}/v1/chat/completions"
-            asyncio.run(load(gw_url, BODY, 300, 1))  # warm up
-            asyncio.run(load(direct_url, DIRECT_BODY, 300, 1))
-            _, direct, _ = asyncio.run(load(direct_url, DIRECT_BODY, args.sequential, 1))
-            _, gw, errs = asyncio.run(load(gw_url, BODY, args.sequential, 1))
-            d50, d99 = np.percentile(direct, [50, 99])
-            g50, g99 = np.percentile(gw, [50, 99])
-            print(f"1. sequential, 0 ms upstream, {args.sequential} requests:")
-            print(f"   direct p50 {d50:.2f} ms p99 {d99:.2f} ms; conductor p50 {g50:.2f} ms "
-                  f"p99 {g99:.2f} ms; added p50 {g50 - d50:+.2f} ms, p99 {g99 - d99:+.2f} ms; "
-                  f"errors {errs}")
-            conductor.terminate()
-            conductor.wait(30)
-            procs.remove(conductor)
-
-            # 2. 64 concurrent, 50 ms upstream
-            conductor = start_conductor(cport, up50, work)
-            procs.append(conductor)
-            direct_url = f"http://127.0.0.1:{up50}/v1/chat/completions"
-            asyncio.run(load(gw_url, BODY, 500, 64))
-            asyncio.run(load(direct_url, DIRECT_BODY, 500, 64))
-            drps, dlat, _ = asyncio.run(load(direct_url, DIRECT_BODY, args.concurrent, 64))
-            grps, glat, errs = asyncio.run(load(gw_url, BODY, args.concurrent, 64))
-            print(f"2. 64 concurrent, 50 ms upstream, {args.concurrent} requests:")
-            print(f"   direct {drps:.0f} req/s p50 {np.percentile(dlat, 50):.1f} ms "
-                  f"p99 {np.percentile(dlat, 99):.1f} ms")
-            print(f"   conductor {grps:.0f} req/s p50 {np.percentile(glat, 50):.1f} ms "
-                  f"p99 {np.percentile(glat, 99):.1f} ms; throughput {grps / drps:.2f}x, "
-                  f"p99 {np.percentile(glat, 99) / np.percentile(dlat, 99):.2f}x; "
-                  f"errors {errs}")
-            print(f"3. conductor resident memory after the load: "
-                  f"{rss_mib(conductor.pid):.0f} MiB")
+            for concurrent, up in ((False, up0), (True, up50)):
+                direct_url = f"http://127.0.0.1:{up}/v1/chat/completions"
+                n = args.concurrent if concurrent else args.sequential
+                print("2. 64 concurrent, 50 ms upstream:" if concurrent else
+                      "1. sequential, 0 ms upstream:", f"{n} requests")
+                conductor = start_conductor(cport, up, work)
+                measure("conductor", gw_url, BODY, direct_url, n, concurrent, conductor.pid)
+                conductor.terminate()
+                conductor.wait(30)
+                if args.litellm:
+                    litellm = start_litellm(args.litellm, lport, up, work)
+                    measure("litellm", ll_url, ll_body, direct_url, n, concurrent, litellm.pid)
+                    litellm.terminate()
+                    litellm.wait(30)
         finally:
             for p in procs:
                 p.terminate()
