@@ -23,6 +23,7 @@ run-local: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check conductor tests benchmarks
+	$(BIN)/mypy conductor
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

@@ -62,11 +62,12 @@ class _Tally:
             self.counters[k] += v
         self.cost_total += other.cost_total
         self.cost_default += other.cost_default
-        for d, o in ((self.cost_by_strategy, other.cost_by_strategy),
-                     (self.cost_by_task, other.cost_by_task), (self.by_strategy,
-                                                                other.by_strategy)):
-            for k, v in o.items():
-                d[k] = d.get(k, 0) + v
+        for k, usd in other.cost_by_strategy.items():
+            self.cost_by_strategy[k] = self.cost_by_strategy.get(k, 0.0) + usd
+        for k, usd in other.cost_by_task.items():
+            self.cost_by_task[k] = self.cost_by_task.get(k, 0.0) + usd
+        for k, n in other.by_strategy.items():
+            self.by_strategy[k] = self.by_strategy.get(k, 0) + n
         for t, m in other.by_task_strategy.items():
             mine = self.by_task_strategy.setdefault(t, {})
             for k, v in m.items():
@@ -76,10 +77,10 @@ class _Tally:
             if k not in self.latency_by_strategy:
                 self.latency_by_strategy[k] = _hist()
             self.latency_by_strategy[k].add(h)
-        for t, (s, n) in other.quality.items():
+        for t, (total, count) in other.quality.items():
             q = self.quality.setdefault(t, [0.0, 0.0])
-            q[0] += s
-            q[1] += n
+            q[0] += total
+            q[1] += count
 
     def view(self, window_s: float | None) -> dict[str, Any]:
         c = self.counters

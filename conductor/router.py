@@ -506,11 +506,12 @@ class Conductor:
                 provider, "virtual_time", False):
             # A simulated clock (the demo world fast-forwarding): the window wait is
             # simulated too, as a batch of one that waited the whole window.
-            resp = await self._upstream(provider, st.model, msgspec.structs.replace(
+            whole = await self._upstream(provider, st.model, msgspec.structs.replace(
                 call, batched=True, batch_items=1), deadline)
-            resp = split_response(resp, [call], 0, [st.batch.window_ms])[0]
-            if isinstance(resp, ProviderError):
-                raise resp
+            item = split_response(whole, [call], 0, [st.batch.window_ms])[0]
+            if isinstance(item, ProviderError):
+                raise item
+            resp = item
         elif st.mode == Mode.BATCH and st.batch is not None:
             key = (request.task_type, strategy)
             batcher = self._batchers.get(key)

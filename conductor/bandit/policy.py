@@ -192,10 +192,10 @@ class ThompsonPolicy:
         else:
             key = np.where(feas, q - self.params.quality_per_usd * cost, -np.inf)
             idx = np.argmax(key, axis=1)
-        none = ~feas.any(axis=1)
+        none = np.asarray(~feas.any(axis=1))
         if none.any():
             idx = np.where(none, relaxed_index(), idx)
-        return idx, none, feas
+        return np.asarray(idx), none, feas
 
     # -- public ----------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ i.e. paying the strongest model's average price is worth 0.1 of quality.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -129,7 +130,7 @@ def cumulative_regret(world: World, chosen: np.ndarray, best_fixed: np.ndarray,
     return np.cumsum(np.nan_to_num(u_b - u_p))
 
 
-def frontier_aiq(points: Sequence[tuple[float, float]], lo: float, hi: float) -> float:
+def frontier_aiq(points: Sequence[Sequence[float]], lo: float, hi: float) -> float:
     """RouterBench's AIQ: the area under the non-decreasing convex hull of (cost, quality)
     points over [lo, hi] (log cost axis, as costs span orders of magnitude), divided by the
     range. Left of the cheapest point the frontier is 0; right of the best it stays flat."""
@@ -157,11 +158,10 @@ def frontier_aiq(points: Sequence[tuple[float, float]], lo: float, hi: float) ->
 
 
 def default_policies(world: World, cfg: ReplayConfig) -> list[Callable[[], ReplayPolicy]]:
-    out: list[Callable[[], ReplayPolicy]] = []
-    for t in cfg.temperatures:
-        out.append(lambda t=t: ConductorPolicy(t, max_latency_ms=cfg.max_latency_ms,
-                                               name="conductor" if t == 1.0 else None))
-    out += [lambda m=m: AlwaysModel(m) for m in world.models]
+    out: list[Callable[[], ReplayPolicy]] = [
+        partial(ConductorPolicy, t, max_latency_ms=cfg.max_latency_ms,
+                name="conductor" if t == 1.0 else None) for t in cfg.temperatures]
+    out += [partial(AlwaysModel, m) for m in world.models]
     out += [RandomPolicy, EpsilonGreedy, UCB1, BestFixedPerTask, Oracle]
     return out
 

@@ -266,8 +266,8 @@ def calibrate(source: list[LoggedRecord] | World, settings: Settings | None, *,
         n_obs += nf
     priors: dict[str, dict[str, Prior]] = {}
     for (task, strategy), o in obs_all.items():
-        d = defaults.get(task, {}).get(strategy)
-        priors.setdefault(task, {})[strategy] = fit_prior(o, d, cap)
+        priors.setdefault(task, {})[strategy] = fit_prior(
+            o, defaults.get(task, {}).get(strategy), cap)
     report = {"observations": {f"{t}/{s}": len(o.q) for (t, s), o in obs_all.items()},
               "weight_cap": cap, "holdout_fraction": holdout, "holdout_observations": n_obs,
               "holdout_loglik_per_obs_fitted": ll_fit / n_obs if n_obs else None,

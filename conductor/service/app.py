@@ -45,7 +45,7 @@ log = logging.getLogger("conductor.service")
 
 
 def _gateway(state: State) -> Gateway:
-    return state.gateway  # type: ignore[no-any-return]
+    return state.gateway
 
 
 def _client(request: Request[Any, Any, Any]) -> str:

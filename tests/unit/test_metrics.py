@@ -58,8 +58,13 @@ def test_the_window_slides_and_since_start_keeps_everything() -> None:
     for t in range(0, 120, 2):  # one request every 2 s for 2 minutes
         now[0] = float(t)
         m.record_outcome(task_type="chat", client_id="c", outcome=_o("a", 100.0, 0.001))
+        m.record_reward("chat", 1.0 if t >= 60 else 0.0)
     s = m.get_stats()
     assert s["counters"]["outcomes_total"] == 60
+    assert s["quality"]["by_task_type"]["chat"] == {"mean": 0.5, "rewards": 60}
+    window_q = s["window"]["quality"]["by_task_type"]["chat"]
+    assert window_q["mean"] > 0.8 and window_q["rewards"] == s["window"]["counters"][
+        "outcomes_total"]
     assert 28 <= s["window"]["counters"]["outcomes_total"] <= 36  # about the last 60 s
     assert s["window"]["window_s"] == 60
 
