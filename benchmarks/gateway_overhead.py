@@ -80,11 +80,13 @@ async def load(url: str, body: dict, n: int, concurrency: int) -> tuple[float, n
     return n / (time.perf_counter() - t0), np.asarray(latencies), errors
 
 
-def start_conductor(port: int, upstream_port: int, workdir: Path) -> subprocess.Popen[bytes]:
+def start_conductor(port: int, upstream_port: int, workdir: Path,
+                    workers: int = 1) -> subprocess.Popen[bytes]:
     cfg = workdir / "bench.toml"
     cfg.write_text(CONFIG.format(port=upstream_port))
     p = subprocess.Popen([sys.executable, "-m", "conductor.cli", "serve", "--config", str(cfg),
-                          "--port", str(port), "--db", str(workdir / "bench.db")],
+                          "--port", str(port), "--db", str(workdir / "bench.db"),
+                          "--workers", str(workers)],
                          stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     wait_port(port)
     return p
@@ -135,6 +137,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--sequential", type=int, default=2000)
     ap.add_argument("--concurrent", type=int, default=5000)
+    ap.add_argument("--workers", type=int, default=1,
+                    help="Conductor worker processes (each learns on its own).")
     ap.add_argument("--litellm", help="Path to a `litellm` proxy binary (its own venv) to "
                                       "measure beside Conductor.")
     args = ap.parse_args()
@@ -151,7 +155,7 @@ def main() -> None:
                 n = args.concurrent if concurrent else args.sequential
                 print("2. 64 concurrent, 50 ms upstream:" if concurrent else
                       "1. sequential, 0 ms upstream:", f"{n} requests")
-                conductor = start_conductor(cport, up, work)
+                conductor = start_conductor(cport, up, work, args.workers)
                 measure("conductor", gw_url, BODY, direct_url, n, concurrent, conductor.pid)
                 conductor.terminate()
                 conductor.wait(30)
