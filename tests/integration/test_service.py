@@ -19,6 +19,7 @@ from conductor.testing import FakeUpstream
 from tests.integration.conftest import ServedApp, fake_settings
 
 USER_KEY, ADMIN_KEY, LIMITED_KEY = "sk-user-123", "sk-admin-456", "sk-limited-789"
+FRUGAL_KEY = "sk-frugal-000"
 
 
 def _service_settings(base_url: str) -> Any:
@@ -27,6 +28,7 @@ def _service_settings(base_url: str) -> Any:
         "acme": {"api_key_env": "TEST_CONDUCTOR_USER_KEY"},
         "ops": {"api_key_env": "TEST_CONDUCTOR_ADMIN_KEY", "admin": True},
         "tiny": {"api_key_env": "TEST_CONDUCTOR_LIMITED_KEY", "requests_per_minute": 3},
+        "frugal": {"api_key_env": "TEST_CONDUCTOR_FRUGAL_KEY", "max_cost_per_hour_usd": 0.0001},
     }
     data["task_types"]["classify"]["labels"] = ["positive", "negative"]
     return settings_from_dict(data)
@@ -38,6 +40,7 @@ def served(upstream: FakeUpstream, tmp_path: Path,
     monkeypatch.setenv("TEST_CONDUCTOR_USER_KEY", USER_KEY)
     monkeypatch.setenv("TEST_CONDUCTOR_ADMIN_KEY", ADMIN_KEY)
     monkeypatch.setenv("TEST_CONDUCTOR_LIMITED_KEY", LIMITED_KEY)
+    monkeypatch.setenv("TEST_CONDUCTOR_FRUGAL_KEY", FRUGAL_KEY)
     db = tmp_path / "service.db"
     app = create_app(_service_settings(upstream.base_url), db_path=db, max_body_bytes=20_000)
     with ServedApp(app) as s:
@@ -247,3 +250,31 @@ def test_health_ready_models_stats_openapi(served) -> None:
         assert "counters" in stats
         spec = h.get("/schema/openapi.json").json()
         assert "/v1/chat/completions" in spec["paths"] and "/v1/feedback" in spec["paths"]
+
+
+def test_the_hourly_cost_budget_refuses_what_could_pass_it(served) -> None:
+    s, _ = served
+    with _http(s, FRUGAL_KEY) as h:
+        # Upper bound: input tokens + max_tokens at the strong model's prices.
+        small = {"model": "direct-cheap", "max_tokens": 5,
+                 "messages": [{"role": "user", "content": "hi"}]}
+        assert h.post("/v1/chat/completions", json=small).status_code == 200
+        big = {**small, "model": "direct-strong", "max_tokens": 4000}
+        r = h.post("/v1/chat/completions", json=big)
+    assert r.status_code == 429
+    assert r.json()["error"]["code"] == "max_cost_per_hour_usd"
+    assert "would be exceeded" in r.json()["error"]["message"]
+
+
+def test_streaming_a_verified_strategy_answers_whole(served, upstream: FakeUpstream) -> None:
+    s, _ = served
+    upstream.behaviour.answer = "a whole answer"
+    with _http(s) as h, h.stream("POST", "/v1/chat/completions", json={
+            "model": "verified", "stream": True,
+            "messages": [{"role": "user", "content": "go"}]}) as r:
+        events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [msgspec.json.decode(e) for e in events[:-1]]
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
+    assert text == "a whole answer"
+    assert chunks[-1]["conductor"]["strategy"] == "verified"
