@@ -759,6 +759,15 @@ class Conductor:
     def _finish(self, req: CompletionRequest, decision: Decision,
                 ex: _Execution) -> CompletionResult:
         """Record the outcome, run the evaluators, queue the judge; raise if all failed."""
+        outcome = self._outcome(decision, ex)
+        rewards = self._learn(req, decision, ex, outcome)
+        if ex.resp is None:
+            assert ex.last_exc is not None
+            raise ex.last_exc
+        return CompletionResult(request_id=decision.request_id, text=ex.resp.text,
+                                decision=decision, outcome=outcome, rewards=tuple(rewards))
+
+    def _outcome(self, decision: Decision, ex: _Execution) -> Outcome:
         resp = ex.resp
         rid = decision.request_id
         wall_ms = (time.perf_counter() - ex.t0) * 1000.0
@@ -777,6 +786,13 @@ class Conductor:
             sla_met=resp is not None and (c.max_latency_ms is None or latency <= c.max_latency_ms),
             escalated=ex.escalated, calls=tuple(ex.calls), text=resp.text if resp else "",
             finish_reason=resp.finish_reason if resp else "error", created_at=self.clock())
+        return outcome
+
+    def _learn(self, req: CompletionRequest, decision: Decision, ex: _Execution,
+               outcome: Outcome) -> list[Reward]:
+        """Log the outcome, learn from it, score it, queue the judge, apply kept feedback."""
+        resp = ex.resp
+        rid = decision.request_id
         self.record_outcome(req.task_type, outcome)
         extra = resp.extra if resp is not None else {}
         found: list[Reward] = []
@@ -803,11 +819,45 @@ class Conductor:
                 clear(rid)
         if self.on_outcome is not None:
             self.on_outcome(req, decision, outcome)
-        if resp is None:
+        return rewards
+
+    async def acomplete_then_learn(self, request: CompletionRequest, *,
+                                   strategy: str | None = None,
+                                   decision: Decision | None = None
+                                   ) -> tuple[CompletionResult, Callable[[], None]]:
+        """Like ``acomplete``, but the logging and learning that follow an answer are
+        returned as a callable for the caller to run after it has replied (the service
+        does, so a response never waits for bookkeeping). The result has no rewards yet.
+        A request that failed everywhere is learned from at once, then raised."""
+        req, decision, ex = self._begin(request, strategy, decision)
+        await self._run_candidates(req, decision, ex)
+        outcome = self._outcome(decision, ex)
+        if ex.resp is None:
+            self._learn(req, decision, ex, outcome)
             assert ex.last_exc is not None
             raise ex.last_exc
-        return CompletionResult(request_id=rid, text=resp.text, decision=decision,
-                                outcome=outcome, rewards=tuple(rewards))
+        result = CompletionResult(request_id=decision.request_id, text=ex.resp.text,
+                                  decision=decision, outcome=outcome)
+
+        def learn() -> None:
+            if not self._closed:
+                self._learn(req, decision, ex, outcome)
+
+        return result, learn
+
+    async def _run_candidates(self, req: CompletionRequest, decision: Decision,
+                              ex: _Execution) -> None:
+        for i, cand in enumerate(ex.candidates):
+            if i > 0:
+                ex.chain.append(cand)
+                self.counters["fallbacks"] += 1
+            try:
+                ex.resp, ex.escalated = await self._execute(cand, req, decision.request_id,
+                                                            ex.calls, ex.deadline)
+                ex.executed, ex.error = cand, None
+                return
+            except ProviderError as exc:
+                self._failed(ex, cand, exc)
 
     async def acomplete(self, prompt: str | None = None, *,
                         request: CompletionRequest | None = None,
@@ -818,17 +868,7 @@ class Conductor:
         ``decision``: one made beforehand with ``decide`` (e.g. to reserve its cost)."""
         req = request if request is not None else self.make_request(prompt, **kwargs)
         req, decision, ex = self._begin(req, strategy, decision)
-        for i, cand in enumerate(ex.candidates):
-            if i > 0:
-                ex.chain.append(cand)
-                self.counters["fallbacks"] += 1
-            try:
-                ex.resp, ex.escalated = await self._execute(cand, req, decision.request_id,
-                                                            ex.calls, ex.deadline)
-                ex.executed, ex.error = cand, None
-                break
-            except ProviderError as exc:
-                self._failed(ex, cand, exc)
+        await self._run_candidates(req, decision, ex)
         return self._finish(req, decision, ex)
 
     async def astream(self, request: CompletionRequest, *, strategy: str | None = None,

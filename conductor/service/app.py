@@ -16,6 +16,7 @@ from typing import Any
 
 import msgspec
 from litestar import Litestar, Request, Response, get, post, put
+from litestar.background_tasks import BackgroundTask
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 from litestar.params import FromPath, JSONBody
@@ -69,8 +70,10 @@ async def chat_completions(request: Request[Any, Any, Any], data: JSONBody[ChatC
             "X-Conductor-Strategy": decision.strategy,
             "X-Conductor-Predicted-Cost-Usd": f"{decision.predicted_cost_usd:.8f}",
             "Cache-Control": "no-cache"})
-    result = await gw.run(req, strategy)
-    return Response(gw.chat_completion(result), headers=gw.headers_of(result))
+    result, learn = await gw.run_then_learn(req, strategy)
+    # Logging and learning run after the reply is sent: the answer never waits for them.
+    return Response(gw.chat_completion(result), headers=gw.headers_of(result),
+                    background=BackgroundTask(learn))
 
 
 @post("/v1/complete", status_code=200, summary="Route and run (native form)")

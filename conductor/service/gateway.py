@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +166,19 @@ class Gateway:
                                                     decision=decision)
             cost = result.outcome.cost_usd
             return result
+        finally:
+            self.limiter.reconcile(reservation, cost)
+
+    async def run_then_learn(self, req: CompletionRequest, strategy: str | None
+                             ) -> tuple[CompletionResult, Callable[[], None]]:
+        """``run``, with the logging and learning returned to be done after replying."""
+        decision, reservation = self.admit(req, strategy)
+        cost = 0.0
+        try:
+            result, learn = await self.conductor.acomplete_then_learn(
+                req, strategy=strategy, decision=decision)
+            cost = result.outcome.cost_usd
+            return result, learn
         finally:
             self.limiter.reconcile(reservation, cost)
 
