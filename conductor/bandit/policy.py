@@ -24,7 +24,6 @@ It keeps being tried until its posterior is narrow or clearly below the floor.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -247,19 +246,6 @@ class ThompsonPolicy:
                                         extra, relaxed, None, "auto")
         return choice, greedy, probs
 
-    def greedy(self, post: TaskPosterior, table: StrategyTable, eligible: np.ndarray,
-               constraints: Constraints, input_tokens: int) -> int:
-        """The choice at temperature 0 (posterior means); a decision that differs explored."""
-        cost = predict_costs(table, post, input_tokens)
-        extra = np.asarray(table.extra_latency_ms)
-
-        def relaxed() -> int:
-            return self.relaxed_choice(post, table, eligible, constraints, cost)
-
-        q, p95 = self._draw(post, extra, 1, 0.0, None)
-        idx, _, _ = self._choose(q, p95, cost, eligible, constraints, relaxed)
-        return int(idx[0])
-
     def choice_probabilities(self, post: TaskPosterior, table: StrategyTable,
                              eligible: np.ndarray, constraints: Constraints, input_tokens: int,
                              t: float, rng: np.random.Generator,
@@ -347,10 +333,6 @@ def mix_propensity(p_policy: float, chosen_is_default: bool, rollout_share: floa
     """Propensity under a rollout: share through the policy, the rest to the default."""
     p = rollout_share * p_policy + (1.0 - rollout_share) * (1.0 if chosen_is_default else 0.0)
     return float(min(1.0, max(0.0, p)))
-
-
-def standard_error(p: float, draws: int) -> float:
-    return math.sqrt(max(p * (1.0 - p), 1e-12) / draws)
 
 
 def eligible_mask(names: Sequence[str], allowed: Sequence[str]) -> np.ndarray:

@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from conductor.bandit.ope import OPEResult, evaluate
+from conductor.bandit.ope import evaluate
 from conductor.bandit.policy import PolicyParams, ThompsonPolicy, eligible_mask
 from conductor.bandit.posterior import PosteriorState, Prior
 from conductor.config import Settings
@@ -152,10 +152,6 @@ def _candidate_probabilities(cand: Candidate, records: list[LoggedRecord], setti
         if r.quality is not None:
             tp.observe_reward(strategy, r.quality)
     return pi
-
-
-def ope_to_dict(res: OPEResult) -> dict[str, Any]:
-    return msgspec.to_builtins(res)
 
 
 # -- calibrate ----------------------------------------------------------------------------
