@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import logging
 import os
 import time
 from collections.abc import AsyncIterator
@@ -42,6 +43,8 @@ from conductor.providers.base import (
     estimate_prompt_tokens,
     estimate_tokens,
 )
+
+log = logging.getLogger("conductor.providers")
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -114,6 +117,9 @@ class OpenAIProvider:
         self.base_url = config.base_url.rstrip("/")
         if api_key is None and config.api_key_env:
             api_key = os.environ.get(config.api_key_env)
+            if not api_key:
+                log.warning("provider %s: environment variable %s is not set; requests will "
+                            "be sent without an API key", name, config.api_key_env)
         self.api_key = api_key
         self._transport = transport
         self._url = httpx.URL(self.base_url + "/chat/completions")
