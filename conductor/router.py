@@ -583,15 +583,14 @@ class Conductor:
             self.counters["judge_calls"] += 1
             self.counters["judge_cost_usd"] += cost
             self.counters["judge_self_graded"] += int(self_graded)
-            record = getattr(self.log_store, "record_judge_call", None)
-            if record is not None:
-                record({"request_id": outcome.request_id, "created_at": self.clock(),
-                        "strategy": jname, "model": jst.model,
-                        "score": score_to_unit(score) if score is not None else None,
-                        "raw_reply": resp.text[:500] if resp is not None else None,
-                        "cost_usd": cost, "latency_ms": resp.latency_ms if resp else 0.0,
-                        "error": error, "self_graded": int(self_graded),
-                        "answer_chars": len(outcome.text)})
+            self.log_store.record_judge_call({
+                "request_id": outcome.request_id, "created_at": self.clock(),
+                "strategy": jname, "model": jst.model,
+                "score": score_to_unit(score) if score is not None else None,
+                "raw_reply": resp.text[:500] if resp is not None else None,
+                "cost_usd": cost, "latency_ms": resp.latency_ms if resp else 0.0,
+                "error": error, "self_graded": int(self_graded),
+                "answer_chars": len(outcome.text)})
         assert resp is not None and score is not None
         rec = CallRecord(strategy=jname, model=jst.model, role="judge",
                          latency_ms=resp.latency_ms, input_tokens=resp.input_tokens,
@@ -718,9 +717,7 @@ class Conductor:
                 self.frozen = freeze
             self.temperatures.update(exploration or {})
             new = self.policy_settings()
-        record = getattr(self.log_store, "record_policy_change", None)
-        if record is not None:
-            record(actor, new)
+        self.log_store.record_policy_change(actor, new)
         return new
 
     def fallback_order(self, decision: Decision) -> list[str]:
@@ -814,9 +811,7 @@ class Conductor:
         if pending:
             for _, rater, score in pending:
                 rewards.append(self._apply_feedback(rid, score, rater))
-            clear = getattr(self.log_store, "clear_pending_feedback", None)
-            if clear is not None:
-                clear(rid)
+            self.log_store.clear_pending_feedback(rid)
         if self.on_outcome is not None:
             self.on_outcome(req, decision, outcome)
         return rewards
@@ -1027,9 +1022,7 @@ class Conductor:
             if not pending_ok:
                 raise NotFoundError(f"unknown request id {request_id!r}")
             now = self.clock()
-            keep = getattr(self.log_store, "record_pending_feedback", None)
-            if keep is not None:
-                keep(request_id, score, rater, now)
+            self.log_store.record_pending_feedback(request_id, score, rater, now)
             with self._lock:
                 self._pending_feedback.setdefault(request_id, []).append((now, rater, score))
             return Reward(request_id=request_id, source="user", score=score, rater=rater,
@@ -1057,9 +1050,7 @@ class Conductor:
         Returns what had to be repaired. Unknown task types or strategies (the config
         changed) are skipped.
         """
-        store: Any = self.log_store
-        if not hasattr(store, "latest_snapshot"):
-            return []
+        store = self.log_store
         problems: list[str] = []
         with self._lock:
             snap = store.latest_snapshot()
@@ -1084,28 +1075,22 @@ class Conductor:
                         self.posteriors[task].correct_reward(strategy, row["previous_score"],
                                                              new)
                 replayed += 1
-            pairs = getattr(store, "judge_user_pairs", None)
-            if pairs is not None:
-                for task, judge, user in pairs():
-                    if task in self.calibrations:
-                        self.calibrations[task].add_pair(judge, user)
-            pending = getattr(store, "pending_feedback", None)
-            if pending is not None:
-                for rid, created, rater, score in pending():
-                    self._pending_feedback.setdefault(rid, []).append((created, rater, score))
+            for task, judge, user in store.judge_user_pairs():
+                if task in self.calibrations:
+                    self.calibrations[task].add_pair(judge, user)
+            for rid, created, rater, score in store.pending_feedback():
+                self._pending_feedback.setdefault(rid, []).append((created, rater, score))
         for p in problems:
             log.warning("posterior state repaired: %s", p)
         log.info("posterior restored from snapshot at seq %d plus %d events", seq, replayed)
         return problems
 
     def _maybe_snapshot(self, force: bool = False) -> None:
-        store: Any = self.log_store
-        if not hasattr(store, "save_snapshot"):
-            return
         now = self.clock()
         if force or now - self._last_snapshot >= self.settings.storage.snapshot_every_s:
             self._last_snapshot = now
-            store.save_snapshot(store.last_seq(), self.posteriors.to_dict(), wait=force)
+            self.log_store.save_snapshot(self.log_store.last_seq(), self.posteriors.to_dict(),
+                                         wait=force)
 
     def snapshot(self) -> None:
         """Save the posterior now and wait until it is committed."""

@@ -312,10 +312,8 @@ class Gateway:
     async def ready(self) -> tuple[bool, dict[str, Any]]:
         c = self.conductor
         checks: dict[str, Any] = {}
-        flush = getattr(c.log_store, "flush", None)
         try:
-            if flush is not None:
-                await asyncio.wait_for(asyncio.to_thread(flush), 5.0)
+            await asyncio.wait_for(asyncio.to_thread(c.log_store.flush), 5.0)
             checks["store"] = "ok"
         except Exception as exc:  # any failure means not ready
             checks["store"] = f"error: {exc}"

@@ -1,14 +1,18 @@
-"""The log store protocol and an in-memory store.
+"""The log store protocol, the defaults a simple store inherits, and an in-memory store.
 
 Every decision, outcome and reward goes to a log store. ``record_reward`` for user
 feedback must be durable when it returns; decisions and outcomes may be buffered.
+What only a database keeps (judge calls, policy history, snapshots and the event log,
+feedback waiting for its request) has do-nothing defaults in ``BaseLogStore``, so the
+router calls every store the same way.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from concurrent.futures import Future
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from msgspec import Struct
 
@@ -44,10 +48,72 @@ class LogStore(Protocol):
 
     def get_request(self, request_id: str) -> RequestRecord | None: ...
 
+    def record_judge_call(self, row: dict[str, Any]) -> None: ...
+
+    def record_policy_change(self, actor: str, settings: dict[str, Any]) -> None: ...
+
+    def record_pending_feedback(self, request_id: str, score: float, rater: str,
+                                created_at: float) -> None: ...
+
+    def clear_pending_feedback(self, request_id: str) -> None: ...
+
+    def pending_feedback(self) -> list[tuple[str, float, str, float]]: ...
+
+    def judge_user_pairs(self) -> list[tuple[str, float, float]]: ...
+
+    def latest_snapshot(self) -> tuple[int, Any] | None: ...
+
+    def events_after(self, seq: int) -> Iterator[tuple[str, Any]]: ...
+
+    def save_snapshot(self, seq: int, state: dict[str, Any], *, wait: bool = False) -> None: ...
+
+    def last_seq(self) -> int: ...
+
+    def flush(self) -> None: ...
+
     def close(self) -> None: ...
 
 
-class MemoryLogStore:
+class BaseLogStore:
+    """Defaults for what a store need not keep: nothing is persisted beyond the records
+    themselves, so there is no history to restore from."""
+
+    def record_judge_call(self, row: dict[str, Any]) -> None:
+        return None
+
+    def record_policy_change(self, actor: str, settings: dict[str, Any]) -> None:
+        return None
+
+    def record_pending_feedback(self, request_id: str, score: float, rater: str,
+                                created_at: float) -> None:
+        return None
+
+    def clear_pending_feedback(self, request_id: str) -> None:
+        return None
+
+    def pending_feedback(self) -> list[tuple[str, float, str, float]]:
+        return []
+
+    def judge_user_pairs(self) -> list[tuple[str, float, float]]:
+        return []
+
+    def latest_snapshot(self) -> tuple[int, Any] | None:
+        return None
+
+    def events_after(self, seq: int) -> Iterator[tuple[str, Any]]:
+        return iter(())
+
+    def save_snapshot(self, seq: int, state: dict[str, Any], *, wait: bool = False) -> None:
+        return None
+
+    def last_seq(self) -> int:
+        return 0
+
+    def flush(self) -> None:
+        return None
+
+
+class MemoryLogStore(BaseLogStore):
     """Keeps records in a dict: for tests, the demo and dry runs. Thread-safe."""
 
     def __init__(self) -> None:

@@ -20,13 +20,13 @@ from typing import Any
 import msgspec
 
 from conductor.errors import StorageError
-from conductor.storage.base import RequestRecord
+from conductor.storage.base import BaseLogStore, RequestRecord
 from conductor.types import CompletionRequest, Decision, Outcome, Reward
 
 log = logging.getLogger("conductor.storage")
 
 
-class JSONLLogStore:
+class JSONLLogStore(BaseLogStore):
     """An append-only JSONL log. Thread-safe; ``get_request`` answers for this process's
     own records (kept in memory), so feedback works with it too."""
 

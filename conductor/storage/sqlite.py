@@ -29,7 +29,7 @@ import msgspec
 from sqlite_utils import Database
 
 from conductor.errors import SchemaVersionError, StorageError
-from conductor.storage.base import RequestRecord
+from conductor.storage.base import BaseLogStore, RequestRecord
 from conductor.storage.schema import MIGRATION_SET, build_migrations
 from conductor.types import (
     CallRecord,
@@ -114,7 +114,7 @@ def _open_database(path: Path) -> Database:
         raise StorageError(f"{path}: cannot open: {exc}") from exc
 
 
-class SQLiteStore:
+class SQLiteStore(BaseLogStore):
     """The default log store for the service. Thread-safe; one writer thread.
 
     Args:
@@ -188,15 +188,9 @@ class SQLiteStore:
         try:
             with self._db.atomic():
                 # Consecutive rows of one table go in one executemany (same order).
-                run: list[dict[str, Any]] = []
-                table = ""
-                for item in [*batch, _Item(table=_BARRIER, row={})]:
-                    if item.table != table and run:
-                        self._db.conn.executemany(_INSERT[table], run)
-                        run = []
-                    table = item.table
+                for table, items in itertools.groupby(batch, key=lambda i: i.table):
                     if table != _BARRIER:
-                        run.append(item.row)
+                        self._db.conn.executemany(_INSERT[table], [i.row for i in items])
         except sqlite3.Error as exc:
             self.rows_failed += len(batch)
             log.error("could not write %d rows to %s: %s", len(batch), self.path, exc)
@@ -240,6 +234,7 @@ class SQLiteStore:
 
     def record_decision(self, decision: Decision, request: CompletionRequest) -> None:
         text = request.text()
+        constraints = _json.encode(decision.constraints).decode()
         with self._pending_lock:
             self._pending[decision.request_id] = RequestRecord(
                 request_id=decision.request_id, decision=decision, rewards=[],
@@ -247,7 +242,7 @@ class SQLiteStore:
         self._put("requests", {
             "request_id": decision.request_id, "created_at": decision.created_at,
             "client_id": request.client_id, "task_type": request.task_type,
-            "constraints": _json.encode(decision.constraints).decode(),
+            "constraints": constraints,
             "prompt_sha256": sha256(text), "prompt": text if self.store_text else None,
             "metadata": _json.encode(request.metadata).decode() if request.metadata else None})
         self._put("decisions", {
@@ -263,7 +258,7 @@ class SQLiteStore:
             "predicted_latency_ms": decision.predicted_latency_ms,
             "predicted_cost_usd": decision.predicted_cost_usd,
             "input_tokens": decision.input_tokens,
-            "constraints": _json.encode(decision.constraints).decode(),
+            "constraints": constraints,
             "samples": _json.encode(decision.samples).decode()})
 
     def record_outcome(self, outcome: Outcome, *, task_type: str = "",
@@ -429,14 +424,16 @@ class SQLiteStore:
         return n
 
     def latest_snapshot(self) -> tuple[int, Any] | None:
-        rows = self.query("SELECT seq, state FROM posterior_snapshots ORDER BY id DESC LIMIT 1")
-        if not rows:
-            return None
-        try:
-            return int(rows[0]["seq"]), msgspec.json.decode(rows[0]["state"])
-        except msgspec.DecodeError:
-            log.warning("%s: latest posterior snapshot is not valid JSON; ignoring it", self.path)
-            return int(rows[0]["seq"]), None
+        """The newest snapshot that decodes. An unreadable one is skipped with a warning:
+        the events after an older snapshot (or all of them) rebuild the same posterior,
+        so corrupt state loses no learning."""
+        for row in self.query("SELECT id, seq, state FROM posterior_snapshots ORDER BY id DESC"):
+            try:
+                return int(row["seq"]), msgspec.json.decode(row["state"])
+            except msgspec.DecodeError:
+                log.warning("%s: posterior snapshot %d is not valid JSON; skipping it",
+                            self.path, row["id"])
+        return None
 
     def events_after(self, seq: int) -> Iterator[tuple[str, sqlite3.Row]]:
         """Outcomes and rewards applied to the posterior after ``seq``, in applied order."""

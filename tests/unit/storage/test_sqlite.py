@@ -229,11 +229,12 @@ def test_restart_rebuilds_the_posterior_exactly(tmp_path: Path) -> None:
     c2.close()
 
 
-def test_corrupt_snapshot_does_not_take_routing_down(tmp_path: Path) -> None:
+def test_corrupt_snapshots_lose_no_learning(tmp_path: Path) -> None:
     path = tmp_path / "c.db"
     c = Conductor(seed=3, log_store=SQLiteStore(path))
     for _ in range(10):
         c.complete("hello", task_type="chat")
+    learned = c.state()
     c.close()
     conn = sqlite3.connect(path)
     conn.execute("UPDATE posterior_snapshots SET state = '{\"tasks\": {\"chat\": "
@@ -243,6 +244,8 @@ def test_corrupt_snapshot_does_not_take_routing_down(tmp_path: Path) -> None:
     conn.commit()
     conn.close()
     c2 = Conductor(seed=3, log_store=SQLiteStore(path))
+    # Every snapshot is unreadable: the posterior is rebuilt from all the events instead.
+    assert c2.state() == learned
     r = c2.complete("hello", task_type="chat")
-    assert r.text
+    assert r.outcome.error is None
     c2.close()
