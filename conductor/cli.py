@@ -84,7 +84,7 @@ def demo(config_path: Path | None, n: int, seed: int, every: int, db_path: Path 
         cost = base_cost = 0.0
         quality: list[float] = []
         default = settings.policy.default_strategy
-        d_model = settings.models[settings.strategies[default].model]
+        d_model = settings.model_of(default)
         click.echo(f"routing {n} requests on {config_path or 'the demo world'}"
                    f"; baseline: everything on {default!r}")
         for i in range(1, n + 1):
@@ -92,8 +92,7 @@ def demo(config_path: Path | None, n: int, seed: int, every: int, db_path: Path 
             res = conductor.complete(_PROMPTS[task], task_type=task)
             window[res.outcome.strategy] += 1
             cost += res.outcome.cost_usd
-            base_cost += (res.outcome.input_tokens * d_model.input_usd_per_1m
-                          + res.outcome.output_tokens * d_model.output_usd_per_1m) / 1e6
+            base_cost += d_model.cost_usd(res.outcome.input_tokens, res.outcome.output_tokens)
             quality += [r.score for r in res.rewards]
             if i % every == 0 or i == n:
                 mix = ", ".join(f"{s} {c / sum(window.values()):.0%}"
@@ -375,11 +374,10 @@ def stats(db_path: Path, config_path: Path | None, window_s: float, as_json: boo
     if not db_path.exists():
         raise StorageError(f"{db_path}: no such database")
     settings = load_settings(config_path) if config_path else default_settings()
-    d_model = settings.models[settings.strategies[settings.policy.default_strategy].model]
+    d_model = settings.model_of(settings.policy.default_strategy)
 
     def default_cost(o: Any) -> float:
-        return (o.input_tokens * d_model.input_usd_per_1m
-                + o.output_tokens * d_model.output_usd_per_1m) / 1e6
+        return d_model.cost_usd(o.input_tokens, o.output_tokens)
 
     store = SQLiteStore(db_path)
     try:

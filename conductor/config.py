@@ -78,6 +78,11 @@ class ModelConfig(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True)
     context_window: Annotated[int, Meta(ge=1)] = 128_000
     upstream_name: str | None = None
 
+    def cost_usd(self, input_tokens: float, output_tokens: float) -> float:
+        """What these tokens cost at this model's prices."""
+        return (input_tokens * self.input_usd_per_1m
+                + output_tokens * self.output_usd_per_1m) / 1e6
+
 
 class BatchConfig(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     window_ms: NonNegative = 50.0
@@ -107,6 +112,16 @@ class StrategyConfig(Struct, kw_only=True, frozen=True, forbid_unknown_fields=Tr
     prior_output_tokens: Positive | None = None
     batch: BatchConfig | None = None
     verified: VerifiedConfig | None = None
+
+    @property
+    def batch_discount(self) -> float:
+        """The price factor of a batch strategy (1 for the others)."""
+        return self.batch.discount if self.mode == Mode.BATCH and self.batch else 1.0
+
+    @property
+    def batch_window_ms(self) -> float:
+        """How long a batch strategy may hold a request (0 for the others)."""
+        return self.batch.window_ms if self.mode == Mode.BATCH and self.batch else 0.0
 
 
 class TaskTypeConfig(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -188,6 +203,9 @@ class Settings(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
         """Eligible strategy names for a task type, in configuration order."""
         allowed = self.task_types[task_type].strategies
         return [s for s in self.strategies if not allowed or s in allowed]
+
+    def model_of(self, strategy: str) -> ModelConfig:
+        return self.models[self.strategies[strategy].model]
 
     def temperature(self, task_type: str) -> float:
         return self.policy.exploration.get(task_type, self.policy.default_exploration)

@@ -45,6 +45,8 @@ from conductor.evaluators.calibration import JudgeCalibration
 from conductor.evaluators.fusion import RewardFusion
 from conductor.evaluators.heuristics import heuristic_score, heuristics_for
 from conductor.evaluators.judge import (
+    JUDGE_MAX_TOKENS,
+    JUDGE_PROMPT_TOKENS_BOUND,
     SCORE_GRAMMAR,
     JudgeRunner,
     JudgeSampler,
@@ -170,8 +172,8 @@ def build_strategy_table(settings: Settings) -> StrategyTable:
         m = settings.models[st.model]
         pin.append(m.input_usd_per_1m / 1e6)
         pout.append(m.output_usd_per_1m / 1e6)
-        disc.append(st.batch.discount if st.batch and st.mode == Mode.BATCH else 1.0)
-        extra.append(st.batch.window_ms if st.batch and st.mode == Mode.BATCH else 0.0)
+        disc.append(st.batch_discount)
+        extra.append(st.batch_window_ms)
         draft.append(index[st.verified.draft] if st.verified else -1)
         esc.append(index[st.verified.escalate_to] if st.verified else -1)
     judge = index[settings.judge.strategy] if settings.judge.strategy else -1
@@ -466,11 +468,8 @@ class Conductor:
         return self.providers[model.provider], call
 
     def _cost(self, strategy: str, resp: ProviderResponse) -> float:
-        st = self.settings.strategies[strategy]
-        m = self.settings.models[st.model]
-        discount = st.batch.discount if st.batch and st.mode == Mode.BATCH else 1.0
-        return (resp.input_tokens * m.input_usd_per_1m
-                + resp.output_tokens * m.output_usd_per_1m) / 1e6 * discount
+        return (self.settings.model_of(strategy).cost_usd(resp.input_tokens, resp.output_tokens)
+                * self.settings.strategies[strategy].batch_discount)
 
     async def _upstream(self, provider: Provider, model: str, call: ProviderCall,
                         deadline: float | None) -> ProviderResponse:
@@ -564,7 +563,8 @@ class Conductor:
         provider = self.providers[model.provider]
         extra_body = {"grammar": SCORE_GRAMMAR} if self.settings.judge.use_grammar else {}
         call = ProviderCall(
-            model=model.upstream_name or jst.model, task_type="judge", max_tokens=16,
+            model=model.upstream_name or jst.model, task_type="judge",
+            max_tokens=JUDGE_MAX_TOKENS,
             temperature=0.0, extra_body=extra_body,
             messages=judge_messages(request.task_type, request.text(), outcome.text),
             metadata={"judged_quality": extra.get("simulated_quality")})
@@ -653,27 +653,23 @@ class Conductor:
 
         def one(name: str) -> float:
             st = self.settings.strategies[name]
-            m = self.settings.models[st.model]
             n_out = min(out, st.max_tokens) if st.max_tokens else out
-            disc = st.batch.discount if st.batch and st.mode == Mode.BATCH else 1.0
-            return (decision.input_tokens * m.input_usd_per_1m
-                    + n_out * m.output_usd_per_1m) / 1e6 * disc
+            return (self.settings.model_of(name).cost_usd(decision.input_tokens, n_out)
+                    * st.batch_discount)
 
         st = self.settings.strategies[decision.strategy]
         if st.verified is None:
             return one(decision.strategy)
         judge = 0.0
         if self.settings.judge.strategy:
-            jm = self.settings.models[self.settings.strategies[self.settings.judge.strategy].model]
-            judge = ((decision.input_tokens + out + 300) * jm.input_usd_per_1m
-                     + 16 * jm.output_usd_per_1m) / 1e6
+            judge = self.settings.model_of(self.settings.judge.strategy).cost_usd(
+                decision.input_tokens + out + JUDGE_PROMPT_TOKENS_BOUND, JUDGE_MAX_TOKENS)
         return one(st.verified.draft) + judge + one(st.verified.escalate_to)
 
     def default_cost(self, outcome: Outcome) -> float:
         """What an outcome's tokens would have cost on the default strategy's model."""
-        m = self.settings.models[self.settings.strategies[self.default_strategy].model]
-        return (outcome.input_tokens * m.input_usd_per_1m
-                + outcome.output_tokens * m.output_usd_per_1m) / 1e6
+        return self.settings.model_of(self.default_strategy).cost_usd(
+            outcome.input_tokens, outcome.output_tokens)
 
     def circuits_open(self) -> dict[str, float]:
         """Seconds each open circuit has been open, by "provider/model"."""
@@ -938,10 +934,10 @@ class Conductor:
                        error: str | None) -> None:
         st = self.settings.strategies[strategy]
         ok = error is None
-        if latency_ms is not None and st.mode == Mode.BATCH and st.batch is not None:
+        if latency_ms is not None and st.batch_window_ms:
             # The policy adds the batch window to its latency prediction; the posterior
             # models the rest, so take the window out of what was observed.
-            latency_ms = max(1.0, latency_ms - st.batch.window_ms)
+            latency_ms = max(1.0, latency_ms - st.batch_window_ms)
         self.posteriors[task_type].observe_outcome(
             strategy, latency_ms if ok else None, output_tokens if ok else None,
             escalated if st.mode == Mode.VERIFIED and ok else None, self.gamma)

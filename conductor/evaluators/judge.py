@@ -36,6 +36,9 @@ RUBRICS = {
 DEFAULT_RUBRIC = ("Does the answer correctly and completely do what the request asks? "
                   "10 = perfect, 1 = useless.")
 
+JUDGE_MAX_TOKENS = 16  # "Score: N" and a little slack
+JUDGE_PROMPT_TOKENS_BOUND = 300  # rubric and framing around the judged texts, at most
+
 # A GBNF grammar that makes a llama.cpp judge reply with the score line and nothing else.
 SCORE_GRAMMAR = 'root ::= "Score: " ("10" | [1-9])'
 
