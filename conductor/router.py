@@ -60,7 +60,7 @@ from conductor.providers.base import (
     ProviderResponse,
     estimate_prompt_tokens,
 )
-from conductor.providers.batching import MicroBatcher, split_response
+from conductor.providers.batching import MicroBatcher
 from conductor.providers.demo import DemoProvider, load_world
 from conductor.providers.openai import OpenAIProvider
 from conductor.providers.reliability import CircuitBreaker, call_with_retries
@@ -474,22 +474,15 @@ class Conductor:
     async def _upstream(self, provider: Provider, model: str, call: ProviderCall,
                         deadline: float | None) -> ProviderResponse:
         """One upstream call with retries; every attempt feeds the model's circuit breaker."""
-        breaker = self.breaker(model)
         pc = self.settings.providers[self.settings.models[model].provider]
 
         async def attempt() -> ProviderResponse:
             try:
                 resp = await provider.complete(call)
-            except ProviderBadRequestError:
-                raise  # the request's fault (e.g. too long for the context): not the model's
-            except ProviderError:
-                was_open = breaker.state == "open"
-                breaker.record_failure()
-                if not was_open and breaker.state == "open":
-                    self.counters["circuit_opened"] += 1
-                    log.warning("circuit opened for model %s (provider %s)", model, provider.name)
+            except ProviderError as exc:
+                self._record_health(model, exc)
                 raise
-            breaker.record_success()
+            self._record_health(model, None)
             return resp
 
         def on_retry(exc: BaseException) -> None:
@@ -497,28 +490,34 @@ class Conductor:
 
         return await call_with_retries(attempt, pc.retry, deadline=deadline, on_retry=on_retry)
 
+    def _record_health(self, model: str, exc: ProviderError | None) -> None:
+        """Feed an upstream attempt's result to the model's circuit breaker. A rejected
+        request (e.g. too long for the context) is the request's fault, not the model's."""
+        breaker = self.breaker(model)
+        if exc is None:
+            breaker.record_success()
+            return
+        if isinstance(exc, ProviderBadRequestError):
+            return
+        was_open = breaker.state == "open"
+        breaker.record_failure()
+        if not was_open and breaker.state == "open":
+            self.counters["circuit_opened"] += 1
+            log.warning("circuit opened for model %s (%s)", model, exc)
+
     async def _call(self, strategy: str, request: CompletionRequest, role: str,
                     deadline: float | None = None) -> tuple[ProviderResponse, CallRecord]:
         provider, call = self._call_for(strategy, request)
         st = self.settings.strategies[strategy]
-        if st.mode == Mode.BATCH and st.batch is not None and getattr(
-                provider, "virtual_time", False):
-            # A simulated clock (the demo world fast-forwarding): the window wait is
-            # simulated too, as a batch of one that waited the whole window.
-            whole = await self._upstream(provider, st.model, msgspec.structs.replace(
-                call, batched=True, batch_items=1), deadline)
-            item = split_response(whole, [call], 0, [st.batch.window_ms])[0]
-            if isinstance(item, ProviderError):
-                raise item
-            resp = item
-        elif st.mode == Mode.BATCH and st.batch is not None:
+        if st.mode == Mode.BATCH and st.batch is not None:
             key = (request.task_type, strategy)
             batcher = self._batchers.get(key)
             if batcher is None:
                 # The batch call has no single request's deadline; provider timeouts bound it.
                 batcher = self._batchers[key] = MicroBatcher(
                     lambda c: self._upstream(provider, st.model, c, None),
-                    window_ms=st.batch.window_ms, max_batch=st.batch.max_batch)
+                    window_ms=st.batch.window_ms, max_batch=st.batch.max_batch,
+                    simulated_wait=provider.virtual_time)
             resp = await batcher.submit(call)
         else:
             resp = await self._upstream(provider, st.model, call, deadline)
@@ -896,7 +895,7 @@ class Conductor:
                         started = True
                         yield chunk.delta
                 assert final is not None
-                self.breaker(st.model).record_success()
+                self._record_health(st.model, None)
                 ex.resp, ex.executed, ex.error = final, cand, None
                 ex.calls.append(CallRecord(
                     strategy=cand, model=st.model, role="answer", latency_ms=final.latency_ms,
@@ -905,7 +904,7 @@ class Conductor:
                 break
             except ProviderError as exc:
                 if streams:
-                    self.breaker(st.model).record_failure()
+                    self._record_health(st.model, exc)
                 self._failed(ex, cand, exc)
                 if started:
                     ex.executed = cand

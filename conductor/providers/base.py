@@ -50,6 +50,7 @@ class Provider(Protocol):
     """An upstream model API. Implementations translate their errors into ProviderError."""
 
     name: str
+    virtual_time: bool  # latencies are simulated, not waited for (the demo world)
 
     async def complete(self, call: ProviderCall) -> ProviderResponse: ...
 

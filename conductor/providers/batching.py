@@ -112,13 +112,17 @@ class MicroBatcher:
     """Collects calls for one (task type, strategy) and sends them in batches.
 
     ``send`` makes the upstream call (with retries); it is given the combined call.
+    ``simulated_wait``: the upstream runs on simulated time (the demo world fast-forwarding),
+    so the window is not waited for real: what is queued in the same loop turn goes out
+    together and each item is charged the whole window.
     """
 
     def __init__(self, send: Callable[[ProviderCall], Awaitable[ProviderResponse]], *,
-                 window_ms: float, max_batch: int) -> None:
+                 window_ms: float, max_batch: int, simulated_wait: bool = False) -> None:
         self.send = send
         self.window_s = window_ms / 1000.0
         self.max_batch = max_batch
+        self.simulated_wait = simulated_wait
         self._items: list[tuple[ProviderCall, asyncio.Future[ProviderResponse], float]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -131,7 +135,8 @@ class MicroBatcher:
         if len(self._items) >= self.max_batch:
             self._flush()
         elif self._timer is None:
-            self._timer = loop.call_later(self.window_s, self._flush)
+            self._timer = loop.call_later(0.0 if self.simulated_wait else self.window_s,
+                                          self._flush)
         return await fut
 
     def _flush(self) -> None:
@@ -149,7 +154,8 @@ class MicroBatcher:
         calls = [c for c, _, _ in items]
         futures = [f for _, f, _ in items]
         started = time.perf_counter()
-        waited = [(started - t) * 1000.0 for _, _, t in items]
+        waited = [self.window_s * 1000.0 if self.simulated_wait else (started - t) * 1000.0
+                  for _, _, t in items]
         self.batches_sent += 1
         combined = build_batch_call(calls)
         try:

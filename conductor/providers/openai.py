@@ -109,6 +109,8 @@ class OpenAIProvider:
     the judge workers run on different loops), created on first use inside that loop and
     closed by ``aclose`` called on the same loop."""
 
+    virtual_time = False
+
     def __init__(self, name: str, config: ProviderConfig, *, api_key: str | None = None,
                  transport: httpx.AsyncBaseTransport | None = None,
                  max_connections: int = 256) -> None:
