@@ -64,7 +64,7 @@ from conductor.providers.batching import MicroBatcher
 from conductor.providers.demo import DemoProvider, load_world
 from conductor.providers.openai import OpenAIProvider
 from conductor.providers.reliability import CircuitBreaker, call_with_retries
-from conductor.storage.base import LogStore, MemoryLogStore
+from conductor.storage.base import LogStore, MemoryLogStore, RequestRecord
 from conductor.types import (
     CallRecord,
     CompletionRequest,
@@ -95,6 +95,8 @@ class _Execution:
         self.error: str | None = None
         self.last_exc: ProviderError | None = None
         self.t0 = time.perf_counter()
+
+
 log = logging.getLogger("conductor.router")
 
 
@@ -283,12 +285,16 @@ class Conductor:
         self._eligible = {t: eligible_mask(self.table.names, settings.strategies_for(t))
                           for t in settings.task_types}
         self._unavailable: set[str] = set()  # strategies switched off by hand
+        # One breaker per (provider, upstream model); configured models naming the same
+        # upstream model share it.
         self._breakers: dict[tuple[str, str], CircuitBreaker] = {}
+        self._breaker_of: dict[str, CircuitBreaker] = {}
         for name, m in settings.models.items():
             cc = settings.providers[m.provider].circuit
-            self._breakers.setdefault((m.provider, m.upstream_name or name), CircuitBreaker(
-                consecutive_failures=cc.consecutive_failures, failure_rate=cc.failure_rate,
-                window=cc.window, min_calls=cc.min_calls, cooldown_s=cc.cooldown_s))
+            self._breaker_of[name] = self._breakers.setdefault(
+                (m.provider, m.upstream_name or name), CircuitBreaker(
+                    consecutive_failures=cc.consecutive_failures, failure_rate=cc.failure_rate,
+                    window=cc.window, min_calls=cc.min_calls, cooldown_s=cc.cooldown_s))
         self._batchers: dict[tuple[str, str], MicroBatcher] = {}
         self.counters: dict[str, float] = {
             "retries": 0, "fallbacks": 0, "circuit_opened": 0, "judge_calls": 0,
@@ -344,7 +350,7 @@ class Conductor:
             max_cost_usd=tt.max_cost_usd))
 
     def set_available(self, strategy: str, available: bool) -> None:
-        """Mark a strategy (un)available, e.g. when its provider's circuit opens or closes."""
+        """Switch a strategy off (or back on) by hand; open circuits do this on their own."""
         with self._lock:
             (self._unavailable.discard if available else self._unavailable.add)(strategy)
 
@@ -356,12 +362,7 @@ class Conductor:
 
     def breaker(self, model: str) -> CircuitBreaker:
         """The circuit breaker of a configured model's (provider, upstream model)."""
-        m = self.settings.models[model]
-        key = (m.provider, m.upstream_name or model)
-        b = self._breakers.get(key)
-        if b is None:
-            b = self._breakers[key] = CircuitBreaker()
-        return b
+        return self._breaker_of[model]
 
     def unavailable(self) -> set[str]:
         """Strategies the policy must skip: switched off, or a model's circuit is open."""
@@ -382,8 +383,7 @@ class Conductor:
                             **kwargs: Any) -> Decision:
         return self.predict_only(request, **kwargs)
 
-    def decide(self, request: CompletionRequest, *, strategy: str | None = None,
-               with_propensity: bool = True) -> Decision:
+    def decide(self, request: CompletionRequest, *, strategy: str | None = None) -> Decision:
         """The policy's decision for a request (or a forced ``strategy``)."""
         self._check_request(request)
         rid = request.request_id or uuid.uuid4().hex
@@ -408,16 +408,16 @@ class Conductor:
                     f"no strategy is available for task type {task!r} "
                     "(all circuits open or none configured)")
             t = self.temperatures[task]
-            want = with_propensity and strategy is None and t > 0
             choice, greedy, probs = self.policy.decide_full(
                 post, self.table, eligible, constraints, input_tokens, t, self.rng,
-                self.propensity_rng if want else None)
+                self.propensity_rng if strategy is None and t > 0 else None)
             q_mean = post.quality_mean()
             lat_mean = post.latency_mean_ms() + np.asarray(self.table.extra_latency_ms)
             share = self.rollout_percent / 100.0
             roll = float(self.rng.random()) if share < 1.0 else 0.0
         policy_idx = choice.index
-        p_policy = 1.0 if t <= 0 or probs is None else float(probs[policy_idx])
+        # No probabilities: a forced strategy, or temperature 0 (greedy, so certain).
+        p_policy = 1.0 if probs is None else float(probs[policy_idx])
         default = self.default_strategy
         if strategy is not None:
             idx, routed_by, propensity = names.index(strategy), "forced", 1.0
@@ -425,9 +425,8 @@ class Conductor:
             idx, routed_by, propensity = policy_idx, "shadow", p_policy
         elif roll >= share:
             idx, routed_by = names.index(default), "rollout_default"
-            p_def = 1.0 if probs is None else float(probs[idx])
-            propensity = mix_propensity(p_def if t > 0 else float(greedy == idx),
-                                        True, share)
+            p_def = float(probs[idx]) if probs is not None else float(greedy == idx)
+            propensity = mix_propensity(p_def, True, share)
         else:
             idx, routed_by = policy_idx, "policy"
             propensity = mix_propensity(p_policy, names[idx] == default, share) \
@@ -543,13 +542,22 @@ class Conductor:
             except (ProviderError, JudgeError) as exc:
                 self.counters["judge_failures"] += 1
                 log.warning("judge failed on a verified draft (%s); using heuristics", exc)
-        for ev in self.evaluators:
-            if ev.task_types is None or request.task_type in ev.task_types:
-                r = ev.evaluate(request, probe, resp.extra)
-                if r is not None:
-                    return r.score
-        h = heuristic_score(self.heuristics[request.task_type], request, probe, resp.extra)
-        return h.score if h is not None else None
+        heuristic, others = self._automatic_rewards(request, probe, resp.extra)
+        if others:
+            return others[0].score
+        return heuristic.score if heuristic is not None else None
+
+    def _automatic_rewards(self, request: CompletionRequest, outcome: Outcome,
+                           extra: dict[str, Any]) -> tuple[Reward | None, list[Reward]]:
+        """The task type's heuristic score (the lowest opinion) and the configured
+        evaluators' rewards (none for a failed answer)."""
+        heuristic = heuristic_score(self.heuristics[request.task_type], request, outcome, extra)
+        if outcome.error is not None:
+            return heuristic, []
+        others = [r for ev in self.evaluators
+                  if ev.task_types is None or request.task_type in ev.task_types
+                  if (r := ev.evaluate(request, outcome, extra)) is not None]
+        return heuristic, others
 
     async def _judge_call(self, request: CompletionRequest, outcome: Outcome,
                           extra: dict[str, Any]) -> tuple[float, CallRecord]:
@@ -787,16 +795,11 @@ class Conductor:
         rid = decision.request_id
         self.record_outcome(req.task_type, outcome)
         extra = resp.extra if resp is not None else {}
-        found: list[Reward] = []
-        h = heuristic_score(self.heuristics[req.task_type], req, outcome, extra)
-        if h is not None:
-            found.append(h)
-        if resp is not None:
-            for ev in self.evaluators:
-                if ev.task_types is None or req.task_type in ev.task_types:
-                    r = ev.evaluate(req, outcome, extra)
-                    if r is not None:
-                        found.append(r)
+        heuristic, others = self._automatic_rewards(req, outcome, extra)
+        found = [heuristic, *others] if heuristic is not None else others
+        # A request this process just served has no rewards elsewhere (kept feedback is
+        # applied below): start its fused state here rather than look the store up.
+        self.fusion.start(rid)
         rewards = [self.add_reward(msgspec.structs.replace(
             r, created_at=self.clock(), task_type=req.task_type, strategy=ex.executed))
             for r in found]
@@ -804,8 +807,10 @@ class Conductor:
             self._maybe_judge(req, outcome, extra)
         pending = self._pending_feedback.pop(rid, None)
         if pending:
+            rec = self.log_store.get_request(rid)
+            assert rec is not None  # its decision was logged before it ran
             for _, rater, score in pending:
-                rewards.append(self._apply_feedback(rid, score, rater))
+                rewards.append(self._apply_feedback(rec, score, rater))
             self.log_store.clear_pending_feedback(rid)
         if self.on_outcome is not None:
             self.on_outcome(req, decision, outcome)
@@ -814,11 +819,12 @@ class Conductor:
     async def acomplete_then_learn(self, request: CompletionRequest, *,
                                    strategy: str | None = None,
                                    decision: Decision | None = None
-                                   ) -> tuple[CompletionResult, Callable[[], None]]:
+                                   ) -> tuple[CompletionResult, Callable[[], list[Reward]]]:
         """Like ``acomplete``, but the logging and learning that follow an answer are
-        returned as a callable for the caller to run after it has replied (the service
-        does, so a response never waits for bookkeeping). The result has no rewards yet.
-        A request that failed everywhere is learned from at once, then raised."""
+        returned as a callable (giving the rewards) for the caller to run after it has
+        replied (the service does, so a response never waits for bookkeeping). The result
+        has no rewards yet. A request that failed everywhere is learned from at once,
+        then raised."""
         req, decision, ex = self._begin(request, strategy, decision)
         await self._run_candidates(req, decision, ex)
         outcome = self._outcome(decision, ex)
@@ -829,9 +835,8 @@ class Conductor:
         result = CompletionResult(request_id=decision.request_id, text=ex.resp.text,
                                   decision=decision, outcome=outcome)
 
-        def learn() -> None:
-            if not self._closed:
-                self._learn(req, decision, ex, outcome)
+        def learn() -> list[Reward]:
+            return [] if self._closed else self._learn(req, decision, ex, outcome)
 
         return result, learn
 
@@ -857,9 +862,9 @@ class Conductor:
 
         ``decision``: one made beforehand with ``decide`` (e.g. to reserve its cost)."""
         req = request if request is not None else self.make_request(prompt, **kwargs)
-        req, decision, ex = self._begin(req, strategy, decision)
-        await self._run_candidates(req, decision, ex)
-        return self._finish(req, decision, ex)
+        result, learn = await self.acomplete_then_learn(req, strategy=strategy,
+                                                        decision=decision)
+        return msgspec.structs.replace(result, rewards=tuple(learn()))
 
     async def astream(self, request: CompletionRequest, *, strategy: str | None = None,
                       decision: Decision | None = None
@@ -974,9 +979,6 @@ class Conductor:
             reward = msgspec.structs.replace(reward, effective_score=new)
             handle = self.log_store.record_reward(
                 reward, applied=applied, previous_score=old if applied else None, wait=False)
-            if applied and self.on_reward is not None:
-                assert new is not None
-                self.on_reward(task, new, old)
             if applied:
                 assert new is not None
                 post = self.posteriors[task]
@@ -984,17 +986,17 @@ class Conductor:
                     post.observe_reward(strategy, new)
                 else:
                     post.correct_reward(strategy, old, new)
+                if self.on_reward is not None:
+                    self.on_reward(task, new, old)
         if handle is not None and wait is not False:
             handle.result()  # durable before we acknowledge
         return reward
 
-    def _apply_feedback(self, request_id: str, score: float, rater: str) -> Reward:
-        rec = self.log_store.get_request(request_id)
-        if rec is None or rec.decision is None:
-            raise NotFoundError(f"unknown request id {request_id!r}")
+    def _apply_feedback(self, rec: RequestRecord, score: float, rater: str) -> Reward:
+        assert rec.decision is not None
         strategy = rec.outcome.strategy if rec.outcome else rec.decision.strategy
         return self.add_reward(Reward(
-            request_id=request_id, source="user", score=score, rater=rater,
+            request_id=rec.request_id, source="user", score=score, rater=rater,
             task_type=rec.decision.task_type, strategy=strategy, created_at=self.clock()))
 
     def feedback(self, request_id: str, rating: float | int | bool | str, rater: str = "",
@@ -1013,7 +1015,7 @@ class Conductor:
         with self._feedback_lock:
             rec = self.log_store.get_request(request_id)
             if rec is not None and rec.decision is not None:
-                return self._apply_feedback(request_id, score, rater)
+                return self._apply_feedback(rec, score, rater)
             if not pending_ok:
                 raise NotFoundError(f"unknown request id {request_id!r}")
             now = self.clock()

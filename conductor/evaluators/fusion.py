@@ -40,6 +40,11 @@ class RewardFusion:
             self._state.move_to_end(request_id)
         return st
 
+    def start(self, request_id: str) -> None:
+        """A new request with no rewards yet (keeps any state it already has)."""
+        if request_id not in self._state:
+            self._put(request_id, RequestRewards(users={}))
+
     def rebuild(self, request_id: str, rewards: list[Reward]) -> RequestRewards:
         """State for a request from its stored rewards (after a restart or eviction)."""
         st = RequestRewards(users={})

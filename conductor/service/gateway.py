@@ -11,7 +11,13 @@ from typing import Any
 
 import msgspec
 
-from conductor.errors import ConductorError, InvalidRequestError, NotFoundError, RateLimitedError
+from conductor.errors import (
+    ConductorError,
+    InvalidRequestError,
+    NotFoundError,
+    RateLimitedError,
+    UnknownStrategyError,
+)
 from conductor.metrics import MetricsCollector
 from conductor.rate_limiter import RateLimitConfig, RateLimiter, Reservation
 from conductor.router import Conductor
@@ -42,6 +48,7 @@ from conductor.types import (
     Constraints,
     Decision,
     Message,
+    Reward,
 )
 
 ROUTING_MODELS = ("auto", "conductor")
@@ -108,7 +115,6 @@ class Gateway:
         if model in ROUTING_MODELS:
             return None
         if model not in self.conductor.settings.strategies:
-            from conductor.errors import UnknownStrategyError
             raise UnknownStrategyError(model, [*ROUTING_MODELS,
                                                *self.conductor.settings.strategies])
         return model
@@ -159,18 +165,12 @@ class Gateway:
             raise
 
     async def run(self, req: CompletionRequest, strategy: str | None) -> CompletionResult:
-        decision, reservation = self.admit(req, strategy)
-        cost = 0.0
-        try:
-            result = await self.conductor.acomplete(request=req, strategy=strategy,
-                                                    decision=decision)
-            cost = result.outcome.cost_usd
-            return result
-        finally:
-            self.limiter.reconcile(reservation, cost)
+        """Admit, answer and learn (the native API returns the rewards)."""
+        result, learn = await self.run_then_learn(req, strategy)
+        return msgspec.structs.replace(result, rewards=tuple(learn()))
 
     async def run_then_learn(self, req: CompletionRequest, strategy: str | None
-                             ) -> tuple[CompletionResult, Callable[[], None]]:
+                             ) -> tuple[CompletionResult, Callable[[], list[Reward]]]:
         """``run``, with the logging and learning returned to be done after replying."""
         decision, reservation = self.admit(req, strategy)
         cost = 0.0

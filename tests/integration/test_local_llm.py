@@ -91,11 +91,15 @@ def test_judge_scores_are_stored_and_verified_escalates_on_real_calls(served) ->
     s, db = served
     client = openai.OpenAI(base_url=s.url + "/v1", api_key="unused", max_retries=0)
     traces = []
-    for q in ("What is 2 + 2?", "Name a fruit.", "Say hi."):
+    questions = ("What is 2 + 2?", "Name a fruit.", "Say hi.", "Name a colour.",
+                 "Count to three.", "Name a city.", "Say bye.", "Name an animal.")
+    for i, q in enumerate(questions):  # drafts are sampled: ask until one escalates
         r = client.chat.completions.create(
             model="verified", max_tokens=24, messages=[{"role": "user", "content": q}],
             extra_body={"conductor": {"task_type": "chat"}})
         traces.append(r.model_extra["conductor"])
+        if i >= 2 and any(t["escalated"] for t in traces):
+            break
     client.close()
     assert any(t["escalated"] for t in traces)  # accept_score 1.0: all but a 10/10 escalate
     store = SQLiteStore(db)
