@@ -92,6 +92,18 @@ def translate_status(provider: str, status: int, body: bytes,
     return ProviderBadRequestError(msg, provider=provider, status=status)
 
 
+def _response(call: ProviderCall, text: str, finish: str, usage: dict[str, Any],
+              latency_ms: float) -> ProviderResponse:
+    """The answer with the upstream's token usage, or our estimate (marked) without one."""
+    pt, ct = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    return ProviderResponse(
+        text=text,
+        input_tokens=pt if isinstance(pt, int) else estimate_prompt_tokens(call.messages),
+        output_tokens=ct if isinstance(ct, int) else estimate_tokens(text),
+        latency_ms=latency_ms, finish_reason=finish,
+        usage_estimated=not (isinstance(pt, int) and isinstance(ct, int)))
+
+
 class _NoCookies(httpx.Cookies):
     """Upstream APIs do not use cookies; storing them costs time on every response."""
 
@@ -191,13 +203,10 @@ class OpenAIProvider:
             raise ProviderServerError(f"{self.name}: connection failed: {exc}",
                                       provider=self.name) from exc
 
-    async def _read_body(self, resp: httpx.Response, budget_s: float) -> bytes:
+    async def _read_body(self, resp: httpx.Response) -> bytes:
+        """The whole body; the caller's timeout bounds it."""
         try:
-            async with asyncio.timeout(budget_s):
-                return await resp.aread()
-        except TimeoutError:
-            raise ProviderTimeoutError(f"{self.name}: response body not complete within "
-                                       f"{budget_s:.3g}s", provider=self.name) from None
+            return await resp.aread()
         except httpx.HTTPError as exc:
             raise ProviderServerError(f"{self.name}: response cut: {exc}",
                                       provider=self.name) from exc
@@ -210,7 +219,7 @@ class OpenAIProvider:
         try:
             async with asyncio.timeout(budget):
                 resp = await self._send(call, stream=False)
-                body = await self._read_body(resp, max(budget - (time.perf_counter() - t0), 0.001))
+                body = await self._read_body(resp)
         except TimeoutError:
             raise ProviderTimeoutError(f"{self.name}: total budget {budget:.3g}s exceeded",
                                        provider=self.name) from None
@@ -225,14 +234,7 @@ class OpenAIProvider:
         except (msgspec.DecodeError, IndexError, AttributeError) as exc:
             raise ProviderServerError(f"{self.name}: malformed completion: {exc}",
                                       provider=self.name) from exc
-        usage = data.usage or {}
-        pt, ct = usage.get("prompt_tokens"), usage.get("completion_tokens")
-        estimated = not (isinstance(pt, int) and isinstance(ct, int))
-        return ProviderResponse(
-            text=text,
-            input_tokens=pt if isinstance(pt, int) else estimate_prompt_tokens(call.messages),
-            output_tokens=ct if isinstance(ct, int) else estimate_tokens(text),
-            latency_ms=latency_ms, finish_reason=str(finish), usage_estimated=estimated)
+        return _response(call, text, str(finish), data.usage or {}, latency_ms)
 
     async def stream(self, call: ProviderCall) -> AsyncIterator[StreamChunk]:
         """Yield text deltas, then one final chunk with usage and finish reason.
@@ -244,7 +246,12 @@ class OpenAIProvider:
         budget = self._budget(call)
         resp = await self._send(call, stream=True)
         if resp.status_code >= 400:
-            body = await self._read_body(resp, budget)
+            try:
+                async with asyncio.timeout(budget):
+                    body = await self._read_body(resp)
+            except TimeoutError:
+                raise ProviderTimeoutError(f"{self.name}: error body not complete within "
+                                           f"{budget:.3g}s", provider=self.name) from None
             raise translate_status(self.name, resp.status_code, body, resp.headers)
         texts: list[str] = []
         usage: dict[str, Any] = {}
@@ -296,16 +303,8 @@ class OpenAIProvider:
         if not done:
             raise ProviderStreamError(f"{self.name}: stream ended before [DONE]",
                                       provider=self.name)
-        text = "".join(texts)
-        pt, ct = usage.get("prompt_tokens"), usage.get("completion_tokens")
-        estimated = not (isinstance(pt, int) and isinstance(ct, int))
-        yield StreamChunk(
-            delta="", final=ProviderResponse(
-                text=text,
-                input_tokens=pt if isinstance(pt, int) else estimate_prompt_tokens(call.messages),
-                output_tokens=ct if isinstance(ct, int) else estimate_tokens(text),
-                latency_ms=(time.perf_counter() - t0) * 1000.0,
-                finish_reason=finish or "stop", usage_estimated=estimated))
+        yield StreamChunk(delta="", final=_response(
+            call, "".join(texts), finish or "stop", usage, (time.perf_counter() - t0) * 1000))
 
     async def aclose(self) -> None:
         """Close this event loop's client."""
