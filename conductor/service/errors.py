@@ -37,34 +37,32 @@ def error_body(message: str, type_: str, param: str | None = None,
     return {"error": {"message": message, "type": type_, "param": param, "code": code, **extra}}
 
 
+# (error class, HTTP status, OpenAI error type, code); the first match wins, so subclasses
+# come before their parents.
+_STATUS: tuple[tuple[type[ConductorError], int, str, str | None], ...] = (
+    (AuthenticationError, 401, "authentication_error", None),
+    (PermissionDeniedError, 403, "permission_error", None),
+    (UnknownStrategyError, 404, "invalid_request_error", "model_not_found"),
+    (InvalidRequestError, 400, "invalid_request_error", None),
+    (NotFoundError, 404, "not_found_error", None),
+    (RateLimitedError, 429, "rate_limit_error", None),  # code: the limit's name
+    (NoStrategyAvailableError, 503, "service_unavailable", "no_strategy_available"),
+    (ProviderBadRequestError, 400, "invalid_request_error", "upstream_rejected"),
+    (ProviderRateLimitedError, 429, "rate_limit_error", "upstream_rate_limited"),
+    (ProviderTimeoutError, 504, "upstream_error", "upstream_timeout"),
+    (ProviderAuthError, 502, "upstream_error", "upstream_auth"),
+    (ProviderError, 502, "upstream_error", "upstream_error"),
+    (StorageError, 503, "service_unavailable", "storage"),
+)
+
+
 def status_of(exc: ConductorError) -> tuple[int, str, str | None]:
     """(HTTP status, OpenAI error type, code) for a Conductor error."""
-    if isinstance(exc, AuthenticationError):
-        return 401, "authentication_error", None
-    if isinstance(exc, PermissionDeniedError):
-        return 403, "permission_error", None
-    if isinstance(exc, UnknownStrategyError):
-        return 404, "invalid_request_error", "model_not_found"
-    if isinstance(exc, InvalidRequestError):
-        return 400, "invalid_request_error", None
-    if isinstance(exc, NotFoundError):
-        return 404, "not_found_error", None
     if isinstance(exc, RateLimitedError):
         return 429, "rate_limit_error", exc.limit
-    if isinstance(exc, NoStrategyAvailableError):
-        return 503, "service_unavailable", "no_strategy_available"
-    if isinstance(exc, ProviderBadRequestError):
-        return 400, "invalid_request_error", "upstream_rejected"
-    if isinstance(exc, ProviderRateLimitedError):
-        return 429, "rate_limit_error", "upstream_rate_limited"
-    if isinstance(exc, ProviderTimeoutError):
-        return 504, "upstream_error", "upstream_timeout"
-    if isinstance(exc, ProviderAuthError):
-        return 502, "upstream_error", "upstream_auth"
-    if isinstance(exc, ProviderError):
-        return 502, "upstream_error", "upstream_error"
-    if isinstance(exc, StorageError):
-        return 503, "service_unavailable", "storage"
+    for cls, status, type_, code in _STATUS:
+        if isinstance(exc, cls):
+            return status, type_, code
     return 500, "server_error", None
 
 

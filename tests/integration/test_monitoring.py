@@ -79,6 +79,7 @@ def test_dashboard_renders_with_data_in_headless_chromium(upstream: FakeUpstream
         _traffic(s.url)
         dom = subprocess.run([browser, *flags, "--dump-dom", s.url + "/dashboard"],
                              capture_output=True, text=True, timeout=120).stdout
+        alerts = httpx.get(s.url + "/v1/stats").json()["alerts"]
         shot = ROOT / ".ci" / "artifacts" / "dashboard.png"
         shot.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run([browser, *flags, f"--screenshot={shot}", s.url + "/dashboard"],
@@ -88,6 +89,10 @@ def test_dashboard_renders_with_data_in_headless_chromium(upstream: FakeUpstream
     for chart in ("c-requests", "c-cost", "c-share", "c-quality", "c-latency"):
         m = re.search(rf'id="{chart}"[^>]*data-points="(\d+)"', dom)
         assert m and int(m.group(1)) > 0, chart
-    assert "no active alerts" in dom or 'class="alert"' in dom
+    if alerts:  # the page lists exactly what /v1/stats reports
+        shown = re.findall(r'<li class="alert">([^<\x27"+]+)</li>', dom)  # not the script
+        assert shown == [a["message"] for a in alerts]
+    else:
+        assert "no active alerts" in dom
     assert 'id="requests">30<' in dom
     assert shot.stat().st_size > 20_000
