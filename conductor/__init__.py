@@ -5,9 +5,11 @@
     result = conductor.complete(prompt="Great product!", task_type=TaskType.CLASSIFY)
 """
 
+from conductor.coefficients import load_coefficients
 from conductor.config import Settings, default_settings, load_settings
 from conductor.errors import ConductorError
-from conductor.router import Conductor, load_coefficients, rating_to_score
+from conductor.learning import rating_to_score
+from conductor.router import Conductor
 from conductor.types import (
     CompletionRequest,
     CompletionResult,

@@ -10,13 +10,16 @@ from __future__ import annotations
 import tomllib
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import msgspec
 from msgspec import Meta, Struct
 
 from conductor.errors import ConfigError
 from conductor.types import Mode, NonNegative, Positive, Probability, TaskType
+
+# Provider kinds (conductor.providers.registry serves each).
+PROVIDER_KINDS = ("demo", "local", "openai")
 
 # The built-in heuristic evaluators (conductor.evaluators.heuristics), by name.
 HEURISTIC_NAMES = ("answer_present", "valid_json", "label_valid", "within_word_limit")
@@ -54,7 +57,7 @@ class ProviderConfig(Struct, kw_only=True, frozen=True, forbid_unknown_fields=Tr
     """An upstream. ``demo`` replays the built-in simulated world; ``openai`` is any
     OpenAI-compatible chat completions API."""
 
-    kind: Literal["demo", "openai", "local"]
+    kind: str  # one of PROVIDER_KINDS
     base_url: str = ""
     api_key_env: str | None = None
     timeouts: Timeouts = Timeouts()
@@ -99,29 +102,61 @@ class VerifiedConfig(Struct, kw_only=True, frozen=True, forbid_unknown_fields=Tr
     prior_escalation_rate: Probability = 0.3
 
 
-class StrategyConfig(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
-    """A model plus a way of running it, with the priors the policy starts from."""
+class _Strategy(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True,
+                tag_field="mode"):
+    """A model plus a way of running it, with the priors the policy starts from. The
+    mode is the tag of a union (``DirectStrategy | BatchStrategy | VerifiedStrategy``), so a
+    mode's table can only appear with its mode."""
 
     model: _NAME
-    mode: Mode = Mode.DIRECT
     max_tokens: Annotated[int, Meta(ge=1)] | None = None
     prior_quality: Probability = 0.7
     prior_strength: Positive = 2.0
     prior_latency_ms: Positive = 1000.0
     prior_latency_sigma: Positive = 0.5
     prior_output_tokens: Positive | None = None
-    batch: BatchConfig | None = None
-    verified: VerifiedConfig | None = None
+
+    @property
+    def mode(self) -> Mode:
+        return Mode(str(self.__struct_config__.tag))
 
     @property
     def batch_discount(self) -> float:
         """The price factor of a batch strategy (1 for the others)."""
-        return self.batch.discount if self.mode == Mode.BATCH and self.batch else 1.0
+        return 1.0
 
     @property
     def batch_window_ms(self) -> float:
         """How long a batch strategy may hold a request (0 for the others)."""
-        return self.batch.window_ms if self.mode == Mode.BATCH and self.batch else 0.0
+        return 0.0
+
+
+class DirectStrategy(_Strategy, tag="direct", frozen=True):
+    """One call to one model."""
+
+
+class BatchStrategy(_Strategy, tag="batch", frozen=True):
+    """Compatible requests held for a short window and sent together."""
+
+    batch: BatchConfig = BatchConfig()
+
+    @property
+    def batch_discount(self) -> float:
+        return self.batch.discount
+
+    @property
+    def batch_window_ms(self) -> float:
+        return self.batch.window_ms
+
+
+class VerifiedStrategy(_Strategy, tag="verified", frozen=True):
+    """A cheap draft scored by an evaluator, escalated below the acceptance score."""
+
+    verified: VerifiedConfig
+
+
+StrategyConfig = DirectStrategy | BatchStrategy | VerifiedStrategy
+MODES = {m.value for m in Mode}
 
 
 class TaskTypeConfig(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -219,6 +254,9 @@ def _check(cond: bool, path: str, message: str) -> None:
 def _validate(s: Settings) -> Settings:
     """Cross-reference checks msgspec cannot express; each names its key path."""
     _check(bool(s.strategies), "strategies", "at least one strategy is required")
+    for name, pc in s.providers.items():
+        _check(pc.kind in PROVIDER_KINDS, f"providers.{name}.kind",
+               f"unknown kind {pc.kind!r}; valid: {', '.join(PROVIDER_KINDS)}")
     for name, m in s.models.items():
         _check(m.provider in s.providers, f"models.{name}.provider",
                f"unknown provider {m.provider!r}; known: {sorted(s.providers)}")
@@ -226,20 +264,14 @@ def _validate(s: Settings) -> Settings:
         path = f"strategies.{name}"
         _check(st.model in s.models, f"{path}.model",
                f"unknown model {st.model!r}; known: {sorted(s.models)}")
-        if st.mode == Mode.BATCH:
-            _check(st.batch is not None, f"{path}.batch", "mode 'batch' needs a [batch] table")
-        if st.mode == Mode.VERIFIED:
-            _check(st.verified is not None, f"{path}.verified",
-                   "mode 'verified' needs a [verified] table")
-            assert st.verified is not None
+        if isinstance(st, VerifiedStrategy):
             for key in ("draft", "escalate_to"):
                 ref = getattr(st.verified, key)
                 _check(ref in s.strategies, f"{path}.verified.{key}",
                        f"unknown strategy {ref!r}; known: {sorted(s.strategies)}")
-                _check(s.strategies[ref].mode != Mode.VERIFIED, f"{path}.verified.{key}",
+                _check(not isinstance(s.strategies[ref], VerifiedStrategy),
+                       f"{path}.verified.{key}",
                        f"{ref!r} is itself verified; verified strategies cannot nest")
-        if st.verified is not None and st.mode != Mode.VERIFIED:
-            raise ConfigError(f"{path}.verified: only allowed with mode = 'verified'")
     for tname, tt in s.task_types.items():
         for h in tt.heuristics:
             _check(h in HEURISTIC_NAMES, f"task_types.{tname}.heuristics",
@@ -259,13 +291,13 @@ def _validate(s: Settings) -> Settings:
     return s
 
 
-_SECTIONS: dict[str, type] = {
+_SECTIONS: dict[str, Any] = {
     "providers": ProviderConfig, "models": ModelConfig, "strategies": StrategyConfig,
     "task_types": TaskTypeConfig, "clients": ClientConfig,
 }
 
 
-def _convert(value: Any, typ: type, path: str) -> Any:
+def _convert(value: Any, typ: Any, path: str) -> Any:
     """msgspec.convert, with errors rewritten to name the full key path."""
     try:
         return msgspec.convert(value, typ)
@@ -277,7 +309,20 @@ def _convert(value: Any, typ: type, path: str) -> Any:
             where = path + at.rstrip("`")
         if msg.startswith("Object contains unknown field"):
             msg = msg.replace("Object contains", "contains")
-        raise ConfigError(f"{where}: {msg}") from exc
+            if not where:
+                fields = ", ".join(sorted(f for f in Settings.__struct_fields__))
+                msg += f"; valid top-level tables: {fields}"
+        raise ConfigError(f"{where}: {msg}" if where else msg) from exc
+
+
+def _with_mode(entry: Any, path: str) -> Any:
+    """A strategy table with its mode made explicit (``direct`` when absent)."""
+    if not isinstance(entry, dict):
+        return entry
+    mode = entry.get("mode", Mode.DIRECT.value)
+    if mode not in MODES:
+        raise ConfigError(f"{path}.mode: unknown mode {mode!r}; valid: {sorted(MODES)}")
+    return {**entry, "mode": mode}
 
 
 def settings_from_dict(data: dict[str, Any], source: str = "<config>") -> Settings:
@@ -294,6 +339,8 @@ def settings_from_dict(data: dict[str, Any], source: str = "<config>") -> Settin
             entries = data.get(section, {})
             if not isinstance(entries, dict):
                 raise ConfigError(f"{section}: expected a table of named entries")
+            if section == "strategies":
+                entries = {k: _with_mode(v, f"strategies.{k}") for k, v in entries.items()}
             data[section] = {k: _convert(v, typ, f"{section}.{k}") for k, v in entries.items()}
         for key, typ in (("policy", PolicyConfig), ("judge", JudgeConfig),
                          ("storage", StorageConfig)):

@@ -15,12 +15,12 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 from hdrh.histogram import HdrHistogram
 
-from conductor.types import Outcome
+from conductor.types import CompletionRequest, Decision, Outcome
 
 log = logging.getLogger("conductor.metrics")
 
@@ -38,6 +38,33 @@ def _percentiles(h: HdrHistogram) -> dict[str, float | None]:
             "p50_ms": h.get_value_at_percentile(50) / 1000.0,
             "p95_ms": h.get_value_at_percentile(95) / 1000.0,
             "p99_ms": h.get_value_at_percentile(99) / 1000.0}
+
+
+class RouterListener(Protocol):
+    """Told about what the router did (the service's metrics listen)."""
+
+    def on_outcome(self, request: CompletionRequest, decision: Decision,
+                   outcome: Outcome) -> None: ...
+
+    def on_reward(self, task_type: str, new: float, old: float | None) -> None: ...
+
+    def on_rate_limited(self, client_id: str, limit: str) -> None: ...
+
+
+class RouterStats(msgspec.Struct, kw_only=True):
+    """Counters since start, for ``/v1/stats`` and ``/metrics``."""
+
+    retries: int
+    fallbacks: int
+    circuits_opened: int
+    circuits_open: dict[str, float]
+    judge_calls: int
+    judge_failures: int
+    judge_dropped: int
+    judge_budget_skipped: int
+    judge_cost_usd: float
+    judge_self_graded: int
+    judge_user_agreement: dict[str, dict[str, Any]]
 
 
 class _Tally:

@@ -7,9 +7,9 @@ message that names the field (``Expected `float` <= 1.0 - at `$.min_quality` ``)
 from __future__ import annotations
 
 import enum
+import math
 from typing import Annotated, Any, Literal
 
-import msgspec
 from msgspec import Meta, Struct
 
 Probability = Annotated[float, Meta(ge=0.0, le=1.0)]
@@ -36,7 +36,9 @@ class Mode(enum.StrEnum):
     VERIFIED = "verified"
 
 
-RewardSource = Literal["judge", "heuristic", "user", "simulated"]
+# Built-in reward sources: "user", "simulated", "judge", "heuristic"; a custom evaluator's
+# rewards carry its own source name (conductor.evaluators.fusion ranks them).
+RewardSource = Name
 RoutedBy = Literal["policy", "forced", "rollout_default", "shadow"]
 
 
@@ -105,7 +107,7 @@ class Decision(Struct, kw_only=True, frozen=True):
     predicted_quality: float
     predicted_latency_ms: float
     predicted_cost_usd: float
-    propensity: float
+    propensity: float | None  # None until computed (after the answer; the log has it)
     explored: bool
     constraint_relaxed: bool
     policy_version: str
@@ -177,6 +179,66 @@ class CompletionResult(Struct, kw_only=True, frozen=True):
     rewards: tuple[Reward, ...] = ()
 
 
-def decode_request(data: bytes | str) -> CompletionRequest:
-    """Decode a JSON request; errors name the offending field."""
-    return msgspec.json.decode(data, type=CompletionRequest)
+def estimate_tokens(text: str) -> int:
+    """Approximate token count: 4 characters per token, OpenAI's rule of thumb for English.
+
+    Used to predict cost before a call, and where an upstream does not report ``usage``
+    (costs computed from it are marked estimated).
+    """
+    return max(1, math.ceil(len(text) / 4))
+
+
+def estimate_prompt_tokens(messages: tuple[Message, ...]) -> int:
+    """Approximate prompt tokens: the text plus 4 tokens of framing per message."""
+    return sum(estimate_tokens(m.content) + 4 for m in messages)
+
+
+# -- learning events ------------------------------------------------------------------------
+#
+# Everything the posterior learns from is one of these, applied in one place
+# (``conductor.learning.Learner.apply``), live and when the log is replayed on restore.
+
+
+class OutcomeEvent(Struct, kw_only=True, frozen=True, tag="outcome"):
+    """A request was served (or failed): its latency, output tokens and escalation."""
+
+    request_id: str
+    task_type: str
+    strategy: str
+    latency_ms: float | None = None
+    output_tokens: int | None = None
+    escalated: bool | None = None
+    error: str | None = None
+
+
+class RewardEvent(Struct, kw_only=True, frozen=True, tag="reward"):
+    """A request's fused reward changed from ``previous`` (None: it had none) to
+    ``effective``; the posterior is corrected by the difference."""
+
+    request_id: str
+    task_type: str
+    strategy: str
+    effective: float
+    previous: float | None = None
+
+
+class PolicyKnobs(Struct, kw_only=True, frozen=True):
+    """The live policy settings an operator changes through ``PUT /v1/policy``."""
+
+    version: str
+    rollout_percent: float
+    default_strategy: str
+    freeze: bool
+    exploration: dict[str, float]
+
+
+class PolicyEvent(Struct, kw_only=True, frozen=True, tag="policy"):
+    """An operator changed the policy. ``configured``: the config's own knobs when the
+    change was made (a later edit of the config file outranks a stored change)."""
+
+    knobs: PolicyKnobs
+    actor: str = ""
+    configured: PolicyKnobs | None = None
+
+
+LearningEvent = OutcomeEvent | RewardEvent | PolicyEvent

@@ -220,11 +220,11 @@ class ThompsonPolicy:
 
     def decide_full(self, post: TaskPosterior, table: StrategyTable, eligible: np.ndarray,
                     constraints: Constraints, input_tokens: int, t: float,
-                    rng: np.random.Generator, propensity_rng: np.random.Generator | None
-                    ) -> tuple[Choice, int, np.ndarray | None]:
-        """The decision, the greedy choice and (with ``propensity_rng``) the choice
-        probabilities, sharing the cost prediction and the relaxed choice: what the
-        request path needs, computed once."""
+                    rng: np.random.Generator) -> tuple[Choice, int]:
+        """The decision and the greedy choice (what temperature 0 would pick, to say
+        whether the decision explored), sharing the cost prediction and the relaxed choice.
+        The propensity is not computed here: the log needs it, the answer does not
+        (``choice_probabilities`` on a ``post.copy()`` taken now gives it later)."""
         cost = predict_costs(table, post, input_tokens)
         extra = np.asarray(table.extra_latency_ms)
         memo: list[int] = []
@@ -240,11 +240,7 @@ class ThompsonPolicy:
                         feasible=feas[0], relaxed=bool(none[0]))
         gq, gp95 = self._draw(post, extra, 1, 0.0, None)
         greedy = int(self._choose(gq, gp95, cost, eligible, constraints, relaxed)[0][0])
-        probs = None
-        if propensity_rng is not None and t > 0:
-            probs = self._probabilities(post, eligible, constraints, t, propensity_rng, cost,
-                                        extra, relaxed, None, "auto")
-        return choice, greedy, probs
+        return choice, greedy
 
     def choice_probabilities(self, post: TaskPosterior, table: StrategyTable,
                              eligible: np.ndarray, constraints: Constraints, input_tokens: int,

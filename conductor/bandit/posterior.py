@@ -73,6 +73,17 @@ class TaskPosterior:
         self.observations = 0.0
         self._cache: dict[str, Any] = {}
 
+    def copy(self) -> TaskPosterior:
+        """An independent copy (the state a decision was made on, for its propensity)."""
+        other = TaskPosterior.__new__(TaskPosterior)
+        other.strategies = self.strategies
+        other.index = self.index
+        other.prior = self.prior  # never mutated
+        other.evidence = {f: a.copy() for f, a in self.evidence.items()}
+        other.observations = self.observations
+        other._cache = {}
+        return other
+
     def _cached(self, key: str, compute: Any) -> Any:
         """Derived parameters, cached until the evidence changes (every mutator clears)."""
         value = self._cache.get(key)

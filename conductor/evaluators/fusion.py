@@ -1,38 +1,51 @@
 """Reward fusion: one effective reward per request, from the best source present.
 
-Priority: the users' ratings (their mean, one vote per rater) > the demo world's simulated
-signal > the judge's score mapped through the calibration > the heuristic score. Each
-request counts once in the posterior: when a better source arrives (or a rater changes
-their rating) the posterior is corrected by the difference, never counted twice.
+Sources rank by a priority table (lower rank wins): the users' ratings (their mean, one
+vote per rater) > the demo world's simulated signal > the judge's score mapped through the
+calibration > custom evaluators > the heuristic score. A custom evaluator's source takes
+the rank it declares, or ``CUSTOM_RANK``. Each request counts once in the posterior: when a
+better source arrives (or a rater changes their rating) the posterior is corrected by the
+difference, never counted twice.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from msgspec import Struct
 
 from conductor.types import Reward
 
+PRIORITY: Mapping[str, int] = {"user": 0, "simulated": 10, "judge": 20, "heuristic": 40}
+CUSTOM_RANK = 30  # custom evaluators: between the judge and the heuristics
+
 
 class RequestRewards(Struct, kw_only=True):
-    heuristic: float | None = None
-    simulated: float | None = None
-    judge: float | None = None
+    """One request's rewards by source (user ratings by rater) and its fused reward."""
+
+    scores: dict[str, float] = {}
     users: dict[str, float] = {}
     effective: float | None = None
+    effective_source: str | None = None
 
 
 class RewardFusion:
     """Per-request reward state, bounded (least recently used requests are forgotten;
-    they are rebuilt from the store's reward rows if they come back)."""
+    they are rebuilt from the store's reward rows if they come back).
 
-    def __init__(self, calibrate: Callable[[str, float], float], max_requests: int = 200_000
-                 ) -> None:
+    ``calibrate(task_type, judge_score)`` maps a judge score onto the users' scale.
+    ``ranks`` adds or overrides sources' ranks (custom evaluators)."""
+
+    def __init__(self, calibrate: Callable[[str, float], float], max_requests: int = 200_000,
+                 ranks: Mapping[str, int] | None = None) -> None:
         self.calibrate = calibrate
         self.max_requests = max_requests
+        self.ranks = {**PRIORITY, **(ranks or {})}
         self._state: OrderedDict[str, RequestRewards] = OrderedDict()
+
+    def rank(self, source: str) -> int:
+        return self.ranks.get(source, CUSTOM_RANK)
 
     def get(self, request_id: str) -> RequestRewards | None:
         st = self._state.get(request_id)
@@ -43,15 +56,16 @@ class RewardFusion:
     def start(self, request_id: str) -> None:
         """A new request with no rewards yet (keeps any state it already has)."""
         if request_id not in self._state:
-            self._put(request_id, RequestRewards(users={}))
+            self._put(request_id, RequestRewards(scores={}, users={}))
 
     def rebuild(self, request_id: str, rewards: list[Reward]) -> RequestRewards:
         """State for a request from its stored rewards (after a restart or eviction)."""
-        st = RequestRewards(users={})
+        st = RequestRewards(scores={}, users={})
         for r in rewards:
             self._set(st, r)
             if r.effective_score is not None:
                 st.effective = r.effective_score
+        st.effective_source = self._best(st)
         self._put(request_id, st)
         return st
 
@@ -65,29 +79,31 @@ class RewardFusion:
     def _set(st: RequestRewards, r: Reward) -> None:
         if r.source == "user":
             st.users[r.rater] = r.score
-        elif r.source == "judge":
-            st.judge = r.score
-        elif r.source == "simulated":
-            st.simulated = r.score
         else:
-            st.heuristic = r.score
+            st.scores[r.source] = r.score
+
+    def _best(self, st: RequestRewards) -> str | None:
+        present = [*st.scores, *(["user"] if st.users else [])]
+        return min(present, key=self.rank) if present else None
 
     def effective(self, task_type: str, st: RequestRewards) -> float | None:
-        if st.users:
+        best = self._best(st)
+        if best is None:
+            return None
+        if best == "user":
             return sum(st.users.values()) / len(st.users)
-        if st.simulated is not None:
-            return st.simulated
-        if st.judge is not None:
-            return self.calibrate(task_type, st.judge)
-        return st.heuristic
+        if best == "judge":
+            return self.calibrate(task_type, st.scores["judge"])
+        return st.scores[best]
 
     def update(self, reward: Reward) -> tuple[float | None, float | None]:
         """Apply a reward; returns (effective before, effective after)."""
         st = self.get(reward.request_id)
         if st is None:
-            st = RequestRewards(users={})
+            st = RequestRewards(scores={}, users={})
             self._put(reward.request_id, st)
         old = st.effective
         self._set(st, reward)
         st.effective = self.effective(reward.task_type, st)
+        st.effective_source = self._best(st)
         return old, st.effective

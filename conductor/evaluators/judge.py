@@ -1,9 +1,11 @@
 """LLM-as-judge: rubrics per task type, robust score parsing, sampling, background workers.
 
 The judge grades one answer at a time and replies "Score: N" on a 1-10 scale, mapped to
-[0, 1] as (N - 1) / 9. A reply without a score is a judge failure, never a zero. Judging
-runs off the request path: a bounded queue feeds a fixed number of workers on their own
-event loop; a full queue drops the job and counts it.
+[0, 1] as (N - 1) / 9. A reply without a score is a judge failure, never a zero. ``Judge``
+calls its model through a send function (the router gives it the upstream path, with
+retries and the model's circuit breaker) and returns a typed ``JudgeResult``. Judging runs
+off the request path: a bounded queue feeds a fixed number of workers on their own event
+loop; a full queue drops the job and counts it.
 """
 
 from __future__ import annotations
@@ -16,8 +18,12 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 
-from conductor.errors import JudgeError
-from conductor.types import Message
+from msgspec import Struct
+
+from conductor.config import Settings
+from conductor.errors import JudgeError, ProviderError
+from conductor.providers.base import ProviderCall, ProviderResponse
+from conductor.types import CallRecord, Message
 
 log = logging.getLogger("conductor.judge")
 
@@ -78,6 +84,80 @@ def parse_score(reply: str) -> int:
 
 def score_to_unit(score: int) -> float:
     return (score - 1) / 9.0
+
+
+class JudgeResult(Struct, kw_only=True, frozen=True):
+    """One grading: the score in [0, 1] (None when the call failed or the reply had no
+    score, with ``error`` saying which), the call it took, and whether the judge graded an
+    answer of its own model."""
+
+    score: float | None
+    call: CallRecord
+    raw_reply: str | None = None
+    self_graded: bool = False
+    error: str | None = None
+
+
+class Judge:
+    """Grades answers with one configured strategy's model.
+
+    Args:
+        strategy: the judge strategy's name (its calls are recorded under it).
+        model: that strategy's configured model.
+        upstream_name: the model's name at the provider.
+        send: makes the call (the upstream path: retries, circuit breaker).
+        cost: what a response cost at the model's prices.
+        use_grammar: send a GBNF grammar so a llama.cpp judge always replies "Score: N".
+    """
+
+    def __init__(self, strategy: str, model: str, upstream_name: str,
+                 send: Callable[[ProviderCall], Awaitable[ProviderResponse]],
+                 cost: Callable[[ProviderResponse], float], *, use_grammar: bool = False) -> None:
+        self.strategy = strategy
+        self.model = model
+        self.upstream_name = upstream_name
+        self.send = send
+        self.cost = cost
+        self.use_grammar = use_grammar
+
+    @classmethod
+    def from_settings(cls, settings: Settings, send: Callable[
+            [str, ProviderCall, float | None], Awaitable[ProviderResponse]],
+                      cost: Callable[[str, ProviderResponse], float]) -> Judge | None:
+        """The configured judge (None when ``[judge] strategy`` is unset). ``send(model,
+        call, deadline)`` and ``cost(strategy, response)`` are the upstream path's."""
+        name = settings.judge.strategy
+        if name is None:
+            return None
+        model = settings.strategies[name].model
+        return cls(name, model, settings.models[model].upstream_name or model,
+                   lambda call: send(model, call, None), lambda resp: cost(name, resp),
+                   use_grammar=settings.judge.use_grammar)
+
+    async def grade(self, task_type: str, request_text: str, answer: str,
+                    answer_model: str) -> JudgeResult:
+        call = ProviderCall(
+            model=self.upstream_name, task_type=task_type, max_tokens=JUDGE_MAX_TOKENS,
+            temperature=0.0, extra_body={"grammar": SCORE_GRAMMAR} if self.use_grammar else {},
+            messages=judge_messages(task_type, request_text, answer))
+        self_graded = answer_model == self.model
+        try:
+            resp = await self.send(call)
+        except ProviderError as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            return JudgeResult(score=None, self_graded=self_graded, error=error,
+                               call=CallRecord(strategy=self.strategy, model=self.model,
+                                               role="judge", error=error))
+        record = CallRecord(strategy=self.strategy, model=self.model, role="judge",
+                            latency_ms=resp.latency_ms, input_tokens=resp.input_tokens,
+                            output_tokens=resp.output_tokens, cost_usd=self.cost(resp))
+        try:
+            score = score_to_unit(parse_score(resp.text))
+        except JudgeError as exc:
+            return JudgeResult(score=None, call=record, raw_reply=resp.text[:500],
+                               self_graded=self_graded, error=f"JudgeError: {exc}")
+        return JudgeResult(score=score, call=record, raw_reply=resp.text[:500],
+                           self_graded=self_graded)
 
 
 class JudgeSampler:

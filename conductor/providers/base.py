@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
+from collections.abc import AsyncIterator
 from typing import Any, Protocol, runtime_checkable
 
 from msgspec import Struct
 
-from conductor.types import Message
+from conductor.types import Message, estimate_prompt_tokens, estimate_tokens
 
 
 class ProviderCall(Struct, kw_only=True, frozen=True):
@@ -47,25 +47,21 @@ class StreamChunk(Struct, kw_only=True, frozen=True):
 
 @runtime_checkable
 class Provider(Protocol):
-    """An upstream model API. Implementations translate their errors into ProviderError."""
+    """An upstream model API. Implementations translate their errors into ProviderError.
+
+    ``complete`` answers whole; ``stream`` yields text deltas and ends with one chunk
+    carrying ``final`` (usage, finish reason). A stream that ends early raises
+    ProviderStreamError, never ends quietly."""
 
     name: str
     virtual_time: bool  # latencies are simulated, not waited for (the demo world)
 
     async def complete(self, call: ProviderCall) -> ProviderResponse: ...
 
+    def stream(self, call: ProviderCall) -> AsyncIterator[StreamChunk]: ...
+
     async def aclose(self) -> None: ...
 
 
-def estimate_tokens(text: str) -> int:
-    """Approximate token count: 4 characters per token, OpenAI's rule of thumb for English.
-
-    Used only where an upstream does not report ``usage``; costs computed from it are
-    marked estimated.
-    """
-    return max(1, math.ceil(len(text) / 4))
-
-
-def estimate_prompt_tokens(messages: tuple[Message, ...]) -> int:
-    """Approximate prompt tokens: the text plus 4 tokens of framing per message."""
-    return sum(estimate_tokens(m.content) + 4 for m in messages)
+__all__ = ["Provider", "ProviderCall", "ProviderResponse", "StreamChunk",
+           "estimate_prompt_tokens", "estimate_tokens"]

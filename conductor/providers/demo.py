@@ -4,12 +4,18 @@ Driven by ``conductor/data/demo_world.toml`` (per-model quality per task type, l
 profile, output tokens). Each answer also carries its simulated quality, which the
 ``SimulatedQualityEvaluator`` feeds back as a reward, so the policy learns with no judge.
 Deterministic under the provider's seed for a given sequence of calls.
+
+It is also a judge: asked to grade (the judge's "REQUEST: ... ANSWER: ..." prompt), a demo
+model reads the answer as a judge would, sees whether it is right (a wrong demo answer is a
+wrong label, broken JSON, or an off-topic text), and replies "Score: N" with noise. Nothing
+outside this module knows that the world is simulated.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import re
 import tomllib
 from collections.abc import AsyncIterator
 from importlib import resources
@@ -21,16 +27,16 @@ import numpy as np
 from msgspec import Struct
 
 from conductor.errors import ConfigError, ProviderBadRequestError
-from conductor.providers.base import (
-    ProviderCall,
-    ProviderResponse,
-    StreamChunk,
-    estimate_prompt_tokens,
-)
+from conductor.providers.base import ProviderCall, ProviderResponse, StreamChunk
+from conductor.types import Message, estimate_prompt_tokens
 
 _FILLER = ("the order shipped on time and the product matches its description; customers "
           "mention quality, price and delivery in most reviews of this item")
 
+
+_SENTIMENTS = ["positive", "negative", "neutral"]
+_OFF_TOPIC = "off-topic"
+_GRADING = re.compile(r"REQUEST:\n(?P<request>.*)\n\nANSWER:\n(?P<answer>.*)\n\nScore:\s*$", re.S)
 
 _NEGATIVE = ("broken", "bad", "terrible", "awful", "late", "refund", "worst", "poor",
              "never", "disappoint", "damaged", "not ", "n't")
@@ -105,8 +111,7 @@ class DemoProvider:
         self.virtual_time = not simulate_latency
 
     def _answer(self, call: ProviderCall, correct: bool, n_tokens: int) -> str:
-        labels = [str(x) for x in call.metadata.get("labels") or
-                  ["positive", "negative", "neutral"]]
+        labels = [str(x) for x in call.metadata.get("labels") or _SENTIMENTS]
         if call.task_type == "classify":
             right = _guess_label(" ".join(m.content for m in call.messages), labels)
             wrong = [x for x in labels if x != right] or labels
@@ -116,7 +121,24 @@ class DemoProvider:
         n_words = max(1, int(n_tokens * 0.75))
         filler = _FILLER.split()
         words = [filler[i % len(filler)] for i in range(n_words)]
-        return f"[simulated {call.model} answer] " + " ".join(words)
+        tag = "answer" if correct else f"{_OFF_TOPIC} answer"
+        return f"[simulated {call.model} {tag}] " + " ".join(words)
+
+    @staticmethod
+    def _looks_right(request: str, answer: str) -> float:
+        """What a demo judge sees in an answer: 1 right, 0 wrong, 0.5 cannot tell."""
+        a = answer.strip()
+        if a.lower() in _SENTIMENTS:  # a sentiment label: is it the text's sentiment?
+            return 1.0 if a.lower() == _guess_label(request, _SENTIMENTS) else 0.0
+        if a.startswith("{"):
+            try:
+                msgspec.json.decode(a)
+            except msgspec.DecodeError:
+                return 0.0
+            return 1.0
+        if a.startswith("[simulated "):
+            return 0.0 if _OFF_TOPIC in a.split("]", 1)[0] else 1.0
+        return 0.5
 
     def simulate(self, call: ProviderCall) -> ProviderResponse:
         """One simulated answer, without sleeping."""
@@ -126,8 +148,9 @@ class DemoProvider:
                 f"known: {sorted(self.world.models)}",
                 provider=self.name, status=404)
         prof = self.world.models[call.model]
-        if call.task_type == "judge":
-            return self._judge(call, prof)
+        grading = _GRADING.search(call.messages[-1].content) if call.messages else None
+        if grading is not None:
+            return self._judge(call, prof, grading["request"], grading["answer"])
         mean_out = self.world.output_tokens.get(
             call.task_type, self.world.output_tokens.get("default", 200.0))
         out = max(1, round(mean_out * math.exp(self.rng.normal(0.0, 0.3) - 0.045)))
@@ -149,11 +172,11 @@ class DemoProvider:
             extra=extra,
         )
 
-    def _judge(self, call: ProviderCall, prof: ModelProfile) -> ProviderResponse:
-        """The simulated judge: the judged answer's true quality (its simulated
-        correctness, 0 or 1) + N(0, judge_noise), clipped, as "Score: N" on 1-10."""
-        q = call.metadata.get("judged_quality")
-        true = float(q) if isinstance(q, int | float) else 0.5
+    def _judge(self, call: ProviderCall, prof: ModelProfile, request: str,
+               answer: str) -> ProviderResponse:
+        """The simulated judge: whether the answer looks right (1 or 0; 0.5 when it cannot
+        tell) + N(0, judge_noise), clipped, as "Score: N" on 1-10."""
+        true = self._looks_right(request, answer)
         noisy = min(1.0, max(0.0, true + self.rng.normal(0.0, self.world.judge_noise)))
         text = f"Score: {round(1 + 9 * noisy)}"
         return ProviderResponse(
@@ -161,11 +184,15 @@ class DemoProvider:
             latency_ms=(prof.ttft_ms + 3000.0 / prof.tokens_per_s) * self.latency_scale)
 
     def simulate_batch(self, call: ProviderCall) -> ProviderResponse:
-        """A micro-batch: one simulated answer per item, returned as a JSON array."""
+        """A micro-batch: one simulated answer per item (each from its own text), returned
+        as a JSON array."""
         n = call.batch_items
-        per_item = msgspec.structs.replace(call, batch_items=0, batched=True,
-                                           max_tokens=None)
-        items = [self.simulate(per_item) for _ in range(n)]
+        texts = re.findall(r"### Item \d+\n(.*?)(?=\n\n### Item \d+\n|\Z)",
+                           call.messages[-1].content, flags=re.S)
+        texts += [""] * (n - len(texts))
+        items = [self.simulate(msgspec.structs.replace(
+            call, batch_items=0, batched=True, max_tokens=None,
+            messages=(Message(role="user", content=t),))) for t in texts[:n]]
         prof = self.world.models[call.model]
         out = sum(r.output_tokens for r in items)
         latency = (prof.ttft_ms + 1000.0 * out / prof.tokens_per_s) * math.exp(

@@ -14,13 +14,14 @@ import numpy as np
 from conductor.bandit.ope import evaluate
 from conductor.bandit.policy import PolicyParams, ThompsonPolicy, eligible_mask
 from conductor.bandit.posterior import PosteriorState, Prior
+from conductor.bandit.priors import build_priors, build_strategy_table
+from conductor.coefficients import load_coefficients
 from conductor.config import Settings
 from conductor.errors import InvalidRequestError
 from conductor.replay.harness import ReplayConfig, run_policy, strongest_model, task_bars
 from conductor.replay.logs import LoggedRecord
 from conductor.replay.policies import ConductorPolicy
 from conductor.replay.world import World
-from conductor.router import build_priors, build_strategy_table, load_coefficients
 from conductor.types import Constraints
 
 # -- compare ------------------------------------------------------------------------------
@@ -129,7 +130,7 @@ def _candidate_probabilities(cand: Candidate, records: list[LoggedRecord], setti
             pi[i] = el / el.sum()
         return pi
     # A Thompson candidate that learns from the logged traffic as it goes.
-    coefficients = load_coefficients(cand.priors) if cand.priors else None
+    coefficients = load_coefficients(cand.priors, settings) if cand.priors else None
     post = PosteriorState(build_priors(settings, coefficients))
     table = build_strategy_table(settings)
     policy = ThompsonPolicy(PolicyParams(quality_per_usd=settings.policy.quality_per_usd,

@@ -24,7 +24,7 @@ import numpy as np
 from msgspec import Struct
 
 from conductor.errors import InvalidRequestError
-from conductor.providers.base import estimate_tokens
+from conductor.types import estimate_tokens
 
 
 class ModelOutcome(Struct, kw_only=True):

@@ -17,7 +17,9 @@ from typing import Any
 import msgspec
 from litestar import Litestar, Request, Response, get, post, put
 from litestar.background_tasks import BackgroundTask
+from litestar.connection import ASGIConnection
 from litestar.datastructures import State
+from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.params import FromPath, JSONBody
 from litestar.response import Stream
@@ -49,19 +51,29 @@ def _gateway(state: State) -> Gateway:
     return state.gateway
 
 
-def _client(request: Request[Any, Any, Any]) -> str:
-    gw = _gateway(request.app.state)
-    return gw.keys.client_for(request.headers.get("authorization"),
-                              request.headers.get("x-api-key"))
+def client_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Resolve the caller's API key to a client id (401 without a valid one); handlers
+    read it from ``request.state.client``."""
+    gw = _gateway(connection.app.state)
+    connection.state.client = gw.keys.client_for(connection.headers.get("authorization"),
+                                                 connection.headers.get("x-api-key"))
 
 
-@post("/v1/chat/completions", status_code=200, summary="OpenAI-compatible chat completion")
+def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
+                ) -> None:
+    """A client that is an admin (403 otherwise)."""
+    client_guard(connection, handler)
+    _gateway(connection.app.state).keys.require_admin(connection.state.client)
+
+
+@post("/v1/chat/completions", status_code=200, summary="OpenAI-compatible chat completion",
+      guards=[client_guard])
 async def chat_completions(request: Request[Any, Any, Any], data: JSONBody[ChatCompletionRequest]
                            ) -> Response[ChatCompletion] | Stream:
     """``model: "auto"`` routes; a strategy name forces it. Routing hints: a ``conductor``
     object in the body or ``X-Conductor-*`` headers. ``stream: true`` streams SSE."""
     gw = _gateway(request.app.state)
-    req, strategy = gw.chat_request(data, request.headers, _client(request))
+    req, strategy = gw.chat_request(data, request.headers, request.state.client)
     if data.stream:
         include = bool(data.stream_options and data.stream_options.include_usage)
         decision, body = await gw.stream(req, strategy, include)
@@ -76,60 +88,56 @@ async def chat_completions(request: Request[Any, Any, Any], data: JSONBody[ChatC
                     background=BackgroundTask(learn))
 
 
-@post("/v1/complete", status_code=200, summary="Route and run (native form)")
+@post("/v1/complete", status_code=200, summary="Route and run (native form)",
+      guards=[client_guard])
 async def complete(request: Request[Any, Any, Any], data: JSONBody[CompleteRequest]
                    ) -> Response[CompleteResponse]:
     gw = _gateway(request.app.state)
-    result = await gw.run(gw.native_request(data, _client(request)), data.strategy)
+    result = await gw.run(gw.native_request(data, request.state.client), data.strategy)
     return Response(gw.complete_response(result), headers=gw.headers_of(result))
 
 
-@post("/v1/route", status_code=200, summary="The decision only; nothing is called")
+@post("/v1/route", status_code=200, summary="The decision only; nothing is called",
+      guards=[client_guard])
 async def route(request: Request[Any, Any, Any], data: JSONBody[CompleteRequest]) -> Decision:
-    gw = _gateway(request.app.state)
-    return gw.conductor.decide(gw.native_request(data, _client(request)),
-                               strategy=data.strategy)
+    return _gateway(request.app.state).route(data, request.state.client)
 
 
-@post("/v1/feedback", status_code=200, summary="A user rating for a request (idempotent)")
+@post("/v1/feedback", status_code=200, summary="A user rating for a request (idempotent)",
+      guards=[client_guard])
 async def feedback(request: Request[Any, Any, Any], data: JSONBody[FeedbackRequest]
                    ) -> Response[FeedbackResponse]:
-    gw = _gateway(request.app.state)
-    _client(request)
-    body, status = await gw.feedback(data)
+    body, status = await _gateway(request.app.state).feedback(data)
     return Response(body, status_code=status)
 
 
-@get("/v1/requests/{request_id:str}", summary="One request's decision, outcome and rewards")
+@get("/v1/requests/{request_id:str}", summary="One request's decision, outcome and rewards",
+     guards=[client_guard])
 async def request_record(request: Request[Any, Any, Any],
                          request_id: FromPath[str]) -> RequestView:
-    _client(request)
     return await _gateway(request.app.state).request_record(request_id)
 
 
-@get("/v1/models", summary="Strategies as OpenAI model objects, plus auto")
+@get("/v1/models", summary="Strategies as OpenAI model objects, plus auto",
+     guards=[client_guard])
 async def models(request: Request[Any, Any, Any]) -> ModelList:
-    _client(request)
     return _gateway(request.app.state).models()
 
 
-@get("/v1/policy", summary="Exploration, rollout, default strategy, freeze, version")
+@get("/v1/policy", summary="Exploration, rollout, default strategy, freeze, version",
+     guards=[client_guard])
 async def get_policy(request: Request[Any, Any, Any]) -> PolicyView:
-    _client(request)
     return _gateway(request.app.state).policy()
 
 
-@put("/v1/policy", summary="Change the policy (admin); every change is stored")
+@put("/v1/policy", summary="Change the policy (admin); every change is stored",
+     guards=[admin_guard])
 async def put_policy(request: Request[Any, Any, Any], data: JSONBody[PolicyUpdate]) -> PolicyView:
-    gw = _gateway(request.app.state)
-    client = _client(request)
-    gw.keys.require_admin(client)
-    return await gw.update_policy(data, actor=client)
+    return await _gateway(request.app.state).update_policy(data, actor=request.state.client)
 
 
-@get("/v1/stats", summary="Counters, cost, latency and quality")
+@get("/v1/stats", summary="Counters, cost, latency and quality", guards=[client_guard])
 async def stats(request: Request[Any, Any, Any]) -> dict[str, Any]:
-    _client(request)
     return _gateway(request.app.state).stats()
 
 

@@ -15,11 +15,9 @@ from conductor.errors import (
     ConductorError,
     InvalidRequestError,
     NotFoundError,
-    RateLimitedError,
     UnknownStrategyError,
 )
 from conductor.metrics import MetricsCollector
-from conductor.rate_limiter import RateLimitConfig, RateLimiter, Reservation
 from conductor.router import Conductor
 from conductor.service.auth import KeyRing
 from conductor.service.errors import error_body, status_of
@@ -48,66 +46,77 @@ from conductor.types import (
     Constraints,
     Decision,
     Message,
-    Reward,
+    Outcome,
 )
 
 ROUTING_MODELS = ("auto", "conductor")
 _HINT_HEADERS = {
-    "x-conductor-task-type": ("task_type", str),
-    "x-conductor-max-latency-ms": ("max_latency_ms", float),
-    "x-conductor-min-quality": ("min_quality", float),
-    "x-conductor-max-cost-usd": ("max_cost_usd", float),
+    "x-conductor-task-type": "task_type",
+    "x-conductor-max-latency-ms": "max_latency_ms",
+    "x-conductor-min-quality": "min_quality",
+    "x-conductor-max-cost-usd": "max_cost_usd",
 }
 _enc = msgspec.json.Encoder()
 
 
-def hints_from_headers(headers: Mapping[str, str]) -> dict[str, Any]:
-    """Routing hints from X-Conductor-* headers; a bad value names the header."""
-    out: dict[str, Any] = {}
-    for name, (field, typ) in _HINT_HEADERS.items():
-        value = headers.get(name)
-        if value is None:
-            continue
-        try:
-            out[field] = typ(value)
-        except ValueError:
-            raise InvalidRequestError(f"header {name}: {value!r} is not a number",
-                                      field=name) from None
+def hints_from_headers(headers: Mapping[str, str]) -> RoutingHints:
+    """Routing hints from X-Conductor-* headers, validated as the body's ``conductor``
+    object is; a bad value names the header."""
+    raw = {field: headers[name] for name, field in _HINT_HEADERS.items() if name in headers}
     try:
-        msgspec.convert(out, RoutingHints)
+        return msgspec.convert(raw, RoutingHints, strict=False)
     except msgspec.ValidationError as exc:
-        raise InvalidRequestError(f"routing header: {exc}", field="headers") from exc
-    return out
+        msg = str(exc)
+        header = next((h for h, f in _HINT_HEADERS.items() if f"$.{f}`" in msg), "headers")
+        raise InvalidRequestError(f"header {header}: {msg.split(' - at ')[0]}",
+                                  field=header) from exc
+
+
+def merge_hints(body: RoutingHints | None, headers: RoutingHints) -> RoutingHints:
+    """The body's hints, with what it leaves unset taken from the headers."""
+    if body is None:
+        return headers
+    return RoutingHints(**{f: v if v is not None else getattr(headers, f)
+                           for f, v in msgspec.structs.asdict(body).items()
+                           if f != "metadata"}, metadata=body.metadata)
+
+
+class _Metrics:
+    """Feeds the router's outcomes, rewards and refusals to the metrics collector."""
+
+    def __init__(self, metrics: MetricsCollector) -> None:
+        self.metrics = metrics
+
+    def on_outcome(self, request: CompletionRequest, decision: Decision,
+                   outcome: Outcome) -> None:
+        upstream = sum(c.latency_ms for c in outcome.calls if c.error is None)
+        self.metrics.record_outcome(
+            task_type=request.task_type, client_id=request.client_id, outcome=outcome,
+            explored=decision.explored,
+            overhead_ms=outcome.latency_ms - upstream if outcome.calls else None)
+
+    def on_reward(self, task_type: str, new: float, old: float | None) -> None:
+        self.metrics.record_reward(task_type, new, old)
+
+    def on_rate_limited(self, client_id: str, limit: str) -> None:
+        self.metrics.record_rate_limited(client_id, limit)
 
 
 class Gateway:
-    """Conductor behind HTTP: keys, limits, and the OpenAI wire format."""
+    """Conductor behind HTTP: keys, and the OpenAI wire format. Limits and budgets are
+    Conductor's own admission step."""
 
     def __init__(self, conductor: Conductor, keys: KeyRing,
                  metrics_file: str | Path | None = None) -> None:
         self.conductor = conductor
         self.keys = keys
-        self.limiter = RateLimiter({
-            name: RateLimitConfig(requests_per_minute=c.requests_per_minute,
-                                  requests_per_hour=c.requests_per_hour,
-                                  max_cost_per_hour_usd=c.max_cost_per_hour_usd)
-            for name, c in conductor.settings.clients.items()})
         self.started = time.time()
         self.prometheus = PrometheusMetrics(conductor)
         self.metrics = MetricsCollector(
             metrics_file=Path(metrics_file) if metrics_file else None,
             enable_logging=metrics_file is not None, default_cost=conductor.default_cost,
             prometheus=self.prometheus)
-
-        def on_outcome(req: CompletionRequest, decision: Decision, outcome: Any) -> None:
-            upstream = sum(c.latency_ms for c in outcome.calls if c.error is None)
-            self.metrics.record_outcome(
-                task_type=req.task_type, client_id=req.client_id, outcome=outcome,
-                explored=decision.explored,
-                overhead_ms=outcome.latency_ms - upstream if outcome.calls else None)
-
-        conductor.on_outcome = on_outcome
-        conductor.on_reward = self.metrics.record_reward
+        conductor.add_listener(_Metrics(self.metrics))
 
     # -- requests --------------------------------------------------------------------------
 
@@ -121,25 +130,16 @@ class Gateway:
 
     def chat_request(self, data: ChatCompletionRequest, headers: Mapping[str, str],
                      client: str) -> tuple[CompletionRequest, str | None]:
-        hints = hints_from_headers(headers)
-        body = data.conductor
-        if body is not None:
-            hints.update({k: v for k, v in msgspec.structs.asdict(body).items()
-                          if v is not None and k != "metadata"})
+        hints = merge_hints(data.conductor, hints_from_headers(headers))
         strategy = self._strategy(data.model)
-        metadata = {**(data.metadata or {}), **(body.metadata if body else {})}
-        try:
-            req = CompletionRequest(
-                messages=tuple(Message(role=m.role, content=m.text()) for m in data.messages),
-                task_type=hints.get("task_type", "chat"),
-                constraints=Constraints(max_latency_ms=hints.get("max_latency_ms"),
-                                        min_quality=hints.get("min_quality"),
-                                        max_cost_usd=hints.get("max_cost_usd")),
-                client_id=client, max_tokens=data.max_completion_tokens or data.max_tokens,
-                metadata=metadata)
-        except (TypeError, ValueError) as exc:
-            raise InvalidRequestError(str(exc)) from exc
-        return req, strategy
+        return CompletionRequest(
+            messages=tuple(Message(role=m.role, content=m.text()) for m in data.messages),
+            task_type=hints.task_type or "chat",
+            constraints=Constraints(max_latency_ms=hints.max_latency_ms,
+                                    min_quality=hints.min_quality,
+                                    max_cost_usd=hints.max_cost_usd),
+            client_id=client, max_tokens=data.max_completion_tokens or data.max_tokens,
+            metadata={**(data.metadata or {}), **hints.metadata}), strategy
 
     def native_request(self, data: CompleteRequest, client: str) -> CompletionRequest:
         if not data.prompt and not data.messages:
@@ -153,34 +153,19 @@ class Gateway:
             client_id=client, request_id=data.request_id or "", max_tokens=data.max_tokens,
             metadata=data.metadata)
 
-    def admit(self, req: CompletionRequest, strategy: str | None
-              ) -> tuple[Decision, Reservation]:
-        """Decide, then reserve the decided strategy's upper-bound cost for the client."""
-        decision = self.conductor.decide(req, strategy=strategy)
-        bound = self.conductor.cost_upper_bound(decision, req)
-        try:
-            return decision, self.limiter.acquire(req.client_id, bound)
-        except RateLimitedError as exc:
-            self.metrics.record_rate_limited(req.client_id, exc.limit)
-            raise
-
     async def run(self, req: CompletionRequest, strategy: str | None) -> CompletionResult:
         """Admit, answer and learn (the native API returns the rewards)."""
-        result, learn = await self.run_then_learn(req, strategy)
-        return msgspec.structs.replace(result, rewards=tuple(learn()))
+        _, learn = await self.conductor.acomplete_then_learn(req, strategy=strategy)
+        return learn()
 
     async def run_then_learn(self, req: CompletionRequest, strategy: str | None
-                             ) -> tuple[CompletionResult, Callable[[], list[Reward]]]:
+                             ) -> tuple[CompletionResult, Callable[[], CompletionResult]]:
         """``run``, with the logging and learning returned to be done after replying."""
-        decision, reservation = self.admit(req, strategy)
-        cost = 0.0
-        try:
-            result, learn = await self.conductor.acomplete_then_learn(
-                req, strategy=strategy, decision=decision)
-            cost = result.outcome.cost_usd
-            return result, learn
-        finally:
-            self.limiter.reconcile(reservation, cost)
+        return await self.conductor.acomplete_then_learn(req, strategy=strategy)
+
+    def route(self, data: CompleteRequest, client: str) -> Decision:
+        """The decision only (with its propensity); nothing is called or logged."""
+        return self.conductor.decide(self.native_request(data, client), strategy=data.strategy)
 
     @staticmethod
     def headers_of(result: CompletionResult) -> dict[str, str]:
@@ -202,9 +187,12 @@ class Gateway:
 
     async def stream(self, req: CompletionRequest, strategy: str | None,
                      include_usage: bool) -> tuple[Decision, AsyncIterator[bytes]]:
-        """Admit, then an SSE byte stream in OpenAI's chunk format, ending with [DONE] — or
-        with an error event when the upstream fails midway."""
-        decision, reservation = self.admit(req, strategy)
+        """Admit (errors raise here, before any byte is sent), then an SSE byte stream in
+        OpenAI's chunk format, ending with [DONE] — or with an error event when the
+        upstream fails midway."""
+        events = self.conductor.astream(req, strategy=strategy)
+        decision = await anext(events)
+        assert isinstance(decision, Decision)
         rid = decision.request_id
         created = int(time.time())
 
@@ -218,11 +206,9 @@ class Gateway:
                           **extra})
 
         async def gen() -> AsyncIterator[bytes]:
-            cost = 0.0
             first = True
             try:
-                async for item in self.conductor.astream(req, strategy=strategy,
-                                                         decision=decision):
+                async for item in events:
                     if isinstance(item, str):
                         delta = {"role": "assistant", "content": item} if first else {
                             "content": item}
@@ -230,9 +216,8 @@ class Gateway:
                         yield chunk(delta)
                     elif isinstance(item, CompletionResult):
                         o = item.outcome
-                        cost = o.cost_usd
                         yield chunk({}, o.finish_reason,
-                                    conductor=msgspec.to_builtins(trace_of(decision, o)))
+                                    conductor=msgspec.to_builtins(trace_of(item.decision, o)))
                         if include_usage:
                             yield event({"id": f"chatcmpl-{rid}",
                                          "object": "chat.completion.chunk",
@@ -246,7 +231,7 @@ class Gateway:
                 _, type_, code = status_of(exc)
                 yield event(error_body(str(exc), type_, None, code))
             finally:
-                self.limiter.reconcile(reservation, cost)
+                await events.aclose()
 
         return decision, gen()
 
@@ -284,29 +269,28 @@ class Gateway:
         return ModelList(data=cards)
 
     def policy(self) -> PolicyView:
-        return msgspec.convert(self.conductor.policy_settings(), PolicyView)
+        return msgspec.convert(msgspec.to_builtins(self.conductor.policy_settings()),
+                               PolicyView)
 
     async def update_policy(self, data: PolicyUpdate, actor: str) -> PolicyView:
         changes = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not None}
-        new = await asyncio.to_thread(lambda: self.conductor.update_policy(actor, **changes))
-        return msgspec.convert(new, PolicyView)
+        await asyncio.to_thread(lambda: self.conductor.update_policy(actor, **changes))
+        return self.policy()
 
     def stats(self) -> dict[str, Any]:
         """The metrics collector's stats, with the judge, circuits and policy folded in."""
-        c = self.conductor
-        self.metrics.set_judge(calls=c.counters["judge_calls"], dropped=c.judge_runner.dropped,
-                               failed=c.counters["judge_failures"],
-                               usd=c.counters["judge_cost_usd"])
-        self.metrics.set_circuits(c.circuits_open())
-        self.metrics.set_agreement({t: cal.agreement() for t, cal in c.calibrations.items()
-                                    if cal.n})
+        r = self.conductor.stats()
+        self.metrics.set_judge(calls=r.judge_calls, dropped=r.judge_dropped,
+                               failed=r.judge_failures, usd=r.judge_cost_usd)
+        self.metrics.set_circuits(r.circuits_open)
+        self.metrics.set_agreement(r.judge_user_agreement)
         out = self.metrics.get_stats()
-        out["policy"] = c.policy_settings()
-        out["router"] = {"retries": c.counters["retries"],
-                         "circuits_opened": c.counters["circuit_opened"],
-                         "circuits_open": c.circuits_open(),
-                         "judge_budget_skipped": c.judge_sampler.budget_skipped,
-                         "judge_failed": c.counters["judge_failures"]}
+        out["policy"] = msgspec.to_builtins(self.conductor.policy_settings())
+        out["router"] = {"retries": r.retries, "fallbacks": r.fallbacks,
+                         "circuits_opened": r.circuits_opened,
+                         "circuits_open": r.circuits_open,
+                         "judge_budget_skipped": r.judge_budget_skipped,
+                         "judge_failed": r.judge_failures}
         return out
 
     async def ready(self) -> tuple[bool, dict[str, Any]]:

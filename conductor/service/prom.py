@@ -111,15 +111,13 @@ class PrometheusMetrics:
 
     def render(self) -> bytes:
         """The text exposition, with posterior and judge gauges read at scrape time."""
-        c = self.conductor
-        with c._lock:
-            for task, post in c.posteriors.tasks.items():
-                means, stds = post.quality_mean(), post.quality_std()
-                for i, s in enumerate(post.strategies):
-                    self.q_mean.labels(task, s).set(float(means[i]))
-                    self.q_std.labels(task, s).set(float(stds[i]))
-        self.judge_calls.set(c.counters["judge_calls"])
-        self.judge_failures.set(c.counters["judge_failures"])
-        self.judge_dropped.set(c.judge_runner.dropped)
-        self.judge_cost.set(c.counters["judge_cost_usd"])
+        for task, by_strategy in self.conductor.posterior_summary().items():
+            for s, (mean, std) in by_strategy.items():
+                self.q_mean.labels(task, s).set(mean)
+                self.q_std.labels(task, s).set(std)
+        r = self.conductor.stats()
+        self.judge_calls.set(r.judge_calls)
+        self.judge_failures.set(r.judge_failures)
+        self.judge_dropped.set(r.judge_dropped)
+        self.judge_cost.set(r.judge_cost_usd)
         return generate_latest(self.registry)

@@ -126,7 +126,7 @@ class Trace(Struct, kw_only=True):
     routed_by: str
     explored: bool
     constraint_relaxed: bool
-    propensity: float
+    propensity: float | None  # null when computed after the answer (the log has it)
     predicted_quality: float
     predicted_latency_ms: float
     predicted_cost_usd: float

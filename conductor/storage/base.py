@@ -16,7 +16,14 @@ from typing import Any, Protocol, runtime_checkable
 
 from msgspec import Struct
 
-from conductor.types import CompletionRequest, Decision, Outcome, Reward
+from conductor.types import (
+    CompletionRequest,
+    Decision,
+    LearningEvent,
+    Outcome,
+    PolicyEvent,
+    Reward,
+)
 
 
 class RequestRecord(Struct, kw_only=True):
@@ -50,7 +57,11 @@ class LogStore(Protocol):
 
     def record_judge_call(self, row: dict[str, Any]) -> None: ...
 
-    def record_policy_change(self, actor: str, settings: dict[str, Any]) -> None: ...
+    def record_policy_change(self, event: PolicyEvent) -> None:
+        """Durable: returns after the change is committed."""
+        ...
+
+    def latest_policy(self) -> PolicyEvent | None: ...
 
     def record_pending_feedback(self, request_id: str, score: float, rater: str,
                                 created_at: float) -> None: ...
@@ -63,7 +74,9 @@ class LogStore(Protocol):
 
     def latest_snapshot(self) -> tuple[int, Any] | None: ...
 
-    def events_after(self, seq: int) -> Iterator[tuple[str, Any]]: ...
+    def events_after(self, seq: int) -> Iterator[LearningEvent]:
+        """Applied outcomes, rewards and policy changes after ``seq``, in applied order."""
+        ...
 
     def save_snapshot(self, seq: int, state: dict[str, Any], *, wait: bool = False) -> None: ...
 
@@ -81,7 +94,10 @@ class BaseLogStore:
     def record_judge_call(self, row: dict[str, Any]) -> None:
         return None
 
-    def record_policy_change(self, actor: str, settings: dict[str, Any]) -> None:
+    def record_policy_change(self, event: PolicyEvent) -> None:
+        return None
+
+    def latest_policy(self) -> PolicyEvent | None:
         return None
 
     def record_pending_feedback(self, request_id: str, score: float, rater: str,
@@ -100,7 +116,7 @@ class BaseLogStore:
     def latest_snapshot(self) -> tuple[int, Any] | None:
         return None
 
-    def events_after(self, seq: int) -> Iterator[tuple[str, Any]]:
+    def events_after(self, seq: int) -> Iterator[LearningEvent]:
         return iter(())
 
     def save_snapshot(self, seq: int, state: dict[str, Any], *, wait: bool = False) -> None:

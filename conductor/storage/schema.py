@@ -150,4 +150,12 @@ def build_migrations() -> Migrations:
         # corrections the posterior saw (user > simulated > judge > heuristic).
         db.execute("ALTER TABLE rewards ADD COLUMN effective_score REAL")
 
+    @m(name="0004_policy_events")
+    def policy_events(db: Database) -> None:
+        # Policy changes join the event order (seq), and keep the config's own knobs at the
+        # time, so a restart restores the policy in force (unless the config file changed).
+        db.execute("ALTER TABLE policy_history ADD COLUMN seq INTEGER")
+        db.execute("ALTER TABLE policy_history ADD COLUMN configured TEXT")
+        db.execute("CREATE INDEX idx_policy_history_seq ON policy_history(seq)")
+
     return m

@@ -36,8 +36,13 @@ from conductor.types import (
     CompletionRequest,
     Constraints,
     Decision,
+    LearningEvent,
     Outcome,
+    OutcomeEvent,
+    PolicyEvent,
+    PolicyKnobs,
     Reward,
+    RewardEvent,
     StrategySample,
 )
 
@@ -70,8 +75,8 @@ _INSERT = {
                    " :latency_ms, :error, :self_graded, :answer_chars)",
     "posterior_snapshots": "INSERT INTO posterior_snapshots (created_at, seq, state) VALUES "
                            "(:created_at, :seq, :state)",
-    "policy_history": "INSERT INTO policy_history (created_at, actor, settings) VALUES "
-                      "(:created_at, :actor, :settings)",
+    "policy_history": "INSERT INTO policy_history (created_at, actor, settings, seq, configured)"
+                      " VALUES (:created_at, :actor, :settings, :seq, :configured)",
 }
 
 _json = msgspec.json.Encoder()
@@ -136,7 +141,8 @@ class SQLiteStore(BaseLogStore):
         self.clock = clock
         self._db = _open_database(self.path)
         start = max(self._scalar("SELECT max(seq) FROM outcomes") or 0,
-                    self._scalar("SELECT max(seq) FROM rewards") or 0)
+                    self._scalar("SELECT max(seq) FROM rewards") or 0,
+                    self._scalar("SELECT max(seq) FROM policy_history") or 0)
         self._seq = itertools.count(int(start) + 1)
         self._last_seq = int(start)
         self._seq_lock = threading.Lock()
@@ -336,10 +342,19 @@ class SQLiteStore(BaseLogStore):
     def record_judge_call(self, row: dict[str, Any]) -> None:
         self._put("judge_calls", row)
 
-    def record_policy_change(self, actor: str, settings: dict[str, Any]) -> None:
+    def record_policy_change(self, event: PolicyEvent) -> None:
         """Durable: returns after the change is committed."""
-        self._put("policy_history", {"created_at": self.clock(), "actor": actor,
-                                     "settings": _json.encode(settings).decode()}, durable=True)
+        self._put("policy_history", {
+            "created_at": self.clock(), "actor": event.actor, "seq": self.next_seq(),
+            "settings": _json.encode(event.knobs).decode(),
+            "configured": _json.encode(event.configured).decode()
+            if event.configured is not None else None}, durable=True)
+
+    def latest_policy(self) -> PolicyEvent | None:
+        """The policy change in force (the newest), or None."""
+        rows = self.query("SELECT actor, settings, configured FROM policy_history "
+                          "ORDER BY id DESC LIMIT 1")
+        return _policy_event(rows[0]) if rows else None
 
     def save_snapshot(self, seq: int, state: dict[str, Any], *, wait: bool = False) -> None:
         self._put("posterior_snapshots", {"created_at": self.clock(), "seq": seq,
@@ -435,17 +450,32 @@ class SQLiteStore(BaseLogStore):
                             self.path, row["id"])
         return None
 
-    def events_after(self, seq: int) -> Iterator[tuple[str, sqlite3.Row]]:
-        """Outcomes and rewards applied to the posterior after ``seq``, in applied order."""
+    def events_after(self, seq: int) -> Iterator[LearningEvent]:
+        """Outcomes, rewards and policy changes applied after ``seq``, in applied order."""
         outcomes = self.query(
-            "SELECT seq, task_type, strategy, latency_ms, output_tokens, escalated, error "
-            "FROM outcomes WHERE seq > ? AND applied = 1", (seq,))
+            "SELECT seq, request_id, task_type, strategy, latency_ms, output_tokens, escalated,"
+            " error FROM outcomes WHERE seq > ? AND applied = 1", (seq,))
         rewards = self.query(
-            "SELECT seq, task_type, strategy, score, previous_score, effective_score FROM rewards "
-            "WHERE seq > ? AND applied = 1", (seq,))
-        events = [("outcome", r) for r in outcomes] + [("reward", r) for r in rewards]
-        events.sort(key=lambda e: e[1]["seq"])
-        yield from events
+            "SELECT seq, request_id, task_type, strategy, score, previous_score, effective_score"
+            " FROM rewards WHERE seq > ? AND applied = 1", (seq,))
+        policies = self.query(
+            "SELECT seq, actor, settings, configured FROM policy_history WHERE seq > ?", (seq,))
+        rows: list[tuple[int, LearningEvent]] = []
+        for r in outcomes:
+            rows.append((r["seq"], OutcomeEvent(
+                request_id=r["request_id"], task_type=r["task_type"], strategy=r["strategy"],
+                latency_ms=r["latency_ms"], output_tokens=r["output_tokens"],
+                escalated=bool(r["escalated"]), error=r["error"])))
+        for r in rewards:
+            eff = r["effective_score"]
+            rows.append((r["seq"], RewardEvent(
+                request_id=r["request_id"], task_type=r["task_type"], strategy=r["strategy"],
+                effective=r["score"] if eff is None else eff, previous=r["previous_score"])))
+        for r in policies:
+            rows.append((r["seq"], _policy_event(r)))
+        rows.sort(key=lambda e: e[0])
+        for _, event in rows:
+            yield event
 
     def close(self) -> None:
         """Drain the queue (bounded by ``drain_timeout_s``), then close connections."""
@@ -464,6 +494,13 @@ class SQLiteStore(BaseLogStore):
             self._db.conn.close()
         for conn in self._readers:
             conn.close()
+
+
+def _policy_event(r: sqlite3.Row) -> PolicyEvent:
+    configured = r["configured"]
+    return PolicyEvent(
+        knobs=msgspec.json.decode(r["settings"], type=PolicyKnobs), actor=r["actor"],
+        configured=msgspec.json.decode(configured, type=PolicyKnobs) if configured else None)
 
 
 def decision_from_row(r: sqlite3.Row) -> Decision:

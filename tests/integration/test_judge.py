@@ -45,8 +45,8 @@ def test_judge_replies_become_rewards(upstream: FakeUpstream, reply: str, score:
         assert len(judge) == 1 and judge[0].score == pytest.approx(score)
         assert judge[0].sampling_probability == 1.0
         assert judge[0].effective_score == pytest.approx(score)
-        assert c.counters["judge_calls"] == 1 and c.counters["judge_failures"] == 0
-        assert c.counters["judge_cost_usd"] > 0
+        assert c.stats().judge_calls == 1 and c.stats().judge_failures == 0
+        assert c.stats().judge_cost_usd > 0
 
 
 def test_malformed_and_failing_judges_are_counted_and_never_reach_the_caller(
@@ -56,12 +56,12 @@ def test_malformed_and_failing_judges_are_counted_and_never_reach_the_caller(
         results = [c.complete("hi", task_type="chat", strategy="direct-cheap") for _ in range(3)]
         assert all(r.text == "ok" for r in results)
         assert c.wait_for_judges(10)
-        assert c.counters["judge_failures"] == 3 and c.judge_runner.failed == 3
+        assert c.stats().judge_failures == 3 and c.evaluation.runner.failed == 3
         upstream.behaviour.fail_models = {"strong"}  # the judge's model now answers 500
         r = c.complete("hi", task_type="chat", strategy="direct-cheap")
         assert r.text == "ok"
         assert c.wait_for_judges(10)
-        assert c.counters["judge_failures"] == 4
+        assert c.stats().judge_failures == 4
         rec = c.log_store.get_request(r.request_id)
         assert [x.source for x in rec.rewards] == []  # no judge reward, no fake zero
 
@@ -81,7 +81,7 @@ def test_a_slow_judge_does_not_slow_completions(upstream: FakeUpstream) -> None:
         elapsed = time.perf_counter() - t0
         assert r.text == "fast answer" and elapsed < 0.25
         assert c.wait_for_judges(10)
-        assert c.counters["judge_calls"] == 1
+        assert c.stats().judge_calls == 1
 
 
 def test_the_judge_flags_grading_its_own_model(upstream: FakeUpstream, tmp_path: Path) -> None:
@@ -115,7 +115,7 @@ def test_calibration_corrects_a_generous_judge_end_to_end(upstream: FakeUpstream
             r = c.complete(f"q={q:.3f}", task_type="chat", strategy="direct-cheap")
             c.feedback(r.request_id, q, rater="user")
         assert c.wait_for_judges(20)
-        cal = c.calibrations["chat"]
+        cal = c.learner.calibrations["chat"]
         assert cal.agreement()["pairs"] == 100 and cal.active
         errors, raw = [], []
         for _ in range(200):
@@ -193,7 +193,7 @@ def test_demo_world_converges_on_judge_rewards_only(tmp_path: Path, bar: float,
                 if i % 50 == 0:
                     c.wait_for_judges(10)  # keep rewards close behind, as in production
             shares.append(np.mean([p == target for p in picks[-500:]]))
-            assert c.counters["judge_failures"] == 0
+            assert c.stats().judge_failures == 0
     print(f"bar {bar}: {target} share of the last 500 decisions per seed: {shares}")
     assert np.mean(shares) >= 0.85
     assert sum(s >= 0.6 for s in shares) >= 9

@@ -81,7 +81,7 @@ async def test_a_429_burst_is_retried_after_retry_after(upstream: FakeUpstream) 
     r = await c.acomplete("hi", task_type="chat", strategy="direct-cheap")
     assert time.perf_counter() - t0 >= 0.6
     assert len(upstream.requests) == 3
-    assert r.text == "fake answer" and c.counters["retries"] == 2
+    assert r.text == "fake answer" and c.stats().retries == 2
     await c.aclose()
 
 
@@ -162,7 +162,7 @@ async def test_three_failures_open_the_circuit_and_the_policy_avoids_it(
         r = await c.acomplete("hi", task_type="chat", min_quality=0.5)
         assert r.decision.strategy == "direct-strong"
     assert all(req["model"] == "strong" for req in upstream.requests[before:])
-    assert c.counters["circuit_opened"] == 1
+    assert c.stats().circuits_opened == 1
     await c.aclose()
 
 

@@ -62,14 +62,22 @@ def test_operator_task_types_are_added_to_the_built_in_ones() -> None:
      r"policy\.exploration\.poetry: unknown task type"),
     (lambda d: d["strategies"]["quality-verified"]["verified"].update(draft="ghost"),
      r"strategies\.quality-verified\.verified\.draft: unknown strategy 'ghost'"),
-    (lambda d: d["strategies"]["batch-cheap"].pop("batch"),
-     r"strategies\.batch-cheap\.batch: mode 'batch' needs a \[batch\] table"),
+    (lambda d: d["strategies"]["turbo-cheap"].update(
+        verified={"draft": "turbo-cheap", "escalate_to": "turbo-quality"}),
+     r"strategies\.turbo-cheap: contains unknown field `verified`"),
+    (lambda d: d["strategies"]["batch-cheap"].update(mode="bulk"),
+     r"strategies\.batch-cheap\.mode: unknown mode 'bulk'; valid: \['batch', 'direct', "
+     r"'verified'\]"),
+    (lambda d: d["strategies"]["quality-verified"].pop("verified"),
+     r"strategies\.quality-verified: Object missing required field `verified`"),
+    (lambda d: d.update(stratgies={}),
+     r"test\.toml: contains unknown field `stratgies`; valid top-level tables: clients, judge"),
     (lambda d: d["task_types"]["classify"].update(min_quality="high"),
      r"task_types\.classify\.min_quality: Expected `float \| null`, got `str`"),
     (lambda d: d.update(judge={"strategy": "ghost"}),
      r"judge\.strategy: unknown strategy 'ghost'"),
     (lambda d: d["providers"]["demo"].update(kind="smoke-signals"),
-     r"providers\.demo\.kind: Invalid enum value .smoke-signals."),
+     r"providers\.demo\.kind: unknown kind 'smoke-signals'; valid: demo, local, openai"),
 ])
 def test_config_errors_name_the_key_path(mutate, message: str) -> None:
     data = _base()

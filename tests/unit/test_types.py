@@ -1,27 +1,28 @@
-"""Wire types reject bad values at decode time, naming the field."""
+"""Wire types reject bad values when a request is built, naming the field."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import msgspec
 import pytest
 
-from conductor.types import CompletionRequest, Constraints, Decision, Reward, decode_request
+from conductor.deciding import make_request
+from conductor.errors import InvalidRequestError
+from conductor.types import CompletionRequest, Constraints, Decision, Reward
 
 
-@pytest.mark.parametrize(("body", "message"), [
-    (b'{"prompt": "x", "constraints": {"min_quality": 1.5}}',
-     r"Expected `float` <= 1\.0 - at `\$\.constraints\.min_quality`"),
-    (b'{"prompt": "x", "constraints": {"max_latency_ms": 0}}',
-     r"Expected `float` > 0\.0 - at `\$\.constraints\.max_latency_ms`"),
-    (b'{"prompt": "x", "constraints": {"max_cost_usd": -1}}',
-     r"Expected `float` >= 0\.0 - at `\$\.constraints\.max_cost_usd`"),
-    (b'{"prompt": "x", "task_type": ""}', r"at `\$\.task_type`"),
-    (b'{"prompt": "x", "temperature": 2}', r"unknown field `temperature`"),
-    (b'{"messages": [{"role": "wizard", "content": "hi"}]}', r"at `\$\.messages\[0\]\.role`"),
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"min_quality": 1.5}, r"Expected `float` <= 1\.0 - at `\$\.constraints\.min_quality`"),
+    ({"max_latency_ms": 0}, r"Expected `float` > 0\.0 - at `\$\.constraints\.max_latency_ms`"),
+    ({"max_cost_usd": -1}, r"Expected `float` >= 0\.0 - at `\$\.constraints\.max_cost_usd`"),
+    ({"max_tokens": 0}, r"at `\$\.max_tokens`"),
+    ({"messages": [{"role": "wizard", "content": "hi"}]}, r"at `\$\.messages\[0\]\.role`"),
+    ({"messages": [{"role": "user", "content": "hi", "name": "x"}]}, r"unknown field `name`"),
 ])
-def test_bad_requests_fail_naming_the_field(body: bytes, message: str) -> None:
-    with pytest.raises(msgspec.ValidationError, match=message):
-        decode_request(body)
+def test_bad_requests_fail_naming_the_field(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidRequestError, match=message):
+        make_request("x", **kwargs)
 
 
 def test_constraints_merge_over_defaults() -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conductor import Conductor, load_coefficients
 from conductor.bandit.policy import PolicyParams, ThompsonPolicy
 from conductor.bandit.posterior import Prior, TaskPosterior
 from conductor.bandit.simulate import cost_table
@@ -16,7 +17,6 @@ from conductor.replay.harness import ReplayConfig
 from conductor.replay.logs import LoggedRecord
 from conductor.replay.offline import Candidate, calibrate, compare, tune_world, write_priors
 from conductor.replay.world import build_world, read_rows
-from conductor.router import Conductor, load_coefficients
 from conductor.types import Constraints
 
 QUALITY = (0.95, 0.90, 0.70)

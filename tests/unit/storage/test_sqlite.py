@@ -22,6 +22,8 @@ from conductor.types import (
     Decision,
     Mode,
     Outcome,
+    PolicyEvent,
+    PolicyKnobs,
     Reward,
     StrategySample,
 )
@@ -73,7 +75,9 @@ def test_every_record_type_round_trips(tmp_path: Path) -> None:
                              "model": "gpt-4o", "score": 0.8, "raw_reply": "Score: 8",
                              "cost_usd": 1e-4, "latency_ms": 300.0, "error": None,
                              "self_graded": 0, "answer_chars": 8})
-    store.record_policy_change("admin", {"rollout_percent": 50})
+    knobs = PolicyKnobs(version="v2", rollout_percent=50.0, default_strategy="turbo-cheap",
+                        freeze=False, exploration={"chat": 0.5})
+    store.record_policy_change(PolicyEvent(knobs=knobs, actor="admin"))
     store.save_snapshot(2, {"tasks": {}}, wait=True)
     store.close()
 
@@ -88,8 +92,9 @@ def test_every_record_type_round_trips(tmp_path: Path) -> None:
     assert row["prompt_sha256"] == sha256("Great value!")
     assert msgspec.json.decode(row["metadata"]) == {"labels": ["positive", "negative"]}
     assert again.query("SELECT score, raw_reply FROM judge_calls")[0][:] == (0.8, "Score: 8")
-    assert again.query("SELECT actor, settings FROM policy_history")[0][:] == (
-        "admin", '{"rollout_percent":50}')
+    assert again.query("SELECT actor FROM policy_history")[0][0] == "admin"
+    assert again.latest_policy() == PolicyEvent(knobs=knobs, actor="admin")
+    assert list(again.events_after(0))[-1] == PolicyEvent(knobs=knobs, actor="admin")
     assert again.latest_snapshot() == (2, {"tasks": {}})
     assert again.get_request("nope") is None
     again.close()
@@ -119,7 +124,8 @@ def test_a_request_is_readable_before_its_rows_commit(tmp_path: Path) -> None:
 def test_migrations_from_empty_and_from_an_older_schema(tmp_path: Path) -> None:
     fresh = SQLiteStore(tmp_path / "new.db")
     names = [r["name"] for r in fresh.query("SELECT name FROM _sqlite_migrations ORDER BY id")]
-    assert names == ["0001_initial", "0002_pending_feedback", "0003_effective_reward"]
+    assert names == ["0001_initial", "0002_pending_feedback", "0003_effective_reward",
+                     "0004_policy_events"]
     fresh.close()
 
     old_path = tmp_path / "old.db"

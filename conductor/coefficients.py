@@ -1,0 +1,45 @@
+"""Fitted priors on disk (what ``conductor calibrate`` writes), read and validated."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+
+from conductor.bandit.posterior import Prior
+from conductor.bandit.priors import Coefficients
+from conductor.config import Settings
+from conductor.errors import ConfigError
+
+
+def load_coefficients(path: str | Path, settings: Settings | None = None) -> Coefficients:
+    """Read priors written by ``conductor calibrate``: {task_type: {strategy: Prior}}.
+
+    With ``settings``, every task type and strategy must be configured there: a misspelled
+    name is an error naming it, never silently ignored. An empty file of priors is an
+    error too (it would change nothing).
+    """
+    try:
+        data = msgspec.json.decode(Path(path).read_bytes())
+        tasks = data.get("priors", data) if isinstance(data, dict) else None
+        out = msgspec.convert(tasks, dict[str, dict[str, Prior]])
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read priors: {exc}") from exc
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ConfigError(f"{path}: not a priors file: {exc}") from exc
+    if not any(out.values()):
+        raise ConfigError(f"{path}: no priors in the file")
+    if settings is not None:
+        for task, row in out.items():
+            if task not in settings.task_types:
+                raise ConfigError(f"{path}: unknown task type {task!r}; configured: "
+                                  f"{', '.join(sorted(settings.task_types))}")
+            for strategy in row:
+                if strategy not in settings.strategies:
+                    raise ConfigError(f"{path}: {task}: unknown strategy {strategy!r}; "
+                                      f"configured: {', '.join(sorted(settings.strategies))}")
+    for task, row in out.items():
+        for strategy, prior in row.items():
+            if not prior.is_valid():
+                raise ConfigError(f"{path}: {task}/{strategy}: invalid prior {prior}")
+    return out

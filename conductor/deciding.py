@@ -1,0 +1,199 @@
+"""Deciding: the policy's choice for one request, its trace, and its propensity.
+
+The decision is made on the request path; its propensity (the probability the logging
+policy chose it, which ``compare`` needs) is computed afterwards from a copy of the
+posterior taken at decision time, so the answer never waits for it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from conductor.bandit.policy import PolicyParams, ThompsonPolicy, eligible_mask, mix_propensity
+from conductor.bandit.posterior import TaskPosterior
+from conductor.bandit.priors import build_strategy_table
+from conductor.config import Settings
+from conductor.errors import InvalidRequestError, NoStrategyAvailableError, UnknownStrategyError
+from conductor.learning import Learner
+from conductor.types import (
+    CompletionRequest,
+    Constraints,
+    Decision,
+    StrategySample,
+    estimate_prompt_tokens,
+)
+
+
+def make_request(prompt: str | None = None, *, messages: Any = None,
+                 task_type: str | None = None, max_latency_ms: float | None = None,
+                 min_quality: float | None = None, max_cost_usd: float | None = None,
+                 client_id: str = "default", request_id: str | None = None,
+                 max_tokens: int | None = None,
+                 metadata: dict[str, Any] | None = None) -> CompletionRequest:
+    """Build a validated CompletionRequest from keyword arguments."""
+    limits = {"max_latency_ms": max_latency_ms, "min_quality": min_quality,
+              "max_cost_usd": max_cost_usd}
+    raw: dict[str, Any] = {
+        "prompt": prompt, "task_type": str(task_type or "chat"),
+        "constraints": {k: v for k, v in limits.items() if v is not None},
+        "client_id": client_id, "request_id": request_id or "", "max_tokens": max_tokens,
+        "metadata": metadata or {}}
+    if messages is not None:
+        raw["messages"] = [m if isinstance(m, dict) else msgspec.structs.asdict(m)
+                           for m in messages]
+    try:
+        return msgspec.convert(raw, CompletionRequest)
+    except msgspec.ValidationError as exc:
+        raise InvalidRequestError(str(exc)) from exc
+
+
+
+class Pending(msgspec.Struct, kw_only=True, frozen=True):
+    """What a decision's propensity is computed from, after the answer has gone."""
+
+    post: TaskPosterior
+    eligible: np.ndarray
+    constraints: Constraints
+    input_tokens: int
+    temperature: float
+    share: float
+    index: int
+    default: int
+
+
+class Decider:
+    """Makes decisions for one Conductor.
+
+    Args:
+        settings: strategies, task types, policy parameters.
+        learner: the learned state the policy draws from (and the live knobs).
+        unavailable: the strategies the policy must skip right now.
+        seed: seeds the decision and propensity generators.
+        dry_run: shadow mode (the decision is logged; the default strategy runs).
+        clock: wall-clock seconds.
+    """
+
+    def __init__(self, settings: Settings, learner: Learner,
+                 unavailable: Callable[[], set[str]], *, seed: int | None,
+                 dry_run: bool, clock: Callable[[], float]) -> None:
+        self.settings = settings
+        self.learner = learner
+        self.unavailable = unavailable
+        self.dry_run = dry_run
+        self.clock = clock
+        self.rng = np.random.default_rng(seed)
+        self.propensity_rng = np.random.default_rng(None if seed is None else [seed, 1])
+        self.table = build_strategy_table(settings)
+        p = settings.policy
+        self.policy = ThompsonPolicy(PolicyParams(
+            quality_per_usd=p.quality_per_usd, wide_posterior_trials=p.wide_posterior_trials,
+            guard_floor=p.guard_floor, propensity_draws=p.propensity_draws))
+        self._eligible = {t: eligible_mask(self.table.names, settings.strategies_for(t))
+                          for t in settings.task_types}
+
+    def effective_constraints(self, request: CompletionRequest) -> Constraints:
+        tt = self.settings.task_types[request.task_type]
+        return request.constraints.merged_over(Constraints(
+            max_latency_ms=tt.max_latency_ms, min_quality=tt.min_quality,
+            max_cost_usd=tt.max_cost_usd))
+
+    def decide(self, request: CompletionRequest, strategy: str | None = None
+               ) -> tuple[Decision, Pending | None]:
+        """The decision, and (when its propensity is not known yet) what computes it."""
+        if request.task_type not in self.settings.task_types:
+            raise InvalidRequestError(
+                f"unknown task type {request.task_type!r}; valid: "
+                f"{', '.join(sorted(self.settings.task_types))}", field="task_type")
+        if not request.messages and not request.prompt:
+            raise InvalidRequestError("give 'messages' or 'prompt'", field="messages")
+        task, names = request.task_type, self.table.names
+        constraints = self.effective_constraints(request)
+        input_tokens = estimate_prompt_tokens(request.chat_messages())
+        unavailable = self.unavailable()
+        if strategy is not None:
+            if strategy not in self.settings.strategies:
+                raise UnknownStrategyError(strategy, ["auto", *names])
+            if strategy in unavailable:
+                raise NoStrategyAvailableError(
+                    f"strategy {strategy!r} is unavailable (its circuit is open)")
+        eligible = self._eligible[task].copy()
+        if unavailable:
+            eligible &= ~eligible_mask(names, sorted(unavailable))
+        if strategy is None and not eligible.any():
+            raise NoStrategyAvailableError(f"no strategy is available for task type {task!r} "
+                                           "(all circuits open or none configured)")
+        knobs = self.learner.knobs
+        t = knobs.exploration.get(task, 1.0)
+        with self.learner.lock:
+            post = self.learner.posteriors[task]
+            choice, greedy = self.policy.decide_full(post, self.table, eligible, constraints,
+                                                     input_tokens, t, self.rng)
+            q_mean = post.quality_mean()
+            lat_mean = post.latency_mean_ms() + np.asarray(self.table.extra_latency_ms)
+            snapshot = post.copy() if strategy is None and t > 0 else None
+        share = knobs.rollout_percent / 100.0
+        roll = float(self.rng.random()) if share < 1.0 else 0.0
+        policy_idx, default = choice.index, names.index(knobs.default_strategy)
+        if strategy is not None:
+            idx, routed_by = names.index(strategy), "forced"
+        elif self.dry_run:
+            idx, routed_by = policy_idx, "shadow"
+        elif roll >= share:
+            idx, routed_by = default, "rollout_default"
+        else:
+            idx, routed_by = policy_idx, "policy"
+        pending = None if snapshot is None else Pending(
+            post=snapshot, eligible=eligible, constraints=constraints,
+            input_tokens=input_tokens, temperature=t,
+            share=1.0 if routed_by == "shadow" else share, index=idx, default=default)
+        propensity: float | None = 1.0
+        if routed_by != "forced" and pending is None:  # temperature 0: greedy, so certain
+            propensity = mix_propensity(float(greedy == idx), idx == default,
+                                        1.0 if routed_by == "shadow" else share)
+        name = names[idx]
+        samples = tuple(StrategySample(
+            strategy=n, quality=float(choice.quality[i]),
+            latency_p95_ms=float(choice.latency_p95_ms[i]), cost_usd=float(choice.cost_usd[i]),
+            feasible=bool(choice.feasible[i])) for i, n in enumerate(names)
+            if eligible[i] or i == idx)
+        st = self.settings.strategies[name]
+        decision = Decision(
+            request_id=request.request_id or uuid.uuid4().hex, task_type=task, strategy=name,
+            model=st.model, mode=st.mode, predicted_quality=float(q_mean[idx]),
+            predicted_latency_ms=float(lat_mean[idx]),
+            predicted_cost_usd=float(choice.cost_usd[idx]),
+            propensity=None if pending is not None else propensity,
+            explored=routed_by in ("policy", "shadow") and policy_idx != greedy,
+            constraint_relaxed=choice.relaxed and routed_by in ("policy", "shadow"),
+            policy_version=knobs.version, routed_by=routed_by,  # type: ignore[arg-type]
+            policy_choice=names[policy_idx], constraints=constraints,
+            client_id=request.client_id, input_tokens=input_tokens, samples=samples,
+            created_at=self.clock())
+        return decision, pending
+
+    def with_propensity(self, decision: Decision, pending: Pending | None) -> Decision:
+        """The decision with its propensity: P(policy picks it) mixed with the rollout."""
+        if pending is None:
+            return decision
+        probs = self.policy.choice_probabilities(
+            pending.post, self.table, pending.eligible, pending.constraints,
+            pending.input_tokens, pending.temperature, self.propensity_rng)
+        p = mix_propensity(float(probs[pending.index]), pending.index == pending.default,
+                           pending.share)
+        return msgspec.structs.replace(decision, propensity=p)
+
+    def fallback_order(self, decision: Decision) -> list[str]:
+        """Strategies to try after the chosen one: feasible by cost, then the rest by cost,
+        never more than ``max_fallback_cost_ratio`` times the chosen one's predicted cost."""
+        cap = decision.predicted_cost_usd * self.settings.policy.max_fallback_cost_ratio
+        unavailable = self.unavailable()
+        rest = [s for s in decision.samples if s.strategy != decision.strategy
+                and s.strategy not in unavailable and s.cost_usd <= max(cap, 1e-12)]
+        rest.sort(key=lambda s: (not s.feasible, s.cost_usd))
+        return [s.strategy for s in rest]
+

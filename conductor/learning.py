@@ -1,0 +1,355 @@
+"""What Conductor has learned, and the one place it changes: ``Learner.apply(event)``.
+
+Posteriors per (task type, strategy), reward fusion, the judge-to-user calibration,
+feedback waiting for its request, and the live policy knobs. Every change is an event
+(``OutcomeEvent | RewardEvent | PolicyEvent``) applied under one lock, together with the
+log row that records it, so the store's event order is the order the posterior saw:
+restart = the last snapshot + the events after it, through the same ``apply``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any, Protocol
+
+import msgspec
+
+from conductor.bandit.posterior import PosteriorState
+from conductor.bandit.priors import Coefficients
+from conductor.config import Settings
+from conductor.errors import InvalidRequestError, NotFoundError, UnknownStrategyError
+from conductor.evaluators.calibration import JudgeCalibration
+from conductor.evaluators.fusion import RewardFusion
+from conductor.storage.base import LogStore
+from conductor.types import (
+    Decision,
+    LearningEvent,
+    Outcome,
+    OutcomeEvent,
+    PolicyEvent,
+    PolicyKnobs,
+    Reward,
+    RewardEvent,
+)
+
+log = logging.getLogger("conductor.learning")
+
+SNAPSHOT_VERSION = 2
+
+
+class RewardListener(Protocol):
+    def __call__(self, task_type: str, new: float, old: float | None) -> None: ...
+
+
+def rating_to_score(rating: float | int | bool | str) -> float:
+    """Map a user rating to [0, 1]: thumbs (bool, 'up'/'down'), 1-5 stars (int), score (float)."""
+    if isinstance(rating, bool):
+        return 1.0 if rating else 0.0
+    if isinstance(rating, str):
+        r = rating.strip().lower()
+        if r in ("up", "thumbs_up", "+1", "good"):
+            return 1.0
+        if r in ("down", "thumbs_down", "-1", "bad"):
+            return 0.0
+        raise InvalidRequestError(f"rating {rating!r}: expected 'up' or 'down'", field="rating")
+    if isinstance(rating, int):
+        if not 1 <= rating <= 5:
+            raise InvalidRequestError(f"rating {rating}: stars must be 1-5", field="rating")
+        return (rating - 1) / 4.0
+    if isinstance(rating, float):
+        if not (math.isfinite(rating) and 0.0 <= rating <= 1.0):
+            raise InvalidRequestError(f"rating {rating}: a score must be in [0, 1]",
+                                      field="rating")
+        return rating
+    raise InvalidRequestError(f"rating {rating!r}: unsupported type", field="rating")
+
+
+def configured_knobs(settings: Settings) -> PolicyKnobs:
+    """The policy knobs as the configuration sets them."""
+    p = settings.policy
+    return PolicyKnobs(version=p.version, rollout_percent=p.rollout_percent,
+                       default_strategy=p.default_strategy, freeze=p.freeze,
+                       exploration={t: settings.temperature(t) for t in settings.task_types})
+
+
+class Learner:
+    """Holds the learned state; ``apply`` is the only way it changes.
+
+    Args:
+        settings: strategies, task types, half-life, judge calibration settings.
+        priors: per (task type, strategy), from ``conductor.bandit.priors.build_priors``.
+        store: where events are logged and restored from.
+        clock: wall-clock seconds.
+    """
+
+    def __init__(self, settings: Settings, priors: Coefficients, store: LogStore, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.store = store
+        self.clock = clock
+        self.posteriors = PosteriorState(priors)
+        self.calibrations = {t: JudgeCalibration(min_pairs=settings.judge.min_calibration_pairs)
+                             for t in settings.task_types}
+        self.fusion = RewardFusion(self.calibrated)
+        self.configured = configured_knobs(settings)
+        self.knobs = self.configured
+        hl = settings.policy.half_life
+        self.gamma = 0.5 ** (1.0 / hl) if hl else 1.0
+        self.lock = threading.RLock()
+        self._feedback_lock = threading.Lock()
+        self._pending: dict[str, list[tuple[float, str, float]]] = {}
+        self._last_snapshot = clock()
+        self.reward_listeners: list[RewardListener] = []
+
+    def calibrated(self, task_type: str, judge_score: float) -> float:
+        """A judge score on the users' scale (as it is until calibration has enough pairs)."""
+        cal = self.calibrations.get(task_type)
+        return cal.apply(judge_score) if cal is not None else judge_score
+
+    # -- the one place state changes --------------------------------------------------------
+
+    def apply(self, event: LearningEvent) -> None:
+        """Apply one event to the learned state. Callers hold ``lock``. Events naming a
+        task type or strategy no longer configured are skipped."""
+        match event:
+            case OutcomeEvent():
+                if not self._known(event.task_type, event.strategy):
+                    return
+                st = self.settings.strategies[event.strategy]
+                ok = event.error is None
+                latency = event.latency_ms
+                if latency is not None and st.batch_window_ms:
+                    # The policy adds the batch window to its latency prediction; the
+                    # posterior models the rest, so take the window out of what was observed.
+                    latency = max(1.0, latency - st.batch_window_ms)
+                self.posteriors[event.task_type].observe_outcome(
+                    event.strategy, latency if ok else None,
+                    event.output_tokens if ok else None,
+                    event.escalated if ok else None, self.gamma)
+            case RewardEvent():
+                if not self._known(event.task_type, event.strategy):
+                    return
+                post = self.posteriors[event.task_type]
+                if event.previous is None:
+                    post.observe_reward(event.strategy, event.effective)
+                else:
+                    post.correct_reward(event.strategy, event.previous, event.effective)
+            case PolicyEvent():
+                self.knobs = self._valid_knobs(event.knobs)
+
+    def _known(self, task_type: str, strategy: str) -> bool:
+        return task_type in self.posteriors.tasks and strategy in self.settings.strategies
+
+    def _valid_knobs(self, knobs: PolicyKnobs) -> PolicyKnobs:
+        """Stored knobs against today's config: unknown names fall back to the config's."""
+        default = knobs.default_strategy
+        if default not in self.settings.strategies:
+            log.warning("stored default_strategy %r is not configured; using %r", default,
+                        self.configured.default_strategy)
+            default = self.configured.default_strategy
+        exploration = {**self.configured.exploration,
+                       **{t: v for t, v in knobs.exploration.items()
+                          if t in self.settings.task_types}}
+        return msgspec.structs.replace(knobs, default_strategy=default, exploration=exploration)
+
+    # -- live events --------------------------------------------------------------------------
+
+    def record_outcome(self, task_type: str, outcome: Outcome) -> None:
+        """Log an outcome and learn its latency, tokens and escalation (unless frozen)."""
+        with self.lock:
+            frozen = self.knobs.freeze
+            self.store.record_outcome(outcome, task_type=task_type, applied=not frozen)
+            if not frozen:
+                self.apply(OutcomeEvent(
+                    request_id=outcome.request_id, task_type=task_type,
+                    strategy=outcome.strategy, latency_ms=outcome.latency_ms,
+                    output_tokens=outcome.output_tokens, escalated=outcome.escalated,
+                    error=outcome.error))
+            self._maybe_snapshot()
+
+    def add_reward(self, reward: Reward, *, wait: bool | None = None) -> Reward:
+        """Fuse a reward into its request's effective reward and correct the posterior by
+        the change. Logged with its source, raw score and the effective score. User
+        ratings are durable before this returns (unless ``wait`` is False)."""
+        task, strategy = reward.task_type, reward.strategy
+        handle: Future[None] | None
+        with self.lock:
+            if self.fusion.get(reward.request_id) is None:
+                rec = self.store.get_request(reward.request_id)
+                if rec is not None and rec.rewards:
+                    self.fusion.rebuild(reward.request_id, rec.rewards)
+            before = self.fusion.get(reward.request_id)
+            had_judge = before is not None and "judge" in before.scores
+            had_user = before is not None and bool(before.users)
+            old, new = self.fusion.update(reward)
+            st = self.fusion.get(reward.request_id)
+            assert st is not None
+            if task in self.calibrations and "judge" in st.scores and st.users and (
+                    not had_judge or not had_user):
+                self.calibrations[task].add_pair(st.scores["judge"],
+                                                 sum(st.users.values()) / len(st.users))
+            applied = (self._known(task, strategy) and not self.knobs.freeze
+                       and new is not None and new != old)
+            reward = msgspec.structs.replace(reward, effective_score=new)
+            handle = self.store.record_reward(
+                reward, applied=applied, previous_score=old if applied else None, wait=False)
+            if applied:
+                assert new is not None
+                self.apply(RewardEvent(request_id=reward.request_id, task_type=task,
+                                       strategy=strategy, effective=new, previous=old))
+                for listener in self.reward_listeners:
+                    listener(task, new, old)
+        if handle is not None and wait is not False:
+            handle.result()  # durable before we acknowledge
+        return reward
+
+    # -- feedback that waits for its request -------------------------------------------------
+
+    def keep_pending(self, request_id: str, score: float, rater: str) -> Reward:
+        """Keep a rating (durably) for a request not stored yet; applied when it lands."""
+        now = self.clock()
+        self.store.record_pending_feedback(request_id, score, rater, now)
+        with self.lock:
+            self._pending.setdefault(request_id, []).append((now, rater, score))
+        return Reward(request_id=request_id, source="user", score=score, rater=rater,
+                      created_at=now)
+
+    def take_pending(self, request_id: str) -> list[tuple[float, str, float]]:
+        with self.lock:
+            return self._pending.pop(request_id, [])
+
+    def user_reward(self, decision: Decision, strategy: str, score: float,
+                    rater: str) -> Reward:
+        """Apply one user's score (in [0, 1]) to a decided request; durable on return."""
+        return self.add_reward(Reward(
+            request_id=decision.request_id, source="user", score=score, rater=rater,
+            task_type=decision.task_type, strategy=strategy, created_at=self.clock()))
+
+    def feedback(self, request_id: str, score: float, rater: str, *, in_flight: bool,
+                 pending_ok: bool) -> Reward:
+        """A user's score for a request: applied when the request is stored; kept until it
+        lands when it is still being served (``in_flight``) or ``pending_ok``; otherwise an
+        unknown id raises NotFoundError."""
+        with self._feedback_lock:
+            if in_flight:
+                return self.keep_pending(request_id, score, rater)
+            rec = self.store.get_request(request_id)
+            if rec is not None and rec.decision is not None:
+                strategy = rec.outcome.strategy if rec.outcome else rec.decision.strategy
+                return self.user_reward(rec.decision, strategy, score, rater)
+            if not pending_ok:
+                raise NotFoundError(f"unknown request id {request_id!r}")
+            return self.keep_pending(request_id, score, rater)
+
+    # -- policy ---------------------------------------------------------------------------------
+
+    def update_policy(self, actor: str, *, version: str | None = None,
+                      rollout_percent: float | None = None,
+                      default_strategy: str | None = None, freeze: bool | None = None,
+                      exploration: dict[str, float] | None = None) -> PolicyKnobs:
+        """Change the policy knobs: validated, recorded durably (who, when, what), applied."""
+        if rollout_percent is not None and not (
+                math.isfinite(rollout_percent) and 0.0 <= rollout_percent <= 100.0):
+            raise InvalidRequestError("rollout_percent must be in [0, 100]",
+                                      field="rollout_percent")
+        if default_strategy is not None and default_strategy not in self.settings.strategies:
+            raise UnknownStrategyError(default_strategy, list(self.settings.strategies),
+                                       field="default_strategy")
+        for task, t in (exploration or {}).items():
+            if task not in self.settings.task_types:
+                raise InvalidRequestError(
+                    f"exploration: unknown task type {task!r}; valid: "
+                    f"{', '.join(sorted(self.settings.task_types))}", field="exploration")
+            if not (math.isfinite(t) and 0.0 <= t <= 100.0):
+                raise InvalidRequestError(f"exploration.{task}: must be in [0, 100]",
+                                          field="exploration")
+        with self.lock:
+            k = self.knobs
+            knobs = PolicyKnobs(
+                version=version if version is not None else k.version,
+                rollout_percent=rollout_percent if rollout_percent is not None
+                else k.rollout_percent,
+                default_strategy=default_strategy or k.default_strategy,
+                freeze=freeze if freeze is not None else k.freeze,
+                exploration={**k.exploration, **(exploration or {})})
+            event = PolicyEvent(knobs=knobs, actor=actor, configured=self.configured)
+            self.store.record_policy_change(event)
+            self.apply(event)
+        return knobs
+
+    # -- state ----------------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        with self.lock:
+            return {**self.posteriors.to_dict(), "snapshot_version": SNAPSHOT_VERSION,
+                    "policy": msgspec.to_builtins(PolicyEvent(
+                        knobs=self.knobs, configured=self.configured))}
+
+    def load_state(self, data: Any) -> list[str]:
+        """Load learned state; returns what was repaired (never raises on bad numbers)."""
+        with self.lock:
+            problems = self.posteriors.load(data)
+            policy = data.get("policy") if isinstance(data, dict) else None
+            if policy is not None:
+                try:
+                    self._restore_policy(msgspec.convert(policy, PolicyEvent))
+                except msgspec.ValidationError as exc:
+                    problems.append(f"policy: {exc}; using the config's")
+            return problems
+
+    def _restore_policy(self, event: PolicyEvent) -> None:
+        """A stored policy is in force unless the config's [policy] changed since it was
+        set (then the operator's edit of the file wins)."""
+        if event.configured is not None and event.configured != self.configured:
+            log.info("the config's [policy] changed since the stored policy was set; "
+                     "using the config's")
+            self.knobs = self.configured
+            return
+        self.apply(event)
+
+    def restore(self) -> list[str]:
+        """Rebuild from the store: its last snapshot plus every event after it, through
+        ``apply``. Returns what had to be repaired."""
+        problems: list[str] = []
+        with self.lock:
+            snap = self.store.latest_snapshot()
+            seq = 0
+            if snap is not None:
+                seq, state = snap
+                problems += self.load_state(state)
+            if snap is None or not (isinstance(snap[1], dict) and "policy" in snap[1]):
+                stored = self.store.latest_policy()
+                if stored is not None:
+                    self._restore_policy(stored)
+            replayed = 0
+            for event in self.store.events_after(seq):
+                if isinstance(event, PolicyEvent):
+                    self._restore_policy(event)
+                else:
+                    self.apply(event)
+                replayed += 1
+            for task, judge, user in self.store.judge_user_pairs():
+                if task in self.calibrations:
+                    self.calibrations[task].add_pair(judge, user)
+            for rid, created, rater, score in self.store.pending_feedback():
+                self._pending.setdefault(rid, []).append((created, rater, score))
+        for p in problems:
+            log.warning("learned state repaired: %s", p)
+        log.info("state restored from snapshot at seq %d plus %d events", seq, replayed)
+        return problems
+
+    def _maybe_snapshot(self, force: bool = False) -> None:
+        now = self.clock()
+        if force or now - self._last_snapshot >= self.settings.storage.snapshot_every_s:
+            self._last_snapshot = now
+            self.store.save_snapshot(self.store.last_seq(), self.state(), wait=force)
+
+    def snapshot(self) -> None:
+        """Save the learned state now and wait until it is committed."""
+        with self.lock:
+            self._maybe_snapshot(force=True)
