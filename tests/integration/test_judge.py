@@ -19,10 +19,10 @@ from conductor.testing import FakeUpstream
 from tests.integration.conftest import fake_settings
 
 
-def _judged(base_url: str, **kw: Any):
+def _judged(base_url: str, queue_size: int = 50, **kw: Any):
     s = fake_settings(base_url, attempts=1, **kw)
     data = msgspec.to_builtins(s)
-    data["judge"] = {"strategy": "direct-strong", "workers": 2, "queue_size": 50}
+    data["judge"] = {"strategy": "direct-strong", "workers": 2, "queue_size": queue_size}
     data["task_types"]["chat"]["judge_sample_rate"] = 1.0
     return settings_from_dict(data)
 
@@ -109,7 +109,8 @@ def test_calibration_corrects_a_generous_judge_end_to_end(upstream: FakeUpstream
         return f"an answer of quality={re.search(r'q=([0-9.]+)', text).group(1)}"
 
     upstream.behaviour.answer = answer
-    with Conductor(_judged(upstream.base_url), seed=1, evaluators=[]) as c:
+    # The queue holds every job: a full queue would drop judge calls, and pairs with them.
+    with Conductor(_judged(upstream.base_url, queue_size=500), seed=1, evaluators=[]) as c:
         for _ in range(100):
             q = float(rng.uniform(0.0, 0.75))
             r = c.complete(f"q={q:.3f}", task_type="chat", strategy="direct-cheap")

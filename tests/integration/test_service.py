@@ -239,15 +239,27 @@ def test_bad_input_is_a_4xx_naming_the_field_and_stores_nothing(served, body: by
     assert _rows(db, "requests") == _rows(db, "decisions") == 0
 
 
-def test_health_ready_models_stats_openapi(served) -> None:
+def test_health_ready_models_stats_openapi(served, upstream: FakeUpstream) -> None:
     s, _ = served
+    upstream.behaviour.answer = "fine"
     with _http(s) as h:
         assert h.get("/healthz").json() == {"status": "ok"}
         ready = h.get("/readyz")
         assert ready.status_code == 200 and ready.json()["strategies_available"] == 4
-        h.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}]})
+        answers = [h.post("/v1/chat/completions", json={
+            "model": "direct-cheap", "messages": [{"role": "user", "content": "x"}]})
+            for _ in range(3)]
+        assert [r.status_code for r in answers] == [200, 200, 200]
+        assert {r.json()["choices"][0]["message"]["content"] for r in answers} == {"fine"}
+        spent = sum(float(r.headers["x-conductor-cost-usd"]) for r in answers)
         stats = h.get("/v1/stats").json()
-        assert "counters" in stats
+        assert stats["counters"]["outcomes_total"] == 3
+        assert stats["counters"]["errors_total"] == 0
+        assert stats["strategies"] == {"direct-cheap": 1.0}
+        assert stats["cost"]["total_usd"] == pytest.approx(spent)
+        assert stats["cost"]["saved_vs_default_usd"] > 0  # the default is direct-strong
+        assert stats["policy"]["default_strategy"] == "direct-strong"
+        assert stats["router"]["fallbacks"] == 0 and stats["router"]["retries"] == 0
         spec = h.get("/schema/openapi.json").json()
         assert "/v1/chat/completions" in spec["paths"] and "/v1/feedback" in spec["paths"]
 

@@ -1,0 +1,56 @@
+"""Circuit breakers fed by attempts, and the cost bound admission reserves."""
+
+from __future__ import annotations
+
+import pytest
+
+from conductor import default_settings
+from conductor.errors import ProviderBadRequestError, ProviderServerError, ProviderTimeoutError
+from conductor.evaluators.judge import JUDGE_MAX_TOKENS, JUDGE_PROMPT_TOKENS_BOUND
+from conductor.execution.costs import cost_upper_bound
+from conductor.execution.health import Health
+from conductor.types import CompletionRequest, estimate_prompt_tokens
+
+
+def test_requests_rejected_as_the_clients_fault_do_not_trip_the_breaker() -> None:
+    h = Health(default_settings())
+    for _ in range(10):  # e.g. a prompt too long for the context window
+        h.record("gpt-4o-mini", ProviderBadRequestError("400: too long", status=400))
+    assert h.breaker("gpt-4o-mini").state == "closed"
+    assert h.unavailable() == set() and h.counters.circuits_opened == 0
+    for _ in range(3):
+        h.record("gpt-4o-mini", ProviderServerError("500", status=500))
+    assert h.breaker("gpt-4o-mini").state == "open"
+    assert h.counters.circuits_opened == 1
+    # Every strategy whose (first) model is gpt-4o-mini is out; the verified one drafts on it.
+    assert h.unavailable() == {"turbo-cheap", "batch-cheap", "quality-verified"}
+
+
+def test_timeouts_count_against_the_model() -> None:
+    h = Health(default_settings())
+    for _ in range(3):
+        h.record("gpt-4o", ProviderTimeoutError("no response"))
+    assert h.unavailable() == {"turbo-quality"}
+
+
+def test_the_judges_cost_is_part_of_the_verified_upper_bound() -> None:
+    s = default_settings()
+    req = CompletionRequest(prompt="Write a long product description", task_type="generate_long",
+                            max_tokens=500)
+    n_in = estimate_prompt_tokens(req.chat_messages())
+    draft = s.models["gpt-4o-mini"].cost_usd(n_in, 500)
+    escalation = s.models["gpt-4o"].cost_usd(n_in, 500)
+    judge = s.models["gpt-4o-mini"].cost_usd(n_in + 500 + JUDGE_PROMPT_TOKENS_BOUND,
+                                             JUDGE_MAX_TOKENS)  # the judge is turbo-cheap
+    assert cost_upper_bound(s, "quality-verified", req) == pytest.approx(
+        draft + judge + escalation, rel=1e-12)
+    assert cost_upper_bound(s, "turbo-quality", req) == pytest.approx(escalation)
+    assert cost_upper_bound(s, "batch-cheap", req) == pytest.approx(draft * 0.5)
+
+
+def test_without_max_tokens_the_task_types_output_cap_bounds_the_cost() -> None:
+    s = default_settings()
+    req = CompletionRequest(prompt="hi", task_type="chat")
+    n_in = estimate_prompt_tokens(req.chat_messages())
+    assert cost_upper_bound(s, "turbo-quality", req) == pytest.approx(
+        s.models["gpt-4o"].cost_usd(n_in, s.task_types["chat"].max_output_tokens))

@@ -1,0 +1,86 @@
+"""Deciding: the trace a decision carries (explored, relaxed, predictions) and its
+propensity, computed after the answer from the posterior the decision saw."""
+
+from __future__ import annotations
+
+import msgspec
+import numpy as np
+import pytest
+
+from conductor import Conductor, default_settings
+
+
+def _conductor(**policy: object) -> Conductor:
+    s = default_settings()
+    return Conductor(msgspec.structs.replace(s, policy=msgspec.structs.replace(
+        s.policy, **policy)), seed=11, evaluators=[])
+
+
+def test_explored_says_whether_the_choice_differs_from_the_greedy_one() -> None:
+    c = _conductor()
+    post = c.posteriors["summarize"]
+    for _ in range(30):  # a clear favourite: the cheap model is good enough
+        post.observe_reward("turbo-cheap", 1.0)
+    greedy = c.decider.policy.decide(post, c.decider.table, np.ones(4, dtype=bool),
+                                     c.decider.effective_constraints(c.make_request(
+                                         "x", task_type="summarize")), 10, 0.0, None)
+    decisions = [c.predict_only(prompt="x", task_type="summarize") for _ in range(400)]
+    names = c.decider.table.names
+    assert all(d.explored == (d.strategy != names[greedy.index]) for d in decisions)
+    assert 0 < sum(d.explored for d in decisions) < 400  # both happen
+
+
+def test_forced_and_greedy_decisions_never_explore() -> None:
+    c = _conductor(exploration={"chat": 0.0})
+    assert not any(c.predict_only(prompt="x", task_type="chat").explored for _ in range(50))
+    d = c.decide(c.make_request("x", task_type="chat"), strategy="batch-cheap")
+    assert not d.explored and d.propensity == 1.0 and d.routed_by == "forced"
+
+
+def test_constraint_relaxed_when_no_strategy_can_meet_the_constraints() -> None:
+    c = _conductor()
+    ok = c.predict_only(prompt="x", task_type="chat", min_quality=0.5, max_latency_ms=60_000)
+    assert not ok.constraint_relaxed
+    post = c.posteriors["chat"]
+    for s in post.strategies:  # every strategy is known to be far below 0.99
+        for _ in range(200):
+            post.observe_reward(s, 0.0)
+    for _ in range(20):
+        post.observe_reward("turbo-quality", 1.0)  # the least hopeless
+    d = c.predict_only(prompt="x", task_type="chat", min_quality=0.99)
+    assert d.constraint_relaxed
+    assert d.strategy == "turbo-quality"  # the one most likely to meet them
+
+
+def test_predicted_latency_includes_the_batch_window() -> None:
+    c = _conductor()
+    d = c.decide(c.make_request("x", task_type="classify"), strategy="batch-cheap")
+    post = c.posteriors["classify"]
+    base = float(post.latency_mean_ms()[post.index["batch-cheap"]])
+    assert d.predicted_latency_ms == pytest.approx(base + 200.0)  # window_ms = 200
+    direct = c.decide(c.make_request("x", task_type="classify"), strategy="turbo-cheap")
+    assert direct.predicted_latency_ms == pytest.approx(
+        float(post.latency_mean_ms()[post.index["turbo-cheap"]]))
+
+
+def test_the_logged_propensity_is_computed_on_the_posterior_the_decision_saw() -> None:
+    """The answer goes before the propensity is computed; learning in between must not
+    change it."""
+    c = _conductor()
+    req = c.make_request("x", task_type="summarize")
+    decision, pending = c.decider.decide(req)
+    assert decision.propensity is None and pending is not None
+    expected = c.decider.with_propensity(decision, pending).propensity
+    post = c.posteriors["summarize"]
+    for _ in range(500):  # the live posterior moves a lot
+        post.observe_reward("turbo-cheap", 0.0)
+    later = c.decider.with_propensity(decision, pending).propensity
+    assert later == pytest.approx(expected)  # exact product form: deterministic
+
+
+def test_a_completed_request_carries_and_logs_its_propensity() -> None:
+    c = _conductor()
+    r = c.complete("Summarize: good", task_type="summarize")
+    assert r.decision.propensity is not None and 0 < r.decision.propensity <= 1
+    rec = c.log_store.get_request(r.request_id)
+    assert rec is not None and rec.decision == r.decision

@@ -1,0 +1,73 @@
+"""The learner: one apply(event) for outcomes, rewards and policy changes."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from conductor import default_settings
+from conductor.bandit.priors import build_priors
+from conductor.learning import Learner
+from conductor.storage.base import MemoryLogStore
+from conductor.types import OutcomeEvent, PolicyEvent, PolicyKnobs, RewardEvent
+
+
+def _learner() -> Learner:
+    s = default_settings()
+    return Learner(s, build_priors(s), MemoryLogStore())
+
+
+def test_the_batch_window_is_taken_out_of_observed_latency() -> None:
+    """The policy adds the window to its latency prediction, so the posterior must model
+    the rest: a 1,200 ms batch answer with a 200 ms window is learned as 1,000 ms."""
+    ln = _learner()
+    post = ln.posteriors["classify"]
+    ln.apply(OutcomeEvent(request_id="r", task_type="classify", strategy="batch-cheap",
+                          latency_ms=1200.0, output_tokens=5))
+    ln.apply(OutcomeEvent(request_id="s", task_type="classify", strategy="turbo-cheap",
+                          latency_ms=1200.0, output_tokens=5))
+    i, j = post.index["batch-cheap"], post.index["turbo-cheap"]
+    gamma = ln.gamma
+    assert post.evidence["lat_sx"][i] == pytest.approx(math.log(1000.0) * gamma)
+    assert post.evidence["lat_sx"][j] == pytest.approx(math.log(1200.0))
+
+
+def test_a_failed_outcome_teaches_no_latency_or_tokens() -> None:
+    ln = _learner()
+    post = ln.posteriors["chat"]
+    ln.apply(OutcomeEvent(request_id="r", task_type="chat", strategy="turbo-cheap",
+                          latency_ms=50.0, output_tokens=9, error="ProviderServerError: 500"))
+    i = post.index["turbo-cheap"]
+    assert post.evidence["lat_n"][i] == 0 and post.evidence["tok_n"][i] == 0
+    assert post.observations == 1.0
+
+
+def test_rewards_observe_then_correct_by_the_difference() -> None:
+    ln = _learner()
+    post = ln.posteriors["chat"]
+    i = post.index["turbo-cheap"]
+    ln.apply(RewardEvent(request_id="r", task_type="chat", strategy="turbo-cheap",
+                         effective=0.25))
+    ln.apply(RewardEvent(request_id="r", task_type="chat", strategy="turbo-cheap",
+                         effective=1.0, previous=0.25))
+    assert (post.evidence["q_s"][i], post.evidence["q_f"][i]) == pytest.approx((1.0, 0.0))
+
+
+def test_events_for_what_is_no_longer_configured_are_skipped() -> None:
+    ln = _learner()
+    before = ln.state()
+    ln.apply(OutcomeEvent(request_id="r", task_type="poetry", strategy="turbo-cheap",
+                          latency_ms=10.0))
+    ln.apply(RewardEvent(request_id="r", task_type="chat", strategy="gone", effective=1.0))
+    assert ln.state() == before
+
+
+def test_a_policy_event_sets_the_knobs_and_unknown_names_fall_back() -> None:
+    ln = _learner()
+    knobs = PolicyKnobs(version="v9", rollout_percent=10.0, default_strategy="removed",
+                        freeze=True, exploration={"chat": 0.3, "poetry": 2.0})
+    ln.apply(PolicyEvent(knobs=knobs))
+    assert ln.knobs.version == "v9" and ln.knobs.freeze and ln.knobs.rollout_percent == 10.0
+    assert ln.knobs.default_strategy == "turbo-quality"  # the config's
+    assert ln.knobs.exploration["chat"] == 0.3 and "poetry" not in ln.knobs.exploration
