@@ -1,13 +1,19 @@
-"""Gateway overhead of `conductor serve` against calling the upstream directly.
+"""Gateway overhead of `conductor serve`, in one run beside its floor and its peer.
 
-Both the fake upstream (conductor.testing) and Conductor run as their own processes on
-127.0.0.1; the load generator is a third (this one, aiohttp). Conductor routes with
-`model: "auto"` over two strategies on the upstream, logging to SQLite.
+The fake upstream (conductor.testing), each gateway and the load generator (this process,
+aiohttp) are separate processes on 127.0.0.1, sharing the machine. Measured the same way:
 
-1. Sequential requests against a 0 ms upstream: p50/p99 of Conductor minus direct.
-2. 64 concurrent requests against a 50 ms upstream: throughput ratio, p99 ratio, errors.
-3. Resident memory after the load.
-With ``--litellm PATH`` the LiteLLM proxy (one worker, no database) is measured the same way.
+- direct: the upstream called directly;
+- forwarder: a bare Litestar handler forwarding through the same httpx-on-aiohttp client
+  (benchmarks/bare_forwarder.py): the floor of the stack, before any routing;
+- conductor, hints: `model: "auto"` with a task type and a quality floor;
+- conductor, plain: `model: "auto"` and nothing else (no floor: the propensity has no
+  product form and is estimated by Monte Carlo, after the answer);
+- litellm (with ``--litellm PATH``): LiteLLM's proxy, one worker, no database.
+
+1. Sequential requests against a 0 ms upstream: p50/p99 added to direct.
+2. 64 concurrent requests against a 50 ms upstream: throughput and p99 against direct and
+   against the forwarder; errors; resident memory after the load.
 
     .venv/bin/python benchmarks/gateway_overhead.py [--sequential 2000] [--concurrent 5000]
         [--litellm /path/to/venv/bin/litellm]
@@ -22,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -49,9 +56,11 @@ prior_quality = 0.95
 [policy]
 default_strategy = "strong"
 """
-BODY = {"model": "auto", "messages": [{"role": "user", "content": "Classify: great value"}],
+MESSAGES = [{"role": "user", "content": "Classify: great value"}]
+BODY = {"model": "auto", "messages": MESSAGES,
         "conductor": {"task_type": "classify", "min_quality": 0.8}}
-DIRECT_BODY = {"model": "small", "messages": BODY["messages"]}
+PLAIN_BODY = {"model": "auto", "messages": MESSAGES}
+DIRECT_BODY = {"model": "small", "messages": MESSAGES}
 
 
 def rss_mib(pid: int) -> float:
@@ -115,22 +124,50 @@ def start_litellm(binary: str, port: int, upstream_port: int, workdir: Path
     return p
 
 
-def measure(name: str, url: str, body: dict, direct_url: str, n: int, concurrent: bool,
-            pid: int) -> None:
-    asyncio.run(load(url, body, 300, 64 if concurrent else 1))  # warm up
-    asyncio.run(load(direct_url, DIRECT_BODY, 300, 64 if concurrent else 1))
+def start_forwarder(port: int, upstream_port: int) -> subprocess.Popen[bytes]:
+    p = subprocess.Popen([sys.executable, str(Path(__file__).with_name("bare_forwarder.py")),
+                          "--port", str(port), "--upstream",
+                          f"http://127.0.0.1:{upstream_port}/v1"], stderr=subprocess.DEVNULL)
+    wait_port(port)
+    return p
+
+
+def run(url: str, body: dict, n: int, c: int) -> tuple[float, np.ndarray, int]:
+    asyncio.run(load(url, body, 300, c))  # warm up
+    return asyncio.run(load(url, body, n, c))
+
+
+def phase(concurrent: bool, up: int, n: int, args: argparse.Namespace, work: Path) -> None:
     c = 64 if concurrent else 1
-    drps, dlat, _ = asyncio.run(load(direct_url, DIRECT_BODY, n, c))
-    grps, glat, errs = asyncio.run(load(url, body, n, c))
-    d50, d99 = np.percentile(dlat, [50, 99])
-    g50, g99 = np.percentile(glat, [50, 99])
-    if concurrent:
-        print(f"   {name:<10} {grps:6.0f} req/s = {grps / drps:.2f}x direct ({drps:.0f}); "
-              f"p50 {g50:.1f} ms, p99 {g99:.1f} ms = {g99 / d99:.2f}x direct ({d99:.1f} ms); "
-              f"errors {errs}; resident {rss_mib(pid):.0f} MiB")
-    else:
-        print(f"   {name:<10} p50 {g50:.2f} ms (+{g50 - d50:.2f}), p99 {g99:.2f} ms "
-              f"(+{g99 - d99:.2f}) vs direct p50 {d50:.2f} / p99 {d99:.2f} ms; errors {errs}")
+    direct_url = f"http://127.0.0.1:{up}/v1/chat/completions"
+    gateways: list[tuple[str, Callable[[int], subprocess.Popen[bytes]], dict]] = [
+        ("forwarder", lambda port: start_forwarder(port, up), DIRECT_BODY),
+        ("conductor, hints", lambda port: start_conductor(port, up, work, args.workers), BODY),
+        ("conductor, plain", lambda port: start_conductor(port, up, work, args.workers),
+         PLAIN_BODY)]
+    if args.litellm:
+        gateways.append(("litellm", lambda port: start_litellm(args.litellm, port, up, work),
+                         {"model": "small", "messages": MESSAGES}))
+    d_rps, d_lat, _ = run(direct_url, DIRECT_BODY, n, c)
+    d50, d99 = np.percentile(d_lat, [50, 99])
+    print(f"{'gateway':<18} {'req/s':>7} {'vs direct':>9} {'vs fwd':>7} {'p50 ms':>8} "
+          f"{'+p50':>6} {'p99 ms':>8} {'+p99':>7} {'p99/direct':>10} {'errors':>6} {'MiB':>5}")
+    print(f"{'direct':<18} {d_rps:>7.0f} {1:>9.2f} {'':>7} {d50:>8.2f} {'':>6} {d99:>8.2f}")
+    fwd_rps = None
+    for name, start, body in gateways:
+        port = free_port()
+        proc = start(port)
+        try:
+            rps, lat, errs = run(f"http://127.0.0.1:{port}/v1/chat/completions", body, n, c)
+            mib = rss_mib(proc.pid)
+        finally:
+            proc.terminate()
+            proc.wait(30)
+        g50, g99 = np.percentile(lat, [50, 99])
+        fwd_rps = fwd_rps or rps
+        print(f"{name:<18} {rps:>7.0f} {rps / d_rps:>9.2f} {rps / fwd_rps:>7.2f} {g50:>8.2f} "
+              f"{g50 - d50:>+6.2f} {g99:>8.2f} {g99 - d99:>+7.2f} {g99 / d99:>10.2f} "
+              f"{errs:>6} {mib:>5.0f}")
 
 
 def main() -> None:
@@ -138,32 +175,19 @@ def main() -> None:
     ap.add_argument("--sequential", type=int, default=2000)
     ap.add_argument("--concurrent", type=int, default=5000)
     ap.add_argument("--workers", type=int, default=1,
-                    help="Conductor worker processes (each learns on its own).")
+                    help="Conductor worker processes.")
     ap.add_argument("--litellm", help="Path to a `litellm` proxy binary (its own venv) to "
                                       "measure beside Conductor.")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         work = Path(d)
-        up0, up50, cport, lport = free_port(), free_port(), free_port(), free_port()
+        up0, up50 = free_port(), free_port()
         procs = [start_upstream(up0, 0.0), start_upstream(up50, 50.0)]
-        gw_url = f"http://127.0.0.1:{cport}/v1/chat/completions"
-        ll_url = f"http://127.0.0.1:{lport}/v1/chat/completions"
-        ll_body = {"model": "small", "messages": BODY["messages"]}
         try:
-            for concurrent, up in ((False, up0), (True, up50)):
-                direct_url = f"http://127.0.0.1:{up}/v1/chat/completions"
-                n = args.concurrent if concurrent else args.sequential
-                print("2. 64 concurrent, 50 ms upstream:" if concurrent else
-                      "1. sequential, 0 ms upstream:", f"{n} requests")
-                conductor = start_conductor(cport, up, work, args.workers)
-                measure("conductor", gw_url, BODY, direct_url, n, concurrent, conductor.pid)
-                conductor.terminate()
-                conductor.wait(30)
-                if args.litellm:
-                    litellm = start_litellm(args.litellm, lport, up, work)
-                    measure("litellm", ll_url, ll_body, direct_url, n, concurrent, litellm.pid)
-                    litellm.terminate()
-                    litellm.wait(30)
+            print(f"1. sequential, 0 ms upstream, {args.sequential} requests")
+            phase(False, up0, args.sequential, args, work)
+            print(f"2. 64 concurrent, 50 ms upstream, {args.concurrent} requests")
+            phase(True, up50, args.concurrent, args, work)
         finally:
             for p in procs:
                 p.terminate()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -75,6 +76,55 @@ def configured_knobs(settings: Settings) -> PolicyKnobs:
     return PolicyKnobs(version=p.version, rollout_percent=p.rollout_percent,
                        default_strategy=p.default_strategy, freeze=p.freeze,
                        exploration={t: settings.temperature(t) for t in settings.task_types})
+
+
+class Bookkeeper:
+    """One thread that logs and learns from answered requests, in the order they were
+    answered, off the request path (a queue put is all an answer waits for). Job failures
+    are logged, never raised to a caller."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Callable[[], object] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._idle = threading.Condition()
+        self._pending = 0
+
+    @property
+    def backlog(self) -> int:
+        """Jobs submitted and not yet finished."""
+        return self._pending
+
+    def submit(self, job: Callable[[], object]) -> None:
+        with self._idle:
+            self._pending += 1
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="conductor-learning",
+                                                daemon=True)
+                self._thread.start()
+        self._queue.put(job)
+
+    def _run(self) -> None:
+        while (job := self._queue.get()) is not None:
+            try:
+                job()
+            except Exception:  # a bookkeeping failure must not stop the next ones
+                log.exception("learning from an answered request failed")
+            finally:
+                with self._idle:
+                    self._pending -= 1
+                    self._idle.notify_all()
+
+    def wait_idle(self, timeout: float = 30.0) -> bool:
+        """Block until every submitted job has run."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._pending == 0, timeout)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Run what is queued, then stop the thread."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout)
+            self._thread = None
 
 
 class Learner:

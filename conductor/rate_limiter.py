@@ -12,8 +12,8 @@ import itertools
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from typing import Annotated
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any
 
 from msgspec import Meta, Struct
 
@@ -55,6 +55,14 @@ class RateLimiter:
         self._clients: dict[str, _ClientWindows] = {}
         self._ids = itertools.count(1)
         self.refused = 0
+
+    @classmethod
+    def for_clients(cls, clients: Mapping[str, Any]) -> RateLimiter:
+        """Limits for the configured clients (``ClientConfig``s by name)."""
+        return cls({n: RateLimitConfig(requests_per_minute=c.requests_per_minute,
+                                       requests_per_hour=c.requests_per_hour,
+                                       max_cost_per_hour_usd=c.max_cost_per_hour_usd)
+                    for n, c in clients.items()})
 
     def _prune(self, w: _ClientWindows, now: float) -> None:
         while w.minute and now - w.minute[0] >= 60.0:

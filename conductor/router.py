@@ -29,13 +29,12 @@ from conductor.evaluators.judge import Judge
 from conductor.evaluators.pipeline import Evaluation
 from conductor.execution import Attempt, Executor, Health, Plan, Upstream, build_modes
 from conductor.execution.costs import cost_upper_bound
-from conductor.execution.modes import Run
-from conductor.learning import Learner, rating_to_score
+from conductor.learning import Bookkeeper, Learner, rating_to_score
 from conductor.metrics import RouterListener, RouterStats
-from conductor.providers.base import Provider, ProviderResponse
+from conductor.providers.base import Provider
 from conductor.providers.registry import open_providers
 from conductor.providers.reliability import CircuitBreaker
-from conductor.rate_limiter import RateLimitConfig, RateLimiter, Reservation
+from conductor.rate_limiter import RateLimiter, Reservation
 from conductor.storage.base import LogStore, MemoryLogStore
 from conductor.types import (
     CompletionRequest,
@@ -47,6 +46,7 @@ from conductor.types import (
 )
 
 FEEDBACK_WAIT_S = 5.0  # how long a rating waits for a request it raced
+MAX_LEARNING_BACKLOG = 1000  # answered requests waiting to be logged and learned from
 
 
 class _InFlight:
@@ -89,25 +89,22 @@ class Conductor:
         self.log_store: LogStore = log_store if log_store is not None else MemoryLogStore()
         self.dry_run = dry_run
         self.clock = clock
+        self.learner = Learner(settings, build_priors(settings, coefficients), self.log_store,
+                               clock=clock)
         self.health = Health(settings)
         self.upstream = Upstream(settings, providers if providers is not None
                                  else open_providers(settings), self.health)
         self.evaluation = Evaluation(
             settings, [SimulatedQualityEvaluator()] if evaluators is None else evaluators,
             Judge.from_settings(settings, self.upstream.complete, self.upstream.cost),
-            record_call=self.log_store.record_judge_call, clock=clock)
+            record_call=self.log_store.record_judge_call, calibrate=self.learner.calibrated,
+            clock=clock)
         self.executor = Executor(settings, build_modes(settings, self.upstream,
-                                                       self._score_draft), self.health)
-        self.limiter = limiter if limiter is not None else RateLimiter({
-            n: RateLimitConfig(requests_per_minute=c.requests_per_minute,
-                               requests_per_hour=c.requests_per_hour,
-                               max_cost_per_hour_usd=c.max_cost_per_hour_usd)
-            for n, c in settings.clients.items()})
+                                                       self.evaluation.score_draft), self.health)
+        self.limiter = limiter or RateLimiter.for_clients(settings.clients)
         self._switched_off: set[str] = set()
         self._in_flight: dict[str, _InFlight] = {}
         self._listeners: list[RouterListener] = []
-        self.learner = Learner(settings, build_priors(settings, coefficients), self.log_store,
-                               clock=clock)
         self.decider = Decider(settings, self.learner, self.unavailable,
                                seed=seed if seed is not None else settings.policy.seed,
                                dry_run=dry_run, clock=clock)
@@ -116,14 +113,9 @@ class Conductor:
         if policy_version is not None:
             self.learner.knobs = msgspec.structs.replace(self.learner.knobs,
                                                          version=policy_version)
+        self.books = Bookkeeper()
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
-
-    async def _score_draft(self, request: CompletionRequest, strategy: str,
-                           resp: ProviderResponse, run: Run) -> float | None:
-        return await self.evaluation.score_draft(
-            request, strategy, self.settings.strategies[strategy].model, resp, run,
-            self.learner.calibrated)
 
     def add_listener(self, listener: RouterListener) -> None:
         self._listeners.append(listener)
@@ -277,6 +269,22 @@ class Conductor:
 
         return result, learn
 
+    async def acomplete_later(self, request: CompletionRequest, *,
+                              strategy: str | None = None) -> CompletionResult:
+        """Decide, admit, execute; logging and learning are queued for the bookkeeping
+        thread, so the caller can answer at once (the result has no rewards, and its
+        decision no propensity yet: the log gets both). ``wait_for_learning`` drains."""
+        result, learn = await self.acomplete_then_learn(request, strategy=strategy)
+        if self.books.backlog < MAX_LEARNING_BACKLOG:
+            self.books.submit(learn)
+        else:  # learning is behind: do it now, which slows answers down (backpressure)
+            learn()
+        return result
+
+    def wait_for_learning(self, timeout: float = 30.0) -> bool:
+        """Block until queued logging and learning have run (tests, batch scripts)."""
+        return self.books.wait_idle(timeout)
+
     async def acomplete(self, prompt: str | None = None, *,
                         request: CompletionRequest | None = None,
                         strategy: str | None = None, **kwargs: Any) -> CompletionResult:
@@ -407,6 +415,7 @@ class Conductor:
         """Finish judge jobs, snapshot, close providers, drain the store."""
         if self._closed:
             return
+        self.books.close()
         self._closed = True
         self._close_judges()
         if self._loop is not None:
@@ -420,6 +429,7 @@ class Conductor:
     async def aclose(self) -> None:
         if self._closed:
             return
+        await asyncio.to_thread(self.books.close)
         self._closed = True
         await asyncio.to_thread(self._close_judges)
         for p in self.upstream.providers.values():

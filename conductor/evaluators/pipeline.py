@@ -45,11 +45,13 @@ class Evaluation:
         evaluators: custom reward sources run on every successful answer.
         judge: the LLM judge, or None when none is configured.
         record_call: stores one judge call row (the log store's ``record_judge_call``).
+        calibrate: maps a judge score onto the users' scale, per task type.
         clock: wall-clock seconds.
     """
 
     def __init__(self, settings: Settings, evaluators: Sequence[Evaluator],
                  judge: Judge | None, *, record_call: Callable[[dict[str, Any]], None],
+                 calibrate: Callable[[str, float], float] = lambda task, score: score,
                  clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.heuristics = {t: heuristics_for(t, tt.heuristics, tt.labels, tt.max_words)
@@ -62,6 +64,7 @@ class Evaluation:
         self.runner = JudgeRunner(workers=jc.workers, queue_size=jc.queue_size)
         self.counters = JudgeCounters()
         self.record_call = record_call
+        self.calibrate = calibrate
         self.clock = clock
 
     def automatic(self, request: CompletionRequest, outcome: Outcome,
@@ -95,19 +98,19 @@ class Evaluation:
             "answer_chars": len(outcome.text)})
         return result
 
-    async def score_draft(self, request: CompletionRequest, strategy: str, model: str,
-                          resp: ProviderResponse, run: _Run,
-                          calibrate: Callable[[str, float], float]) -> float | None:
+    async def score_draft(self, request: CompletionRequest, strategy: str,
+                          resp: ProviderResponse, run: _Run) -> float | None:
         """A draft's score: the judge's (calibrated; its call joins the run and its cost)
         when a judge is configured and answers, else an evaluator's, else the heuristic."""
         probe = Outcome(request_id=run.request_id, strategy=strategy,
-                        model=model, latency_ms=resp.latency_ms, text=resp.text,
+                        model=self.settings.strategies[strategy].model,
+                        latency_ms=resp.latency_ms, text=resp.text,
                         finish_reason=resp.finish_reason)
         if self.judge is not None:
             result = await self.grade(request, probe)
             run.calls.append(result.call)
             if result.score is not None:
-                return calibrate(request.task_type, result.score)
+                return self.calibrate(request.task_type, result.score)
             log.warning("judge failed on a verified draft (%s); using heuristics", result.error)
         rewards = self.automatic(request, probe, resp.extra)
         others = [r for r in rewards if r.source != "heuristic"]

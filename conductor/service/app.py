@@ -16,10 +16,10 @@ from typing import Any
 
 import msgspec
 from litestar import Litestar, Request, Response, get, post, put
-from litestar.background_tasks import BackgroundTask
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.handlers.base import BaseRouteHandler
+from litestar.logging.config import LoggingConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.params import FromPath, JSONBody
 from litestar.response import Stream
@@ -82,10 +82,9 @@ async def chat_completions(request: Request[Any, Any, Any], data: JSONBody[ChatC
             "X-Conductor-Strategy": decision.strategy,
             "X-Conductor-Predicted-Cost-Usd": f"{decision.predicted_cost_usd:.8f}",
             "Cache-Control": "no-cache"})
-    result, learn = await gw.run_then_learn(req, strategy)
-    # Logging and learning run after the reply is sent: the answer never waits for them.
-    return Response(gw.chat_completion(result), headers=gw.headers_of(result),
-                    background=BackgroundTask(learn))
+    # Logging and learning are queued: the answer never waits for them.
+    result = await gw.run_later(req, strategy)
+    return Response(gw.chat_completion(result), headers=gw.headers_of(result))
 
 
 @post("/v1/complete", status_code=200, summary="Route and run (native form)",
@@ -195,6 +194,10 @@ def create_app(settings: Settings | None = None, *, db_path: str | Path | None =
                         get_policy, put_policy, stats, metrics, dashboard, healthz, readyz],
         lifespan=[lifespan],
         exception_handlers={Exception: handle_exception},
+        # httpx logs every upstream request at INFO: a log line per call, not wanted.
+        logging_config=LoggingConfig(loggers={
+            "litestar": {"level": "INFO", "handlers": ["queue_listener"], "propagate": False},
+            "httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}}),
         request_max_body_size=max_body_bytes,
         openapi_config=OpenAPIConfig(title="Conductor", version="0.1.0", path="/schema"),
         type_encoders={msgspec.Struct: msgspec.to_builtins},

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -158,10 +158,10 @@ class Gateway:
         _, learn = await self.conductor.acomplete_then_learn(req, strategy=strategy)
         return learn()
 
-    async def run_then_learn(self, req: CompletionRequest, strategy: str | None
-                             ) -> tuple[CompletionResult, Callable[[], CompletionResult]]:
-        """``run``, with the logging and learning returned to be done after replying."""
-        return await self.conductor.acomplete_then_learn(req, strategy=strategy)
+    async def run_later(self, req: CompletionRequest, strategy: str | None
+                        ) -> CompletionResult:
+        """``run``, with the logging and learning queued, to be done after replying."""
+        return await self.conductor.acomplete_later(req, strategy=strategy)
 
     def route(self, data: CompleteRequest, client: str) -> Decision:
         """The decision only (with its propensity); nothing is called or logged."""
