@@ -87,13 +87,23 @@ def demo(config_path: Path | None, n: int, seed: int, every: int, db_path: Path 
         d_model = settings.model_of(default)
         click.echo(f"routing {n} requests on {config_path or 'the demo world'}"
                    f"; baseline: everything on {default!r}")
+        by_task: dict[str, list[float]] = {t: [0.0, 0.0, 0.0, 0.0] for t in tasks}
         for i in range(1, n + 1):
             task = str(rng.choice(tasks, p=weights / weights.sum()))
             res = conductor.complete(_PROMPTS[task], task_type=task)
             window[res.outcome.strategy] += 1
             cost += res.outcome.cost_usd
-            base_cost += d_model.cost_usd(res.outcome.input_tokens, res.outcome.output_tokens)
-            quality += [r.score for r in res.rewards]
+            on_default = d_model.cost_usd(res.outcome.input_tokens, res.outcome.output_tokens)
+            base_cost += on_default
+            score = next((r.effective_score for r in reversed(res.rewards)
+                          if r.effective_score is not None), None)
+            if score is not None:
+                quality.append(score)
+            t = by_task[task]
+            t[0] += 1
+            t[1] += score or 0.0
+            t[2] += res.outcome.cost_usd
+            t[3] += on_default
             if i % every == 0 or i == n:
                 mix = ", ".join(f"{s} {c / sum(window.values()):.0%}"
                                 for s, c in window.most_common())
@@ -101,6 +111,14 @@ def demo(config_path: Path | None, n: int, seed: int, every: int, db_path: Path 
                 click.echo(f"{i:>7}  cost ${cost:.4f} vs ${base_cost:.4f} on default "
                            f"({1 - cost / base_cost:+.0%} saved)  quality {q:.2f}  mix: {mix}")
                 window.clear()
+        click.echo(f"{'task type':<14} {'requests':>8} {'quality':>8} {'target':>8} "
+                   f"{'met':>4} {'cost vs default':>16}")
+        for task, (k, qsum, spent, base) in by_task.items():
+            spec = conductor.target_of(task)
+            target = f"{spec:.3f}" if spec is not None else "-"
+            met = "-" if spec is None or not k else ("yes" if qsum / k >= spec else "no")
+            click.echo(f"{task:<14} {k:>8.0f} {qsum / max(k, 1):>8.3f} {target:>8} {met:>4} "
+                       f"{spent / base if base else float('nan'):>16.2f}")
 
 
 @main.command()

@@ -159,11 +159,25 @@ StrategyConfig = DirectStrategy | BatchStrategy | VerifiedStrategy
 MODES = {m.value for m in Mode}
 
 
+class RelativeTarget(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """A quality target stated against a reference strategy: ``ratio`` x its quality."""
+
+    relative_to: _NAME
+    ratio: Annotated[float, Meta(gt=0.0, le=1.0)] = 0.95
+
+
 class TaskTypeConfig(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
-    """Defaults for one task type: constraints, judging, heuristics, eligible strategies."""
+    """Defaults for one task type: constraints, judging, heuristics, eligible strategies.
+
+    Two kinds of quality requirement, never confused: ``min_quality`` is a per-request
+    *floor* on the predicted quality of the strategy serving that request;
+    ``quality_target`` is the mean quality of the traffic served for the task type (over
+    the policy's window), absolute (``quality_target = 0.9``) or relative to a reference
+    strategy (``quality_target = { relative_to = "turbo-quality", ratio = 0.95 }``)."""
 
     max_latency_ms: Positive | None = None
     min_quality: Probability | None = None
+    quality_target: Probability | RelativeTarget | None = None
     max_cost_usd: NonNegative | None = None
     judge_sample_rate: Probability = 0.05
     expected_output_tokens: Positive = 256.0
@@ -196,6 +210,7 @@ class ClientConfig(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True
     requests_per_hour: Annotated[int, Meta(ge=1)] | None = None
     max_cost_per_hour_usd: NonNegative | None = None
     admin: bool = False
+    quality_targets: dict[str, Probability] = {}  # stricter targets of its own, by task type
 
 
 class PolicyConfig(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -214,6 +229,25 @@ class PolicyConfig(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True
     guard_floor: Probability = 0.001
     seed: int | None = None
     max_fallback_cost_ratio: Positive = 10.0
+    # Quality targets: the deficit controller's gain (target raised per unit of quality
+    # owed), how far a surplus may lower it, a margin it aims above the target (so the
+    # window lands at or above it, not around it), how many standard deviations above its
+    # posterior mean a relative target takes the reference's quality to be, the window's
+    # half-life in rewards (None: the
+    # posterior's), the confidence of the conservative check (std below the mean), and
+    # the shortlist: every `shortlist_every` observations, strategies used by the mix in
+    # under `shortlist_min_share` of posterior draws, once observed `shortlist_min_trials`
+    # times, are set aside from exploration.
+    target_gain: NonNegative = 0.01
+    target_surplus_cap: NonNegative = 0.02
+    target_margin: Annotated[float, Meta(ge=0.0, le=0.1)] = 0.0
+    target_reference_z: NonNegative = 1.0
+    target_half_life: Positive | None = None
+    target_confidence: NonNegative = 1.0
+    shortlist_every: Annotated[int, Meta(ge=1)] = 50
+    shortlist_min_share: Probability = 0.01
+    shortlist_min_trials: NonNegative = 20.0
+    shortlist_draws: Annotated[int, Meta(ge=10, le=100_000)] = 256
 
 
 class StorageConfig(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -245,6 +279,11 @@ class Settings(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     def temperature(self, task_type: str) -> float:
         return self.policy.exploration.get(task_type, self.policy.default_exploration)
 
+    def target_gamma(self) -> float:
+        """Per-reward decay of the quality target's window."""
+        hl = self.policy.target_half_life or self.policy.half_life
+        return 0.5 ** (1.0 / hl) if hl else 1.0
+
 
 def _check(cond: bool, path: str, message: str) -> None:
     if not cond:
@@ -273,6 +312,10 @@ def _validate(s: Settings) -> Settings:
                        f"{path}.verified.{key}",
                        f"{ref!r} is itself verified; verified strategies cannot nest")
     for tname, tt in s.task_types.items():
+        if isinstance(tt.quality_target, RelativeTarget):
+            ref = tt.quality_target.relative_to
+            _check(ref in s.strategies, f"task_types.{tname}.quality_target.relative_to",
+                   f"unknown strategy {ref!r}; known: {sorted(s.strategies)}")
         for h in tt.heuristics:
             _check(h in HEURISTIC_NAMES, f"task_types.{tname}.heuristics",
                    f"unknown heuristic {h!r}; known: {list(HEURISTIC_NAMES)}")
@@ -282,6 +325,10 @@ def _validate(s: Settings) -> Settings:
     p = s.policy
     _check(p.default_strategy in s.strategies, "policy.default_strategy",
            f"unknown strategy {p.default_strategy!r}; known: {sorted(s.strategies)}")
+    for cname, c in s.clients.items():
+        for tname in c.quality_targets:
+            _check(tname in s.task_types, f"clients.{cname}.quality_targets.{tname}",
+                   f"unknown task type; known: {sorted(s.task_types)}")
     for tname in p.exploration:
         _check(tname in s.task_types, f"policy.exploration.{tname}",
                f"unknown task type; known: {sorted(s.task_types)}")

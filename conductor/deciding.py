@@ -7,6 +7,7 @@ posterior taken at decision time, so the answer never waits for it.
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -14,10 +15,18 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from conductor.bandit.policy import PolicyParams, ThompsonPolicy, eligible_mask, mix_propensity
+from conductor.bandit.policy import (
+    PolicyParams,
+    TargetSpec,
+    ThompsonPolicy,
+    at_base,
+    eligible_mask,
+    mix_propensity,
+)
 from conductor.bandit.posterior import TaskPosterior
 from conductor.bandit.priors import build_strategy_table
-from conductor.config import Settings
+from conductor.bandit.targets import effective_target
+from conductor.config import RelativeTarget, Settings
 from conductor.errors import InvalidRequestError, NoStrategyAvailableError, UnknownStrategyError
 from conductor.learning import Learner
 from conductor.types import (
@@ -32,12 +41,13 @@ from conductor.types import (
 def make_request(prompt: str | None = None, *, messages: Any = None,
                  task_type: str | None = None, max_latency_ms: float | None = None,
                  min_quality: float | None = None, max_cost_usd: float | None = None,
+                 quality_target: float | None = None,
                  client_id: str = "default", request_id: str | None = None,
                  max_tokens: int | None = None,
                  metadata: dict[str, Any] | None = None) -> CompletionRequest:
     """Build a validated CompletionRequest from keyword arguments."""
     limits = {"max_latency_ms": max_latency_ms, "min_quality": min_quality,
-              "max_cost_usd": max_cost_usd}
+              "max_cost_usd": max_cost_usd, "quality_target": quality_target}
     raw: dict[str, Any] = {
         "prompt": prompt, "task_type": str(task_type or "chat"),
         "constraints": {k: v for k, v in limits.items() if v is not None},
@@ -64,6 +74,7 @@ class Pending(msgspec.Struct, kw_only=True, frozen=True):
     share: float
     index: int
     default: int
+    target: TargetSpec | None = None
 
 
 class Decider:
@@ -95,6 +106,82 @@ class Decider:
             guard_floor=p.guard_floor, propensity_draws=p.propensity_draws))
         self._eligible = {t: eligible_mask(self.table.names, settings.strategies_for(t))
                           for t in settings.task_types}
+        self.shortlist_rng = np.random.default_rng(None if seed is None else [seed, 2])
+        # Per task type: the observation count it was computed at, and what is set aside.
+        self._shortlists: dict[str, tuple[float, dict[str, str]]] = {}
+
+    def eligible(self, task: str) -> np.ndarray:
+        """The strategies configured for a task type (before circuits and set-asides)."""
+        return self._eligible[task].copy()
+
+    def point_target(self, task: str) -> float | None:
+        """The task type's target at the posterior mean of its reference (no caution)."""
+        configured = self.settings.task_types[task].quality_target
+        if isinstance(configured, RelativeTarget):
+            post = self.learner.posteriors[task]
+            mean = post.quality_mean()[post.index[configured.relative_to]]
+            return configured.ratio * float(mean)
+        return configured
+
+    def target_spec(self, task: str, constraints: Constraints, post: TaskPosterior,
+                    eligible: np.ndarray, client_id: str = "default") -> TargetSpec | None:
+        """This decision's quality target: the task type's (absolute, or relative to its
+        reference strategy's posterior mean), or the client's or the request's when it is
+        stricter; moved by the deficit controller. None when none sets one. Callers hold
+        the lock."""
+        configured = self.settings.task_types[task].quality_target
+        names, safe = self.table.names, -1
+        base: float | None = None
+        if isinstance(configured, RelativeTarget):
+            # Against an upper estimate of the reference's quality: a reference measured
+            # too rarely cannot pull its own target down (its serving keeps it measured).
+            safe = names.index(configured.relative_to)
+            ref = post.quality_mean()[safe] + self.settings.policy.target_reference_z * float(
+                post.quality_std()[safe])
+            base = configured.ratio * min(1.0, float(ref))
+        elif configured is not None:
+            base = configured
+        client = self.settings.clients.get(client_id)
+        for stricter in (constraints.quality_target,
+                         client.quality_targets.get(task) if client else None):
+            if stricter is not None:
+                base = max(base or 0.0, stricter)
+        if base is None:
+            return None
+        base = min(1.0, base + self.settings.policy.target_margin)
+        if safe < 0 or not eligible[safe]:  # the best strategy the posterior knows
+            safe = int(np.argmax(np.where(eligible, post.quality_mean(), -np.inf)))
+        state = self.learner.targets[task]
+        p = self.settings.policy
+        return TargetSpec(target=effective_target(base, state, p.target_gain,
+                                                  p.target_surplus_cap),
+                          base=base, surplus=-state.deficit(base), safe=safe,
+                          confidence=p.target_confidence)
+
+    def set_aside(self, task: str, post: TaskPosterior, constraints: Constraints,
+                  input_tokens: int, spec: TargetSpec | None) -> dict[str, str]:
+        """Strategies set aside from exploration, with why: those the rule would use in
+        under ``shortlist_min_share`` of draws from the posterior, once observed
+        ``shortlist_min_trials`` times (dearer and not better, or no use to the target).
+        Recomputed every ``shortlist_every`` observations of the task type."""
+        p = self.settings.policy
+        at, cached = self._shortlists.get(task, (-math.inf, {}))
+        if post.observations - at < p.shortlist_every:
+            return cached
+        eligible = self._eligible[task]
+        shares = self.policy.choice_probabilities(
+            post, self.table, eligible, constraints, input_tokens, 1.0, self.shortlist_rng,
+            draws=p.shortlist_draws, method="mc", target=at_base(spec))
+        trials = post.quality_trials()
+        out = {}
+        for i, name in enumerate(self.table.names):
+            if (eligible[i] and shares[i] < p.shortlist_min_share
+                    and trials[i] >= p.shortlist_min_trials
+                    and (spec is None or i != spec.safe)):
+                out[name] = (f"dominated: chosen in {shares[i]:.1%} of {p.shortlist_draws} "
+                             f"posterior draws after {trials[i]:.0f} observations")
+        self._shortlists[task] = (post.observations, out)
+        return out
 
     def effective_constraints(self, request: CompletionRequest) -> Constraints:
         tt = self.settings.task_types[request.task_type]
@@ -131,11 +218,16 @@ class Decider:
         t = knobs.exploration.get(task, 1.0)
         with self.learner.lock:
             post = self.learner.posteriors[task]
+            spec = self.target_spec(task, constraints, post, eligible, request.client_id)
+            set_aside = self.set_aside(task, post, constraints, input_tokens, spec)
+            if set_aside and strategy is None:
+                eligible &= ~eligible_mask(names, list(set_aside))
             choice, greedy = self.policy.decide_full(post, self.table, eligible, constraints,
-                                                     input_tokens, t, self.rng)
+                                                     input_tokens, t, self.rng, spec)
             q_mean = post.quality_mean()
             lat_mean = post.latency_mean_ms() + np.asarray(self.table.extra_latency_ms)
-            snapshot = post.copy() if strategy is None and t > 0 else None
+            certain = t <= 0 and spec is None  # greedy with no mix: the choice is certain
+            snapshot = post.copy() if strategy is None and not certain else None
         share = knobs.rollout_percent / 100.0
         roll = float(self.rng.random()) if share < 1.0 else 0.0
         policy_idx, default = choice.index, names.index(knobs.default_strategy)
@@ -150,10 +242,11 @@ class Decider:
         pending = None if snapshot is None else Pending(
             post=snapshot, eligible=eligible, constraints=constraints,
             input_tokens=input_tokens, temperature=t,
-            share=1.0 if routed_by == "shadow" else share, index=idx, default=default)
+            share=1.0 if routed_by == "shadow" else share, index=idx, default=default,
+            target=spec)
         propensity: float | None = 1.0
         if routed_by != "forced" and pending is None:  # temperature 0: greedy, so certain
-            propensity = mix_propensity(float(greedy == idx), idx == default,
+            propensity = mix_propensity(float(idx in greedy), idx == default,
                                         1.0 if routed_by == "shadow" else share)
         name = names[idx]
         samples = tuple(StrategySample(
@@ -168,12 +261,14 @@ class Decider:
             predicted_latency_ms=float(lat_mean[idx]),
             predicted_cost_usd=float(choice.cost_usd[idx]),
             propensity=None if pending is not None else propensity,
-            explored=routed_by in ("policy", "shadow") and policy_idx != greedy,
+            explored=routed_by in ("policy", "shadow") and policy_idx not in greedy,
             constraint_relaxed=choice.relaxed and routed_by in ("policy", "shadow"),
             policy_version=knobs.version, routed_by=routed_by,  # type: ignore[arg-type]
             policy_choice=names[policy_idx], constraints=constraints,
             client_id=request.client_id, input_tokens=input_tokens, samples=samples,
-            created_at=self.clock())
+            created_at=self.clock(), quality_target=spec.target if spec else None,
+            set_aside=set_aside if strategy is None else {},
+            held_back=choice.held_back and routed_by in ("policy", "shadow"))
         return decision, pending
 
     def with_propensity(self, decision: Decision, pending: Pending | None) -> Decision:
@@ -182,7 +277,8 @@ class Decider:
             return decision
         probs = self.policy.choice_probabilities(
             pending.post, self.table, pending.eligible, pending.constraints,
-            pending.input_tokens, pending.temperature, self.propensity_rng)
+            pending.input_tokens, pending.temperature, self.propensity_rng,
+            target=pending.target)
         p = mix_propensity(float(probs[pending.index]), pending.index == pending.default,
                            pending.share)
         return msgspec.structs.replace(decision, propensity=p)

@@ -22,6 +22,7 @@ import msgspec
 
 from conductor.bandit.posterior import PosteriorState
 from conductor.bandit.priors import Coefficients
+from conductor.bandit.targets import TargetState
 from conductor.config import Settings
 from conductor.errors import InvalidRequestError, NotFoundError, UnknownStrategyError
 from conductor.evaluators.calibration import JudgeCalibration
@@ -143,6 +144,8 @@ class Learner:
         self.store = store
         self.clock = clock
         self.posteriors = PosteriorState(priors)
+        self.targets = {t: TargetState() for t in settings.task_types}
+        self.target_gamma = settings.target_gamma()
         self.calibrations = {t: JudgeCalibration(min_pairs=settings.judge.min_calibration_pairs)
                              for t in settings.task_types}
         self.fusion = RewardFusion(self.calibrated)
@@ -185,10 +188,13 @@ class Learner:
                 if not self._known(event.task_type, event.strategy):
                     return
                 post = self.posteriors[event.task_type]
+                target = self.targets[event.task_type]
                 if event.previous is None:
                     post.observe_reward(event.strategy, event.effective)
+                    target.observe(event.effective, self.target_gamma)
                 else:
                     post.correct_reward(event.strategy, event.previous, event.effective)
+                    target.correct(event.previous, event.effective)
             case PolicyEvent():
                 self.knobs = self._valid_knobs(event.knobs)
 
@@ -334,9 +340,19 @@ class Learner:
 
     # -- state ----------------------------------------------------------------------------------
 
+    def quality_summary(self) -> dict[str, dict[str, tuple[float, float]]]:
+        """(mean, std) of quality per task type and strategy, read under the lock."""
+        with self.lock:
+            out = {}
+            for task, post in self.posteriors.tasks.items():
+                m, s = post.quality_mean(), post.quality_std()
+                out[task] = {n: (float(m[i]), float(s[i])) for i, n in enumerate(post.strategies)}
+            return out
+
     def state(self) -> dict[str, Any]:
         with self.lock:
             return {**self.posteriors.to_dict(), "snapshot_version": SNAPSHOT_VERSION,
+                    "targets": msgspec.to_builtins(self.targets),
                     "policy": msgspec.to_builtins(PolicyEvent(
                         knobs=self.knobs, configured=self.configured))}
 
@@ -344,6 +360,21 @@ class Learner:
         """Load learned state; returns what was repaired (never raises on bad numbers)."""
         with self.lock:
             problems = self.posteriors.load(data)
+            targets = data.get("targets") if isinstance(data, dict) else None
+            if isinstance(targets, dict):
+                for task, raw in targets.items():
+                    if task not in self.targets:
+                        continue
+                    try:
+                        st = msgspec.convert(raw, TargetState)
+                    except msgspec.ValidationError as exc:
+                        problems.append(f"targets/{task}: {exc}; reset")
+                        continue
+                    if math.isfinite(st.reward_sum) and math.isfinite(st.count) and (
+                            0 <= st.reward_sum <= st.count + 1e-9):
+                        self.targets[task] = st
+                    else:
+                        problems.append(f"targets/{task}: bad sums; reset")
             policy = data.get("policy") if isinstance(data, dict) else None
             if policy is not None:
                 try:

@@ -342,11 +342,9 @@ class Conductor:
         Ratings: True/False or 'up'/'down' (thumbs), an int 1-5 (stars), a float in [0, 1].
         Re-rating by the same rater replaces the earlier score; several raters count as
         their mean, so a request weighs one observation however often it is rated.
-        A rating for a request still being served waits up to ``FEEDBACK_WAIT_S`` for it
-        to land, then is kept until it does (the returned reward has no
-        ``effective_score``); so is an unknown id with ``pending_ok`` (a client
-        that rates before the request reached this process). Otherwise an unknown id
-        raises NotFoundError.
+        A rating racing its request waits up to ``FEEDBACK_WAIT_S`` for it to land, then is
+        kept until it does (the returned reward has no ``effective_score``); so is an
+        unknown id with ``pending_ok``. Otherwise an unknown id raises NotFoundError.
         """
         score = rating_to_score(rating)
         flight = self._in_flight.get(request_id)
@@ -360,6 +358,12 @@ class Conductor:
                         rater: str = "", *, pending_ok: bool = False) -> Reward:
         return await asyncio.to_thread(self.feedback, request_id, rating, rater,
                                        pending_ok=pending_ok)
+
+    def target_of(self, task_type: str) -> float | None:
+        """The task type's quality target as it stands (a relative one: the ratio times
+        the reference's posterior mean); None without one. Decisions steer by a cautious
+        version of it (see ``PolicyConfig.target_reference_z``), moved by the controller."""
+        return self.decider.point_target(task_type)
 
     def policy_settings(self) -> PolicyKnobs:
         """The live policy knobs (what GET /v1/policy shows)."""
@@ -383,13 +387,7 @@ class Conductor:
                                   self.learner.calibrations.items() if cal.n})
 
     def posterior_summary(self) -> dict[str, dict[str, tuple[float, float]]]:
-        """(mean, std) of quality per task type and strategy, read under the lock."""
-        with self.learner.lock:
-            out = {}
-            for task, post in self.learner.posteriors.tasks.items():
-                m, s = post.quality_mean(), post.quality_std()
-                out[task] = {n: (float(m[i]), float(s[i])) for i, n in enumerate(post.strategies)}
-            return out
+        return self.learner.quality_summary()
 
     def state(self) -> dict[str, Any]:
         return self.learner.state()

@@ -43,11 +43,16 @@ RoutedBy = Literal["policy", "forced", "rollout_default", "shadow"]
 
 
 class Constraints(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
-    """A request's limits; ``None`` means unconstrained."""
+    """A request's limits; ``None`` means unconstrained.
+
+    ``min_quality`` is a *floor*: this request's predicted quality. ``quality_target`` is a
+    *target*: a mean over the task type's traffic; a request may carry a stricter one than
+    its task type's (the stricter applies to its own decision)."""
 
     max_latency_ms: Positive | None = None
     min_quality: Probability | None = None
     max_cost_usd: NonNegative | None = None
+    quality_target: Probability | None = None
 
     def merged_over(self, defaults: Constraints) -> Constraints:
         """These constraints, with unset fields taken from ``defaults``."""
@@ -57,6 +62,8 @@ class Constraints(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True)
             min_quality=self.min_quality if self.min_quality is not None else defaults.min_quality,
             max_cost_usd=self.max_cost_usd if self.max_cost_usd is not None
             else defaults.max_cost_usd,
+            quality_target=self.quality_target if self.quality_target is not None
+            else defaults.quality_target,
         )
 
 
@@ -118,6 +125,9 @@ class Decision(Struct, kw_only=True, frozen=True):
     input_tokens: int = 0
     samples: tuple[StrategySample, ...] = ()
     created_at: float = 0.0
+    quality_target: float | None = None  # the (effective) target the mix was solved for
+    set_aside: dict[str, str] = {}  # strategies kept out of exploration, with why
+    held_back: bool = False  # exploring was not affordable: the safe strategy served
 
 
 class CallRecord(Struct, kw_only=True, frozen=True):

@@ -24,6 +24,7 @@ It keeps being tried until its posterior is narrow or clearly below the floor.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -31,6 +32,7 @@ from msgspec import Struct
 from scipy import special
 
 from conductor.bandit.posterior import TaskPosterior
+from conductor.bandit.targets import cheapest_mix, mix_shares
 from conductor.types import Constraints
 
 Z95 = 1.6448536269514722  # standard normal 0.95 quantile: p95 = exp(mu + Z95 * sigma)
@@ -65,6 +67,23 @@ class StrategyTable(Struct, kw_only=True, frozen=True):
     judge_output_tokens: float = 8.0
 
 
+class TargetSpec(Struct, kw_only=True, frozen=True):
+    """A task type's quality target for one decision.
+
+    ``target`` is what the cheapest mix is solved for (the target moved by the deficit
+    controller); ``base`` the target itself. Exploring stays within what the window can
+    afford: a strategy other than ``safe`` is served only while the realized ``surplus``
+    (R - base x N) covers its pessimistic shortfall, surplus + (mean - confidence x std -
+    base) >= 0 (a conservative bandit: Wu et al. 2016, "Conservative Bandits"); otherwise
+    ``safe`` (the reference, or the best known strategy) serves the request."""
+
+    target: float
+    base: float
+    surplus: float = 0.0
+    safe: int = -1
+    confidence: float = 1.0
+
+
 class Choice(Struct, kw_only=True, frozen=True):
     index: int
     quality: np.ndarray
@@ -72,6 +91,8 @@ class Choice(Struct, kw_only=True, frozen=True):
     cost_usd: np.ndarray
     feasible: np.ndarray
     relaxed: bool
+    mix: tuple[int, int, float] | None = None  # (low, high, P(high)) under a target
+    held_back: bool = False  # the conservative check served ``safe`` instead
 
 
 def predict_costs(table: StrategyTable, post: TaskPosterior, input_tokens: int) -> np.ndarray:
@@ -107,7 +128,8 @@ class ThompsonPolicy:
 
     def _wide(self, post: TaskPosterior, t: float, min_quality: float | None) -> np.ndarray:
         """Strategies whose quality draw is optimistic: fewer than ``wide_posterior_trials``
-        observations, and not hopeless (P(quality >= the floor) >= ``guard_floor``)."""
+        observations, and not hopeless (P(quality >= the floor, or the target) >=
+        ``guard_floor``)."""
         w = self.params.wide_posterior_trials
         trials = post.quality_trials()
         wide = trials < w
@@ -117,9 +139,11 @@ class ThompsonPolicy:
         return wide
 
     def _draw(self, post: TaskPosterior, extra_ms: np.ndarray, n: int, t: float,
-              rng: np.random.Generator | None, min_quality: float | None = None
-              ) -> tuple[np.ndarray, np.ndarray]:
-        """Quality and p95-latency draws, shape (n, S); t == 0 gives the posterior means."""
+              rng: np.random.Generator | None, min_quality: float | None = None,
+              target: TargetSpec | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Quality and p95-latency draws, shape (n, S); t == 0 gives the posterior means.
+        The starvation guard serves the floor rule; under a target the controller and the
+        conservative check decide how much to explore, so draws are not made optimistic."""
         a, b = post.quality_params()
         mu, kappa, la, lb = post.latency_params()
         if t <= 0.0 or rng is None:
@@ -129,7 +153,7 @@ class ThompsonPolicy:
             return q, p95
         size = (n, a.size)
         q = rng.beta(a / t, b / t, size=size)
-        if self.params.wide_posterior_trials > 0:
+        if self.params.wide_posterior_trials > 0 and target is None:
             wide = self._wide(post, t, min_quality)
             if wide.any():
                 # Optimistic second draw from the posterior shrunk to the prior's weight.
@@ -172,10 +196,9 @@ class ThompsonPolicy:
         # Ties: prefer the cheaper one.
         return logp - 1e-9 * cost / (1.0 + cost.max())
 
-    def _choose(self, q: np.ndarray, p95: np.ndarray, cost: np.ndarray, eligible: np.ndarray,
-                c: Constraints, relaxed_index: Callable[[], int],
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Chosen index per draw row, whether the row was relaxed, and the feasibility mask."""
+    @staticmethod
+    def _feasible(q: np.ndarray, p95: np.ndarray, cost: np.ndarray, eligible: np.ndarray,
+                  c: Constraints) -> np.ndarray:
         feas = np.broadcast_to(eligible, q.shape)
         if c.min_quality is not None:
             feas = feas & (q >= c.min_quality)
@@ -183,6 +206,14 @@ class ThompsonPolicy:
             feas = feas & (p95 <= c.max_latency_ms)
         if c.max_cost_usd is not None:
             feas = feas & (cost <= c.max_cost_usd)
+        return feas
+
+    def _choose(self, q: np.ndarray, p95: np.ndarray, cost: np.ndarray, eligible: np.ndarray,
+                c: Constraints, relaxed_index: Callable[[], int],
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Chosen index per draw row, whether the row was relaxed, and the feasibility mask
+        (the rules without a target: floors, or quality minus priced cost)."""
+        feas = self._feasible(q, p95, cost, eligible, c)
         if c.min_quality is not None:
             # Cheapest feasible; rank by cost so that equal costs tie, then higher quality.
             rank = np.searchsorted(np.sort(cost), cost)  # equal costs share a rank
@@ -218,13 +249,30 @@ class ThompsonPolicy:
         p = self._meet_log_probability(post, np.asarray(table.extra_latency_ms), cost, constraints)
         return int(np.argmax(np.where(eligible, p, -np.inf)))
 
+    def _held_back(self, post: TaskPosterior, spec: TargetSpec | None,
+                   eligible: np.ndarray) -> np.ndarray:
+        """Strategies the conservative check replaces by ``spec.safe`` right now."""
+        n = len(post.strategies)
+        if spec is None or spec.safe < 0 or not eligible[spec.safe]:
+            return np.zeros(n, dtype=bool)
+        lcb = post.quality_mean() - spec.confidence * post.quality_std()
+        held = spec.surplus + (lcb - spec.base) < 0.0
+        held[spec.safe] = False
+        return held
+
     def decide_full(self, post: TaskPosterior, table: StrategyTable, eligible: np.ndarray,
                     constraints: Constraints, input_tokens: int, t: float,
-                    rng: np.random.Generator) -> tuple[Choice, int]:
-        """The decision and the greedy choice (what temperature 0 would pick, to say
-        whether the decision explored), sharing the cost prediction and the relaxed choice.
-        The propensity is not computed here: the log needs it, the answer does not
-        (``choice_probabilities`` on a ``post.copy()`` taken now gives it later)."""
+                    rng: np.random.Generator, target: TargetSpec | None = None
+                    ) -> tuple[Choice, frozenset[int]]:
+        """The decision and the greedy choice (what temperature 0 would pick: one strategy,
+        or the two of a mix; to say whether the decision explored), sharing the cost
+        prediction and the relaxed choice. The propensity is not computed here: the log
+        needs it, the answer does not (``choice_probabilities`` on a ``post.copy()`` taken
+        now gives it later).
+
+        With a ``target`` the choice is drawn from the cheapest mix meeting it (see
+        ``conductor.bandit.targets``) among the strategies that pass the floors, latency
+        and cost limits on this draw; floors, latency and cost still bound each request."""
         cost = predict_costs(table, post, input_tokens)
         extra = np.asarray(table.extra_latency_ms)
         memo: list[int] = []
@@ -234,18 +282,34 @@ class ThompsonPolicy:
                 memo.append(self.relaxed_choice(post, table, eligible, constraints, cost))
             return memo[0]
 
-        q, p95 = self._draw(post, extra, 1, t, rng, constraints.min_quality)
-        idx, none, feas = self._choose(q, p95, cost, eligible, constraints, relaxed)
-        choice = Choice(index=int(idx[0]), quality=q[0], latency_p95_ms=p95[0], cost_usd=cost,
-                        feasible=feas[0], relaxed=bool(none[0]))
+        q, p95 = self._draw(post, extra, 1, t, rng, constraints.min_quality, target)
+        if target is None:
+            idx, none, feas = self._choose(q, p95, cost, eligible, constraints, relaxed)
+            gq, gp95 = self._draw(post, extra, 1, 0.0, None)
+            greedy = frozenset({int(self._choose(gq, gp95, cost, eligible, constraints,
+                                                 relaxed)[0][0])})
+            return Choice(index=int(idx[0]), quality=q[0], latency_p95_ms=p95[0],
+                          cost_usd=cost, feasible=feas[0], relaxed=bool(none[0])), greedy
+        feas = self._feasible(q, p95, cost, eligible, constraints)
+        low, high, p, _ = cheapest_mix(q, cost, feas, target.target)
+        lo, hi, pr = int(low[0]), int(high[0]), float(p[0])
+        unmet = lo < 0
+        index = relaxed() if unmet else (hi if float(rng.random()) < pr else lo)
+        held = bool(self._held_back(post, target, eligible)[index]) and not unmet
         gq, gp95 = self._draw(post, extra, 1, 0.0, None)
-        greedy = int(self._choose(gq, gp95, cost, eligible, constraints, relaxed)[0][0])
-        return choice, greedy
+        gfeas = self._feasible(gq, gp95, cost, eligible, constraints)
+        glow, ghigh, _, _ = cheapest_mix(gq, cost, gfeas, target.target)
+        greedy = frozenset({int(glow[0]), int(ghigh[0])}) if glow[0] >= 0 else frozenset(
+            {relaxed()})
+        return Choice(index=target.safe if held else index, quality=q[0],
+                      latency_p95_ms=p95[0], cost_usd=cost, feasible=feas[0], relaxed=unmet,
+                      mix=None if unmet else (lo, hi, pr), held_back=held), greedy
 
     def choice_probabilities(self, post: TaskPosterior, table: StrategyTable,
                              eligible: np.ndarray, constraints: Constraints, input_tokens: int,
                              t: float, rng: np.random.Generator,
-                             draws: int | None = None, method: str = "auto") -> np.ndarray:
+                             draws: int | None = None, method: str = "auto",
+                             target: TargetSpec | None = None) -> np.ndarray:
         """P(each strategy is chosen) for this context.
 
         ``exact``: with a quality floor and no tied costs, the rule "cheapest feasible" over
@@ -256,6 +320,11 @@ class ThompsonPolicy:
         ``mc``: Monte Carlo over the same draws the decision uses; standard error at most
         0.5 / sqrt(n) (0.0079 at 4000). ``auto`` takes ``exact`` where it applies.
         Temperature 0 gives the exact one-hot vector.
+
+        With a ``target`` the rule has no product form: Monte Carlo over posterior draws,
+        with each draw's mixing coin integrated out (its two strategies get 1 - p and p,
+        so the estimate varies less than counting sampled choices), composed with the
+        deterministic conservative check (what it holds back goes to ``target.safe``).
         """
         cost = predict_costs(table, post, input_tokens)
         extra = np.asarray(table.extra_latency_ms)
@@ -263,8 +332,24 @@ class ThompsonPolicy:
         def relaxed() -> int:
             return self.relaxed_choice(post, table, eligible, constraints, cost)
 
-        return self._probabilities(post, eligible, constraints, t, rng, cost, extra, relaxed,
-                                   draws, method)
+        if target is None:
+            return self._probabilities(post, eligible, constraints, t, rng, cost, extra,
+                                       relaxed, draws, method)
+        n = 1 if t <= 0 else (draws or self.params.propensity_draws)
+        q, p95 = self._draw(post, extra, n, t, rng if t > 0 else None,
+                            constraints.min_quality, target)
+        feas = self._feasible(q, p95, cost, eligible, constraints)
+        low, high, p, _ = cheapest_mix(q, cost, feas, target.target)
+        probs = mix_shares(low, high, p, len(post.strategies))
+        unmet = float(np.mean(low < 0))
+        if unmet > 0:
+            probs[relaxed()] += unmet
+        held = self._held_back(post, target, eligible)
+        if held.any():
+            moved = float(probs[held].sum())
+            probs[held] = 0.0
+            probs[target.safe] += moved
+        return probs
 
     def _probabilities(self, post: TaskPosterior, eligible: np.ndarray,
                        constraints: Constraints, t: float, rng: np.random.Generator,
@@ -323,6 +408,14 @@ class ThompsonPolicy:
         if none_cheaper[-1] > 1e-12:  # the relaxed choice only matters when it can happen
             probs[relaxed()] += none_cheaper[-1]
         return probs
+
+
+def at_base(spec: TargetSpec | None) -> TargetSpec | None:
+    """The target itself, not moved by the controller, and no conservative check: what a
+    strategy's usefulness is judged against (a passing deficit must not set it aside)."""
+    if spec is None:
+        return None
+    return TargetSpec(target=spec.base, base=spec.base, surplus=math.inf, safe=spec.safe)
 
 
 def mix_propensity(p_policy: float, chosen_is_default: bool, rollout_share: float) -> float:

@@ -105,6 +105,8 @@ class DemoProvider:
         self.name = name
         self.world = world
         self.rng = np.random.default_rng(seed)
+        # The judge runs on its own thread: its own generator keeps answers deterministic.
+        self.judge_rng = np.random.default_rng([seed, 1])
         self.simulate_latency = simulate_latency
         self.latency_scale = latency_scale
         # Without simulated sleeps the demo runs on simulated time: waits are not real.
@@ -177,7 +179,7 @@ class DemoProvider:
         """The simulated judge: whether the answer looks right (1 or 0; 0.5 when it cannot
         tell) + N(0, judge_noise), clipped, as "Score: N" on 1-10."""
         true = self._looks_right(request, answer)
-        noisy = min(1.0, max(0.0, true + self.rng.normal(0.0, self.world.judge_noise)))
+        noisy = min(1.0, max(0.0, true + self.judge_rng.normal(0.0, self.world.judge_noise)))
         text = f"Score: {round(1 + 9 * noisy)}"
         return ProviderResponse(
             text=text, input_tokens=estimate_prompt_tokens(call.messages), output_tokens=3,

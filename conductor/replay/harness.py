@@ -158,8 +158,9 @@ def frontier_aiq(points: Sequence[Sequence[float]], lo: float, hi: float) -> flo
 
 
 def default_policies(world: World, cfg: ReplayConfig) -> list[Callable[[], ReplayPolicy]]:
+    ref = strongest_model(world)
     out: list[Callable[[], ReplayPolicy]] = [
-        partial(ConductorPolicy, t, max_latency_ms=cfg.max_latency_ms,
+        partial(ConductorPolicy, t, max_latency_ms=cfg.max_latency_ms, reference=ref,
                 name="conductor" if t == 1.0 else None) for t in cfg.temperatures]
     out += [partial(AlwaysModel, m) for m in world.models]
     out += [RandomPolicy, EpsilonGreedy, UCB1, BestFixedPerTask, Oracle]

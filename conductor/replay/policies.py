@@ -12,8 +12,16 @@ from typing import Protocol
 
 import numpy as np
 
-from conductor.bandit.policy import PolicyParams, StrategyTable, ThompsonPolicy
+from conductor.bandit.policy import (
+    PolicyParams,
+    StrategyTable,
+    TargetSpec,
+    ThompsonPolicy,
+    at_base,
+)
 from conductor.bandit.posterior import Prior, TaskPosterior
+from conductor.bandit.targets import TargetState, effective_target
+from conductor.config import PolicyConfig
 from conductor.replay.world import World
 from conductor.types import Constraints
 
@@ -30,7 +38,13 @@ class ReplayPolicy(Protocol):
 
 
 class ConductorPolicy:
-    """Conductor's constrained Thompson sampling (the same ThompsonPolicy the router uses).
+    """Conductor's policy (the same ThompsonPolicy and quality-target rule the router uses).
+
+    Each task type's bar is its quality *target*: the cheapest mix of models meeting it,
+    with the deficit controller and the conservative check against ``reference`` (the
+    strongest model: the incumbent an operator states the target against), and the
+    shortlist that sets dominated models aside. With ``floors=True`` the bars are
+    per-request floors instead (the rule before targets existed).
 
     Cost is learned per (task, model) as a running mean, starting from each model's list
     price level (its mean cost over the table, weight 2) — what an operator knows from the
@@ -41,14 +55,22 @@ class ConductorPolicy:
                  prior_quality: float = 0.5, prior_strength: float = 2.0,
                  max_latency_ms: float | None = None,
                  priors: dict[str, dict[str, Prior]] | None = None,
-                 wide_posterior_trials: float = 40.0) -> None:
+                 reference: str | None = None, floors: bool = False,
+                 params: PolicyConfig | None = None) -> None:
         self.t = temperature
         self.name = name or f"conductor(t={temperature:g})"
         self.prior_quality = prior_quality
         self.prior_strength = prior_strength
         self.max_latency_ms = max_latency_ms
         self.priors = priors or {}
-        self.policy = ThompsonPolicy(PolicyParams(wide_posterior_trials=wide_posterior_trials))
+        self.reference = reference
+        self.floors = floors
+        self.params = params or PolicyConfig(default_strategy="-")
+        p = self.params
+        self.policy = ThompsonPolicy(PolicyParams(wide_posterior_trials=p.wide_posterior_trials,
+                                                  guard_floor=p.guard_floor))
+        hl = p.target_half_life or p.half_life
+        self.gamma = 0.5 ** (1.0 / hl) if hl else 1.0
 
     def reset(self, world: World, bars: dict[str, float], rng: np.random.Generator) -> None:
         self.rng = rng
@@ -77,12 +99,50 @@ class ConductorPolicy:
                                  output_tokens=float(mean_cost[j]), output_tokens_weight=2.0)
                 pri.append(base)
             self.posts[task] = TaskPosterior(world.models, pri)
-        self.constraints = {task: Constraints(min_quality=bar, max_latency_ms=self.max_latency_ms)
+        self.bars = bars
+        self.targets = {task: TargetState() for task in world.tasks()}
+        self.constraints = {task: Constraints(min_quality=bar if self.floors else None,
+                                              max_latency_ms=self.max_latency_ms)
                             for task, bar in bars.items()}
+        self.safe = world.models.index(self.reference) if self.reference else -1
+        self.shortlist: dict[str, tuple[float, np.ndarray]] = {}
+        self.deficits: dict[str, list[float]] = {task: [] for task in world.tasks()}
+
+    def spec(self, task: str, eligible: np.ndarray) -> TargetSpec | None:
+        if self.floors:
+            return None
+        post, state, p = self.posts[task], self.targets[task], self.params
+        base = min(1.0, self.bars[task] + self.params.target_margin)
+        safe = self.safe if self.safe >= 0 and eligible[self.safe] else int(
+            np.argmax(np.where(eligible, post.quality_mean(), -np.inf)))
+        return TargetSpec(target=effective_target(base, state, p.target_gain,
+                                                  p.target_surplus_cap),
+                          base=base, surplus=-state.deficit(base), safe=safe,
+                          confidence=p.target_confidence)
+
+    def _set_aside(self, task: str, spec: TargetSpec | None) -> np.ndarray:
+        post, p = self.posts[task], self.params
+        at, mask = self.shortlist.get(task, (-math.inf, np.zeros(len(self.models), bool)))
+        if post.observations - at < p.shortlist_every:
+            return mask
+        shares = self.policy.choice_probabilities(
+            post, self.table, np.ones(len(self.models), bool), self.constraints[task], 0,
+            1.0, self.rng, draws=p.shortlist_draws, method="mc", target=at_base(spec))
+        mask = (shares < p.shortlist_min_share) & (
+            post.quality_trials() >= p.shortlist_min_trials)
+        if spec is not None:
+            mask[spec.safe] = False
+        self.shortlist[task] = (post.observations, mask)
+        return mask
 
     def choose(self, i: int, task: str, eligible: np.ndarray) -> int:
-        return self.policy.decide(self.posts[task], self.table, eligible, self.constraints[task],
-                                  0, self.t, self.rng).index
+        spec = self.spec(task, eligible)
+        el = eligible & ~self._set_aside(task, spec)
+        if not el.any():
+            el = eligible
+        choice, _ = self.policy.decide_full(self.posts[task], self.table, el,
+                                            self.constraints[task], 0, self.t, self.rng, spec)
+        return choice.index
 
     def update(self, i: int, task: str, j: int, quality: float, cost: float,
                latency_ms: float) -> None:
@@ -91,6 +151,9 @@ class ConductorPolicy:
         # Cost rides in the token slot: price 1 per "token", so the mean is the cost.
         post.observe_outcome(m, latency_ms, cost, None, 1.0)
         post.observe_reward(m, quality)
+        state = self.targets[task]
+        state.observe(quality, self.gamma)
+        self.deficits[task].append(state.deficit(self.bars[task]) / max(state.count, 1.0))
 
 
 class _Means:

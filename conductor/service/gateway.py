@@ -55,6 +55,7 @@ _HINT_HEADERS = {
     "x-conductor-max-latency-ms": "max_latency_ms",
     "x-conductor-min-quality": "min_quality",
     "x-conductor-max-cost-usd": "max_cost_usd",
+    "x-conductor-quality-target": "quality_target",
 }
 _enc = msgspec.json.Encoder()
 
@@ -137,7 +138,8 @@ class Gateway:
             task_type=hints.task_type or "chat",
             constraints=Constraints(max_latency_ms=hints.max_latency_ms,
                                     min_quality=hints.min_quality,
-                                    max_cost_usd=hints.max_cost_usd),
+                                    max_cost_usd=hints.max_cost_usd,
+                                    quality_target=hints.quality_target),
             client_id=client, max_tokens=data.max_completion_tokens or data.max_tokens,
             metadata={**(data.metadata or {}), **hints.metadata}), strategy
 
@@ -149,7 +151,8 @@ class Gateway:
             task_type=data.task_type,
             constraints=Constraints(max_latency_ms=data.max_latency_ms,
                                     min_quality=data.min_quality,
-                                    max_cost_usd=data.max_cost_usd),
+                                    max_cost_usd=data.max_cost_usd,
+                                    quality_target=data.quality_target),
             client_id=client, request_id=data.request_id or "", max_tokens=data.max_tokens,
             metadata=data.metadata)
 

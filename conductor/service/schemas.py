@@ -29,6 +29,7 @@ class RoutingHints(Struct, kw_only=True, forbid_unknown_fields=True):
     max_latency_ms: Positive | None = None
     min_quality: Probability | None = None
     max_cost_usd: NonNegative | None = None
+    quality_target: Probability | None = None
     metadata: dict[str, Any] = {}
 
 
@@ -77,6 +78,7 @@ class CompleteRequest(Struct, kw_only=True, forbid_unknown_fields=True):
     max_latency_ms: Positive | None = None
     min_quality: Probability | None = None
     max_cost_usd: NonNegative | None = None
+    quality_target: Probability | None = None
     max_tokens: Annotated[int, Meta(ge=1)] | None = None
     strategy: str | None = None
     request_id: Annotated[str, Meta(max_length=128)] | None = None
@@ -130,6 +132,9 @@ class Trace(Struct, kw_only=True):
     predicted_quality: float
     predicted_latency_ms: float
     predicted_cost_usd: float
+    quality_target: float | None = None  # the task type's target, as the mix was solved for
+    set_aside: dict[str, str] = {}
+    held_back: bool = False
     cost_usd: float | None = None
     cost_estimated: bool = False
     latency_ms: float | None = None
@@ -201,7 +206,8 @@ def trace_of(decision: Decision, outcome: Outcome | None = None) -> Trace:
         constraint_relaxed=decision.constraint_relaxed, propensity=decision.propensity,
         predicted_quality=decision.predicted_quality,
         predicted_latency_ms=decision.predicted_latency_ms,
-        predicted_cost_usd=decision.predicted_cost_usd)
+        predicted_cost_usd=decision.predicted_cost_usd, quality_target=decision.quality_target,
+        set_aside=dict(decision.set_aside), held_back=decision.held_back)
     if outcome is not None:
         t.strategy = outcome.strategy
         t.model = outcome.model

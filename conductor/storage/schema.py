@@ -158,4 +158,12 @@ def build_migrations() -> Migrations:
         db.execute("ALTER TABLE policy_history ADD COLUMN configured TEXT")
         db.execute("CREATE INDEX idx_policy_history_seq ON policy_history(seq)")
 
+    @m(name="0005_quality_targets")
+    def quality_targets(db: Database) -> None:
+        # The target a decision's mix was solved for, what the shortlist set aside (and
+        # why), and whether exploring was held back to keep the target.
+        db.execute("ALTER TABLE decisions ADD COLUMN quality_target REAL")
+        db.execute("ALTER TABLE decisions ADD COLUMN set_aside TEXT")
+        db.execute("ALTER TABLE decisions ADD COLUMN held_back INTEGER NOT NULL DEFAULT 0")
+
     return m

@@ -56,7 +56,8 @@ _INSERT = {
                  "(:request_id, :created_at, :task_type, :client_id, :strategy, :model, :mode,"
                  " :propensity, :explored, :constraint_relaxed, :policy_version, :routed_by,"
                  " :policy_choice, :predicted_quality, :predicted_latency_ms,"
-                 " :predicted_cost_usd, :input_tokens, :constraints, :samples)",
+                 " :predicted_cost_usd, :input_tokens, :constraints, :samples, :quality_target,"
+                 " :set_aside, :held_back)",
     "outcomes": "INSERT OR REPLACE INTO outcomes VALUES "
                 "(:request_id, :seq, :created_at, :task_type, :strategy, :model, :latency_ms,"
                 " :input_tokens, :output_tokens, :cost_usd, :cost_estimated, :error,"
@@ -265,7 +266,10 @@ class SQLiteStore(BaseLogStore):
             "predicted_cost_usd": decision.predicted_cost_usd,
             "input_tokens": decision.input_tokens,
             "constraints": constraints,
-            "samples": _json.encode(decision.samples).decode()})
+            "samples": _json.encode(decision.samples).decode(),
+            "quality_target": decision.quality_target,
+            "set_aside": _json.encode(decision.set_aside).decode() if decision.set_aside
+            else None, "held_back": int(decision.held_back)})
 
     def record_outcome(self, outcome: Outcome, *, task_type: str = "",
                        applied: bool = True) -> None:
@@ -515,7 +519,9 @@ def decision_from_row(r: sqlite3.Row) -> Decision:
         constraints=msgspec.json.decode(r["constraints"], type=Constraints),
         client_id=r["client_id"], input_tokens=r["input_tokens"],
         samples=msgspec.json.decode(r["samples"], type=tuple[StrategySample, ...]),
-        created_at=r["created_at"])
+        created_at=r["created_at"], quality_target=r["quality_target"],
+        set_aside=msgspec.json.decode(r["set_aside"]) if r["set_aside"] else {},
+        held_back=bool(r["held_back"]))
 
 
 def outcome_from_row(r: sqlite3.Row) -> Outcome:

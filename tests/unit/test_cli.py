@@ -12,13 +12,21 @@ from conductor.cli import main
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_demo_prints_learning_progress_and_saves_cost() -> None:
-    result = CliRunner().invoke(main, ["demo", "--requests", "300", "--every", "100"])
+def test_demo_shows_the_reference_deployments_shape() -> None:
+    """A large saving against the default strategy, with every task type's quality target
+    (95% of turbo-quality's quality) met."""
+    result = CliRunner().invoke(main, ["demo", "--requests", "2000", "--every", "500"])
     assert result.exit_code == 0, result.output
     lines = [ln for ln in result.output.splitlines() if re.match(r"\s+\d+\s+cost", ln)]
-    assert [int(ln.split()[0]) for ln in lines] == [100, 200, 300]
+    assert [int(ln.split()[0]) for ln in lines] == [500, 1000, 1500, 2000]
     saved = [int(m) for m in re.findall(r"\(\+?(-?\d+)% saved\)", result.output)]
-    assert saved[-1] > 30  # the demo world's cheap model is good enough for most of the mix
+    assert saved[-1] > 40
+    rows = {ln.split()[0]: ln.split() for ln in result.output.splitlines()
+            if ln.split() and ln.split()[0] in ("classify", "summarize", "chat", "generate_long")}
+    assert len(rows) == 4
+    for task, (_, n, quality, target, met, _cost) in rows.items():
+        assert int(n) > 100 and met == "yes", (task, rows[task])
+        assert float(quality) >= float(target)
 
 
 def test_bad_config_is_one_line_and_exit_2(tmp_path: Path) -> None:

@@ -20,7 +20,8 @@ from conductor.providers.demo import DemoProvider, load_world
 from conductor.storage.base import MemoryLogStore
 
 
-def _settings(retry_attempts: int = 3, breaker_failures: int = 3, **policy: object):
+def _settings(retry_attempts: int = 3, breaker_failures: int = 3, targets: bool = True,
+              **policy: object):
     import msgspec
 
     from conductor.config import CircuitConfig, RetryConfig
@@ -28,8 +29,10 @@ def _settings(retry_attempts: int = 3, breaker_failures: int = 3, **policy: obje
     demo = msgspec.structs.replace(
         s.providers["demo"], retry=RetryConfig(max_attempts=retry_attempts, backoff_initial_s=0.0),
         circuit=CircuitConfig(consecutive_failures=breaker_failures, min_calls=1000))
+    task_types = s.task_types if targets else {
+        t: msgspec.structs.replace(tt, quality_target=None) for t, tt in s.task_types.items()}
     return msgspec.structs.replace(s, policy=msgspec.structs.replace(s.policy, **policy),
-                                   providers={"demo": demo})
+                                   providers={"demo": demo}, task_types=task_types)
 
 
 def test_default_conductor_routes_learns_and_saves_cost() -> None:
@@ -209,7 +212,7 @@ def test_a_failing_strategy_falls_back_and_records_the_chain() -> None:
 
 def test_the_fallback_cost_cap_refuses_a_much_dearer_strategy() -> None:
     c = Conductor(_settings(max_fallback_cost_ratio=2.0, breaker_failures=1000,
-                            retry_attempts=1), seed=9,
+                            retry_attempts=1, targets=False), seed=9,
                   providers={"demo": _FailingProvider("gpt-4o-mini")})
     with pytest.raises(ProviderServerError, match="overloaded"):
         c.complete("hi", task_type="chat", strategy="turbo-cheap")
@@ -217,7 +220,7 @@ def test_the_fallback_cost_cap_refuses_a_much_dearer_strategy() -> None:
     failures = 0
     for _ in range(10):
         try:
-            r = c.complete("hi", task_type="classify")
+            r = c.complete("hi", task_type="classify", min_quality=0.5)
             assert r.outcome.model == "gpt-4o"
         except ProviderServerError:
             failures += 1

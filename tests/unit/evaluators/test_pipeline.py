@@ -24,4 +24,4 @@ def test_judge_sampling_is_boosted_where_the_posterior_is_wide() -> None:
     known = _judged_requests(preloaded=20_000)
     fresh = _judged_requests(preloaded=0)
     assert 3 <= known <= 20  # ~5% of 200
-    assert fresh >= 3 * known
+    assert fresh >= 2 * known

@@ -26,7 +26,8 @@ def test_conductor_logs_every_decision_outcome_and_reward(tmp_path: Path) -> Non
     first = records[0]["decision"]
     assert first["request_id"] == results[0].request_id
     assert first["propensity"] == results[0].decision.propensity
-    assert first["constraints"]["min_quality"] == 0.85
+    assert first["constraints"]["max_latency_ms"] == 3000  # the task type's default
+    assert 0.8 < first["quality_target"] <= 1.0  # 95% of turbo-quality, cautiously
     user = [r for r in records if r["type"] == "reward" and r["reward"]["source"] == "user"]
     assert user[0]["reward"]["score"] == 0.75 and user[0]["reward"]["rater"] == "ann"
 
