@@ -225,6 +225,8 @@ class PolicyConfig(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True
     quality_per_usd: NonNegative = 20.0
     freeze: bool = False
     propensity_draws: Annotated[int, Meta(ge=100, le=1_000_000)] = 4000
+    # Under a quality target (coin integrated out, so fewer draws give the same precision).
+    mix_propensity_draws: Annotated[int, Meta(ge=100, le=1_000_000)] = 1000
     wide_posterior_trials: NonNegative = 40.0
     guard_floor: Probability = 0.001
     seed: int | None = None
@@ -239,15 +241,25 @@ class PolicyConfig(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True
     # under `shortlist_min_share` of posterior draws, once observed `shortlist_min_trials`
     # times, are set aside from exploration.
     target_gain: NonNegative = 0.01
-    target_surplus_cap: NonNegative = 0.02
-    target_margin: Annotated[float, Meta(ge=0.0, le=0.1)] = 0.0
+    target_surplus_cap: NonNegative = 0.05
+    target_margin: Annotated[float, Meta(ge=0.0, le=0.1)] = 0.002
     target_reference_z: NonNegative = 1.0
     target_half_life: Positive | None = None
+    target_decay: bool = True  # false: the window is the whole history, undecayed
     target_confidence: NonNegative = 1.0
     shortlist_every: Annotated[int, Meta(ge=1)] = 50
     shortlist_min_share: Probability = 0.01
     shortlist_min_trials: NonNegative = 20.0
     shortlist_draws: Annotated[int, Meta(ge=10, le=100_000)] = 256
+
+    def target_gamma(self) -> float:
+        """Per-reward decay of the quality target's window (1: no decay)."""
+        return _target_gamma(self)
+
+
+def _target_gamma(p: PolicyConfig) -> float:
+    hl = p.target_half_life or p.half_life
+    return 0.5 ** (1.0 / hl) if hl and p.target_decay else 1.0
 
 
 class StorageConfig(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -280,9 +292,7 @@ class Settings(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
         return self.policy.exploration.get(task_type, self.policy.default_exploration)
 
     def target_gamma(self) -> float:
-        """Per-reward decay of the quality target's window."""
-        hl = self.policy.target_half_life or self.policy.half_life
-        return 0.5 ** (1.0 / hl) if hl else 1.0
+        return self.policy.target_gamma()
 
 
 def _check(cond: bool, path: str, message: str) -> None:

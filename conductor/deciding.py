@@ -16,16 +16,13 @@ import msgspec
 import numpy as np
 
 from conductor.bandit.policy import (
-    PolicyParams,
     TargetSpec,
     ThompsonPolicy,
-    at_base,
     eligible_mask,
     mix_propensity,
 )
 from conductor.bandit.posterior import TaskPosterior
-from conductor.bandit.priors import build_strategy_table
-from conductor.bandit.targets import effective_target
+from conductor.bandit.priors import build_strategy_table, policy_params
 from conductor.config import RelativeTarget, Settings
 from conductor.errors import InvalidRequestError, NoStrategyAvailableError, UnknownStrategyError
 from conductor.learning import Learner
@@ -100,10 +97,7 @@ class Decider:
         self.rng = np.random.default_rng(seed)
         self.propensity_rng = np.random.default_rng(None if seed is None else [seed, 1])
         self.table = build_strategy_table(settings)
-        p = settings.policy
-        self.policy = ThompsonPolicy(PolicyParams(
-            quality_per_usd=p.quality_per_usd, wide_posterior_trials=p.wide_posterior_trials,
-            guard_floor=p.guard_floor, propensity_draws=p.propensity_draws))
+        self.policy = ThompsonPolicy(policy_params(settings.policy))
         self._eligible = {t: eligible_mask(self.table.names, settings.strategies_for(t))
                           for t in settings.task_types}
         self.shortlist_rng = np.random.default_rng(None if seed is None else [seed, 2])
@@ -126,19 +120,13 @@ class Decider:
     def target_spec(self, task: str, constraints: Constraints, post: TaskPosterior,
                     eligible: np.ndarray, client_id: str = "default") -> TargetSpec | None:
         """This decision's quality target: the task type's (absolute, or relative to its
-        reference strategy's posterior mean), or the client's or the request's when it is
-        stricter; moved by the deficit controller. None when none sets one. Callers hold
-        the lock."""
+        reference strategy), or the client's or the request's when stricter; None when none
+        sets one. Callers hold the lock."""
         configured = self.settings.task_types[task].quality_target
-        names, safe = self.table.names, -1
-        base: float | None = None
+        safe, base = -1, None
         if isinstance(configured, RelativeTarget):
-            # Against an upper estimate of the reference's quality: a reference measured
-            # too rarely cannot pull its own target down (its serving keeps it measured).
-            safe = names.index(configured.relative_to)
-            ref = post.quality_mean()[safe] + self.settings.policy.target_reference_z * float(
-                post.quality_std()[safe])
-            base = configured.ratio * min(1.0, float(ref))
+            safe = self.table.names.index(configured.relative_to)
+            base = self.policy.reference_target(post, safe, configured.ratio)
         elif configured is not None:
             base = configured
         client = self.settings.clients.get(client_id)
@@ -146,40 +134,18 @@ class Decider:
                          client.quality_targets.get(task) if client else None):
             if stricter is not None:
                 base = max(base or 0.0, stricter)
-        if base is None:
-            return None
-        base = min(1.0, base + self.settings.policy.target_margin)
-        if safe < 0 or not eligible[safe]:  # the best strategy the posterior knows
-            safe = int(np.argmax(np.where(eligible, post.quality_mean(), -np.inf)))
-        state = self.learner.targets[task]
-        p = self.settings.policy
-        return TargetSpec(target=effective_target(base, state, p.target_gain,
-                                                  p.target_surplus_cap),
-                          base=base, surplus=-state.deficit(base), safe=safe,
-                          confidence=p.target_confidence)
+        return self.policy.target_spec(base, self.learner.targets[task], post, eligible, safe)
 
     def set_aside(self, task: str, post: TaskPosterior, constraints: Constraints,
                   input_tokens: int, spec: TargetSpec | None) -> dict[str, str]:
-        """Strategies set aside from exploration, with why: those the rule would use in
-        under ``shortlist_min_share`` of draws from the posterior, once observed
-        ``shortlist_min_trials`` times (dearer and not better, or no use to the target).
-        Recomputed every ``shortlist_every`` observations of the task type."""
-        p = self.settings.policy
+        """Strategies set aside from exploration, with why (``ThompsonPolicy.shortlist``),
+        recomputed every ``shortlist_every`` observations of the task type."""
         at, cached = self._shortlists.get(task, (-math.inf, {}))
-        if post.observations - at < p.shortlist_every:
+        if post.observations - at < self.settings.policy.shortlist_every:
             return cached
-        eligible = self._eligible[task]
-        shares = self.policy.choice_probabilities(
-            post, self.table, eligible, constraints, input_tokens, 1.0, self.shortlist_rng,
-            draws=p.shortlist_draws, method="mc", target=at_base(spec))
-        trials = post.quality_trials()
-        out = {}
-        for i, name in enumerate(self.table.names):
-            if (eligible[i] and shares[i] < p.shortlist_min_share
-                    and trials[i] >= p.shortlist_min_trials
-                    and (spec is None or i != spec.safe)):
-                out[name] = (f"dominated: chosen in {shares[i]:.1%} of {p.shortlist_draws} "
-                             f"posterior draws after {trials[i]:.0f} observations")
+        out = {self.table.names[i]: why for i, why in self.policy.shortlist(
+            post, self.table, self._eligible[task], constraints, input_tokens,
+            self.shortlist_rng, spec).items()}
         self._shortlists[task] = (post.observations, out)
         return out
 

@@ -32,20 +32,36 @@ from msgspec import Struct
 from scipy import special
 
 from conductor.bandit.posterior import TaskPosterior
-from conductor.bandit.targets import cheapest_mix, mix_shares
+from conductor.bandit.targets import (
+    TargetState,
+    cheapest_mix,
+    effective_target,
+    mix_row,
+    mix_shares,
+)
 from conductor.types import Constraints
 
 Z95 = 1.6448536269514722  # standard normal 0.95 quantile: p95 = exp(mu + Z95 * sigma)
 
 
 class PolicyParams(Struct, kw_only=True, frozen=True):
-    """The policy's configuration, apart from its learned state."""
+    """The policy's configuration, apart from its learned state (``PolicyConfig`` has the
+    meaning of each; ``conductor.bandit.priors.policy_params`` builds this from it)."""
 
     temperature: float = 1.0
     quality_per_usd: float = 20.0
     wide_posterior_trials: float = 40.0
     guard_floor: float = 0.001
     propensity_draws: int = 4000
+    mix_propensity_draws: int = 1000
+    target_gain: float = 0.01
+    target_surplus_cap: float = 0.05
+    target_margin: float = 0.002
+    target_confidence: float = 1.0
+    target_reference_z: float = 1.0
+    shortlist_min_share: float = 0.01
+    shortlist_min_trials: float = 20.0
+    shortlist_draws: int = 256
 
 
 class StrategyTable(Struct, kw_only=True, frozen=True):
@@ -75,12 +91,15 @@ class TargetSpec(Struct, kw_only=True, frozen=True):
     afford: a strategy other than ``safe`` is served only while the realized ``surplus``
     (R - base x N) covers its pessimistic shortfall, surplus + (mean - confidence x std -
     base) >= 0 (a conservative bandit: Wu et al. 2016, "Conservative Bandits"); otherwise
-    ``safe`` (the reference, or the best known strategy) serves the request."""
+    ``safe`` (the reference, or the best known strategy) serves the request. A reference
+    the target is stated against is ``trusted`` to keep it; the best known strategy is
+    not: while it is not expected to reach the target, nothing is held back."""
 
     target: float
     base: float
     surplus: float = 0.0
     safe: int = -1
+    trusted: bool = False
     confidence: float = 1.0
 
 
@@ -227,6 +246,52 @@ class ThompsonPolicy:
             idx = np.where(none, relaxed_index(), idx)
         return np.asarray(idx), none, feas
 
+    # -- targets ---------------------------------------------------------------------------
+
+    def target_spec(self, base: float | None, state: TargetState, post: TaskPosterior,
+                    eligible: np.ndarray, safe: int = -1) -> TargetSpec | None:
+        """A decision's target from the task type's ``base`` target (None: no target),
+        the window's reward sums and the posterior: the margin added, moved by the deficit
+        controller, with the conservative check's ``safe`` strategy (the given reference
+        when eligible, else the best strategy the posterior knows)."""
+        if base is None:
+            return None
+        p = self.params
+        base = min(1.0, base + p.target_margin)
+        trusted = safe >= 0 and bool(eligible[safe])
+        if not trusted:
+            safe = int(np.argmax(np.where(eligible, post.quality_mean(), -np.inf)))
+        return TargetSpec(target=effective_target(base, state, p.target_gain,
+                                                  p.target_surplus_cap),
+                          base=base, surplus=-state.deficit(base), safe=safe,
+                          trusted=trusted, confidence=p.target_confidence)
+
+    def reference_target(self, post: TaskPosterior, reference: int, ratio: float) -> float:
+        """A relative target: ``ratio`` x an upper estimate of the reference's quality (mean
+        + ``target_reference_z`` std), so a reference measured too rarely cannot pull its
+        own target down: serving it more keeps it measured."""
+        upper = post.quality_mean()[reference] + self.params.target_reference_z * float(
+            post.quality_std()[reference])
+        return ratio * min(1.0, float(upper))
+
+    def shortlist(self, post: TaskPosterior, table: StrategyTable, eligible: np.ndarray,
+                  constraints: Constraints, input_tokens: int, rng: np.random.Generator,
+                  spec: TargetSpec | None) -> dict[int, str]:
+        """Strategies to set aside from exploration, with why: those the rule would choose
+        in under ``shortlist_min_share`` of draws from the posterior (judged at the target
+        itself, not the moved one), once observed ``shortlist_min_trials`` times. The
+        conservative check's safe strategy is never set aside."""
+        p = self.params
+        shares = self.choice_probabilities(post, table, eligible, constraints, input_tokens,
+                                           1.0, rng, draws=p.shortlist_draws, method="mc",
+                                           target=at_base(spec))
+        trials = post.quality_trials()
+        return {i: (f"dominated: chosen in {shares[i]:.1%} of {p.shortlist_draws} posterior "
+                    f"draws after {trials[i]:.0f} observations")
+                for i in range(len(post.strategies))
+                if eligible[i] and shares[i] < p.shortlist_min_share
+                and trials[i] >= p.shortlist_min_trials and (spec is None or i != spec.safe)}
+
     # -- public ----------------------------------------------------------------------------
 
     def decide(self, post: TaskPosterior, table: StrategyTable, eligible: np.ndarray,
@@ -255,7 +320,10 @@ class ThompsonPolicy:
         n = len(post.strategies)
         if spec is None or spec.safe < 0 or not eligible[spec.safe]:
             return np.zeros(n, dtype=bool)
-        lcb = post.quality_mean() - spec.confidence * post.quality_std()
+        mean = post.quality_mean()
+        if not spec.trusted and mean[spec.safe] < spec.base:
+            return np.zeros(n, dtype=bool)  # no strategy is known to keep it: explore
+        lcb = mean - spec.confidence * post.quality_std()
         held = spec.surplus + (lcb - spec.base) < 0.0
         held[spec.safe] = False
         return held
@@ -291,16 +359,15 @@ class ThompsonPolicy:
             return Choice(index=int(idx[0]), quality=q[0], latency_p95_ms=p95[0],
                           cost_usd=cost, feasible=feas[0], relaxed=bool(none[0])), greedy
         feas = self._feasible(q, p95, cost, eligible, constraints)
-        low, high, p, _ = cheapest_mix(q, cost, feas, target.target)
-        lo, hi, pr = int(low[0]), int(high[0]), float(p[0])
+        costs = cost.tolist()
+        lo, hi, pr, _ = mix_row(q[0].tolist(), costs, feas[0].tolist(), target.target)
         unmet = lo < 0
         index = relaxed() if unmet else (hi if float(rng.random()) < pr else lo)
         held = bool(self._held_back(post, target, eligible)[index]) and not unmet
         gq, gp95 = self._draw(post, extra, 1, 0.0, None)
         gfeas = self._feasible(gq, gp95, cost, eligible, constraints)
-        glow, ghigh, _, _ = cheapest_mix(gq, cost, gfeas, target.target)
-        greedy = frozenset({int(glow[0]), int(ghigh[0])}) if glow[0] >= 0 else frozenset(
-            {relaxed()})
+        glow, ghigh, _, _ = mix_row(gq[0].tolist(), costs, gfeas[0].tolist(), target.target)
+        greedy = frozenset({glow, ghigh}) if glow >= 0 else frozenset({relaxed()})
         return Choice(index=target.safe if held else index, quality=q[0],
                       latency_p95_ms=p95[0], cost_usd=cost, feasible=feas[0], relaxed=unmet,
                       mix=None if unmet else (lo, hi, pr), held_back=held), greedy
@@ -335,10 +402,22 @@ class ThompsonPolicy:
         if target is None:
             return self._probabilities(post, eligible, constraints, t, rng, cost, extra,
                                        relaxed, draws, method)
-        n = 1 if t <= 0 else (draws or self.params.propensity_draws)
-        q, p95 = self._draw(post, extra, n, t, rng if t > 0 else None,
-                            constraints.min_quality, target)
-        feas = self._feasible(q, p95, cost, eligible, constraints)
+        if t <= 0:
+            q, p95 = self._draw(post, extra, 1, 0.0, None)
+            feas = self._feasible(q, p95, cost, eligible, constraints)
+        else:
+            # Latency enters only through feasibility, independently of quality: draw that
+            # as a coin with the exact P(p95 <= limit) rather than drawing latencies.
+            n = draws or self.params.mix_propensity_draws
+            a, b = post.quality_params()
+            q = rng.beta(a / t, b / t, size=(n, a.size))
+            free = Constraints(max_cost_usd=constraints.max_cost_usd,
+                               max_latency_ms=constraints.max_latency_ms)
+            p_ok = np.where(eligible, self.feasible_probabilities(post, extra, cost, free, t),
+                            0.0)
+            feas = rng.random((n, a.size)) < p_ok
+            if constraints.min_quality is not None:
+                feas &= q >= constraints.min_quality
         low, high, p, _ = cheapest_mix(q, cost, feas, target.target)
         probs = mix_shares(low, high, p, len(post.strategies))
         unmet = float(np.mean(low < 0))
@@ -415,7 +494,8 @@ def at_base(spec: TargetSpec | None) -> TargetSpec | None:
     strategy's usefulness is judged against (a passing deficit must not set it aside)."""
     if spec is None:
         return None
-    return TargetSpec(target=spec.base, base=spec.base, surplus=math.inf, safe=spec.safe)
+    return TargetSpec(target=spec.base, base=spec.base, surplus=math.inf, safe=spec.safe,
+                      trusted=spec.trusted)
 
 
 def mix_propensity(p_policy: float, chosen_is_default: bool, rollout_share: float) -> float:

@@ -10,9 +10,9 @@ import math
 
 import msgspec
 
-from conductor.bandit.policy import StrategyTable
+from conductor.bandit.policy import PolicyParams, StrategyTable
 from conductor.bandit.posterior import Prior
-from conductor.config import Settings, VerifiedStrategy
+from conductor.config import PolicyConfig, Settings, VerifiedStrategy
 
 Coefficients = dict[str, dict[str, Prior]]
 
@@ -68,3 +68,15 @@ def build_strategy_table(settings: Settings) -> StrategyTable:
     return StrategyTable(names=names, input_price=tuple(pin), output_price=tuple(pout),
                          discount=tuple(disc), extra_latency_ms=tuple(extra),
                          draft=tuple(draft), escalate=tuple(esc), judge=judge)
+
+
+def policy_params(p: PolicyConfig) -> PolicyParams:
+    """The policy's parameters from the ``[policy]`` table."""
+    return PolicyParams(
+        quality_per_usd=p.quality_per_usd, wide_posterior_trials=p.wide_posterior_trials,
+        guard_floor=p.guard_floor, propensity_draws=p.propensity_draws,
+        mix_propensity_draws=p.mix_propensity_draws,
+        target_gain=p.target_gain, target_surplus_cap=p.target_surplus_cap,
+        target_margin=p.target_margin, target_confidence=p.target_confidence,
+        target_reference_z=p.target_reference_z, shortlist_min_share=p.shortlist_min_share,
+        shortlist_min_trials=p.shortlist_min_trials, shortlist_draws=p.shortlist_draws)

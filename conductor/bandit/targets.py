@@ -24,6 +24,8 @@ meets the target). A surplus lowers the target by at most ``surplus_cap``.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 from msgspec import Struct
 
@@ -87,36 +89,72 @@ def cheapest_mix(q: np.ndarray, cost: np.ndarray, feasible: np.ndarray,
         ``low``; ``met`` False where no feasible strategy reaches the target (then low =
         high = the best feasible); low = high = -1 where nothing is feasible.
     """
-    n, s = q.shape
+    n = q.shape[0]
     inf = np.inf
+    rows = np.arange(n)
     reach = feasible & (q >= target)
     single_cost = np.where(reach, cost[None, :], inf)  # (n, S)
-    # Pairs (a, b): a below the target, b at or above it, b dearer than a.
-    below = feasible & (q < target)
-    qa, qb = q[:, :, None], q[:, None, :]
-    ok = below[:, :, None] & reach[:, None, :] & (cost[:, None] < cost[None, :])[None]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        pb = np.where(ok, (target - qa) / (qb - qa), 0.0)
-    pair_cost = np.where(ok, cost[None, :, None] + pb * (cost[None, None, :]
-                                                         - cost[None, :, None]), inf)
-    best_single = np.argmin(single_cost, axis=1)
-    best_single_cost = single_cost[np.arange(n), best_single]
-    flat = pair_cost.reshape(n, s * s)
-    best_pair = np.argmin(flat, axis=1)
-    best_pair_cost = flat[np.arange(n), best_pair]
+    # Among equally cheap singles, the better one (as the frontier walk does).
+    rank = np.searchsorted(np.sort(cost), cost).astype(float)
+    best_single = np.argmin(np.where(reach, rank[None, :] - 0.5 * q, inf), axis=1)
+    best_single_cost = single_cost[rows, best_single]
+    # Pairs (a, b), b dearer than a: a below the target, b at or above it.
+    pa, pb_ = np.nonzero(cost[:, None] < cost[None, :])
+    qa, qb = q[:, pa], q[:, pb_]
+    ok = feasible[:, pa] & (qa < target) & reach[:, pb_]
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        weight = np.where(ok, (target - qa) / (qb - qa), 0.0)
+    pair_cost = np.where(ok, cost[pa] + weight * (cost[pb_] - cost[pa]), inf)
+    if pair_cost.shape[1]:
+        best_pair = np.argmin(pair_cost, axis=1)
+        best_pair_cost = pair_cost[rows, best_pair]
+    else:
+        best_pair = np.zeros(n, dtype=int)
+        best_pair_cost = np.full(n, inf)
     use_pair = best_pair_cost < best_single_cost
-    low = np.where(use_pair, best_pair // s, best_single)
-    high = np.where(use_pair, best_pair % s, best_single)
-    p = np.where(use_pair, pb.reshape(n, s * s)[np.arange(n), best_pair], 0.0)
+    low = np.where(use_pair, pa[best_pair] if len(pa) else best_single, best_single)
+    high = np.where(use_pair, pb_[best_pair] if len(pa) else best_single, best_single)
+    p = np.where(use_pair, weight[rows, best_pair] if len(pa) else 0.0, 0.0)
     met = np.isfinite(np.minimum(best_single_cost, best_pair_cost))
-    if not met.all():  # the target is out of reach: the best feasible strategy
-        best = np.argmax(np.where(feasible, q, -inf), axis=1)
+    if not met.all():  # the target is out of reach: the best feasible (then the cheapest)
+        qf = np.where(feasible, q, -inf)
+        top = feasible & (qf >= qf.max(axis=1, keepdims=True))
+        best = np.argmin(np.where(top, rank[None, :], inf), axis=1)
         any_feasible = feasible.any(axis=1)
         fallback = np.where(any_feasible, best, -1)
         low = np.where(met, low, fallback)
         high = np.where(met, high, fallback)
         p = np.where(met, p, 0.0)
     return low, high, p, met
+
+
+def mix_row(q: list[float], cost: list[float], feasible: list[bool],
+            target: float) -> tuple[int, int, float, bool]:
+    """``cheapest_mix`` for one draw, by walking the efficient frontier (the upper concave
+    hull of (cost, quality), cheapest first): the LP optimum is where it crosses the
+    target. Plain Python: for a handful of strategies it is many times faster than the
+    array form, and the request path makes one draw."""
+    order = sorted((i for i, ok in enumerate(feasible) if ok), key=lambda i: (cost[i], -q[i], i))
+    if not order:
+        return -1, -1, 0.0, False
+    hull: list[int] = []
+    for i in order:
+        if hull and q[i] <= q[hull[-1]]:
+            continue  # dearer (or as dear) and not better
+        while len(hull) >= 2:
+            a, b = hull[-2], hull[-1]
+            if (q[b] - q[a]) * (cost[i] - cost[a]) <= (q[i] - q[a]) * (cost[b] - cost[a]):
+                hull.pop()  # b lies on or under the segment from a to i
+            else:
+                break
+        hull.append(i)
+    if q[hull[0]] >= target:
+        return hull[0], hull[0], 0.0, True
+    for a, b in itertools.pairwise(hull):
+        if q[b] >= target:
+            p = (target - q[a]) / (q[b] - q[a])
+            return (b, b, 0.0, True) if p >= 1.0 else (a, b, p, True)
+    return hull[-1], hull[-1], 0.0, False
 
 
 def mix_shares(low: np.ndarray, high: np.ndarray, p: np.ndarray, size: int) -> np.ndarray:

@@ -38,7 +38,8 @@ class ReplayConfig(Struct, kw_only=True):
     judge_noise: float = 0.0  # observed = quality + N(0, noise), clipped
     judge_flip: float = 0.0  # for 0/1 quality: flipped with this probability
     max_latency_ms: float | None = None
-    temperatures: tuple[float, ...] = (0.5, 1.0, 2.0)
+    temperatures: tuple[float, ...] = (0.25, 0.5, 1.0)
+    default_temperature: float = 0.5  # the built-in default's exploration: "conductor"
     min_quality: dict[str, float] = {}  # per task type, overriding quality_bar
     sweep: tuple[float, ...] = (0.80, 0.85, 0.90, 0.925, 0.95, 0.975, 1.0)
 
@@ -103,6 +104,7 @@ def summarize(world: World, chosen: np.ndarray, rows: np.ndarray, strongest: int
     sla = float(np.mean(lat <= cfg.max_latency_ms)) if cfg.max_latency_ms else 1.0
     below_bar = [t for t in set(tasks) if np.mean(q[tasks == t]) < bars[t]]
     return {
+        "met_target": float(not below_bar),
         "requests": len(idx),
         "quality": float(np.mean(q)),
         "cost_usd": float(np.sum(c)),
@@ -161,7 +163,8 @@ def default_policies(world: World, cfg: ReplayConfig) -> list[Callable[[], Repla
     ref = strongest_model(world)
     out: list[Callable[[], ReplayPolicy]] = [
         partial(ConductorPolicy, t, max_latency_ms=cfg.max_latency_ms, reference=ref,
-                name="conductor" if t == 1.0 else None) for t in cfg.temperatures]
+                name="conductor" if t == cfg.default_temperature else None)
+        for t in cfg.temperatures]
     out += [partial(AlwaysModel, m) for m in world.models]
     out += [RandomPolicy, EpsilonGreedy, UCB1, BestFixedPerTask, Oracle]
     return out
@@ -180,20 +183,30 @@ def run_replay(world: World, cfg: ReplayConfig,
     best_fixed = np.array([bf_policy.choice[t] for t in world.task_types])
     per_policy: dict[str, list[dict[str, Any]]] = {}
     regret_curves: dict[str, np.ndarray] = {}
+    deficit_curves: dict[str, dict[str, list[float]]] = {}
     all_rows = np.ones(len(world.ids), dtype=bool)
     for seed in range(cfg.seeds):
         order = np.random.default_rng([seed, 0]).permutation(len(world.ids))
         for make in factories:
             policy = make()
             chosen = run_policy(world, policy, bars, order, cfg, seed)
+            late = np.zeros(len(world.ids), dtype=bool)
+            late[order[len(order) // 2:]] = True  # the second half of the stream
             rec = {"overall": summarize(world, chosen, all_rows, strongest, best_fixed, bars,
                                         cfg, order),
                    "by_task": {t: summarize(world, chosen, world.task_index(t), strongest,
-                                            best_fixed, bars, cfg, order) for t in tasks}}
+                                            best_fixed, bars, cfg, order) for t in tasks},
+                   "second_half": summarize(world, chosen, late, strongest, best_fixed, bars,
+                                            cfg, order),
+                   "second_half_by_task": {
+                       t: summarize(world, chosen, late & world.task_index(t), strongest,
+                                    best_fixed, bars, cfg, order) for t in tasks}}
             per_policy.setdefault(policy.name, []).append(rec)
             if seed == 0:
                 regret_curves[policy.name] = cumulative_regret(world, chosen, best_fixed,
                                                                strongest, order)
+                if isinstance(policy, ConductorPolicy):
+                    deficit_curves[policy.name] = policy.deficits
             if progress is not None:
                 progress(1)
     report: dict[str, Any] = {
@@ -204,9 +217,15 @@ def run_replay(world: World, cfg: ReplayConfig,
     for name, recs in per_policy.items():
         report["policies"][name] = {
             "overall": _mean_std([r["overall"] for r in recs]),
-            "by_task": {t: _mean_std([r["by_task"][t] for r in recs]) for t in tasks}}
+            "by_task": {t: _mean_std([r["by_task"][t] for r in recs]) for t in tasks},
+            "second_half": _mean_std([r["second_half"] for r in recs]),
+            "second_half_by_task": {t: _mean_std([r["second_half_by_task"][t] for r in recs])
+                                    for t in tasks}}
     report["aiq"] = aiq_report(world, cfg, progress)
     report["regret_curves"] = {k: v.tolist() for k, v in regret_curves.items()}
+    # Per task type, (target - realized mean) over the window after each request: the
+    # deficit the controller repays (negative: a surplus).
+    report["deficit_curves"] = deficit_curves
     return report
 
 
@@ -224,7 +243,9 @@ def aiq_report(world: World, cfg: ReplayConfig,
     order = np.random.default_rng([0, 0]).permutation(len(world.ids))
     rows = np.ones(len(world.ids), dtype=bool)
     makers: dict[str, Callable[[], ReplayPolicy]] = {
-        "conductor": lambda: ConductorPolicy(1.0, max_latency_ms=cfg.max_latency_ms),
+        "conductor": lambda: ConductorPolicy(cfg.default_temperature,
+                                             max_latency_ms=cfg.max_latency_ms,
+                                             reference=strongest_model(world)),
         "epsilon-greedy": EpsilonGreedy, "ucb1": UCB1, "best-fixed-per-task": BestFixedPerTask}
     strongest = world.models.index(strongest_model(world))
     for name, make in makers.items():
@@ -249,4 +270,6 @@ def _mean_std(recs: list[dict[str, float]]) -> dict[str, float]:
         if len(vals) > 1 and k in ("quality", "cost_usd", "regret", "cost_vs_strongest",
                                    "quality_vs_strongest"):
             out[f"{k}_std"] = float(np.std(vals, ddof=1))
+        if k == "quality_vs_strongest":
+            out[f"{k}_min"] = float(np.min(vals))
     return out

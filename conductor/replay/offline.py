@@ -292,7 +292,8 @@ def tune_world(world: World, cfg: ReplayConfig,
         acc: dict[str, list[tuple[float, float, float]]] = {t: [] for t in world.tasks()}
         for seed in range(cfg.seeds):
             order = np.random.default_rng([seed, 0]).permutation(len(world.ids))
-            chosen = run_policy(world, ConductorPolicy(temp, max_latency_ms=cfg.max_latency_ms),
+            chosen = run_policy(world, ConductorPolicy(temp, max_latency_ms=cfg.max_latency_ms,
+                                                       reference=strongest_model(world)),
                                 bars, order, cfg, seed)
             for task in world.tasks():
                 idx = np.flatnonzero(world.task_index(task) & (chosen >= 0))

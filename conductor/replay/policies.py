@@ -12,15 +12,10 @@ from typing import Protocol
 
 import numpy as np
 
-from conductor.bandit.policy import (
-    PolicyParams,
-    StrategyTable,
-    TargetSpec,
-    ThompsonPolicy,
-    at_base,
-)
+from conductor.bandit.policy import StrategyTable, TargetSpec, ThompsonPolicy
 from conductor.bandit.posterior import Prior, TaskPosterior
-from conductor.bandit.targets import TargetState, effective_target
+from conductor.bandit.priors import policy_params
+from conductor.bandit.targets import TargetState
 from conductor.config import PolicyConfig
 from conductor.replay.world import World
 from conductor.types import Constraints
@@ -65,12 +60,10 @@ class ConductorPolicy:
         self.priors = priors or {}
         self.reference = reference
         self.floors = floors
-        self.params = params or PolicyConfig(default_strategy="-")
-        p = self.params
-        self.policy = ThompsonPolicy(PolicyParams(wide_posterior_trials=p.wide_posterior_trials,
-                                                  guard_floor=p.guard_floor))
-        hl = p.target_half_life or p.half_life
-        self.gamma = 0.5 ** (1.0 / hl) if hl else 1.0
+        # The replay judges the whole run, so the target's window is the whole run too.
+        self.params = params or PolicyConfig(default_strategy="-", target_decay=False)
+        self.policy = ThompsonPolicy(policy_params(self.params))
+        self.gamma = self.params.target_gamma()
 
     def reset(self, world: World, bars: dict[str, float], rng: np.random.Generator) -> None:
         self.rng = rng
@@ -109,29 +102,17 @@ class ConductorPolicy:
         self.deficits: dict[str, list[float]] = {task: [] for task in world.tasks()}
 
     def spec(self, task: str, eligible: np.ndarray) -> TargetSpec | None:
-        if self.floors:
-            return None
-        post, state, p = self.posts[task], self.targets[task], self.params
-        base = min(1.0, self.bars[task] + self.params.target_margin)
-        safe = self.safe if self.safe >= 0 and eligible[self.safe] else int(
-            np.argmax(np.where(eligible, post.quality_mean(), -np.inf)))
-        return TargetSpec(target=effective_target(base, state, p.target_gain,
-                                                  p.target_surplus_cap),
-                          base=base, surplus=-state.deficit(base), safe=safe,
-                          confidence=p.target_confidence)
+        return None if self.floors else self.policy.target_spec(
+            self.bars[task], self.targets[task], self.posts[task], eligible, self.safe)
 
     def _set_aside(self, task: str, spec: TargetSpec | None) -> np.ndarray:
-        post, p = self.posts[task], self.params
+        post = self.posts[task]
         at, mask = self.shortlist.get(task, (-math.inf, np.zeros(len(self.models), bool)))
-        if post.observations - at < p.shortlist_every:
+        if post.observations - at < self.params.shortlist_every:
             return mask
-        shares = self.policy.choice_probabilities(
-            post, self.table, np.ones(len(self.models), bool), self.constraints[task], 0,
-            1.0, self.rng, draws=p.shortlist_draws, method="mc", target=at_base(spec))
-        mask = (shares < p.shortlist_min_share) & (
-            post.quality_trials() >= p.shortlist_min_trials)
-        if spec is not None:
-            mask[spec.safe] = False
+        mask = np.zeros(len(self.models), bool)
+        mask[list(self.policy.shortlist(post, self.table, np.ones(len(self.models), bool),
+                                        self.constraints[task], 0, self.rng, spec))] = True
         self.shortlist[task] = (post.observations, mask)
         return mask
 

@@ -19,6 +19,21 @@ def replay_table(report: dict[str, Any]) -> str:
         lines.append(f"{name[:44]:<44} {o['quality']:>8.3f} {o['quality_vs_strongest']:>12.3f} "
                      f"{o['cost_usd']:>9.3f} {o['cost_vs_strongest']:>12.3f} "
                      f"{o['regret']:>8.1f} {o['task_types_below_bar']:>15.1f}")
+    lines.append("")
+    lines.append("per task type (quality and cost vs the strongest model; 'met': the realized "
+                 "quality reached the target in every seed; second half of the stream in "
+                 "brackets):")
+    for name, p in report["policies"].items():
+        if name.startswith("always:"):
+            continue
+        cells = []
+        for task, o in p["by_task"].items():
+            late = p.get("second_half_by_task", {}).get(task)
+            met = "met" if o.get("met_target", 0.0) >= 1.0 else "below"
+            cells.append(f"{task} {o['quality_vs_strongest']:.3f}/{o['cost_vs_strongest']:.3f} "
+                         f"{met}" + (f" [{late['quality_vs_strongest']:.3f}/"
+                                     f"{late['cost_vs_strongest']:.3f}]" if late else ""))
+        lines.append(f"  {name[:34]:<34} " + "; ".join(cells))
     aiq = report.get("aiq", {})
     if aiq:
         lines.append("AIQ (area under the cost-quality frontier, log cost): " + ", ".join(
@@ -72,4 +87,24 @@ def replay_plots(report: dict[str, Any], out_dir: str | Path) -> list[Path]:
     files.append(out / "regret.png")
     fig.savefig(files[-1], dpi=120)
     plt.close(fig)
+    curves = report.get("deficit_curves", {})
+    if curves:
+        fig, ax = plt.subplots(figsize=(8, 5))
+        for name, by_task in curves.items():
+            for task, curve in by_task.items():
+                ax.plot(curve, label=f"{name}: {task}")
+        ax.axhline(0.0, color="grey", lw=0.8)
+        settled = [v for by_task in curves.values() for c in by_task.values() for v in c[50:]]
+        if settled:  # the first requests swing widely; show where the controller works
+            lo, hi = min(settled), max(settled)
+            pad = max(0.01, 0.2 * (hi - lo))
+            ax.set_ylim(lo - pad, hi + pad)
+        ax.set_xlabel("requests of the task type (seed 0)")
+        ax.set_ylabel("target - realized mean quality over the window")
+        ax.set_title("Quality deficit (above 0: owed to the target)")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        files.append(out / "deficit.png")
+        fig.savefig(files[-1], dpi=120)
+        plt.close(fig)
     return files

@@ -84,3 +84,47 @@ def test_a_completed_request_carries_and_logs_its_propensity() -> None:
     assert r.decision.propensity is not None and 0 < r.decision.propensity <= 1
     rec = c.log_store.get_request(r.request_id)
     assert rec is not None and rec.decision == r.decision
+
+
+def _two_model_conductor(tmp_path, target: object) -> Conductor:
+    from conductor.config import settings_from_dict
+
+    world = tmp_path / "world.toml"
+    world.write_text(
+        'judge_noise = 0.1\n'
+        '[models.strong]\nttft_ms = 300\ntokens_per_s = 100\nquality = { chat = 0.86 }\n'
+        '[models.cheap]\nttft_ms = 300\ntokens_per_s = 100\nquality = { chat = 0.64 }\n'
+        '[output_tokens]\nchat = 20\n')
+    return Conductor(settings_from_dict({
+        "providers": {"sim": {"kind": "demo", "world": str(world), "seed": 4}},
+        "models": {"strong": {"provider": "sim", "input_usd_per_1m": 46.0,
+                              "output_usd_per_1m": 46.0},
+                   "cheap": {"provider": "sim", "input_usd_per_1m": 1.0,
+                             "output_usd_per_1m": 1.0}},
+        "strategies": {"strong": {"model": "strong", "prior_quality": 0.5},
+                       "cheap": {"model": "cheap", "prior_quality": 0.5}},
+        "task_types": {"chat": {"quality_target": target}},
+        "policy": {"default_strategy": "strong", "default_exploration": 0.5},
+    }), seed=4)
+
+
+def test_a_forced_early_deficit_is_repaid_by_routing(tmp_path) -> None:
+    c = _two_model_conductor(tmp_path, 0.817)
+    for _ in range(200):  # an operator forces the cheap model for a while
+        c.complete("hello", task_type="chat", strategy="cheap")
+    window = c.learner.targets["chat"]
+    assert window.mean() < 0.72
+    decisions = []
+    for _ in range(2500):
+        decisions.append(c.complete("hello", task_type="chat").decision)
+    assert window.mean() >= 0.817
+    assert any(d.quality_target > 0.85 for d in decisions[:50])  # the target was raised
+    assert any(d.strategy == "cheap" for d in decisions[-500:])  # and mixing resumed
+
+
+def test_a_relative_target_follows_the_reference(tmp_path) -> None:
+    c = _two_model_conductor(tmp_path, {"relative_to": "strong", "ratio": 0.95})
+    for _ in range(1500):
+        c.complete("hello", task_type="chat")
+    assert c.target_of("chat") == pytest.approx(0.95 * 0.86, abs=0.03)
+    assert c.learner.targets["chat"].mean() >= c.target_of("chat") - 0.01

@@ -58,7 +58,7 @@ def test_replay_report_orders_policies_sensibly(world_file: Path) -> None:
     report = run_replay(w, ReplayConfig(quality_bar=0.95, seeds=2, sweep=(0.8, 0.9, 1.0)))
     p = report["policies"]
     names = set(p)
-    assert {"conductor", "conductor(t=0.5)", "conductor(t=2)", "always:small", "always:medium",
+    assert {"conductor", "conductor(t=0.25)", "conductor(t=1)", "always:small", "always:medium",
             "always:large", "random", "epsilon-greedy", "ucb1", "best-fixed-per-task",
             "oracle"} <= names
     for name, rec in p.items():

@@ -1,0 +1,163 @@
+"""Quality targets: the cheapest mix, the deficit controller, the conservative check,
+and propensities of mixed decisions."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.optimize import linprog
+
+from conductor.bandit.policy import PolicyParams, TargetSpec, ThompsonPolicy
+from conductor.bandit.posterior import Prior, TaskPosterior
+from conductor.bandit.simulate import cost_table
+from conductor.bandit.targets import (
+    TargetState,
+    cheapest_mix,
+    effective_target,
+    mix_row,
+    mix_shares,
+)
+from conductor.types import Constraints
+
+
+def _mix(q: list[float], cost: list[float], target: float,
+         feasible: list[bool] | None = None) -> tuple[int, int, float, bool]:
+    """The array form and the frontier walk (the request path's) give the same mix."""
+    f = feasible or [True] * len(q)
+    low, high, p, met = cheapest_mix(np.array([q]), np.array(cost), np.array([f]), target)
+    arrays = int(low[0]), int(high[0]), float(p[0]), bool(met[0])
+    walk = mix_row(q, cost, f, target)
+    assert walk[3] == arrays[3]
+    if walk[3]:  # the same cost (degenerate ties, collinear points, may pick another pair)
+        assert (1 - walk[2]) * cost[walk[0]] + walk[2] * cost[walk[1]] == pytest.approx(
+            (1 - arrays[2]) * cost[arrays[0]] + arrays[2] * cost[arrays[1]], abs=1e-9)
+    else:
+        assert walk[:2] == arrays[:2]
+    return arrays
+
+
+def test_the_cheapest_mix_of_a_cheap_and_a_strong_strategy() -> None:
+    """0.64 p + 0.86 (1 - p) = 0.817: p(strong) = 0.805, at 1 + 0.805 x 45 per request."""
+    low, high, p, met = _mix([0.86, 0.64], [46.0, 1.0], 0.817)
+    assert (low, high, met) == (1, 0, True)
+    assert p == pytest.approx((0.817 - 0.64) / (0.86 - 0.64))
+
+
+def test_a_cheap_strategy_that_qualifies_alone_is_used_alone() -> None:
+    assert _mix([0.86, 0.83, 0.64], [46.0, 5.0, 1.0], 0.60) == (2, 2, 0.0, True)
+    # The middle one qualifies too, but mixing the cheapest with it is cheaper still:
+    # 0.64 (1 - p) + 0.83 p = 0.817 at p = 0.93, cost 4.73 < 5.
+    low, high, p, _ = _mix([0.86, 0.83, 0.64], [46.0, 5.0, 1.0], 0.817)
+    assert (low, high) == (2, 1) and p == pytest.approx((0.817 - 0.64) / (0.83 - 0.64))
+
+
+def test_the_mix_skips_a_dearer_strategy_that_is_not_better() -> None:
+    # s1 costs more than s2 for the same quality: the mix is s2 with s0.
+    low, high, p, _ = _mix([0.90, 0.60, 0.60], [10.0, 3.0, 1.0], 0.8)
+    assert (low, high) == (2, 0) and p == pytest.approx(2 / 3)
+
+
+def test_floors_and_limits_restrict_the_mix() -> None:
+    # s1 would qualify alone but is infeasible (its draw failed a floor, or its latency).
+    low, high, p, _ = _mix([0.9, 0.85, 0.5], [10.0, 2.0, 1.0], 0.8, [True, False, True])
+    assert (low, high) == (2, 0) and p == pytest.approx(0.75)
+
+
+def test_an_unreachable_target_takes_the_best_feasible_and_nothing_feasible_is_minus_one() -> None:
+    assert _mix([0.7, 0.6], [2.0, 1.0], 0.9) == (0, 0, 0.0, False)
+    assert _mix([0.7, 0.6], [2.0, 1.0], 0.5, [False, False]) == (-1, -1, 0.0, False)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.floats(0.0, 1.0), st.floats(0.01, 100.0)), min_size=1, max_size=7),
+       st.floats(0.05, 0.95))
+def test_the_mix_is_the_linear_programs_optimum(points: list[tuple[float, float]],
+                                                 target: float) -> None:
+    q = [x for x, _ in points]
+    cost = [c for _, c in points]
+    low, high, p, met = _mix(q, cost, target)
+    lp = linprog(cost, A_ub=[[-x for x in q]], b_ub=[-target], A_eq=[[1.0] * len(q)],
+                 b_eq=[1.0], bounds=[(0, None)] * len(q), method="highs")
+    assert met == (lp.status == 0)
+    if met:
+        ours = (1 - p) * cost[low] + p * cost[high]
+        assert ours == pytest.approx(lp.fun, rel=1e-6, abs=1e-9)
+        assert (1 - p) * q[low] + p * q[high] >= target - 1e-9
+
+
+def test_mix_shares_integrate_the_coin() -> None:
+    shares = mix_shares(np.array([1, 2, -1]), np.array([0, 2, -1]), np.array([0.25, 0.0, 0.0]),
+                        3)
+    assert shares.tolist() == pytest.approx([0.25 / 3, 0.75 / 3, 1 / 3])
+
+
+def test_the_controller_raises_the_target_by_the_deficit_and_caps_a_surplus() -> None:
+    s = TargetState()
+    for r in (0.0, 1.0, 0.0, 1.0):
+        s.observe(r, 1.0)
+    assert s.mean() == 0.5 and s.deficit(0.8) == pytest.approx(4 * 0.8 - 2.0)
+    assert effective_target(0.8, s, gain=0.01, surplus_cap=0.02) == pytest.approx(0.812)
+    s.correct(0.0, 1.0)  # a better source replaced a reward: replaced, not added
+    assert s.count == 4 and s.mean() == 0.75
+    rich = TargetState(reward_sum=100.0, count=100.0)
+    assert effective_target(0.8, rich, gain=0.01, surplus_cap=0.02) == pytest.approx(0.78)
+    decayed = TargetState()
+    decayed.observe(1.0, 0.5)
+    decayed.observe(0.0, 0.5)
+    assert (decayed.reward_sum, decayed.count) == (0.5, 1.5)
+
+
+def _posterior(qualities: list[float], n: int) -> TaskPosterior:
+    names = [f"s{i}" for i in range(len(qualities))]
+    post = TaskPosterior(names, [Prior(quality_alpha=1.0, quality_beta=1.0,
+                                       latency_mu=math.log(100.0))] * len(names))
+    for name, q in zip(names, qualities, strict=True):
+        post.observe_reward(name, q, weight=n)
+    return post
+
+
+def test_the_conservative_check_serves_the_safe_strategy_without_a_surplus() -> None:
+    post = _posterior([0.86, 0.64], 400)
+    table = cost_table([46.0, 1.0])
+    policy = ThompsonPolicy(PolicyParams(wide_posterior_trials=0))
+    rng = np.random.default_rng(0)
+    el = np.ones(2, dtype=bool)
+    broke = TargetSpec(target=0.817, base=0.817, surplus=0.0, safe=0)
+    picks = [policy.decide_full(post, table, el, Constraints(), 1, 1.0, rng, broke)[0]
+             for _ in range(300)]
+    assert all(c.index == 0 for c in picks)
+    assert any(c.held_back for c in picks)  # the mix wanted s1 sometimes; it was held back
+    rich = TargetSpec(target=0.817, base=0.817, surplus=5.0, safe=0)
+    share = np.mean([policy.decide_full(post, table, el, Constraints(), 1, 1.0, rng, rich)[0]
+                     .index == 1 for _ in range(3000)])
+    assert share == pytest.approx(1 - (0.817 - 0.64) / (0.86 - 0.64), abs=0.04)
+
+
+@pytest.mark.parametrize("surplus", [0.0, 0.3, 5.0])
+def test_propensities_of_mixed_decisions_match_the_choice_frequencies(surplus: float) -> None:
+    """20,000 decisions on a fixed posterior: each strategy's frequency matches the logged
+    propensity (Monte Carlo over draws with the coin integrated, then the conservative
+    check). Three strategies with overlapping posteriors, a latency limit and a floor."""
+    post = _posterior([0.9, 0.8, 0.6], 25)
+    for name, ms in (("s0", 400.0), ("s1", 900.0), ("s2", 150.0)):
+        for _ in range(15):
+            post.observe_outcome(name, ms * math.exp(np.random.default_rng(1).normal(0, 0.3)),
+                                 1, None, 1.0)
+    table = cost_table([20.0, 4.0, 1.0])
+    policy = ThompsonPolicy(PolicyParams())
+    el = np.ones(3, dtype=bool)
+    c = Constraints(min_quality=0.5, max_latency_ms=1500.0)
+    spec = TargetSpec(target=0.8, base=0.8, surplus=surplus, safe=0)
+    rng = np.random.default_rng(7)
+    probs = policy.choice_probabilities(post, table, el, c, 1, 1.0, rng, draws=40_000,
+                                        target=spec)
+    counts = np.bincount([policy.decide_full(post, table, el, c, 1, 1.0, rng, spec)[0].index
+                          for _ in range(20_000)], minlength=3)
+    assert probs.sum() == pytest.approx(1.0)
+    np.testing.assert_allclose(counts / 20_000, probs, atol=0.015)
+    if surplus == 0.0:
+        assert probs[0] > 0.9  # nothing to spend: the safe strategy serves
