@@ -6,6 +6,8 @@ derived parameters are recomputed), for the two rules: a per-request quality flo
 quality target (the cheapest mix, with the deficit controller's moved target and the
 conservative check). Then the propensity, computed after the answer: exact product form
 (floor) and Monte Carlo (4,000 draws; for the target, the mixing coin integrated out).
+Last, per-prompt routing (policy.context): featurizing a 2,000-character prompt, the
+contextual model's prediction (64 dimensions) and the target decision on it.
 
     .venv/bin/python benchmarks/decision_time.py
 """
@@ -19,7 +21,15 @@ import time
 
 import numpy as np
 
-from conductor.bandit.policy import PolicyParams, StrategyTable, TargetSpec, ThompsonPolicy
+from conductor.bandit.context import ContextModel
+from conductor.bandit.features import Featurizer
+from conductor.bandit.policy import (
+    PolicyParams,
+    PromptContext,
+    StrategyTable,
+    TargetSpec,
+    ThompsonPolicy,
+)
 from conductor.bandit.posterior import Prior, TaskPosterior
 from conductor.types import Constraints
 
@@ -80,6 +90,44 @@ def bench(policy: ThompsonPolicy, c: Constraints, rng: np.random.Generator, n: i
             float(np.percentile(prop, 50) / 1000.0))
 
 
+def bench_context(policy: ThompsonPolicy, rng: np.random.Generator, n: int,
+                  decisions: int) -> tuple[float, float, float, float, float]:
+    """p50/p99 (us) of featurizing, of the contextual prediction, and of the whole per-prompt
+    path (featurize, predict, decide)."""
+    post, table = world(n)
+    featurize = Featurizer(64, 0)
+    words = ["the", "of", "refund", "order", "theorem", "warranty", "parcel", "please",
+             "explain", "why", "summary"]
+    prompts = [" ".join(rng.choice(words, 330)) for _ in range(64)]  # ~2,000 characters
+    model = ContextModel(list(table.names), featurize.size, prior_mean=post.quality_mean(),
+                         prior_sd=post.quality_std())
+    for k in range(2000):
+        model.observe(table.names[k % n], featurize(prompts[k % 64]), float(rng.random() < .8),
+                      1.0)
+    model.posterior()
+    eligible = np.ones(n, dtype=bool)
+    c = Constraints(max_latency_ms=2000.0)
+    spec = TargetSpec(target=0.86, base=0.85, surplus=0.2, safe=n - 1, trusted=True)
+    i = iter(range(10**9))
+
+    def whole() -> None:
+        z = featurize(prompts[next(i) % 64])
+        mean, var, _ = model.predict(z)
+        ctx = PromptContext(mean=mean, var=var, price=0.05, cost_scale=1e-3)
+        policy.decide_full(post, table, eligible, c, 500, 1.0, rng, spec, ctx)
+
+    gc.collect()
+    gc.disable()
+    timed(whole, 500)
+    feat = timed(lambda: featurize(prompts[next(i) % 64]), decisions)
+    z = featurize(prompts[0])
+    pred = timed(lambda: model.predict(z), decisions)
+    path = timed(whole, decisions)
+    gc.enable()
+    return (*(float(np.percentile(feat, q)) for q in (50, 99)),
+            float(np.percentile(pred, 50)), *(float(np.percentile(path, q)) for q in (50, 99)))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--decisions", type=int, default=20_000)
@@ -96,6 +144,12 @@ def main() -> None:
             p50, p99, a99, prop = bench(policy, c, rng, n, args.decisions,
                                         spec if rule == "target" else None)
             print(f"{rule:<8} {n:>10} {p50:>14.1f} {p99:>14.1f} {a99:>20.1f} {prop:>18.2f}")
+    print(f"\n{'per prompt':<10} {'strategies':>10} {'featurize p50/p99 us':>21} "
+          f"{'predict p50 us':>15} {'whole path p50/p99 us':>22}")
+    for n in (4, 8, 20):
+        f50, f99, pr50, w50, w99 = bench_context(policy, rng, n, args.decisions // 4)
+        print(f"{'target':<10} {n:>10} {f50:>10.0f} / {f99:<8.0f} {pr50:>15.0f} "
+              f"{w50:>11.0f} / {w99:<8.0f}")
 
 if __name__ == "__main__":
     main()

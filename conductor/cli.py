@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import msgspec
 import numpy as np
 
 from conductor.config import default_settings, load_settings
@@ -22,12 +23,28 @@ from conductor.storage.sqlite import SQLiteStore
 
 # The reference workload's mix (DESIGN.md): classification, summaries, support, descriptions.
 REFERENCE_MIX = {"classify": 0.4, "summarize": 0.3, "chat": 0.2, "generate_long": 0.1}
+_PRODUCTS = ("coffee grinder", "hiking backpack", "desk lamp", "phone case", "rice cooker",
+             "running shoes", "wireless earbuds", "yoga mat", "kettle", "office chair")
+# One easy and one hard phrasing per task type; the hard ones carry words the demo world
+# makes hard for the cheap model (see conductor/data/demo_world.toml, [difficulty]).
 _PROMPTS = {
-    "classify": "Classify the sentiment of this review: 'Arrived fast, works as described.'",
-    "summarize": "Summarize these 12 reviews of the AeroPress coffee maker in 3 sentences: ...",
-    "chat": "My order #4412 has not arrived and the tracking page shows no update since Monday.",
-    "generate_long": "Write a 500-word product description for a waterproof hiking backpack.",
+    "classify": ("Classify the sentiment of this review of the {p}: 'Arrived fast, works as "
+                 "described, great value.'",
+                 "Classify the sentiment of this sarcastic review of the {p}: 'Oh great, "
+                 "although it broke twice it is clearly the best purchase of my life.'"),
+    "summarize": ("Summarize these 12 reviews of the {p} in 3 sentences: customers like the "
+                  "price and the fast delivery ...",
+                  "Summarize the warranty clause and the legal terms of the {p} in 3 "
+                  "sentences: the manufacturer however excludes ..."),
+    "chat": ("My order of a {p} has not arrived and the tracking page shows no update since "
+             "Monday.",
+             "The firmware of my {p} fails the compatibility check with the technical "
+             "specification; what does the warranty cover?"),
+    "generate_long": ("Write a 500-word product description for a {p}.",
+                      "Write a 500-word technical specification of the {p}, with the "
+                      "regulation it must meet and its compatibility notes."),
 }
+HARD_SHARE = 0.3
 
 
 def exit_code(exc: ConductorError) -> int:
@@ -66,15 +83,21 @@ def main() -> None:
               help="Print a progress line every N requests.")
 @click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Log every decision, outcome and reward to this SQLite file.")
-def demo(config_path: Path | None, n: int, seed: int, every: int, db_path: Path | None) -> None:
+@click.option("--per-prompt/--per-task", default=False, show_default=True,
+              help="Decide from each prompt's words (policy.context) or per task type only.")
+def demo(config_path: Path | None, n: int, seed: int, every: int, db_path: Path | None,
+         per_prompt: bool) -> None:
     """Route a simulated workload and print the strategy mix and cost as the policy learns.
 
     The workload is the reference mix (40% classify, 30% summarize, 20% chat, 10% long
-    generation) on the demo world; the baseline is every request on the default strategy.
+    generation) on the demo world, 30% of prompts hard for the cheap model (recognisable
+    from their words); the baseline is every request on the default strategy.
 
     Example: conductor demo --requests 1000 --seed 3 --db demo.db
     """
     settings = load_settings(config_path) if config_path else default_settings()
+    settings = msgspec.structs.replace(settings, policy=msgspec.structs.replace(
+        settings.policy, context=per_prompt))
     rng = np.random.default_rng([seed, 7])
     tasks = [t for t in REFERENCE_MIX if t in settings.task_types]
     weights = np.array([REFERENCE_MIX[t] for t in tasks])
@@ -88,10 +111,14 @@ def demo(config_path: Path | None, n: int, seed: int, every: int, db_path: Path 
         click.echo(f"routing {n} requests on {config_path or 'the demo world'}"
                    f"; baseline: everything on {default!r}")
         by_task: dict[str, list[float]] = {t: [0.0, 0.0, 0.0, 0.0] for t in tasks}
+        decided_per_prompt = 0
         for i in range(1, n + 1):
             task = str(rng.choice(tasks, p=weights / weights.sum()))
-            res = conductor.complete(_PROMPTS[task], task_type=task)
+            prompt = _PROMPTS[task][int(rng.random() < HARD_SHARE)].format(
+                p=_PRODUCTS[int(rng.integers(len(_PRODUCTS)))])
+            res = conductor.complete(prompt, task_type=task)
             window[res.outcome.strategy] += 1
+            decided_per_prompt += res.decision.per_prompt
             cost += res.outcome.cost_usd
             on_default = d_model.cost_usd(res.outcome.input_tokens, res.outcome.output_tokens)
             base_cost += on_default
@@ -109,8 +136,11 @@ def demo(config_path: Path | None, n: int, seed: int, every: int, db_path: Path 
                                 for s, c in window.most_common())
                 q = float(np.mean(quality[-every:])) if quality else float("nan")
                 click.echo(f"{i:>7}  cost ${cost:.4f} vs ${base_cost:.4f} on default "
-                           f"({1 - cost / base_cost:+.0%} saved)  quality {q:.2f}  mix: {mix}")
+                           f"({1 - cost / base_cost:+.0%} saved)  quality {q:.2f}  "
+                           f"per prompt {decided_per_prompt / sum(window.values()):.0%}  "
+                           f"mix: {mix}")
                 window.clear()
+                decided_per_prompt = 0
         click.echo(f"{'task type':<14} {'requests':>8} {'quality':>8} {'target':>8} "
                    f"{'met':>4} {'cost vs default':>16}")
         for task, (k, qsum, spent, base) in by_task.items():

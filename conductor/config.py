@@ -251,6 +251,20 @@ class PolicyConfig(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True
     shortlist_min_share: Probability = 0.01
     shortlist_min_trials: NonNegative = 20.0
     shortlist_draws: Annotated[int, Meta(ge=10, le=100_000)] = 256
+    # Per-prompt routing: a residual quality model per strategy on the prompt's features
+    # (hashed words projected to `context_dim` dimensions, seeded by `context_seed`), with
+    # prior standard deviation `context_prior_std` on its weights and noise variance
+    # `context_noise_var`.
+    context: bool = False
+    context_dim: Annotated[int, Meta(ge=4, le=256)] = 64
+    context_seed: int = 0
+    context_prior_std: Positive = 1.0
+    context_noise_var: Positive = 0.25
+    context_reservoir: Annotated[int, Meta(ge=8, le=100_000)] = 256
+    # Decide per prompt once the features have predicted `context_min_rewards` rewards
+    # better than the task level by `context_min_gain` in mean squared error.
+    context_min_gain: float = 0.002
+    context_min_rewards: NonNegative = 50.0
 
     def target_gamma(self) -> float:
         """Per-reward decay of the quality target's window (1: no decay)."""

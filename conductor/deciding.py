@@ -15,11 +15,15 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from conductor.bandit.features import Featurizer
 from conductor.bandit.policy import (
+    PromptContext,
     TargetSpec,
     ThompsonPolicy,
     eligible_mask,
     mix_propensity,
+    predict_costs,
+    solve_price,
 )
 from conductor.bandit.posterior import TaskPosterior
 from conductor.bandit.priors import build_strategy_table, policy_params
@@ -60,6 +64,9 @@ def make_request(prompt: str | None = None, *, messages: Any = None,
 
 
 
+PRICE_EVERY = 25  # observations of a task type between re-solving its price of quality
+
+
 class Pending(msgspec.Struct, kw_only=True, frozen=True):
     """What a decision's propensity is computed from, after the answer has gone."""
 
@@ -72,6 +79,7 @@ class Pending(msgspec.Struct, kw_only=True, frozen=True):
     index: int
     default: int
     target: TargetSpec | None = None
+    context: PromptContext | None = None
 
 
 class Decider:
@@ -101,6 +109,10 @@ class Decider:
         self._eligible = {t: eligible_mask(self.table.names, settings.strategies_for(t))
                           for t in settings.task_types}
         self.shortlist_rng = np.random.default_rng(None if seed is None else [seed, 2])
+        p = settings.policy
+        self.featurizer = Featurizer(p.context_dim, p.context_seed) if p.context else None
+        self._recent: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+        self._prices: dict[str, tuple[float, tuple[int, float]]] = {}
         # Per task type: the observation count it was computed at, and what is set aside.
         self._shortlists: dict[str, tuple[float, dict[str, str]]] = {}
 
@@ -188,9 +200,11 @@ class Decider:
             set_aside = self.set_aside(task, post, constraints, input_tokens, spec)
             if set_aside and strategy is None:
                 eligible &= ~eligible_mask(names, list(set_aside))
+            z = self.featurizer(request.text()) if self.featurizer is not None else None
+            context = self.prompt_context(task, post, z, eligible, input_tokens, spec)
             choice, greedy = self.policy.decide_full(post, self.table, eligible, constraints,
-                                                     input_tokens, t, self.rng, spec)
-            q_mean = post.quality_mean()
+                                                     input_tokens, t, self.rng, spec, context)
+            q_mean = post.quality_mean() if context is None else context.mean
             lat_mean = post.latency_mean_ms() + np.asarray(self.table.extra_latency_ms)
             certain = t <= 0 and spec is None  # greedy with no mix: the choice is certain
             snapshot = post.copy() if strategy is None and not certain else None
@@ -209,7 +223,7 @@ class Decider:
             post=snapshot, eligible=eligible, constraints=constraints,
             input_tokens=input_tokens, temperature=t,
             share=1.0 if routed_by == "shadow" else share, index=idx, default=default,
-            target=spec)
+            target=spec, context=context)
         propensity: float | None = 1.0
         if routed_by != "forced" and pending is None:  # temperature 0: greedy, so certain
             propensity = mix_propensity(float(idx in greedy), idx == default,
@@ -218,8 +232,9 @@ class Decider:
         samples = tuple(StrategySample(
             strategy=n, quality=float(choice.quality[i]),
             latency_p95_ms=float(choice.latency_p95_ms[i]), cost_usd=float(choice.cost_usd[i]),
-            feasible=bool(choice.feasible[i])) for i, n in enumerate(names)
-            if eligible[i] or i == idx)
+            feasible=bool(choice.feasible[i]),
+            prompt_quality=float(context.mean[i]) if context is not None else None)
+            for i, n in enumerate(names) if eligible[i] or i == idx)
         st = self.settings.strategies[name]
         decision = Decision(
             request_id=request.request_id or uuid.uuid4().hex, task_type=task, strategy=name,
@@ -234,8 +249,42 @@ class Decider:
             client_id=request.client_id, input_tokens=input_tokens, samples=samples,
             created_at=self.clock(), quality_target=spec.target if spec else None,
             set_aside=set_aside if strategy is None else {},
-            held_back=choice.held_back and routed_by in ("policy", "shadow"))
+            held_back=choice.held_back and routed_by in ("policy", "shadow"),
+            per_prompt=context is not None, features=tuple(z.tolist()) if z is not None else ())
         return decision, pending
+
+    def prompt_context(self, task: str, post: TaskPosterior, z: np.ndarray | None,
+                       eligible: np.ndarray, input_tokens: int,
+                       spec: TargetSpec | None) -> PromptContext | None:
+        """What the contextual posterior predicts for this prompt, once its predictions
+        have beaten the task level's (``context_min_gain`` over ``context_min_rewards``);
+        None until then (the task-level rule decides). Under a target, with the price of
+        quality at which choosing per prompt meets the target over recent prompts.
+        Callers hold the lock."""
+        model = self.learner.contexts.get(task)
+        if model is None or z is None:
+            return None
+        p = self.settings.policy
+        recent = self._recent.setdefault(task, [])
+        cost = predict_costs(self.table, post, input_tokens)
+        recent.append((z, cost))
+        del recent[:-p.context_reservoir]
+        if not model.active:
+            return None
+        mean, var, _ = model.predict(z)
+        if spec is None:
+            return PromptContext(mean=mean, var=var)
+        key = (int(post.observations // PRICE_EVERY), round(spec.target, 3))
+        cached = self._prices.get(task)
+        if cached is None or cached[1] != key:
+            center, (coef, _) = model.center, model.posterior()
+            zs = np.array([x for x, _ in recent])
+            x = np.concatenate((np.ones((len(zs), 1)), zs - center), axis=1)
+            costs = np.array([c / max(c[spec.safe], 1e-300) for _, c in recent])
+            cached = self._prices[task] = (solve_price(x @ coef.T, costs, eligible,
+                                                       spec.target), key)
+        return PromptContext(mean=mean, var=var, price=cached[0],
+                             cost_scale=float(cost[spec.safe]))
 
     def with_propensity(self, decision: Decision, pending: Pending | None) -> Decision:
         """The decision with its propensity: P(policy picks it) mixed with the rollout."""
@@ -244,7 +293,7 @@ class Decider:
         probs = self.policy.choice_probabilities(
             pending.post, self.table, pending.eligible, pending.constraints,
             pending.input_tokens, pending.temperature, self.propensity_rng,
-            target=pending.target)
+            target=pending.target, context=pending.context)
         p = mix_propensity(float(probs[pending.index]), pending.index == pending.default,
                            pending.share)
         return msgspec.structs.replace(decision, propensity=p)

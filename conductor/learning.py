@@ -19,7 +19,9 @@ from concurrent.futures import Future
 from typing import Any, Protocol
 
 import msgspec
+import numpy as np
 
+from conductor.bandit.context import ContextModel
 from conductor.bandit.posterior import PosteriorState
 from conductor.bandit.priors import Coefficients
 from conductor.bandit.targets import TargetState
@@ -145,6 +147,13 @@ class Learner:
         self.clock = clock
         self.posteriors = PosteriorState(priors)
         self.targets = {t: TargetState() for t in settings.task_types}
+        p = settings.policy
+        self.contexts = {t: ContextModel(
+            post.strategies, p.context_dim + 1, prior_mean=post.quality_mean(),
+            prior_sd=post.quality_std(), prior_std=p.context_prior_std,
+            noise_var=p.context_noise_var, open_gain=p.context_min_gain,
+            min_rewards=p.context_min_rewards) for t, post in self.posteriors.tasks.items()
+        } if p.context else {}
         self.target_gamma = settings.target_gamma()
         self.calibrations = {t: JudgeCalibration(min_pairs=settings.judge.min_calibration_pairs)
                              for t in settings.task_types}
@@ -189,10 +198,21 @@ class Learner:
                     return
                 post = self.posteriors[event.task_type]
                 target = self.targets[event.task_type]
+                context = self.contexts.get(event.task_type)
+                z = np.asarray(event.features) if context is not None and (
+                    len(event.features) == context.size) else None
+                # Scored against the task level before either learns from it.
+                baseline = float(post.quality_mean()[post.index[event.strategy]])
                 if event.previous is None:
+                    if context is not None and z is not None:
+                        context.observe(event.strategy, z, event.effective, self.gamma,
+                                        baseline=baseline)
                     post.observe_reward(event.strategy, event.effective)
                     target.observe(event.effective, self.target_gamma)
                 else:
+                    if context is not None and z is not None:
+                        context.correct(event.strategy, z, event.previous, event.effective,
+                                        baseline=baseline)
                     post.correct_reward(event.strategy, event.previous, event.effective)
                     target.correct(event.previous, event.effective)
             case PolicyEvent():
@@ -237,8 +257,9 @@ class Learner:
         with self.lock:
             if self.fusion.get(reward.request_id) is None:
                 rec = self.store.get_request(reward.request_id)
-                if rec is not None and rec.rewards:
-                    self.fusion.rebuild(reward.request_id, rec.rewards)
+                if rec is not None:
+                    self.fusion.rebuild(reward.request_id, rec.rewards,
+                                        rec.decision.features if rec.decision else ())
             before = self.fusion.get(reward.request_id)
             had_judge = before is not None and "judge" in before.scores
             had_user = before is not None and bool(before.users)
@@ -257,7 +278,8 @@ class Learner:
             if applied:
                 assert new is not None
                 self.apply(RewardEvent(request_id=reward.request_id, task_type=task,
-                                       strategy=strategy, effective=new, previous=old))
+                                       strategy=strategy, effective=new, previous=old,
+                                       features=st.features))
                 for listener in self.reward_listeners:
                     listener(task, new, old)
         if handle is not None and wait is not False:
@@ -353,6 +375,7 @@ class Learner:
         with self.lock:
             return {**self.posteriors.to_dict(), "snapshot_version": SNAPSHOT_VERSION,
                     "targets": msgspec.to_builtins(self.targets),
+                    "contexts": {t: c.to_dict() for t, c in self.contexts.items()},
                     "policy": msgspec.to_builtins(PolicyEvent(
                         knobs=self.knobs, configured=self.configured))}
 
@@ -375,6 +398,11 @@ class Learner:
                         self.targets[task] = st
                     else:
                         problems.append(f"targets/{task}: bad sums; reset")
+            contexts = data.get("contexts") if isinstance(data, dict) else None
+            for task, model in self.contexts.items():
+                saved = contexts.get(task) if isinstance(contexts, dict) else None
+                if saved is not None:
+                    problems += [f"contexts/{task}/{x}" for x in model.load(saved)]
             policy = data.get("policy") if isinstance(data, dict) else None
             if policy is not None:
                 try:

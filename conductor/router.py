@@ -213,7 +213,7 @@ class Conductor:
         self.learner.record_outcome(req.task_type, outcome)
         # A request this process just served has no rewards elsewhere (kept feedback is
         # applied below): start its fused state here rather than look the store up.
-        self.learner.fusion.start(rid)
+        self.learner.fusion.start(rid, decision.features)
         rewards = [self.learner.add_reward(msgspec.structs.replace(
             r, created_at=self.clock(), task_type=req.task_type, strategy=outcome.strategy))
             for r in self.evaluation.automatic(req, outcome, extra)]

@@ -101,6 +101,7 @@ class StrategySample(Struct, kw_only=True, frozen=True, array_like=True):
     latency_p95_ms: float
     cost_usd: float
     feasible: bool
+    prompt_quality: float | None = None  # predicted for this prompt, when decided per prompt
 
 
 class Decision(Struct, kw_only=True, frozen=True):
@@ -128,6 +129,8 @@ class Decision(Struct, kw_only=True, frozen=True):
     quality_target: float | None = None  # the (effective) target the mix was solved for
     set_aside: dict[str, str] = {}  # strategies kept out of exploration, with why
     held_back: bool = False  # exploring was not affordable: the safe strategy served
+    per_prompt: bool = False  # decided on this prompt's predicted qualities
+    features: tuple[float, ...] = ()  # the prompt's features (what per-prompt learning uses)
 
 
 class CallRecord(Struct, kw_only=True, frozen=True):
@@ -230,6 +233,7 @@ class RewardEvent(Struct, kw_only=True, frozen=True, tag="reward"):
     strategy: str
     effective: float
     previous: float | None = None
+    features: tuple[float, ...] = ()  # the request's prompt features, when it has them
 
 
 class PolicyKnobs(Struct, kw_only=True, frozen=True):

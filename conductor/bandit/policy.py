@@ -27,10 +27,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
+import msgspec
 import numpy as np
 from msgspec import Struct
 from scipy import special
 
+from conductor.bandit.context import draw_prompt_quality
 from conductor.bandit.posterior import TaskPosterior
 from conductor.bandit.targets import (
     TargetState,
@@ -103,6 +105,20 @@ class TargetSpec(Struct, kw_only=True, frozen=True):
     confidence: float = 1.0
 
 
+class PromptContext(Struct, kw_only=True, frozen=True):
+    """What the contextual posterior says about this prompt, per strategy: its quality's
+    mean and variance (drawn from in place of the task-level Beta), and how much harder or
+    easier the prompt is for the target's reference than its average prompt (``shift``:
+    the target for this prompt moves with it, so the target holds over the traffic while
+    easy prompts go cheap)."""
+
+    mean: np.ndarray
+    var: np.ndarray
+    shift: float = 0.0
+    price: float | None = None  # quality per unit of cost, in units of cost_scale
+    cost_scale: float = 1.0
+
+
 class Choice(Struct, kw_only=True, frozen=True):
     index: int
     quality: np.ndarray
@@ -159,7 +175,16 @@ class ThompsonPolicy:
 
     def _draw(self, post: TaskPosterior, extra_ms: np.ndarray, n: int, t: float,
               rng: np.random.Generator | None, min_quality: float | None = None,
-              target: TargetSpec | None = None) -> tuple[np.ndarray, np.ndarray]:
+              target: TargetSpec | None = None, context: PromptContext | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+        q, p95 = self._draw_task(post, extra_ms, n, t, rng, min_quality, target)
+        if context is not None:  # this prompt's quality, from the contextual posterior
+            q = draw_prompt_quality(context.mean, context.var, n, t, rng)
+        return q, p95
+
+    def _draw_task(self, post: TaskPosterior, extra_ms: np.ndarray, n: int, t: float,
+                   rng: np.random.Generator | None, min_quality: float | None = None,
+                   target: TargetSpec | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Quality and p95-latency draws, shape (n, S); t == 0 gives the posterior means.
         The starvation guard serves the floor rule; under a target the controller and the
         conservative check decide how much to explore, so draws are not made optimistic."""
@@ -315,23 +340,26 @@ class ThompsonPolicy:
         return int(np.argmax(np.where(eligible, p, -np.inf)))
 
     def _held_back(self, post: TaskPosterior, spec: TargetSpec | None,
-                   eligible: np.ndarray) -> np.ndarray:
-        """Strategies the conservative check replaces by ``spec.safe`` right now."""
+                   eligible: np.ndarray, context: PromptContext | None = None) -> np.ndarray:
+        """Strategies the conservative check replaces by ``spec.safe`` right now (judged
+        on this prompt's predicted quality when the contextual posterior has one)."""
         n = len(post.strategies)
         if spec is None or spec.safe < 0 or not eligible[spec.safe]:
             return np.zeros(n, dtype=bool)
-        mean = post.quality_mean()
+        if context is not None:
+            mean, std = context.mean, np.sqrt(context.var)
+        else:
+            mean, std = post.quality_mean(), post.quality_std()
         if not spec.trusted and mean[spec.safe] < spec.base:
             return np.zeros(n, dtype=bool)  # no strategy is known to keep it: explore
-        lcb = mean - spec.confidence * post.quality_std()
-        held = spec.surplus + (lcb - spec.base) < 0.0
+        held = spec.surplus + (mean - spec.confidence * std - spec.base) < 0.0
         held[spec.safe] = False
         return held
 
     def decide_full(self, post: TaskPosterior, table: StrategyTable, eligible: np.ndarray,
                     constraints: Constraints, input_tokens: int, t: float,
-                    rng: np.random.Generator, target: TargetSpec | None = None
-                    ) -> tuple[Choice, frozenset[int]]:
+                    rng: np.random.Generator, target: TargetSpec | None = None,
+                    context: PromptContext | None = None) -> tuple[Choice, frozenset[int]]:
         """The decision and the greedy choice (what temperature 0 would pick: one strategy,
         or the two of a mix; to say whether the decision explored), sharing the cost
         prediction and the relaxed choice. The propensity is not computed here: the log
@@ -350,33 +378,48 @@ class ThompsonPolicy:
                 memo.append(self.relaxed_choice(post, table, eligible, constraints, cost))
             return memo[0]
 
-        q, p95 = self._draw(post, extra, 1, t, rng, constraints.min_quality, target)
+        q, p95 = self._draw(post, extra, 1, t, rng, constraints.min_quality, target, context)
+        if context is not None and target is not None:
+            target = msgspec.structs.replace(target, target=target.target + context.shift)
         if target is None:
             idx, none, feas = self._choose(q, p95, cost, eligible, constraints, relaxed)
-            gq, gp95 = self._draw(post, extra, 1, 0.0, None)
+            gq, gp95 = self._draw(post, extra, 1, 0.0, None, context=context)
             greedy = frozenset({int(self._choose(gq, gp95, cost, eligible, constraints,
                                                  relaxed)[0][0])})
             return Choice(index=int(idx[0]), quality=q[0], latency_p95_ms=p95[0],
                           cost_usd=cost, feasible=feas[0], relaxed=bool(none[0])), greedy
         feas = self._feasible(q, p95, cost, eligible, constraints)
-        costs = cost.tolist()
-        lo, hi, pr, _ = mix_row(q[0].tolist(), costs, feas[0].tolist(), target.target)
-        unmet = lo < 0
-        index = relaxed() if unmet else (hi if float(rng.random()) < pr else lo)
-        held = bool(self._held_back(post, target, eligible)[index]) and not unmet
-        gq, gp95 = self._draw(post, extra, 1, 0.0, None)
+        gq, gp95 = self._draw(post, extra, 1, 0.0, None, context=context)
         gfeas = self._feasible(gq, gp95, cost, eligible, constraints)
-        glow, ghigh, _, _ = mix_row(gq[0].tolist(), costs, gfeas[0].tolist(), target.target)
-        greedy = frozenset({glow, ghigh}) if glow >= 0 else frozenset({relaxed()})
+        mix: tuple[int, int, float] | None = None
+        if context is not None and context.price is not None:
+            scale = context.price / max(context.cost_scale, 1e-300)
+            index = int(priced_choice(q, cost, feas, scale)[0])
+            g = int(priced_choice(gq, cost, gfeas, scale)[0])
+            greedy = frozenset({g if g >= 0 else relaxed()})
+            unmet = index < 0
+            if unmet:
+                index = relaxed()
+        else:
+            costs = cost.tolist()
+            lo, hi, pr, _ = mix_row(q[0].tolist(), costs, feas[0].tolist(), target.target)
+            unmet = lo < 0
+            index = relaxed() if unmet else (hi if float(rng.random()) < pr else lo)
+            mix = None if unmet else (lo, hi, pr)
+            glow, ghigh, _, _ = mix_row(gq[0].tolist(), costs, gfeas[0].tolist(),
+                                        target.target)
+            greedy = frozenset({glow, ghigh}) if glow >= 0 else frozenset({relaxed()})
+        held = bool(self._held_back(post, target, eligible, context)[index]) and not unmet
         return Choice(index=target.safe if held else index, quality=q[0],
                       latency_p95_ms=p95[0], cost_usd=cost, feasible=feas[0], relaxed=unmet,
-                      mix=None if unmet else (lo, hi, pr), held_back=held), greedy
+                      mix=mix, held_back=held), greedy
 
     def choice_probabilities(self, post: TaskPosterior, table: StrategyTable,
                              eligible: np.ndarray, constraints: Constraints, input_tokens: int,
                              t: float, rng: np.random.Generator,
                              draws: int | None = None, method: str = "auto",
-                             target: TargetSpec | None = None) -> np.ndarray:
+                             target: TargetSpec | None = None,
+                             context: PromptContext | None = None) -> np.ndarray:
         """P(each strategy is chosen) for this context.
 
         ``exact``: with a quality floor and no tied costs, the rule "cheapest feasible" over
@@ -401,16 +444,21 @@ class ThompsonPolicy:
 
         if target is None:
             return self._probabilities(post, eligible, constraints, t, rng, cost, extra,
-                                       relaxed, draws, method)
+                                       relaxed, draws, method, context)
+        if context is not None:
+            target = msgspec.structs.replace(target, target=target.target + context.shift)
         if t <= 0:
-            q, p95 = self._draw(post, extra, 1, 0.0, None)
+            q, p95 = self._draw(post, extra, 1, 0.0, None, context=context)
             feas = self._feasible(q, p95, cost, eligible, constraints)
         else:
             # Latency enters only through feasibility, independently of quality: draw that
             # as a coin with the exact P(p95 <= limit) rather than drawing latencies.
             n = draws or self.params.mix_propensity_draws
             a, b = post.quality_params()
-            q = rng.beta(a / t, b / t, size=(n, a.size))
+            if context is None:
+                q = rng.beta(a / t, b / t, size=(n, a.size))
+            else:
+                q = draw_prompt_quality(context.mean, context.var, n, t, rng)
             free = Constraints(max_cost_usd=constraints.max_cost_usd,
                                max_latency_ms=constraints.max_latency_ms)
             p_ok = np.where(eligible, self.feasible_probabilities(post, extra, cost, free, t),
@@ -418,12 +466,16 @@ class ThompsonPolicy:
             feas = rng.random((n, a.size)) < p_ok
             if constraints.min_quality is not None:
                 feas &= q >= constraints.min_quality
-        low, high, p, _ = cheapest_mix(q, cost, feas, target.target)
+        if context is not None and context.price is not None:
+            low = priced_choice(q, cost, feas, context.price / max(context.cost_scale, 1e-300))
+            high, p = low, np.zeros(len(low))
+        else:
+            low, high, p, _ = cheapest_mix(q, cost, feas, target.target)
         probs = mix_shares(low, high, p, len(post.strategies))
         unmet = float(np.mean(low < 0))
         if unmet > 0:
             probs[relaxed()] += unmet
-        held = self._held_back(post, target, eligible)
+        held = self._held_back(post, target, eligible, context)
         if held.any():
             moved = float(probs[held].sum())
             probs[held] = 0.0
@@ -433,8 +485,10 @@ class ThompsonPolicy:
     def _probabilities(self, post: TaskPosterior, eligible: np.ndarray,
                        constraints: Constraints, t: float, rng: np.random.Generator,
                        cost: np.ndarray, extra: np.ndarray, relaxed: Callable[[], int],
-                       draws: int | None, method: str) -> np.ndarray:
-        if t > 0 and method != "mc" and constraints.min_quality is not None:
+                       draws: int | None, method: str,
+                       context: PromptContext | None = None) -> np.ndarray:
+        if t > 0 and method != "mc" and constraints.min_quality is not None and (
+                context is None):
             costs = cost[eligible].tolist()
             if len(set(costs)) == len(costs):
                 return self._exact_probabilities(post, extra, cost, eligible, constraints, t,
@@ -442,7 +496,7 @@ class ThompsonPolicy:
         if method == "exact" and t > 0:
             raise ValueError("exact propensities need a quality floor and distinct costs")
         n = 1 if t <= 0 else (draws or self.params.propensity_draws)
-        q, p95 = self._draw(post, extra, n, t, rng, constraints.min_quality)
+        q, p95 = self._draw(post, extra, n, t, rng, constraints.min_quality, context=context)
         idx, _, _ = self._choose(q, p95, cost, eligible, constraints, relaxed)
         return np.bincount(idx, minlength=len(post.strategies)) / float(n)
 
@@ -487,6 +541,33 @@ class ThompsonPolicy:
         if none_cheaper[-1] > 1e-12:  # the relaxed choice only matters when it can happen
             probs[relaxed()] += none_cheaper[-1]
         return probs
+
+
+def priced_choice(q: np.ndarray, cost: np.ndarray, feasible: np.ndarray,
+                  price: float) -> np.ndarray:
+    """Per row, the feasible strategy with the most drawn quality net of priced cost
+    (quality - price x cost): the Lagrangian of "cheapest traffic meeting the target",
+    chosen per prompt; -1 where nothing is feasible."""
+    score = np.where(feasible, q - price * cost[None, :], -np.inf)
+    best = np.argmax(score, axis=1)
+    return np.where(feasible.any(axis=1), best, -1)
+
+
+def solve_price(means: np.ndarray, costs: np.ndarray, eligible: np.ndarray,
+                target: float) -> float:
+    """The price of quality at which choosing, per prompt, the best quality net of priced
+    cost meets the target on average over a sample of recent prompts: ``means`` (K, S)
+    are their predicted qualities, ``costs`` (K, S) their costs in units of the
+    reference's. The highest price (the cheapest traffic) that still meets the target;
+    the lowest one on the grid when none does."""
+    grid = np.geomspace(1e-4, 1e2, 73)
+    score = np.where(eligible[None, None, :],
+                     means[None] - grid[:, None, None] * costs[None], -np.inf)
+    pick = np.argmax(score, axis=2)  # (G, K)
+    quality = np.take_along_axis(np.broadcast_to(means, (len(grid), *means.shape)),
+                                 pick[..., None], axis=2)[..., 0].mean(axis=1)
+    ok = np.flatnonzero(quality >= target)
+    return float(grid[ok[-1]]) if ok.size else float(grid[0])
 
 
 def at_base(spec: TargetSpec | None) -> TargetSpec | None:

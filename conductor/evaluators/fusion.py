@@ -28,6 +28,7 @@ class RequestRewards(Struct, kw_only=True):
     users: dict[str, float] = {}
     effective: float | None = None
     effective_source: str | None = None
+    features: tuple[float, ...] = ()  # the request's prompt features
 
 
 class RewardFusion:
@@ -53,14 +54,15 @@ class RewardFusion:
             self._state.move_to_end(request_id)
         return st
 
-    def start(self, request_id: str) -> None:
+    def start(self, request_id: str, features: tuple[float, ...] = ()) -> None:
         """A new request with no rewards yet (keeps any state it already has)."""
         if request_id not in self._state:
-            self._put(request_id, RequestRewards(scores={}, users={}))
+            self._put(request_id, RequestRewards(scores={}, users={}, features=features))
 
-    def rebuild(self, request_id: str, rewards: list[Reward]) -> RequestRewards:
+    def rebuild(self, request_id: str, rewards: list[Reward],
+                features: tuple[float, ...] = ()) -> RequestRewards:
         """State for a request from its stored rewards (after a restart or eviction)."""
-        st = RequestRewards(scores={}, users={})
+        st = RequestRewards(scores={}, users={}, features=features)
         for r in rewards:
             self._set(st, r)
             if r.effective_score is not None:

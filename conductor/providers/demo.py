@@ -62,6 +62,14 @@ class ModelProfile(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True
     tokens_per_s: float
     latency_sigma: float = 0.25
     quality: dict[str, float] = {}
+    hard_prompt_delta: float = 0.0  # added to its quality on a prompt with a hard word
+
+
+class Difficulty(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """Prompts that mention one of ``hard_words`` are hard: each model's quality on them
+    moves by its ``hard_prompt_delta`` (the cheap model falls, the strong one holds)."""
+
+    hard_words: tuple[str, ...] = ()
 
 
 class BatchProfile(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -73,12 +81,20 @@ class DemoWorld(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     output_tokens: dict[str, float] = {}
     batch: BatchProfile = BatchProfile()
     judge_noise: float = 0.1
+    difficulty: Difficulty = Difficulty()
 
-    def quality(self, model: str, task_type: str, batched: bool = False) -> float:
+    def hard(self, text: str) -> bool:
+        words = set(re.findall(r"[a-z]+", text.lower()))
+        return any(w in words for w in self.difficulty.hard_words)
+
+    def quality(self, model: str, task_type: str, batched: bool = False,
+                hard: bool = False) -> float:
         prof = self.models[model]
         q = prof.quality.get(task_type, sum(prof.quality.values()) / max(1, len(prof.quality)))
         if batched:
             q += self.batch.quality_delta
+        if hard:
+            q += prof.hard_prompt_delta
         return min(1.0, max(0.0, q))
 
 
@@ -158,7 +174,8 @@ class DemoProvider:
         out = max(1, round(mean_out * math.exp(self.rng.normal(0.0, 0.3) - 0.045)))
         if call.max_tokens is not None:
             out = min(out, call.max_tokens)
-        quality = self.world.quality(call.model, call.task_type, call.batched)
+        hard = self.world.hard(" ".join(m.content for m in call.messages if m.role == "user"))
+        quality = self.world.quality(call.model, call.task_type, call.batched, hard)
         correct = bool(self.rng.random() < quality)
         latency = (prof.ttft_ms + 1000.0 * out / prof.tokens_per_s) * math.exp(
             self.rng.normal(0.0, prof.latency_sigma) - 0.5 * prof.latency_sigma ** 2)

@@ -165,6 +165,10 @@ def default_policies(world: World, cfg: ReplayConfig) -> list[Callable[[], Repla
         partial(ConductorPolicy, t, max_latency_ms=cfg.max_latency_ms, reference=ref,
                 name="conductor" if t == cfg.default_temperature else None)
         for t in cfg.temperatures]
+    if any(world.prompts):  # per-prompt routing needs the prompts' text
+        out.append(partial(ConductorPolicy, cfg.default_temperature,
+                           max_latency_ms=cfg.max_latency_ms, reference=ref, context=True,
+                           name="conductor, per prompt"))
     out += [partial(AlwaysModel, m) for m in world.models]
     out += [RandomPolicy, EpsilonGreedy, UCB1, BestFixedPerTask, Oracle]
     return out

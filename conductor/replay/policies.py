@@ -12,7 +12,15 @@ from typing import Protocol
 
 import numpy as np
 
-from conductor.bandit.policy import StrategyTable, TargetSpec, ThompsonPolicy
+from conductor.bandit.context import ContextModel
+from conductor.bandit.features import Featurizer
+from conductor.bandit.policy import (
+    PromptContext,
+    StrategyTable,
+    TargetSpec,
+    ThompsonPolicy,
+    solve_price,
+)
 from conductor.bandit.posterior import Prior, TaskPosterior
 from conductor.bandit.priors import policy_params
 from conductor.bandit.targets import TargetState
@@ -51,7 +59,7 @@ class ConductorPolicy:
                  max_latency_ms: float | None = None,
                  priors: dict[str, dict[str, Prior]] | None = None,
                  reference: str | None = None, floors: bool = False,
-                 params: PolicyConfig | None = None) -> None:
+                 params: PolicyConfig | None = None, context: bool | None = None) -> None:
         self.t = temperature
         self.name = name or f"conductor(t={temperature:g})"
         self.prior_quality = prior_quality
@@ -64,6 +72,9 @@ class ConductorPolicy:
         self.params = params or PolicyConfig(default_strategy="-", target_decay=False)
         self.policy = ThompsonPolicy(policy_params(self.params))
         self.gamma = self.params.target_gamma()
+        self.context = self.params.context if context is None else context
+        if context is not None and name is None:
+            self.name += ", per prompt" if context else ", per task"
 
     def reset(self, world: World, bars: dict[str, float], rng: np.random.Generator) -> None:
         self.rng = rng
@@ -100,6 +111,19 @@ class ConductorPolicy:
         self.safe = world.models.index(self.reference) if self.reference else -1
         self.shortlist: dict[str, tuple[float, np.ndarray]] = {}
         self.deficits: dict[str, list[float]] = {task: [] for task in world.tasks()}
+        self.features: np.ndarray | None = None
+        self.recent: dict[str, list[int]] = {task: [] for task in world.tasks()}
+        self.priced: dict[str, tuple[float | None, tuple[int, float] | None]] = {}
+        if self.context:
+            featurize = Featurizer(self.params.context_dim, self.params.context_seed)
+            self.features = np.array([featurize(text) for text in world.prompts]) if (
+                world.prompts) else np.zeros((len(world.ids), featurize.size))
+            p = self.params
+            self.contexts = {task: ContextModel(
+                world.models, featurize.size, prior_mean=self.posts[task].quality_mean(),
+                prior_sd=self.posts[task].quality_std(), prior_std=p.context_prior_std,
+                noise_var=p.context_noise_var, open_gain=p.context_min_gain,
+                min_rewards=p.context_min_rewards) for task in world.tasks()}
 
     def spec(self, task: str, eligible: np.ndarray) -> TargetSpec | None:
         return None if self.floors else self.policy.target_spec(
@@ -121,20 +145,53 @@ class ConductorPolicy:
         el = eligible & ~self._set_aside(task, spec)
         if not el.any():
             el = eligible
+        context = None
+        if self.features is not None:
+            recent = self.recent[task]
+            recent.append(i)
+            del recent[:-self.params.context_reservoir]
+        if self.features is not None and self.contexts[task].active:
+            model = self.contexts[task]
+            m, v, _ = model.predict(self.features[i])
+            price = None
+            if spec is not None:
+                key = (post_version(self.posts[task]), round(spec.target, 3))
+                if self.priced.get(task, (None, None))[1] != key:
+                    mean, _cov = model.posterior()
+                    zs = self.features[recent]
+                    x = np.concatenate((np.ones((len(zs), 1)), zs - model.center), axis=1)
+                    means = x @ mean.T
+                    cost = self.posts[task].output_tokens()  # the cost rides in this slot
+                    price = solve_price(means, np.broadcast_to(cost / cost[spec.safe],
+                                                               means.shape), el, spec.target)
+                    self.priced[task] = (price, key)
+                price = self.priced[task][0]
+                ref_cost = float(self.posts[task].output_tokens()[spec.safe])
+            context = PromptContext(mean=m, var=v, price=price,
+                                    cost_scale=ref_cost if spec is not None else 1.0)
         choice, _ = self.policy.decide_full(self.posts[task], self.table, el,
-                                            self.constraints[task], 0, self.t, self.rng, spec)
+                                            self.constraints[task], 0, self.t, self.rng, spec,
+                                            context)
         return choice.index
 
     def update(self, i: int, task: str, j: int, quality: float, cost: float,
                latency_ms: float) -> None:
         post = self.posts[task]
         m = self.models[j]
+        if self.features is not None:
+            self.contexts[task].observe(m, self.features[i], quality, self.gamma,
+                                        baseline=float(post.quality_mean()[j]))
         # Cost rides in the token slot: price 1 per "token", so the mean is the cost.
         post.observe_outcome(m, latency_ms, cost, None, 1.0)
         post.observe_reward(m, quality)
         state = self.targets[task]
         state.observe(quality, self.gamma)
         self.deficits[task].append(state.deficit(self.bars[task]) / max(state.count, 1.0))
+
+
+def post_version(post: TaskPosterior) -> int:
+    """Changes every ``every`` observations (the prompt price is re-solved then)."""
+    return int(post.observations // 25)
 
 
 class _Means:

@@ -52,6 +52,7 @@ class World(Struct, kw_only=True):
     quality: np.ndarray
     cost: np.ndarray
     latency_ms: np.ndarray
+    prompts: list[str] = []  # what per-prompt routing reads
 
     def tasks(self) -> list[str]:
         return sorted(set(self.task_types))
@@ -181,4 +182,5 @@ def build_world(rows: list[OutcomeRow], prices: dict[str, tuple[float, float]] |
             latency[i, j] = o.latency_ms if o.latency_ms is not None else profiles.draw(
                 m, out_tokens, rng)
     return World(ids=[r.id for r in rows], task_types=[r.task_type for r in rows],
-                 models=models, quality=quality, cost=cost, latency_ms=latency)
+                 models=models, quality=quality, cost=cost, latency_ms=latency,
+                 prompts=[r.prompt for r in rows])

@@ -166,4 +166,11 @@ def build_migrations() -> Migrations:
         db.execute("ALTER TABLE decisions ADD COLUMN set_aside TEXT")
         db.execute("ALTER TABLE decisions ADD COLUMN held_back INTEGER NOT NULL DEFAULT 0")
 
+    @m(name="0006_prompt_features")
+    def prompt_features(db: Database) -> None:
+        # The prompt's features (float64 bytes): what per-prompt learning used, so a
+        # restart (or another replica) rebuilds the contextual posterior exactly.
+        db.execute("ALTER TABLE decisions ADD COLUMN features BLOB")
+        db.execute("ALTER TABLE decisions ADD COLUMN per_prompt INTEGER NOT NULL DEFAULT 0")
+
     return m

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import numpy as np
 from sqlite_utils import Database
 
 from conductor.errors import SchemaVersionError, StorageError
@@ -57,7 +58,7 @@ _INSERT = {
                  " :propensity, :explored, :constraint_relaxed, :policy_version, :routed_by,"
                  " :policy_choice, :predicted_quality, :predicted_latency_ms,"
                  " :predicted_cost_usd, :input_tokens, :constraints, :samples, :quality_target,"
-                 " :set_aside, :held_back)",
+                 " :set_aside, :held_back, :features, :per_prompt)",
     "outcomes": "INSERT OR REPLACE INTO outcomes VALUES "
                 "(:request_id, :seq, :created_at, :task_type, :strategy, :model, :latency_ms,"
                 " :input_tokens, :output_tokens, :cost_usd, :cost_estimated, :error,"
@@ -76,11 +77,15 @@ _INSERT = {
                    " :latency_ms, :error, :self_graded, :answer_chars)",
     "posterior_snapshots": "INSERT INTO posterior_snapshots (created_at, seq, state) VALUES "
                            "(:created_at, :seq, :state)",
+    "posterior_snapshots_prune": "DELETE FROM posterior_snapshots WHERE id NOT IN"
+                                 " (SELECT id FROM posterior_snapshots ORDER BY id DESC"
+                                 " LIMIT :keep)",
     "policy_history": "INSERT INTO policy_history (created_at, actor, settings, seq, configured)"
                       " VALUES (:created_at, :actor, :settings, :seq, :configured)",
 }
 
 _json = msgspec.json.Encoder()
+KEEP_SNAPSHOTS = 3
 _BARRIER = "_barrier"  # a queue marker: commit everything before it, write nothing
 
 
@@ -269,7 +274,9 @@ class SQLiteStore(BaseLogStore):
             "samples": _json.encode(decision.samples).decode(),
             "quality_target": decision.quality_target,
             "set_aside": _json.encode(decision.set_aside).decode() if decision.set_aside
-            else None, "held_back": int(decision.held_back)})
+            else None, "held_back": int(decision.held_back),
+            "features": np.asarray(decision.features, dtype=np.float64).tobytes()
+            if decision.features else None, "per_prompt": int(decision.per_prompt)})
 
     def record_outcome(self, outcome: Outcome, *, task_type: str = "",
                        applied: bool = True) -> None:
@@ -361,8 +368,11 @@ class SQLiteStore(BaseLogStore):
         return _policy_event(rows[0]) if rows else None
 
     def save_snapshot(self, seq: int, state: dict[str, Any], *, wait: bool = False) -> None:
+        """Queue a snapshot; the oldest are pruned (the newest few are kept, so an
+        unreadable newest one falls back to the one before)."""
         self._put("posterior_snapshots", {"created_at": self.clock(), "seq": seq,
                                           "state": _json.encode(state).decode()}, durable=wait)
+        self._put("posterior_snapshots_prune", {"keep": KEEP_SNAPSHOTS})
 
     def flush(self) -> None:
         """Return when everything queued so far is committed."""
@@ -460,8 +470,9 @@ class SQLiteStore(BaseLogStore):
             "SELECT seq, request_id, task_type, strategy, latency_ms, output_tokens, escalated,"
             " error FROM outcomes WHERE seq > ? AND applied = 1", (seq,))
         rewards = self.query(
-            "SELECT seq, request_id, task_type, strategy, score, previous_score, effective_score"
-            " FROM rewards WHERE seq > ? AND applied = 1", (seq,))
+            "SELECT r.seq, r.request_id, r.task_type, r.strategy, r.score, r.previous_score,"
+            " r.effective_score, d.features FROM rewards r LEFT JOIN decisions d"
+            " USING (request_id) WHERE r.seq > ? AND r.applied = 1", (seq,))
         policies = self.query(
             "SELECT seq, actor, settings, configured FROM policy_history WHERE seq > ?", (seq,))
         rows: list[tuple[int, LearningEvent]] = []
@@ -474,7 +485,8 @@ class SQLiteStore(BaseLogStore):
             eff = r["effective_score"]
             rows.append((r["seq"], RewardEvent(
                 request_id=r["request_id"], task_type=r["task_type"], strategy=r["strategy"],
-                effective=r["score"] if eff is None else eff, previous=r["previous_score"])))
+                effective=r["score"] if eff is None else eff, previous=r["previous_score"],
+                features=_features(r["features"]))))
         for r in policies:
             rows.append((r["seq"], _policy_event(r)))
         rows.sort(key=lambda e: e[0])
@@ -521,7 +533,12 @@ def decision_from_row(r: sqlite3.Row) -> Decision:
         samples=msgspec.json.decode(r["samples"], type=tuple[StrategySample, ...]),
         created_at=r["created_at"], quality_target=r["quality_target"],
         set_aside=msgspec.json.decode(r["set_aside"]) if r["set_aside"] else {},
-        held_back=bool(r["held_back"]))
+        held_back=bool(r["held_back"]), per_prompt=bool(r["per_prompt"]),
+        features=_features(r["features"]))
+
+
+def _features(blob: bytes | None) -> tuple[float, ...]:
+    return tuple(np.frombuffer(blob, dtype=np.float64).tolist()) if blob else ()
 
 
 def outcome_from_row(r: sqlite3.Row) -> Outcome:

@@ -128,3 +128,91 @@ def test_a_relative_target_follows_the_reference(tmp_path) -> None:
         c.complete("hello", task_type="chat")
     assert c.target_of("chat") == pytest.approx(0.95 * 0.86, abs=0.03)
     assert c.learner.targets["chat"].mean() >= c.target_of("chat") - 0.01
+
+
+def _per_prompt_conductor(tmp_path, store=None) -> Conductor:
+    from conductor.config import settings_from_dict
+
+    world = tmp_path / "words.toml"
+    world.write_text(
+        'judge_noise = 0.1\n[difficulty]\nhard_words = ["eigenvalue", "theorem", "lemma"]\n'
+        '[models.strong]\nttft_ms = 300\ntokens_per_s = 100\nquality = { chat = 0.98 }\n'
+        '[models.cheap]\nttft_ms = 300\ntokens_per_s = 100\nquality = { chat = 0.97 }\n'
+        'hard_prompt_delta = -0.87\n[output_tokens]\nchat = 20\n')
+    return Conductor(settings_from_dict({
+        "providers": {"sim": {"kind": "demo", "world": str(world), "seed": 2}},
+        "models": {"strong": {"provider": "sim", "input_usd_per_1m": 46.0,
+                              "output_usd_per_1m": 46.0},
+                   "cheap": {"provider": "sim", "input_usd_per_1m": 1.0,
+                             "output_usd_per_1m": 1.0}},
+        "strategies": {"strong": {"model": "strong", "prior_quality": 0.5},
+                       "cheap": {"model": "cheap", "prior_quality": 0.5}},
+        "task_types": {"chat": {"quality_target": {"relative_to": "strong", "ratio": 0.97}}},
+        "policy": {"default_strategy": "strong", "default_exploration": 0.5,
+                   "context": True},
+        "storage": {"snapshot_every_s": 1e9},
+    }), seed=2, log_store=store)
+
+
+def _prompt(rng: np.random.Generator) -> tuple[str, bool]:
+    hard = bool(rng.random() < 0.3)
+    words = ["eigenvalue theorem lemma proof" if hard else "refund my order parcel",
+             "please", "help", "today"]
+    rng.shuffle(words)
+    return " ".join(words), hard
+
+
+def test_per_prompt_decisions_learn_which_prompts_are_easy(tmp_path) -> None:
+    c = _per_prompt_conductor(tmp_path)
+    rng = np.random.default_rng(5)
+    late = {True: [], False: []}
+    for k in range(1500):
+        text, hard = _prompt(rng)
+        r = c.complete(text, task_type="chat")
+        assert len(r.decision.features) == 65 and r.decision.propensity is not None
+        if k >= 1000:
+            late[hard].append((r.outcome.strategy == "cheap", r.decision.per_prompt))
+    assert np.mean([p for _, p in late[False] + late[True]]) > 0.5  # decided per prompt
+    assert np.mean([ch for ch, _ in late[False]]) > 0.7  # easy prompts go cheap
+    assert np.mean([ch for ch, _ in late[True]]) < 0.2  # hard ones do not
+    d = c.predict_only(prompt="refund my order parcel please", task_type="chat")
+    if d.per_prompt:
+        cheap = next(s for s in d.samples if s.strategy == "cheap")
+        assert cheap.prompt_quality is not None and cheap.prompt_quality > 0.8
+
+
+def test_the_contextual_posterior_rebuilt_from_snapshot_and_log_equals_the_live_one(
+        tmp_path) -> None:
+    from conductor.storage.sqlite import SQLiteStore
+
+    path = tmp_path / "c.db"
+    c = _per_prompt_conductor(tmp_path, SQLiteStore(path))
+    rng = np.random.default_rng(9)
+    for k in range(600):
+        c.complete(_prompt(rng)[0], task_type="chat")
+        if k == 300:
+            c.snapshot()  # the rebuild starts here and replays the rest
+    live = c.state()
+    assert live["contexts"]["chat"]["seen"] > 500
+    c.log_store.flush()
+    rebuilt = _per_prompt_conductor(tmp_path, SQLiteStore(path))
+    assert rebuilt.state()["contexts"] == live["contexts"]
+    assert rebuilt.state()["tasks"] == live["tasks"]
+    c.close()
+    rebuilt.close()
+
+
+def test_a_per_prompt_decisions_propensity_waits_for_the_answer(tmp_path) -> None:
+    import asyncio
+
+    c = _per_prompt_conductor(tmp_path)
+    rng = np.random.default_rng(1)
+    for _ in range(400):
+        c.complete(_prompt(rng)[0], task_type="chat")
+    req = c.make_request("refund my order parcel", task_type="chat")
+    answered, learn = c._run(c.acomplete_then_learn(req))
+    assert answered.decision.propensity is None  # the answer did not wait for it
+    logged = learn().decision
+    assert logged.propensity is not None and 0.0 < logged.propensity <= 1.0
+    assert c.log_store.get_request(answered.request_id).decision == logged
+    asyncio.set_event_loop(None)

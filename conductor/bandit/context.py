@@ -1,0 +1,219 @@
+"""Per-prompt quality: a Bayesian linear model of each strategy's quality on the prompt's
+features, whose prior is the task-level prior.
+
+For strategy j and prompt features z, quality = b_j + w_j . (z - c), with c a centre of
+the task type's features, b_j ~ N(m0_j, s0_j^2) (the task-level prior's mean and standard
+deviation: a cold start is the task-level policy) and w_j ~ N(0, s_w^2 I). Rewards are
+observed with noise variance sigma^2 (0.25: a Bernoulli's largest); the posterior is
+Gaussian with precision A = A0 + X'X / sigma^2 and mean A^-1 (A0 m0 + X'y / sigma^2)
+(Bishop 2006, PRML eqs. 3.50-3.51), for X the rows (1, z - c). Only sufficient statistics
+are kept (N, sum z, sum z z', sum y, sum z y), decayed like the task-level evidence, so the
+state adds up, a snapshot plus the events after it rebuilds it exactly, and a corrected
+reward replaces the old one (sum y and sum z y move by the difference). The centre c is
+the weighted mean of the features seen, refreshed every ``recentre_every`` observations
+(any centre gives the same posterior given the statistics; it keeps the numbers scaled).
+
+Whether the prompt helps is measured, not assumed: every reward is first predicted by this
+model and by the task-level posterior, and the squared errors are summed (a reward that is
+later replaced, a heuristic's by a judge's, is rescored with the final value) (a prequential
+comparison: Dawid 1984, "Present position and potential developments: the prequential
+approach"). ``advantage()`` is the mean squared error it saves per reward; the model is
+``active`` (decisions use the prompt) once it has saved ``open_gain`` per reward over
+``min_rewards`` rewards, and stays so until it costs accuracy (a hysteresis, so decisions
+do not flip between the two regimes on noise).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+
+class ContextModel:
+    """The residual models of every strategy of one task type, stacked by strategy."""
+
+    def __init__(self, strategies: list[str], size: int, *, prior_mean: np.ndarray,
+                 prior_sd: np.ndarray, prior_std: float = 0.1, noise_var: float = 0.25,
+                 recentre_every: int = 64, score_half_life: float = 200.0,
+                 open_gain: float = 0.002, min_rewards: float = 50.0) -> None:
+        self.strategies = list(strategies)
+        self.index = {s: i for i, s in enumerate(self.strategies)}
+        self.size = size
+        s = len(self.strategies)
+        self.n = np.zeros(s)
+        self.sz = np.zeros((s, size))
+        self.szz = np.zeros((s, size, size))
+        self.sr = np.zeros(s)
+        self.szr = np.zeros((s, size))
+        self.center = np.zeros(size)
+        d = size + 1
+        self.prior_precision = np.zeros((s, d, d))
+        self.prior_precision[:, 0, 0] = 1.0 / np.maximum(prior_sd, 1e-6) ** 2
+        self.prior_precision[:, np.arange(1, d), np.arange(1, d)] = 1.0 / prior_std ** 2
+        self.prior_mean = np.zeros((s, d))
+        self.prior_mean[:, 0] = prior_mean
+        self.noise_var = noise_var
+        self.recentre_every = recentre_every
+        self.seen = 0
+        self.sq_error = np.zeros(2)  # (task level, this model), decayed
+        self.scored = 0.0
+        # The comparison forgets faster than the model: it asks "do the features help now".
+        self.score_gamma = 0.5 ** (1.0 / score_half_life)
+        self.open_gain = open_gain
+        self.min_rewards = min_rewards
+        self.active = False
+        self._cache: tuple[np.ndarray, np.ndarray] | None = None
+
+    # -- updates ---------------------------------------------------------------------------
+
+    def observe(self, strategy: str, z: np.ndarray, reward: float, gamma: float,
+                baseline: float | None = None) -> None:
+        """A reward for a prompt with features z. ``baseline``: the task-level posterior's
+        prediction of it, to score this model's own prediction against (before either
+        learns from it)."""
+        i = self.index[strategy]
+        if baseline is not None:
+            mine = float(self.predict(z)[0][i])
+            self.sq_error = self.sq_error * self.score_gamma + np.array(
+                [(reward - baseline) ** 2, (reward - mine) ** 2])
+            self.scored = self.scored * self.score_gamma + 1.0
+            self._gate()
+        if gamma < 1.0:
+            for arr in (self.n, self.sz, self.szz, self.sr, self.szr):
+                arr *= gamma
+        self.n[i] += 1.0
+        self.sz[i] += z
+        self.szz[i] += np.outer(z, z)
+        self.sr[i] += reward
+        self.szr[i] += reward * z
+        self.seen += 1
+        if self.seen % self.recentre_every == 0:
+            total = self.n.sum()
+            if total > 0:
+                self.center = self.sz.sum(axis=0) / total
+        self._cache = None
+
+    def correct(self, strategy: str, z: np.ndarray, old: float, new: float,
+                baseline: float | None = None) -> None:
+        """A request's reward changed from ``old`` to ``new`` (a judge's score replacing a
+        heuristic's). With ``baseline`` the comparison is rescored too: both predictions
+        are charged for the final reward instead of the provisional one (the predictions
+        are today's; the model has moved by one reward since it was scored, so the error
+        is that of one observation in hundreds)."""
+        i = self.index[strategy]
+        if baseline is not None:
+            mine = float(self.predict(z)[0][i])
+            self.sq_error = self.sq_error + np.array(
+                [(new - baseline) ** 2 - (old - baseline) ** 2,
+                 (new - mine) ** 2 - (old - mine) ** 2])
+            self._gate()
+        self.sr[i] += new - old
+        self.szr[i] += (new - old) * z
+        self._cache = None
+
+    def _gate(self) -> None:
+        gain = self.advantage()
+        if not self.active:
+            self.active = self.scored >= self.min_rewards and gain >= self.open_gain
+        elif gain < 0.0:
+            self.active = False
+
+    def advantage(self) -> float:
+        """Mean squared error per reward the prompt's features saved over the task level
+        (negative: they cost accuracy), over the rewards scored so far."""
+        if self.scored <= 0:
+            return 0.0
+        return float((self.sq_error[0] - self.sq_error[1]) / self.scored)
+
+    # -- posterior ---------------------------------------------------------------------------
+
+    def posterior(self) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior means (S, 1 + size) and covariances (S, 1 + size, 1 + size) of
+        (beta, w), for rows (1, z - c). Cached until the statistics change."""
+        if self._cache is not None:
+            return self._cache
+        c = self.center
+        s, d = len(self.strategies), self.size + 1
+        xtx = np.empty((s, d, d))
+        xty = np.empty((s, d))
+        czt = self.sz[:, :, None] * c[None, None, :]  # sum z c'
+        xtx[:, 0, 0] = self.n
+        xtx[:, 0, 1:] = xtx[:, 1:, 0] = self.sz - self.n[:, None] * c
+        xtx[:, 1:, 1:] = (self.szz - czt - czt.transpose(0, 2, 1)
+                          + self.n[:, None, None] * np.outer(c, c)[None])
+        xty[:, 0] = self.sr
+        xty[:, 1:] = self.szr - self.sr[:, None] * c
+        precision = self.prior_precision + xtx / self.noise_var
+        cov = np.linalg.inv(precision)
+        prior = np.einsum("sij,sj->si", self.prior_precision, self.prior_mean)
+        mean = np.einsum("sij,sj->si", cov, prior + xty / self.noise_var)
+        self._cache = (mean, cov)
+        return self._cache
+
+    def predict(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For a prompt: each strategy's predicted quality (mean), its variance, and the
+        part of the mean that depends on the prompt (w . (z - c))."""
+        mean, cov = self.posterior()
+        x = np.concatenate(([1.0], z - self.center))
+        m = mean @ x
+        v = np.einsum("i,sij,j->s", x, cov, x)
+        return m, np.maximum(v, 0.0), m - mean[:, 0]
+
+    # -- persistence ---------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"strategies": self.strategies, "size": self.size, "seen": self.seen,
+                "sq_error": self.sq_error.tolist(), "scored": self.scored,
+                "active": self.active,
+                "center": self.center.tolist(), "n": self.n.tolist(), "sz": self.sz.tolist(),
+                "szz": self.szz.tolist(), "sr": self.sr.tolist(), "szr": self.szr.tolist()}
+
+    def load(self, data: Any) -> list[str]:
+        """Load statistics saved by ``to_dict``; what does not fit (another feature size,
+        strategies no longer configured, bad numbers) is reset and reported."""
+        if not isinstance(data, dict) or data.get("size") != self.size:
+            return ["contextual state does not match the feature size; reset"]
+        problems: list[str] = []
+        try:
+            center = np.asarray(data["center"], dtype=float)
+            if center.shape == (self.size,) and np.isfinite(center).all():
+                self.center = center
+            self.seen = int(data.get("seen", 0))
+            sq = np.asarray(data.get("sq_error", [0.0, 0.0]), dtype=float)
+            scored = float(data.get("scored", 0.0))
+            if sq.shape == (2,) and np.isfinite(sq).all() and math.isfinite(scored):
+                self.sq_error, self.scored = sq, scored
+                self.active = bool(data.get("active", False))
+            saved = list(data["strategies"])
+            arrays = {k: np.asarray(data[k], dtype=float) for k in ("n", "sz", "szz", "sr",
+                                                                     "szr")}
+        except (KeyError, TypeError, ValueError) as exc:
+            return [f"contextual state unreadable ({exc}); reset"]
+        for j, name in enumerate(saved):
+            i = self.index.get(name)
+            if i is None:
+                continue
+            try:
+                row = {k: a[j] for k, a in arrays.items()}
+            except IndexError:
+                problems.append(f"{name}: contextual state truncated; reset")
+                continue
+            if not all(np.isfinite(v).all() for v in row.values()) or row["n"] < 0 or (
+                    row["szz"].shape != (self.size, self.size)):
+                problems.append(f"{name}: bad contextual state; reset")
+                continue
+            self.n[i], self.sz[i], self.szz[i] = row["n"], row["sz"], row["szz"]
+            self.sr[i], self.szr[i] = row["sr"], row["szr"]
+        self._cache = None
+        return problems
+
+
+def draw_prompt_quality(mean: np.ndarray, var: np.ndarray, n: int, t: float,
+                        rng: np.random.Generator | None) -> np.ndarray:
+    """Per-prompt quality draws, shape (n, S): N(mean, t var); the mean at t = 0."""
+    if t <= 0 or rng is None:
+        return np.broadcast_to(mean, (n, mean.size))
+    return mean + rng.standard_normal((n, mean.size)) * np.sqrt(t * var)
+
