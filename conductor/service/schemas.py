@@ -86,11 +86,16 @@ class CompleteRequest(Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class FeedbackRequest(Struct, kw_only=True, forbid_unknown_fields=True):
-    """A user rating: 1-5 stars (int), true/false or "up"/"down" (thumbs), or a score in
-    [0, 1] (float). ``pending_ok``: keep it if the request is not stored yet (202)."""
+    """A user rating on one named scale: ``stars`` (1-5), ``thumbs`` (true/false or
+    "up"/"down") or ``score`` (0 to 1; 1 and 1.0 are the same). ``rating`` takes only
+    true/false or "up"/"down"; a bare number there is refused as ambiguous.
+    ``pending_ok``: keep it if the request is not stored yet (202)."""
 
     request_id: Annotated[str, Meta(min_length=1, max_length=128)]
-    rating: bool | int | float | str
+    stars: float | None = None
+    thumbs: bool | str | None = None
+    score: float | None = None
+    rating: bool | int | float | str | None = None
     rater: Annotated[str, Meta(max_length=128)] = ""
     pending_ok: bool = False
 

@@ -101,6 +101,9 @@ class _Item(msgspec.Struct):
 
 def _open_database(path: Path) -> Database:
     """Open, check and migrate; every failure names the file."""
+    if str(path) != ":memory:" and not path.parent.is_dir():
+        raise StorageError(f"{path}: cannot create the database there: "
+                           f"{path.parent} is not a directory")
     try:
         conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         db = Database(conn)

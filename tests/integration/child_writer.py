@@ -40,7 +40,7 @@ def main() -> None:
             r = conductor.complete(f"request {i}", task_type=("classify", "chat")[i % 2])
             if mode == "feedback":
                 rater = f"u{i % 3}"
-                conductor.feedback(r.request_id, 1 + i % 5, rater=rater)
+                conductor.feedback(r.request_id, stars=1 + i % 5, rater=rater)
                 print(f"ACK {r.request_id} {rater}", flush=True)
             else:
                 print(f"DONE {r.request_id}", flush=True)

@@ -114,7 +114,7 @@ def test_calibration_corrects_a_generous_judge_end_to_end(upstream: FakeUpstream
         for _ in range(100):
             q = float(rng.uniform(0.0, 0.75))
             r = c.complete(f"q={q:.3f}", task_type="chat", strategy="direct-cheap")
-            c.feedback(r.request_id, q, rater="user")
+            c.feedback(r.request_id, score=q, rater="user")
         assert c.wait_for_judges(20)
         cal = c.learner.calibrations["chat"]
         assert cal.agreement()["pairs"] == 100 and cal.active
@@ -139,8 +139,8 @@ def test_feedback_before_the_request_lands_is_kept_and_applied(tmp_path: Path) -
     path = tmp_path / "c.db"
     c = Conductor(seed=1, log_store=SQLiteStore(path), evaluators=[])
     with pytest.raises(NotFoundError, match="unknown request id 'early-1'"):
-        c.feedback("early-1", 5)
-    pending = c.feedback("early-1", 5, rater="ann", pending_ok=True)
+        c.feedback("early-1", stars=5)
+    pending = c.feedback("early-1", stars=5, rater="ann", pending_ok=True)
     assert pending.effective_score is None
     c.close()
     # The request lands after a restart: the kept rating is applied to it.

@@ -128,7 +128,7 @@ def test_compare_runs_on_200_real_logged_requests(tmp_path: Path) -> None:
     with Conductor(settings, seed=3, log_store=SQLiteStore(db)) as c:
         for i in range(200):
             r = c.complete(f"Reply with one word: item {i}", task_type="chat", max_tokens=4)
-            c.feedback(r.request_id, 1 + i % 5)
+            c.feedback(r.request_id, stars=1 + i % 5)
     out = tmp_path / "ope.json"
     res = CliRunner().invoke(cli, ["compare", "--log-file", str(db), "--config",
                                    str(ROOT / "examples/local.toml"),

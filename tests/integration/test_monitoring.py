@@ -27,7 +27,7 @@ def _traffic(url: str, n: int = 30) -> None:
                 "conductor": {"task_type": ("classify", "chat", "summarize")[i % 3]}})
             assert r.status_code == 200
             h.post("/v1/feedback", json={"request_id": r.headers["x-conductor-request-id"],
-                                         "rating": 1 + i % 5})
+                                         "stars": 1 + i % 5})
 
 
 def test_metrics_endpoint_is_valid_prometheus_text(upstream: FakeUpstream,

@@ -104,7 +104,10 @@ def test_openai_sdk_unknown_model_lists_the_valid_names(served) -> None:
     with pytest.raises(openai.NotFoundError, match="valid names: auto, batch-cheap"):
         client.chat.completions.create(model="gpt-9", messages=[{"role": "user", "content": "x"}])
     models = [m.id for m in client.models.list()]
-    assert models[0] == "auto" and "direct-cheap" in models
+    assert models[:2] == ["auto", "conductor"] and "direct-cheap" in models
+    for name in models[:2]:  # both routing names are accepted
+        assert client.chat.completions.create(
+            model=name, messages=[{"role": "user", "content": "x"}]).choices
     client.close()
 
 
@@ -158,19 +161,29 @@ def test_feedback_is_idempotent_pending_and_404(served, upstream: FakeUpstream) 
         rid = h.post("/v1/chat/completions", json={
             "messages": [{"role": "user", "content": "hi"}]}).headers["x-conductor-request-id"]
         for _ in range(2):
-            fb = h.post("/v1/feedback", json={"request_id": rid, "rating": 4, "rater": "ann"})
+            fb = h.post("/v1/feedback", json={"request_id": rid, "stars": 4, "rater": "ann"})
             assert fb.status_code == 200
             assert fb.json() == {"request_id": rid, "score": 0.75, "effective_score": 0.75,
                                  "status": "applied"}
         fb = h.post("/v1/feedback", json={"request_id": rid, "rating": "down", "rater": "ann"})
         assert fb.json()["effective_score"] == 0.0
-        missing = h.post("/v1/feedback", json={"request_id": "nope", "rating": 5})
+        missing = h.post("/v1/feedback", json={"request_id": "nope", "stars": 5})
         assert missing.status_code == 404
         assert missing.json()["error"]["message"] == "unknown request id 'nope'"
-        early = h.post("/v1/feedback", json={"request_id": "later-1", "rating": 1.0,
+        early = h.post("/v1/feedback", json={"request_id": "later-1", "score": 1.0,
                                              "pending_ok": True})
         assert early.status_code == 202 and early.json()["status"] == "pending"
-        assert h.post("/v1/feedback", json={"request_id": rid, "rating": 9}).status_code == 400
+        assert h.post("/v1/feedback", json={"request_id": rid, "stars": 9}).status_code == 400
+        # The same score whichever way the encoder writes the number; a bare one is refused.
+        as_int = h.post("/v1/feedback", content=b'{"request_id": "%s", "score": 1, '
+                        b'"rater": "js"}' % rid.encode(), headers={"content-type":
+                                                                  "application/json"})
+        as_float = h.post("/v1/feedback", json={"request_id": rid, "score": 1.0, "rater": "py"})
+        assert as_int.json()["score"] == as_float.json()["score"] == 1.0
+        bare = h.post("/v1/feedback", json={"request_id": rid, "rating": 1})
+        assert bare.status_code == 400
+        assert "ambiguous" in bare.json()["error"]["message"]
+        assert '"stars" (1-5)' in bare.json()["error"]["message"]
     assert _rows(db, "pending_feedback") == 1  # committed before the 202
 
 
@@ -188,7 +201,10 @@ def test_policy_admin_and_history(served) -> None:
         assert r.status_code == 200, r.text
         assert r.json()["rollout_percent"] == 25 and r.json()["exploration"]["chat"] == 0.5
         bad = admin.put("/v1/policy", json={"default_strategy": "gpt-9"})
-        assert bad.status_code == 404 and "valid names" in bad.json()["error"]["message"]
+        assert bad.status_code == 400, bad.text  # a bad field, not a missing resource
+        assert bad.json()["error"]["message"] == (
+            "default_strategy: unknown strategy 'gpt-9'; valid: direct-cheap, direct-strong, "
+            "batch-cheap, verified")
         assert admin.put("/v1/policy", json={"rollout_percent": 101}).status_code == 400
         assert admin.get("/v1/policy").json()["version"] == "v2"
     conn = sqlite3.connect(db)
@@ -235,7 +251,7 @@ def test_bad_input_is_a_4xx_naming_the_field_and_stores_nothing(served, body: by
         assert r.status_code == status, r.text
         err = r.json()["error"]
         assert needle.lower() in (err["message"] + " " + str(err["param"])).lower()
-        h.post("/v1/feedback", json={"request_id": "x", "rating": 3, "bogus": 1})
+        h.post("/v1/feedback", json={"request_id": "x", "stars": 3, "bogus": 1})
     assert _rows(db, "requests") == _rows(db, "decisions") == 0
 
 

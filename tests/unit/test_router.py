@@ -119,22 +119,27 @@ def test_feedback_is_idempotent_per_rater_and_unknown_ids_are_errors() -> None:
     post = c.posteriors["chat"]
     i = post.index["turbo-cheap"]
     a0, b0 = (float(v[i]) for v in post.quality_params())
-    c.feedback(r.request_id, 5, rater="ann")
-    c.feedback(r.request_id, 5, rater="ann")
+    c.feedback(r.request_id, stars=5, rater="ann")
+    c.feedback(r.request_id, stars=5, rater="ann")
     a1, b1 = (float(v[i]) for v in post.quality_params())
     assert (a1 - a0, b1 - b0) == pytest.approx((1.0, 0.0))
-    c.feedback(r.request_id, 2, rater="ann")  # replaces 1.0 by 0.25
+    c.feedback(r.request_id, stars=2, rater="ann")  # replaces 1.0 by 0.25
     a2, b2 = (float(v[i]) for v in post.quality_params())
     assert (a2 - a0, b2 - b0) == pytest.approx((0.25, 0.75))
     c.feedback(r.request_id, False, rater="bob")  # raters average: (0.25 + 0) / 2
     a3, b3 = (float(v[i]) for v in post.quality_params())
     assert (a3 - a0, b3 - b0) == pytest.approx((0.125, 0.875))
     with pytest.raises(NotFoundError, match="unknown request id 'nope'"):
-        c.feedback("nope", 5)
-    with pytest.raises(InvalidRequestError, match="stars must be 1-5"):
-        c.feedback(r.request_id, 6)
-    with pytest.raises(InvalidRequestError, match=r"score must be in \[0, 1\]"):
-        c.feedback(r.request_id, 1.5)
+        c.feedback("nope", stars=5)
+    with pytest.raises(InvalidRequestError, match="stars 6: a whole number from 1 to 5"):
+        c.feedback(r.request_id, stars=6)
+    with pytest.raises(InvalidRequestError, match=r"score 1\.5: a number from 0 to 1"):
+        c.feedback(r.request_id, score=1.5)
+    with pytest.raises(InvalidRequestError, match="rating 1 is ambiguous"):
+        c.feedback(r.request_id, 1)  # type: ignore[arg-type]
+    with pytest.raises(InvalidRequestError, match="exactly one scale, got stars, score"):
+        c.feedback(r.request_id, stars=5, score=1.0)
+    assert c.feedback(r.request_id, score=1, rater="cy").score == 1.0  # 1 is 1.0 on a scale
 
 
 def test_corrupted_state_is_repaired_and_routing_goes_on() -> None:
@@ -244,3 +249,21 @@ async def test_async_twins() -> None:
     fb = await c.afeedback(r.request_id, "up")
     assert r.text and d.request_id != r.request_id and fb.score == 1.0
     await c.aclose()
+
+
+def test_where_the_log_goes_is_explicit(tmp_path, monkeypatch) -> None:
+    """Memory unless asked; "config" is the config's [storage] path; a path is that file.
+    A restart on a file resumes what was learned."""
+    from conductor.storage.sqlite import SQLiteStore
+
+    monkeypatch.chdir(tmp_path)
+    with Conductor(seed=1) as c:
+        c.complete("hi", task_type="chat")
+    assert not (tmp_path / "conductor.db").exists()
+    with Conductor(seed=1, log_store="config") as c:
+        rid = c.complete("hi", task_type="chat").request_id
+        assert isinstance(c.log_store, SQLiteStore)
+    assert (tmp_path / "conductor.db").exists()
+    with Conductor(seed=1, log_store=tmp_path / "conductor.db") as again:
+        assert again.log_store.get_request(rid) is not None
+        assert again.posteriors["chat"].observations >= 1

@@ -54,7 +54,9 @@ def test_calibrate_compare_and_tune_on_a_logged_database(tmp_path: Path,
                              "--json", str(out)])
     assert r.exit_code == 0, r.output
     res = msgspec.json.decode(out.read_bytes())
-    assert set(res) == {"strategy=turbo-cheap", "temperature=0.5", f"priors={priors}"}
+    assert set(res) == {"logged", "strategy=turbo-cheap", "temperature=0.5", f"priors={priors}"}
+    served = res["logged"]["quality"]  # what was served: every estimator is its plain mean
+    assert served["ips"]["value"] == served["snips"]["value"] == served["dr"]["value"]
     q = res["strategy=turbo-cheap"]["quality"]
     assert q["dr"]["low"] <= q["dr"]["value"] <= q["dr"]["high"]
     r = runner.invoke(main, ["compare", "--log-file", str(db), "--policy", "strategy=gpt-9"])
@@ -62,9 +64,14 @@ def test_calibrate_compare_and_tune_on_a_logged_database(tmp_path: Path,
     r = runner.invoke(main, ["tune", str(world_file), "--seeds", "1"])
     assert r.exit_code == 0, r.output
     assert r.output.count("<- recommended") == 2
+    assert "utility per request = quality - cost / (10 x the strongest" in r.output
+    assert "warning:" not in r.output
     r = runner.invoke(main, ["tune", str(db)])  # logs: through off-policy estimates
     assert r.exit_code == 0, r.output
     assert r.output.count("<- recommended") == 4  # the demo's four task types
+    assert "the logged mean cost" in r.output
+    assert r.output.count("warning: ") == 4  # 300 requests over four task types: a guide
+    assert "generate_long: 3" in r.output  # ~10% of 300, named with its count
 
 
 def test_replay_takes_per_task_floors_from_a_file(tmp_path: Path, world_file: Path) -> None:
@@ -80,3 +87,95 @@ def test_replay_takes_per_task_floors_from_a_file(tmp_path: Path, world_file: Pa
     floors.write_text('{"poetry": {"min_quality": 0.5}}')
     bad = CliRunner().invoke(main, ["replay", str(world_file), "--constraints", str(floors)])
     assert bad.exit_code == 2 and "task type 'poetry' is not in the world" in bad.output
+
+
+def test_replay_without_a_world_replays_the_built_in_demo_world(tmp_path: Path,
+                                                                monkeypatch) -> None:
+    """A fresh clone has no ../shared: the package's own demo world is the default."""
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "r.json"
+    r = CliRunner().invoke(main, ["replay", "--seeds", "1", "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "built-in demo world" in r.output and "AIQ" in r.output
+    report = msgspec.json.decode(out.read_bytes())
+    assert {"always:gpt-4o", "always:gpt-4o-mini", "always:gpt-4o-mini+batch",
+            "conductor"} <= set(report["policies"])
+    assert report["prompts"] == 3000
+    c = report["policies"]["conductor"]["overall"]
+    assert c["quality_vs_strongest"] >= 0.94 and c["cost_vs_strongest"] < 0.9
+    assert "replaying: " in r.output  # progress lines without a terminal
+
+
+def test_the_built_in_world_is_deterministic_and_follows_the_demo_world() -> None:
+    import numpy as np
+
+    from conductor.config import default_settings
+    from conductor.providers.demo import load_world
+    from conductor.replay.demo import demo_rows
+
+    world = load_world("builtin")
+    a = demo_rows(world, default_settings(), n=2000)
+    assert a == demo_rows(world, default_settings(), n=2000)
+    hard = np.array([world.hard(r.prompt) for r in a])
+    mini = np.array([r.outcomes["gpt-4o-mini"].quality for r in a])
+    strong = np.array([r.outcomes["gpt-4o"].quality for r in a])
+    assert 0.25 < hard.mean() < 0.35
+    assert mini[hard].mean() < mini[~hard].mean() - 0.25  # hard_prompt_delta -0.35
+    assert abs(strong[hard].mean() - strong[~hard].mean()) < 0.08
+    batched = [r.outcomes["gpt-4o-mini+batch"].cost_usd / r.outcomes["gpt-4o-mini"].cost_usd
+               for r in a[:50]]
+    assert np.allclose(batched, 0.5)  # batch-cheap's discount
+
+
+def test_export_replays_calibrates_and_compares(tmp_path: Path) -> None:
+    runner = CliRunner()
+    db, jl = tmp_path / "d.db", tmp_path / "t.jsonl"
+    assert runner.invoke(main, ["demo", "--requests", "300", "--db", str(db)]).exit_code == 0
+    assert runner.invoke(main, ["export", "--db", str(db), "--out", str(jl)]).exit_code == 0
+    from_db, from_export = tmp_path / "a.json", tmp_path / "b.json"
+    r = runner.invoke(main, ["replay", str(jl), "--json", str(from_export)])
+    assert r.exit_code == 0, r.output
+    assert "logged traffic" in r.output and "temperature=0.5" in r.output
+    assert runner.invoke(main, ["replay", str(db), "--json", str(from_db)]).exit_code == 0
+    a, b = (msgspec.json.decode(p.read_bytes()) for p in (from_db, from_export))
+    assert a == b  # the export carries everything the estimates use
+    assert a["logged"]["used_records"] == 300
+    assert {"strategy=turbo-cheap", "strategy=turbo-quality"} <= set(a)
+    r = runner.invoke(main, ["calibrate", "--log-file", str(jl), "--output",
+                             str(tmp_path / "p.json")])
+    assert r.exit_code == 0 and "higher is better" in r.output, r.output
+    r = runner.invoke(main, ["compare", "--log-file", str(jl), "--policy", "temperature=1"])
+    assert r.exit_code == 0 and "logged" in r.output, r.output
+
+
+def test_unwritable_outputs_fail_first_in_one_line(tmp_path: Path, world_file: Path) -> None:
+    runner = CliRunner()
+    db = tmp_path / "d.db"
+    assert runner.invoke(main, ["demo", "--requests", "50", "--db", str(db)]).exit_code == 0
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    cases = [["replay", str(world_file), "--json", str(tmp_path / "no/such/r.json")],
+             ["replay", str(world_file), "--plots", str(blocker / "plots")],
+             ["calibrate", "--log-file", str(db), "--output", str(blocker / "p.json")],
+             ["compare", "--log-file", str(db), "--policy", "random", "--json",
+              str(tmp_path / "no/x.json")],
+             ["export", "--db", str(db), "--out", str(tmp_path)]]
+    for args in cases:
+        r = runner.invoke(main, args)
+        assert r.exit_code == 2, (args, r.output)
+        lines = r.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), (args, r.output)
+        assert "replaying" not in r.output  # refused before the run
+
+
+def test_serve_on_a_bad_database_path_is_one_line(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.db"
+    junk.write_text("not a database")
+    for path, says in ((junk, "not a usable SQLite database"),
+                       (tmp_path / "missing/dir/c.db", "is not a directory"),
+                       (junk / "c.db", "is not a directory")):
+        r = CliRunner().invoke(main, ["serve", "--db", str(path), "--port", "1"])
+        assert r.exit_code == 1, r.output
+        assert r.output.strip().count("\n") == 0 and says in r.output, r.output
+        assert "Traceback" not in r.output
+    assert junk.read_text() == "not a database"  # untouched

@@ -16,7 +16,7 @@ def test_conductor_logs_every_decision_outcome_and_reward(tmp_path: Path) -> Non
     path = tmp_path / "log.jsonl"
     with Conductor(seed=2, log_store=JSONLLogStore(path)) as c:
         results = [c.complete("hi", task_type="classify") for _ in range(25)]
-        c.feedback(results[3].request_id, 4, rater="ann")
+        c.feedback(results[3].request_id, stars=4, rater="ann")
     records = list(read_log(path))
     kinds = [r["type"] for r in records]
     assert kinds.count("decision") == kinds.count("outcome") == 25

@@ -220,8 +220,8 @@ def test_restart_rebuilds_the_posterior_exactly(tmp_path: Path) -> None:
     c.snapshot()
     results += [c.complete("hi", task_type="classify") for _ in range(40)]
     for i, r in enumerate(results[::7]):
-        c.feedback(r.request_id, 1 + i % 5, rater="ann")
-    c.feedback(results[0].request_id, 1, rater="ann")  # a re-rating after the snapshot
+        c.feedback(r.request_id, stars=1 + i % 5, rater="ann")
+    c.feedback(results[0].request_id, stars=1, rater="ann")  # a re-rating after the snapshot
     state = c.state()
     c.close()
     c2 = Conductor(seed=3, log_store=SQLiteStore(path))
@@ -230,7 +230,7 @@ def test_restart_rebuilds_the_posterior_exactly(tmp_path: Path) -> None:
     post = c2.posteriors["chat"]
     i = post.index[results[0].outcome.strategy]
     before = post.quality_trials()[i]
-    c2.feedback(results[0].request_id, 5, rater="ann")
+    c2.feedback(results[0].request_id, stars=5, rater="ann")
     assert post.quality_trials()[i] == pytest.approx(before)
     c2.close()
 
