@@ -282,6 +282,16 @@ class StorageConfig(Struct, kw_only=True, frozen=True, forbid_unknown_fields=Tru
     snapshot_every_s: Positive = 60.0
 
 
+class MonitoringConfig(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """What /v1/stats and the dashboard keep: counts per ``interval_s`` bucket, a sliding
+    ``window_s`` for the window's figures and alerts, and the last ``history_points``
+    buckets as time series (the default: an hour in 10-second steps)."""
+
+    interval_s: Positive = 10.0
+    window_s: Positive = 300.0
+    history_points: Annotated[int, Meta(ge=2, le=100_000)] = 360
+
+
 class Settings(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """The whole configuration. Build it with ``load_settings`` or ``default_settings``."""
 
@@ -293,6 +303,7 @@ class Settings(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     judge: JudgeConfig = JudgeConfig()
     clients: dict[str, ClientConfig] = {}
     storage: StorageConfig = StorageConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
 
     def strategies_for(self, task_type: str) -> list[str]:
         """Eligible strategy names for a task type, in configuration order."""
@@ -414,7 +425,7 @@ def settings_from_dict(data: dict[str, Any], source: str = "<config>") -> Settin
                 entries = {k: _with_mode(v, f"strategies.{k}") for k, v in entries.items()}
             data[section] = {k: _convert(v, typ, f"{section}.{k}") for k, v in entries.items()}
         for key, typ in (("policy", PolicyConfig), ("judge", JudgeConfig),
-                         ("storage", StorageConfig)):
+                         ("storage", StorageConfig), ("monitoring", MonitoringConfig)):
             if key in data:
                 data[key] = _convert(data[key], typ, key)
         if "policy" not in data:

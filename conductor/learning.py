@@ -394,6 +394,24 @@ class Learner:
                 out[task] = {n: (float(m[i]), float(s[i])) for i, n in enumerate(post.strategies)}
             return out
 
+    def quality_intervals(self, level: float = 0.95) -> dict[str, dict[str, dict[str, float]]]:
+        """Per task type and strategy: the posterior mean of quality, its central
+        ``level`` interval (Beta quantiles) and the rewards behind it (decayed)."""
+        from scipy.stats import beta
+
+        tail = (1.0 - level) / 2.0
+        with self.lock:
+            out: dict[str, dict[str, dict[str, float]]] = {}
+            for task, post in self.posteriors.tasks.items():
+                a, b = post.quality_params()
+                lo, hi = beta.ppf(tail, a, b), beta.ppf(1.0 - tail, a, b)
+                m = post.quality_mean()
+                seen = post.evidence["q_s"] + post.evidence["q_f"]
+                out[task] = {n: {"mean": float(m[i]), "low": float(lo[i]),
+                                 "high": float(hi[i]), "rewards": float(seen[i])}
+                             for i, n in enumerate(post.strategies)}
+            return out
+
     def state(self) -> dict[str, Any]:
         with self.lock:
             return {**self.posteriors.to_dict(), "snapshot_version": SNAPSHOT_VERSION,

@@ -135,6 +135,28 @@ class _Tally:
         }
 
 
+def _point(key: int, tally: _Tally, interval_s: float, seconds: float) -> dict[str, Any]:
+    """One time-series point: what happened in one bucket of ``seconds`` (the last one is
+    still filling)."""
+    c = tally.counters
+    n = c["outcomes_total"]
+    lat = _percentiles(tally.latency)
+    return {
+        "t": key * interval_s,
+        "requests_per_s": c["requests_total"] / max(seconds, 1e-9),
+        "cost_usd": tally.cost_total,
+        "default_usd": tally.cost_default,
+        "saved_fraction": (1.0 - tally.cost_total / tally.cost_default
+                           if tally.cost_default > 0 else None),
+        "quality": {t: min(1.0, max(0.0, q / k)) for t, (q, k) in sorted(tally.quality.items())
+                    if k},
+        "latency_ms": {k: lat[f"{k}_ms"] for k in ("p50", "p95", "p99")},
+        "shares": {k: v / n for k, v in sorted(tally.by_strategy.items())} if n else {},
+        "fallback_rate": c["fallbacks_total"] / n if n else None,
+        "errors": c["errors_total"],
+    }
+
+
 class MetricsCollector:
     """Thread-safe. Feed it outcomes, rewards and refusals; read ``get_stats()``."""
 
@@ -144,7 +166,8 @@ class MetricsCollector:
                  sla_target: float = 0.95, circuit_alert_s: float = 300.0,
                  min_requests_for_alerts: int = 20,
                  default_cost: Callable[[Outcome], float] | None = None,
-                 prometheus: Any | None = None, clock: Callable[[], float] = time.time) -> None:
+                 prometheus: Any | None = None, clock: Callable[[], float] = time.time,
+                 history_points: int = 360) -> None:
         self.metrics_file = metrics_file
         self.enable_logging = enable_logging and metrics_file is not None
         self.window_s = window_s
@@ -160,6 +183,8 @@ class MetricsCollector:
         self.started = clock()
         self.total = _Tally()
         self._buckets: deque[tuple[int, _Tally]] = deque()
+        # Finished buckets as time-series points, oldest first (/v1/stats/series).
+        self.history: deque[dict[str, Any]] = deque(maxlen=history_points)
         self._lock = threading.Lock()
         self._last_log = self.started
         self.judge: dict[str, float] = {"judge_calls_total": 0, "judge_dropped_total": 0,
@@ -171,6 +196,9 @@ class MetricsCollector:
     def _bucket(self, now: float) -> _Tally:
         key = int(now // self.interval_s)
         if not self._buckets or self._buckets[-1][0] != key:
+            if self._buckets:
+                last, tally = self._buckets[-1]
+                self.history.append(_point(last, tally, self.interval_s, self.interval_s))
             self._buckets.append((key, _Tally()))
         horizon = int((now - self.window_s) // self.interval_s)
         while self._buckets and self._buckets[0][0] < horizon:
@@ -287,6 +315,21 @@ class MetricsCollector:
             view["quality"]["judge_user_agreement"] = self.agreement
         return {**since_start, "uptime_s": now - self.started, "window": window,
                 "alerts": self.alerts(window)}
+
+    def series(self) -> list[dict[str, Any]]:
+        """Time-series points, one per ``interval_s`` with traffic (quiet buckets are
+        absent), the last one the bucket still filling (its rate over the part elapsed)."""
+        now = self.clock()
+        with self._lock:
+            points = list(self.history)
+            if self._buckets:
+                key, tally = self._buckets[-1]
+                if key == int(now // self.interval_s):
+                    elapsed = max(now - key * self.interval_s, 1e-3)
+                    points.append(_point(key, tally, self.interval_s, elapsed))
+                else:
+                    points.append(_point(key, tally, self.interval_s, self.interval_s))
+        return points
 
     def _maybe_log(self, now: float) -> None:
         if not self.enable_logging or now - self._last_log < self.log_interval_s:

@@ -6,6 +6,7 @@ jobs finish, the posterior is snapshotted, the write queue drains).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -17,10 +18,12 @@ from typing import Any
 import msgspec
 from litestar import Litestar, Request, Response, get, post, put
 from litestar.connection import ASGIConnection
-from litestar.datastructures import State
+from litestar.datastructures import CacheControlHeader, State
+from litestar.exceptions import NotFoundException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.logging.config import LoggingConfig
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from litestar.params import FromPath, JSONBody
 from litestar.response import Stream
 
@@ -143,9 +146,16 @@ async def stats(request: Request[Any, Any, Any]) -> dict[str, Any]:
 @get("/metrics", summary="Prometheus text exposition", media_type="text/plain")
 async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
     gw = _gateway(request.app.state)
-    gw.stats()  # refresh alerts and gauges derived at read time
-    return Response(gw.prometheus.render(),
+    stats = gw.stats()  # refresh alerts and gauges derived at read time
+    realized = {t: q["mean"] for t, q in stats["quality"]["by_task_type"].items()}
+    return Response(gw.prometheus.render(realized),
                     media_type="text/plain; version=0.0.4")
+
+
+@get("/v1/stats/series", summary="Time series per interval, targets and posteriors",
+     guards=[client_guard])
+async def stats_series(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    return await asyncio.to_thread(_gateway(request.app.state).series)
 
 
 @get("/dashboard", summary="A live dashboard page (refreshes from /v1/stats)",
@@ -153,6 +163,34 @@ async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
 async def dashboard() -> Response[str]:
     page = resources.files("conductor.data").joinpath("dashboard.html").read_text("utf-8")
     return Response(page, media_type="text/html")
+
+
+_SWAGGER = "static"  # inside swagger-ui-py 25.7.1 (pinned): Swagger UI 5, OpenAPI 3.1
+
+
+# Static files the pages need, served from installed packages so that nothing is fetched
+# from the internet: the dashboard's chart library (vendored, MIT) and Swagger UI for
+# /schema (the swagger-ui-py package). Only these names are served.
+_ASSETS = {
+    "chart.umd.min.js": ("conductor.data", "vendor/chart.umd.min.js", "text/javascript"),
+    "swagger-ui-bundle.js": ("swagger_ui", f"{_SWAGGER}/swagger-ui-bundle.js",
+                             "text/javascript"),
+    "swagger-ui-standalone-preset.js": (
+        "swagger_ui", f"{_SWAGGER}/swagger-ui-standalone-preset.js", "text/javascript"),
+    "swagger-ui.css": ("swagger_ui", f"{_SWAGGER}/swagger-ui.css", "text/css"),
+    "favicon.png": ("swagger_ui", f"{_SWAGGER}/favicon-32x32.png", "image/png"),
+}
+
+
+@get("/assets/{name:str}", include_in_schema=False, cache_control=CacheControlHeader(
+    max_age=86400))
+async def dashboard_asset(name: FromPath[str]) -> Response[bytes]:
+    found = _ASSETS.get(name)
+    if found is None:
+        raise NotFoundException(f"no asset {name!r}")
+    package, path, media_type = found
+    return Response(resources.files(package).joinpath(path).read_bytes(),
+                    media_type=media_type)
 
 
 @get("/healthz", summary="The process is up")
@@ -191,7 +229,8 @@ def create_app(settings: Settings | None = None, *, db_path: str | Path | None =
 
     return Litestar(
         route_handlers=[chat_completions, complete, route, feedback, request_record, models,
-                        get_policy, put_policy, stats, metrics, dashboard, healthz, readyz],
+                        get_policy, put_policy, stats, stats_series, metrics, dashboard,
+                        dashboard_asset, healthz, readyz],
         lifespan=[lifespan],
         exception_handlers={Exception: handle_exception},
         # httpx logs every upstream request at INFO: a log line per call, not wanted.
@@ -199,7 +238,14 @@ def create_app(settings: Settings | None = None, *, db_path: str | Path | None =
             "litestar": {"level": "INFO", "handlers": ["queue_listener"], "propagate": False},
             "httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}}),
         request_max_body_size=max_body_bytes,
-        openapi_config=OpenAPIConfig(title="Conductor", version="0.1.0", path="/schema"),
+        openapi_config=OpenAPIConfig(
+            title="Conductor", version="0.1.0", path="/schema",
+            render_plugins=[SwaggerRenderPlugin(
+                path=["/", "/swagger"], js_url="/assets/swagger-ui-bundle.js",
+                css_url="/assets/swagger-ui.css",
+                standalone_preset_js_url="/assets/swagger-ui-standalone-preset.js",
+                favicon="<link rel='icon' type='image/png' href='/assets/favicon.png'>"),
+                JsonRenderPlugin(path="/openapi.json")]),
         type_encoders={msgspec.Struct: msgspec.to_builtins},
     )
 

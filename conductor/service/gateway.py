@@ -113,10 +113,12 @@ class Gateway:
         self.keys = keys
         self.started = time.time()
         self.prometheus = PrometheusMetrics(conductor)
+        mon = conductor.settings.monitoring
         self.metrics = MetricsCollector(
             metrics_file=Path(metrics_file) if metrics_file else None,
             enable_logging=metrics_file is not None, default_cost=conductor.default_cost,
-            prometheus=self.prometheus)
+            prometheus=self.prometheus, window_s=mon.window_s, interval_s=mon.interval_s,
+            history_points=mon.history_points)
         conductor.add_listener(_Metrics(self.metrics))
 
     # -- requests --------------------------------------------------------------------------
@@ -297,6 +299,15 @@ class Gateway:
                          "judge_budget_skipped": r.judge_budget_skipped,
                          "judge_failed": r.judge_failures}
         return out
+
+    def series(self) -> dict[str, Any]:
+        """Time series for the dashboard, with each task type's quality target and each
+        strategy's posterior quality (mean and 95% interval)."""
+        c = self.conductor
+        return {"interval_s": self.metrics.interval_s, "points": self.metrics.series(),
+                "targets": {t: c.target_of(t) for t in c.settings.task_types},
+                "posterior": c.learner.quality_intervals(),
+                "default_strategy": c.learner.knobs.default_strategy}
 
     async def ready(self) -> tuple[bool, dict[str, Any]]:
         c = self.conductor

@@ -59,6 +59,14 @@ class PrometheusMetrics:
                            ["task_type", "strategy"], registry=r)
         self.alert = Gauge("conductor_alert", "1 while an alert is active", ["alert"],
                            registry=r)
+        self.default_cost = Counter(
+            "conductor_default_cost_usd", "What the same answers would have cost on the "
+            "default strategy (USD): saving = this - conductor_cost_usd", ["task_type"],
+            registry=r)
+        self.target = Gauge("conductor_quality_target", "Quality target per task type "
+                            "(a relative one as it stands now)", ["task_type"], registry=r)
+        self.realized = Gauge("conductor_quality_realized", "Mean reward (0-1) of the "
+                              "requests answered since start", ["task_type"], registry=r)
         self._alerts: set[str] = set()
         self._cache: dict[tuple[str, str, str, bool], tuple[Any, ...]] = {}
 
@@ -78,13 +86,13 @@ class PrometheusMetrics:
             got = self._cache[key] = (
                 self.requests.labels(client, t, s), self.outcomes.labels(
                     t, s, "true" if sla else "false"), self.cost.labels(t, s),
-                self.latency.labels(t, s))
+                self.latency.labels(t, s), self.default_cost.labels(t))
         return got
 
     def outcome(self, client: str, task: str, o: Outcome, explored: bool,
                 overhead_ms: float | None) -> None:
         t, s = self._t(task), self._s(o.strategy)
-        req, out, cost, lat = self._children(self._c(client), t, s, o.sla_met)
+        req, out, cost, lat, default = self._children(self._c(client), t, s, o.sla_met)
         req.inc()
         out.inc()
         if o.fallback_used:
@@ -94,6 +102,7 @@ class PrometheusMetrics:
         if explored:
             self.explored.labels(t).inc()
         cost.inc(o.cost_usd)
+        default.inc(self.conductor.default_cost(o))
         lat.observe(o.latency_ms / 1000.0)
         if overhead_ms is not None:
             self.overhead.observe(max(overhead_ms, 0.0) / 1000.0)
@@ -109,8 +118,16 @@ class PrometheusMetrics:
             self.alert.labels(name).set(1)
         self._alerts = now
 
-    def render(self) -> bytes:
-        """The text exposition, with posterior and judge gauges read at scrape time."""
+    def render(self, realized: dict[str, float | None] | None = None) -> bytes:
+        """The text exposition, with posterior, target and judge gauges read at scrape
+        time; ``realized``: mean reward per task type since start."""
+        for task in self.tasks:
+            target = self.conductor.target_of(task)
+            if target is not None:
+                self.target.labels(task).set(target)
+        for task, mean in (realized or {}).items():
+            if mean is not None and task in self.tasks:
+                self.realized.labels(task).set(mean)
         for task, by_strategy in self.conductor.posterior_summary().items():
             for s, (mean, std) in by_strategy.items():
                 self.q_mean.labels(task, s).set(mean)

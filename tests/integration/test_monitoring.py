@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
+from typing import Any
 
 import httpx
+import msgspec
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from conductor.config import MonitoringConfig
 from conductor.service.app import create_app
 from conductor.testing import FakeUpstream
 from tests.integration.conftest import ServedApp, fake_settings
@@ -62,21 +67,64 @@ def _chromium() -> str | None:
     return None
 
 
-@pytest.mark.slow
-def test_dashboard_renders_with_data_in_headless_chromium(upstream: FakeUpstream,
-                                                          tmp_path: Path) -> None:
+def _browser() -> str:
     browser = _chromium()
     if browser is None:
         if os.environ.get("CI"):
             pytest.fail("CI must have Chromium (.ci/run installs Debian's chromium)")
         pytest.skip("no Chromium on this machine (apt-get install chromium)")
-    app = create_app(fake_settings(upstream.base_url), db_path=tmp_path / "d.db")
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update",
-             "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
-             "--virtual-time-budget=8000", "--window-size=1400,1100"]
-    with ServedApp(app) as s:
-        _traffic(s.url)
+    return browser
+
+
+def _offline_flags(tmp_path: Path) -> list[str]:
+    """Headless, and every host but 127.0.0.1 unresolvable: the pages must work offline."""
+    return ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
+            "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+            "--virtual-time-budget=8000", "--window-size=1400,2300"]
+
+
+def _traffic_over_intervals(url: str, rounds: int = 4, per_round: int = 9) -> None:
+    """Traffic in rounds a little longer apart than the series' interval (0.5 s here), so
+    the series has several points; the sleep only spaces them, nothing is timed."""
+    for _ in range(rounds):
+        _traffic(url, per_round)
+        time.sleep(0.6)
+
+
+def _monitored_app(upstream: FakeUpstream, db: Path) -> Any:
+    settings = fake_settings(upstream.base_url, task_types={"chat": {"quality_target": 0.8}})
+    return create_app(msgspec.structs.replace(
+        settings, monitoring=MonitoringConfig(interval_s=0.5)), db_path=db)
+
+
+def test_the_series_endpoint_moves_over_time_and_adds_up(upstream: FakeUpstream,
+                                                         tmp_path: Path) -> None:
+    with ServedApp(_monitored_app(upstream, tmp_path / "s.db")) as s:
+        _traffic_over_intervals(s.url)
+        series = httpx.get(s.url + "/v1/stats/series").json()
+        stats = httpx.get(s.url + "/v1/stats").json()
+    points = series["points"]
+    assert series["interval_s"] == 0.5 and len(points) >= 4
+    assert [p["t"] for p in points] == sorted({p["t"] for p in points})  # one per interval
+    served = sum(p["requests_per_s"] * 0.5 for p in points[:-1])
+    assert served <= 36 and served + points[-1]["requests_per_s"] * 0.5 >= 1
+    assert sum(p["cost_usd"] for p in points) == pytest.approx(stats["cost"]["total_usd"])
+    assert sum(p["default_usd"] for p in points) == pytest.approx(stats["cost"]["default_usd"])
+    assert all(abs(sum(p["shares"].values()) - 1) < 1e-9 for p in points if p["shares"])
+    assert series["targets"]["chat"] == 0.8 and series["targets"]["classify"] is None
+    cheap = series["posterior"]["chat"]["direct-cheap"]
+    assert 0 <= cheap["low"] <= cheap["mean"] <= cheap["high"] <= 1 and cheap["rewards"] > 0
+
+
+@pytest.mark.slow
+def test_dashboard_draws_numbers_axes_and_captions_offline(upstream: FakeUpstream,
+                                                           tmp_path: Path) -> None:
+    browser = _browser()
+    flags = _offline_flags(tmp_path)
+    with ServedApp(_monitored_app(upstream, tmp_path / "d.db")) as s:
+        _traffic_over_intervals(s.url)
         dom = subprocess.run([browser, *flags, "--dump-dom", s.url + "/dashboard"],
                              capture_output=True, text=True, timeout=120).stdout
         alerts = httpx.get(s.url + "/v1/stats").json()["alerts"]
@@ -86,13 +134,93 @@ def test_dashboard_renders_with_data_in_headless_chromium(upstream: FakeUpstream
                        capture_output=True, timeout=120)
     assert 'data-ready="1"' in dom, dom[:2000]
     assert 'data-errors="0"' in dom
-    for chart in ("c-requests", "c-cost", "c-share", "c-quality", "c-latency"):
-        m = re.search(rf'id="{chart}"[^>]*data-points="(\d+)"', dom)
-        assert m and int(m.group(1)) > 0, chart
+    units = {"c-rate": "requests/s", "c-cost": "USD per interval", "c-quality": "quality (0-1)",
+             "c-latency": "ms", "c-shares": "% of requests", "c-fallback": "% of requests",
+             "c-posterior": "posterior quality (0-1)"}
+    for chart, unit in units.items():
+        tag = re.search(rf'<canvas id="{chart}"[^>]*>', dom)
+        assert tag, chart
+        attrs = dict(re.findall(r'data-(\w+)="([^"]*)"', tag.group(0)))
+        assert attrs["ytitle"] == unit, (chart, attrs)
+        yticks = attrs["yticks"].split("|")
+        assert len(yticks) >= 3 and all(re.fullmatch(r"-?[\d.,]+", t) for t in yticks), attrs
+        if chart == "c-posterior":
+            assert "direct-cheap" in attrs["xticks"] and "rewards" in attrs["xticks"]
+            assert int(attrs["points"]) == 8  # an interval and a mean per strategy
+        else:  # a time axis with several distinct times, and a series that moves
+            times = attrs["xticks"].split("|")
+            assert attrs["xtitle"] == "time (local)" and len(set(times)) >= 2, attrs
+            assert all(re.search(r"\d{1,2}:\d{2}:\d{2}", t) for t in times), times
+            assert int(attrs["points"]) >= 4, (chart, attrs)
+    assert "y2ticks" in dom and 'data-y2title="saved (%)"' in dom
+    assert dom.count("<figcaption>") == dom.count("<figure>") == 9  # a caption on each panel
     if alerts:  # the page lists exactly what /v1/stats reports
         shown = re.findall(r'<li class="alert">([^<\x27"+]+)</li>', dom)  # not the script
         assert shown == [a["message"] for a in alerts]
     else:
         assert "no active alerts" in dom
-    assert 'id="requests">30<' in dom
-    assert shot.stat().st_size > 20_000
+    assert 'id="requests">36<' in dom
+    assert shot.stat().st_size > 50_000
+
+
+@pytest.mark.slow
+def test_schema_page_renders_offline(upstream: FakeUpstream, tmp_path: Path) -> None:
+    browser = _browser()
+    app = create_app(fake_settings(upstream.base_url), db_path=tmp_path / "o.db")
+    with ServedApp(app) as s:
+        page = httpx.get(s.url + "/schema").text
+        dom = subprocess.run([browser, *_offline_flags(tmp_path), "--dump-dom",
+                              s.url + "/schema"], capture_output=True, text=True,
+                             timeout=120).stdout
+        assert httpx.get(s.url + "/assets/nope.js").status_code == 404
+    assert not re.search(r"(src|href)=[\"\x27]https?://", page)  # nothing from the internet
+    paths = set(re.findall(r'data-path="([^"]+)"', dom))
+    assert {"/v1/chat/completions", "/v1/feedback", "/v1/policy", "/metrics"} <= paths, dom[:3000]
+
+
+def test_grafana_dashboard_queries_metrics_that_exist(upstream: FakeUpstream,
+                                                      tmp_path: Path) -> None:
+    """conductor/data/grafana-dashboard.json: the structure Grafana imports, and every
+    metric and label its queries use is in a live /metrics."""
+    board = json.loads((ROOT / "conductor/data/grafana-dashboard.json").read_text())
+    app = create_app(fake_settings(upstream.base_url), db_path=tmp_path / "g.db")
+    with ServedApp(app) as s:
+        _traffic(s.url)
+        text = httpx.get(s.url + "/metrics").text
+    samples: dict[str, set[str]] = {}  # exposed series name -> labels seen on it
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"),
+                "gauge": ("",)}
+    for family in text_string_to_metric_families(text):
+        for suffix in suffixes.get(family.type, ("",)):  # also families with no child yet
+            samples.setdefault(family.name + suffix, set())
+        for smp in family.samples:
+            samples.setdefault(smp.name, set()).update(smp.labels)
+    assert board["uid"] and board["title"] and isinstance(board["schemaVersion"], int)
+    (var,) = board["templating"]["list"]
+    assert var["type"] == "datasource" and var["query"] == "prometheus"
+    ids, cells = set(), set()
+    for p in board["panels"]:
+        assert p["id"] not in ids and p["title"] and p["description"], p["title"]
+        ids.add(p["id"])
+        assert p["datasource"]["uid"] == "${" + var["name"] + "}"
+        assert p["fieldConfig"]["defaults"]["unit"], p["title"]
+        g = p["gridPos"]
+        assert g["x"] >= 0 and g["x"] + g["w"] <= 24 and g["h"] > 0
+        mine = {(x, y) for x in range(g["x"], g["x"] + g["w"])
+                for y in range(g["y"], g["y"] + g["h"])}
+        assert not mine & cells, f"{p['title']} overlaps another panel"
+        cells |= mine
+        refs = [t["refId"] for t in p["targets"]]
+        assert refs and len(refs) == len(set(refs))
+        for t in p["targets"]:
+            expr = t["expr"]
+            assert expr.count("(") == expr.count(")") and expr.count("[") == expr.count("]")
+            names = re.findall(r"conductor_[a-z_]+", expr)
+            assert names, expr
+            for name in names:
+                assert name in samples, (p["title"], name)
+            for group in re.findall(r"by \(([^)]*)\)", expr):
+                for label in (x.strip() for x in group.split(",")):
+                    seen = [samples[n] for n in names if samples[n]]  # series with children
+                    assert label == "le" or not seen or any(label in x for x in seen), (
+                        p["title"], label)
