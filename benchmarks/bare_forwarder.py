@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
+import sys
 from collections.abc import AsyncIterator
 
 import httpx
@@ -38,13 +40,28 @@ def create_app(upstream: str) -> Litestar:
     return Litestar(route_handlers=[forward], lifespan=[lifespan])
 
 
+def app_from_env() -> Litestar:
+    """For Granian, which imports its app: the upstream from FORWARD_UPSTREAM."""
+    return create_app(os.environ["FORWARD_UPSTREAM"])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--upstream", required=True)
+    ap.add_argument("--server", choices=["granian", "uvicorn"], default="granian")
     args = ap.parse_args()
-    uvicorn.run(create_app(args.upstream), host="127.0.0.1", port=args.port, log_level="warning",
-                access_log=False)
+    if args.server == "uvicorn":
+        uvicorn.run(create_app(args.upstream), host="127.0.0.1", port=args.port,
+                    log_level="warning", access_log=False)
+        return
+    from granian import Granian
+    from granian.constants import HTTPModes, Interfaces
+
+    os.environ["FORWARD_UPSTREAM"] = args.upstream
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    Granian("bare_forwarder:app_from_env", factory=True, address="127.0.0.1", port=args.port,
+            interface=Interfaces.ASGI, http=HTTPModes.http1, log_enabled=False).serve()
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ aiohttp) are separate processes on 127.0.0.1, sharing the machine. Measured the 
 - conductor, plain: `model: "auto"` and nothing else (no floor: the propensity has no
   product form and is estimated by Monte Carlo, after the answer);
 - litellm (with ``--litellm PATH``): LiteLLM's proxy, one worker, no database.
+- the same forwarder and Conductor under uvicorn (the server before Granian); "vs fwd"
+  compares each with the first forwarder row (Granian).
 
 1. Sequential requests against a 0 ms upstream: p50/p99 added to direct.
 2. 64 concurrent requests against a 50 ms upstream: throughput and p99 against direct and
@@ -64,10 +66,15 @@ DIRECT_BODY = {"model": "small", "messages": MESSAGES}
 
 
 def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    """Resident memory of a process and its children (Granian serves from a child)."""
+    total = 0.0
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    kids = children.read_text().split() if children.exists() else []
+    for p in (pid, *map(int, kids)):
+        for line in Path(f"/proc/{p}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) / 1024
+    return total or float("nan")
 
 
 async def load(url: str, body: dict, n: int, concurrency: int) -> tuple[float, np.ndarray, int]:
@@ -90,12 +97,12 @@ async def load(url: str, body: dict, n: int, concurrency: int) -> tuple[float, n
 
 
 def start_conductor(port: int, upstream_port: int, workdir: Path,
-                    workers: int = 1) -> subprocess.Popen[bytes]:
+                    workers: int = 1, server: str = "granian") -> subprocess.Popen[bytes]:
     cfg = workdir / "bench.toml"
     cfg.write_text(CONFIG.format(port=upstream_port))
     p = subprocess.Popen([sys.executable, "-m", "conductor.cli", "serve", "--config", str(cfg),
                           "--port", str(port), "--db", str(workdir / "bench.db"),
-                          "--workers", str(workers)],
+                          "--workers", str(workers), "--server", server],
                          stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     wait_port(port)
     return p
@@ -124,10 +131,12 @@ def start_litellm(binary: str, port: int, upstream_port: int, workdir: Path
     return p
 
 
-def start_forwarder(port: int, upstream_port: int) -> subprocess.Popen[bytes]:
+def start_forwarder(port: int, upstream_port: int,
+                    server: str = "granian") -> subprocess.Popen[bytes]:
     p = subprocess.Popen([sys.executable, str(Path(__file__).with_name("bare_forwarder.py")),
                           "--port", str(port), "--upstream",
-                          f"http://127.0.0.1:{upstream_port}/v1"], stderr=subprocess.DEVNULL)
+                          f"http://127.0.0.1:{upstream_port}/v1", "--server", server],
+                         stderr=subprocess.DEVNULL)
     wait_port(port)
     return p
 
@@ -144,7 +153,10 @@ def phase(concurrent: bool, up: int, n: int, args: argparse.Namespace, work: Pat
         ("forwarder", lambda port: start_forwarder(port, up), DIRECT_BODY),
         ("conductor, hints", lambda port: start_conductor(port, up, work, args.workers), BODY),
         ("conductor, plain", lambda port: start_conductor(port, up, work, args.workers),
-         PLAIN_BODY)]
+         PLAIN_BODY),
+        ("fwd, uvicorn", lambda port: start_forwarder(port, up, "uvicorn"), DIRECT_BODY),
+        ("cond., hints, uvic.", lambda port: start_conductor(port, up, work, args.workers,
+                                                              "uvicorn"), BODY)]
     if args.litellm:
         gateways.append(("litellm", lambda port: start_litellm(args.litellm, port, up, work),
                          {"model": "small", "messages": MESSAGES}))

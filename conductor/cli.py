@@ -141,8 +141,20 @@ def demo(config_path: Path | None, n: int, seed: int, every: int, db_path: Path 
               help="SQLite database (default: the config's storage.path, conductor.db).")
 @click.option("--access-log/--no-access-log", default=False, show_default=True,
               help="Log every HTTP request (every decision is in the database anyway).")
+@click.option("--skip-db-check", is_flag=True,
+              help="Start even if the database fails its integrity check (quick_check).")
+@click.option("--server", type=click.Choice(["granian", "uvicorn"]), default="granian",
+              show_default=True, help="The HTTP server. Granian times out slow headers "
+              "(a slowloris client is cut); uvicorn cannot.")
+@click.option("--header-timeout-s", type=click.FloatRange(0.1, 60), default=10.0,
+              show_default=True, help="Granian: close a connection whose request headers "
+              "have not all arrived in this time.")
+@click.option("--max-concurrency", type=click.IntRange(1), default=1024, show_default=True,
+              help="Requests handled at once per worker; beyond it new ones wait (Granian) "
+              "or get a 503 (uvicorn).")
 def serve(config_path: Path | None, host: str, port: int, workers: int,
-          db_path: Path | None, access_log: bool) -> None:
+          db_path: Path | None, access_log: bool, skip_db_check: bool, server: str,
+          header_timeout_s: float, max_concurrency: int) -> None:
     """Serve the HTTP API: OpenAI-compatible /v1/chat/completions, /v1/feedback, /v1/policy...
 
     With no config it serves the built-in demo world (no API key, no network) and keeps
@@ -150,29 +162,37 @@ def serve(config_path: Path | None, host: str, port: int, workers: int,
 
     Example: conductor serve --config conductor.toml --port 8000
     """
-    import os
-
-    import uvicorn
-
-    from conductor.service.app import create_app, serve_default_settings
+    from conductor.service.app import serve_default_settings
 
     settings = load_settings(config_path) if config_path else serve_default_settings()
     # Open the database once here, so a bad path is one line, not a failed startup.
-    SQLiteStore(db_path or settings.storage.path, store_text=settings.storage.store_text).close()
+    SQLiteStore(db_path or settings.storage.path, store_text=settings.storage.store_text,
+                check=not skip_db_check).close()
     where = config_path or "the built-in demo world"
-    click.echo(f"serving {where} on http://{host}:{port} "
+    click.echo(f"serving {where} on http://{host}:{port} with {server} "
                f"(OpenAI base_url http://{host}:{port}/v1)", err=True)
-    if workers == 1:
-        uvicorn.run(create_app(settings, db_path=db_path), host=host, port=port,
-                    log_level="info", access_log=access_log, timeout_graceful_shutdown=10)
+    # Each worker builds the app from the environment (app_from_env).
+    for var, value in (("CONDUCTOR_CONFIG", config_path), ("CONDUCTOR_DB", db_path),
+                       ("CONDUCTOR_SKIP_DB_CHECK", "1" if skip_db_check else None)):
+        if value is not None:
+            os.environ[var] = str(value)
+    target = "conductor.service.app:app_from_env"
+    if server == "granian":
+        from granian import Granian
+        from granian.constants import HTTPModes, Interfaces
+        from granian.http import HTTP1Settings
+
+        Granian(target, factory=True, address=host, port=port, interface=Interfaces.ASGI,
+                http=HTTPModes.http1,
+                workers=workers, log_access=access_log, backpressure=max_concurrency,
+                http1_settings=HTTP1Settings(header_read_timeout=int(header_timeout_s * 1000)),
+                ).serve()
         return
-    if config_path:
-        os.environ["CONDUCTOR_CONFIG"] = str(config_path)
-    if db_path:
-        os.environ["CONDUCTOR_DB"] = str(db_path)
-    uvicorn.run("conductor.service.app:app_from_env", factory=True, host=host, port=port,
-                workers=workers, log_level="info", access_log=access_log,
-                timeout_graceful_shutdown=10)
+    import uvicorn
+
+    uvicorn.run(target, factory=True, host=host, port=port, workers=workers,
+                log_level="info", access_log=access_log, timeout_graceful_shutdown=10,
+                limit_concurrency=max_concurrency)
 
 
 def _is_log(path: Path) -> bool:

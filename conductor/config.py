@@ -310,6 +310,14 @@ class Settings(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
         allowed = self.task_types[task_type].strategies
         return [s for s in self.strategies if not allowed or s in allowed]
 
+    def models_of(self, strategy: str) -> list[str]:
+        """The models a strategy may call: its own, and a verified one's escalation's."""
+        st = self.strategies[strategy]
+        out = [st.model]
+        if isinstance(st, VerifiedStrategy):
+            out += self.models_of(st.verified.escalate_to)
+        return out
+
     def model_of(self, strategy: str) -> ModelConfig:
         return self.models[self.strategies[strategy].model]
 

@@ -108,6 +108,10 @@ class Decider:
         self.policy = ThompsonPolicy(policy_params(settings.policy))
         self._eligible = {t: eligible_mask(self.table.names, settings.strategies_for(t))
                           for t in settings.task_types}
+        # Each strategy's context window: its model's (a verified one's draft and escalation
+        # models', whichever is smaller).
+        self.windows = np.array([min(settings.models[m].context_window
+                                     for m in settings.models_of(n)) for n in self.table.names])
         self.shortlist_rng = np.random.default_rng(None if seed is None else [seed, 2])
         p = settings.policy
         self.featurizer = Featurizer(p.context_dim, p.context_seed) if p.context else None
@@ -187,6 +191,19 @@ class Decider:
                 raise NoStrategyAvailableError(
                     f"strategy {strategy!r} is unavailable (its circuit is open)")
         eligible = self._eligible[task].copy()
+        needed = input_tokens + (request.max_tokens or 0)
+        fits = self.windows >= needed
+        if not fits[eligible].all() or (strategy is not None and
+                                        not fits[names.index(strategy)]):
+            eligible &= fits
+            if not (fits[names.index(strategy)] if strategy is not None else eligible.any()):
+                best = int(np.argmax(np.where(self._eligible[task], self.windows, -1)))
+                raise InvalidRequestError(
+                    f"the prompt (~{input_tokens} tokens) plus max_tokens "
+                    f"({request.max_tokens or 0}) does not fit the context window of "
+                    f"{'strategy ' + repr(strategy) if strategy else 'any eligible strategy'}"
+                    f"; the largest is {int(self.windows[best])} tokens ({names[best]})",
+                    field="messages")
         if unavailable:
             eligible &= ~eligible_mask(names, sorted(unavailable))
         if strategy is None and not eligible.any():

@@ -97,6 +97,11 @@ class ProviderTimeoutError(ProviderError):
     retryable = True
 
 
+class CircuitOpenError(ProviderError):
+    """Not sent: the model's circuit is half-open and its one trial call is in flight (or
+    open). Not the upstream's failure; the executor falls back."""
+
+
 class ProviderRateLimitedError(ProviderError):
     retryable = True
 

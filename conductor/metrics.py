@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -65,6 +65,19 @@ class RouterStats(msgspec.Struct, kw_only=True):
     judge_cost_usd: float
     judge_self_graded: int
     judge_user_agreement: dict[str, dict[str, Any]]
+
+    @classmethod
+    def of(cls, health: Any, evaluation: Any, calibrations: Mapping[str, Any]) -> RouterStats:
+        """From the router's parts (``Health``, ``Evaluation``, judge calibrations)."""
+        h, j = health.counters, evaluation.counters
+        return cls(
+            retries=h.retries, fallbacks=h.fallbacks, circuits_opened=h.circuits_opened,
+            circuits_open=health.circuits_open(), judge_calls=j.calls,
+            judge_failures=j.failures, judge_dropped=evaluation.runner.dropped,
+            judge_budget_skipped=evaluation.sampler.budget_skipped,
+            judge_cost_usd=j.cost_usd, judge_self_graded=j.self_graded,
+            judge_user_agreement={t: cal.agreement() for t, cal in calibrations.items()
+                                  if cal.n})
 
 
 class _Tally:

@@ -132,6 +132,31 @@ class RateLimiter:
         self.refused += 1
         raise RateLimitedError(message, retry_after_s=max(0.0, retry_after_s), limit=limit)
 
+    def extend(self, reservation: Reservation, more_usd: float, what: str = "") -> None:
+        """Reserve ``more_usd`` on top of a reservation (a fallback about to run), against
+        the cost budget only (it is the same request); raises RateLimitedError naming the
+        budget when it does not fit."""
+        cfg = self.limits.get(reservation.client_id)
+        now = self.clock()
+        with self._lock:
+            w = self._clients.get(reservation.client_id)
+            entry = w.by_id.get(reservation.id) if w is not None else None
+            if w is None or entry is None:
+                return
+            self._prune(w, now)
+            if cfg is not None and cfg.max_cost_per_hour_usd is not None and (
+                    w.spent + more_usd > cfg.max_cost_per_hour_usd):
+                self._refuse(
+                    f"{reservation.client_id}: max_cost_per_hour_usd budget of "
+                    f"{cfg.max_cost_per_hour_usd:g} would be exceeded by the fallback"
+                    f"{' to ' + what if what else ''} (spent {w.spent:.6f}, it may cost up "
+                    f"to {more_usd:.6f})",
+                    self._cost_wait(w, now, w.spent + more_usd - cfg.max_cost_per_hour_usd),
+                    "max_cost_per_hour_usd")
+            entry[1] += more_usd
+            w.spent += more_usd
+            reservation.amount_usd += more_usd
+
     def reconcile(self, reservation: Reservation, actual_cost_usd: float) -> None:
         """Replace the reserved amount by what the request really cost."""
         with self._lock:

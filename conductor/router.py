@@ -9,6 +9,7 @@ framework, no database driver.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 import weakref
@@ -22,9 +23,7 @@ import msgspec
 from conductor.bandit.priors import Coefficients, build_priors
 from conductor.config import Settings, default_settings, load_settings
 from conductor.deciding import Decider, Pending, make_request
-from conductor.errors import (
-    RateLimitedError,
-)
+from conductor.errors import RateLimitedError, StorageError
 from conductor.evaluators.base import Evaluator, SimulatedQualityEvaluator
 from conductor.evaluators.judge import Judge
 from conductor.evaluators.pipeline import Evaluation
@@ -36,7 +35,7 @@ from conductor.providers.base import Provider
 from conductor.providers.registry import open_providers
 from conductor.providers.reliability import CircuitBreaker
 from conductor.rate_limiter import RateLimiter, Reservation
-from conductor.storage.base import LogStore, MemoryLogStore
+from conductor.storage.base import LogStore, open_store
 from conductor.types import (
     CompletionRequest,
     CompletionResult,
@@ -46,6 +45,7 @@ from conductor.types import (
     Reward,
 )
 
+log = logging.getLogger("conductor.router")
 FEEDBACK_WAIT_S = 5.0  # how long a rating waits for a request it raced
 MAX_LEARNING_BACKLOG = 1000  # answered requests waiting to be logged and learned from
 
@@ -87,12 +87,7 @@ class Conductor:
         settings = config if isinstance(config, Settings) else (
             default_settings() if config is None else load_settings(config))
         self.settings = settings
-        if isinstance(log_store, str | Path):
-            from conductor.storage.sqlite import SQLiteStore
-
-            path = settings.storage.path if str(log_store) == "config" else log_store
-            log_store = SQLiteStore(path, store_text=settings.storage.store_text)
-        self.log_store: LogStore = log_store if log_store is not None else MemoryLogStore()
+        self.log_store: LogStore = open_store(log_store, settings)
         self.dry_run = dry_run
         self.clock = clock
         self.learner = Learner(settings, build_priors(settings, coefficients), self.log_store,
@@ -205,7 +200,9 @@ class Conductor:
             s for s in self.decider.fallback_order(decision) if s != first]
         max_ms = decision.constraints.max_latency_ms
         plan = Plan(request_id=decision.request_id, candidates=(first, *rest),
-                    deadline=time.monotonic() + max_ms / 1000.0 if max_ms else None)
+                    deadline=time.monotonic() + max_ms / 1000.0 if max_ms else None,
+                    before_fallback=lambda cand: self.limiter.extend(  # before it runs
+                        reservation, self.cost_upper_bound(cand, request), cand))
         return request, decision, plan, reservation
 
     def _learn(self, req: CompletionRequest, decision: Decision, outcome: Outcome,
@@ -261,8 +258,7 @@ class Conductor:
         extra = attempt.resp.extra if attempt.resp is not None else {}
         if attempt.resp is None:
             self._learn(req, decision, outcome, extra)
-            assert attempt.last_exc is not None
-            raise attempt.last_exc
+            raise attempt.failure
         result = CompletionResult(request_id=decision.request_id, text=attempt.resp.text,
                                   decision=decision, outcome=outcome)
 
@@ -323,8 +319,7 @@ class Conductor:
         final, rewards = self._learn(req, decision, outcome,
                                      attempt.resp.extra if attempt.resp else {})
         if attempt.resp is None:
-            assert attempt.last_exc is not None
-            raise attempt.last_exc
+            raise attempt.failure
         yield CompletionResult(request_id=decision.request_id, text=attempt.resp.text,
                                decision=final, outcome=outcome, rewards=tuple(rewards))
 
@@ -388,15 +383,7 @@ class Conductor:
     # -- state and introspection -------------------------------------------------------------
 
     def stats(self) -> RouterStats:
-        h, j = self.health.counters, self.evaluation.counters
-        return RouterStats(
-            retries=h.retries, fallbacks=h.fallbacks, circuits_opened=h.circuits_opened,
-            circuits_open=self.health.circuits_open(), judge_calls=j.calls,
-            judge_failures=j.failures, judge_dropped=self.evaluation.runner.dropped,
-            judge_budget_skipped=self.evaluation.sampler.budget_skipped,
-            judge_cost_usd=j.cost_usd, judge_self_graded=j.self_graded,
-            judge_user_agreement={t: cal.agreement() for t, cal in
-                                  self.learner.calibrations.items() if cal.n})
+        return RouterStats.of(self.health, self.evaluation, self.learner.calibrations)
 
     def posterior_summary(self) -> dict[str, dict[str, tuple[float, float]]]:
         return self.learner.quality_summary()
@@ -433,7 +420,13 @@ class Conductor:
                 self._loop.run_until_complete(p.aclose())
             self._loop.close()
             self._loop = None
-        self.snapshot()
+        self._snapshot_then_close_store()
+
+    def _snapshot_then_close_store(self) -> None:
+        try:  # a full disk must not keep the store open
+            self.snapshot()
+        except StorageError as exc:
+            log.error("final snapshot not saved: %s", exc)
         self.log_store.close()
 
     async def aclose(self) -> None:
@@ -444,8 +437,7 @@ class Conductor:
         await asyncio.to_thread(self._close_judges)
         for p in self.upstream.providers.values():
             await p.aclose()
-        await asyncio.to_thread(self.snapshot)
-        await asyncio.to_thread(self.log_store.close)
+        await asyncio.to_thread(self._snapshot_then_close_store)
 
     def __enter__(self) -> Conductor:
         return self

@@ -8,11 +8,23 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from msgspec import Struct
 
 from conductor.config import Settings
-from conductor.errors import ProviderError, ProviderStreamError
+from conductor.errors import (
+    ProviderError,
+    ProviderStreamError,
+    ProviderTimeoutError,
+    RateLimitedError,
+)
 from conductor.execution.health import Health
 from conductor.execution.modes import ExecutionMode, Run
 from conductor.providers.base import ProviderResponse
-from conductor.types import CallRecord, CompletionRequest, Decision, Outcome
+from conductor.types import (
+    CallRecord,
+    CompletionRequest,
+    Decision,
+    Outcome,
+    estimate_prompt_tokens,
+    estimate_tokens,
+)
 
 
 class Plan(Struct, kw_only=True, frozen=True):
@@ -38,7 +50,17 @@ class Attempt:
         self.escalated = False
         self.error: str | None = None
         self.last_exc: ProviderError | None = None
+        self.refused: RateLimitedError | None = None  # a fallback the budget refused
+        self.estimated = False  # some tokens were counted by us, not the upstream
         self.started = time.perf_counter()
+        self.started_monotonic = time.monotonic()
+
+    @property
+    def failure(self) -> RateLimitedError | ProviderError:
+        """Why no candidate answered (a refused fallback, else the last error)."""
+        exc = self.refused or self.last_exc
+        assert exc is not None, "the attempt did not fail"
+        return exc
 
     @property
     def calls(self) -> list[CallRecord]:
@@ -47,10 +69,17 @@ class Attempt:
     def succeeded(self, strategy: str, resp: ProviderResponse, escalated: bool) -> None:
         self.executed, self.resp, self.escalated, self.error = strategy, resp, escalated, None
 
-    def failed(self, strategy: str, model: str, exc: ProviderError) -> None:
+    def failed(self, strategy: str, model: str, exc: ProviderError,
+               usage: tuple[int, int, float] | None = None) -> None:
+        """A candidate failed; ``usage``: the (input, output tokens, USD) it used anyway,
+        estimated (a stream cut after text went out)."""
         self.last_exc = exc
         self.error = f"{type(exc).__name__}: {exc}"
-        self.run.calls.append(CallRecord(strategy=strategy, model=model, error=self.error))
+        tokens_in, tokens_out, usd = usage or (0, 0, 0.0)
+        self.estimated |= usage is not None
+        self.run.calls.append(CallRecord(strategy=strategy, model=model, error=self.error,
+                                         input_tokens=tokens_in, output_tokens=tokens_out,
+                                         cost_usd=usd))
 
     def outcome(self, decision: Decision, settings: Settings, now: float) -> Outcome:
         """What happened, as the record the log and the learner take. Latency is the wall
@@ -64,10 +93,12 @@ class Attempt:
         return Outcome(
             request_id=decision.request_id, strategy=self.executed,
             model=settings.strategies[self.executed].model, latency_ms=latency,
-            input_tokens=sum(cr.input_tokens for cr in ok_calls),
-            output_tokens=resp.output_tokens if resp else 0,
+            input_tokens=sum(cr.input_tokens for cr in self.calls),
+            output_tokens=resp.output_tokens if resp else sum(
+                cr.output_tokens for cr in self.calls),
             cost_usd=sum(cr.cost_usd for cr in self.calls),
-            cost_estimated=bool(resp and resp.usage_estimated), error=self.error,
+            cost_estimated=bool(resp and resp.usage_estimated) or self.estimated,
+            error=self.error,
             fallback_used=len(self.chain) > 1, fallback_chain=tuple(self.chain),
             sla_met=resp is not None and (c.max_latency_ms is None
                                           or latency <= c.max_latency_ms),
@@ -91,7 +122,11 @@ class Executor:
         for i, cand in enumerate(plan.candidates):
             if i > 0:
                 if plan.before_fallback is not None:
-                    plan.before_fallback(cand)
+                    try:
+                        plan.before_fallback(cand)
+                    except RateLimitedError as exc:  # the budget cannot take this one
+                        attempt.refused = exc
+                        return
                 attempt.chain.append(cand)
                 self.health.counters.fallbacks += 1
             yield cand
@@ -99,15 +134,38 @@ class Executor:
     def _model(self, strategy: str) -> str:
         return self.settings.strategies[strategy].model
 
+    def _streamed_usage(self, strategy: str, request: CompletionRequest,
+                        text: str) -> tuple[int, int, float]:
+        """What a cut stream used, estimated: the prompt's tokens and those streamed."""
+        tokens_in = estimate_prompt_tokens(request.chat_messages())
+        tokens_out = estimate_tokens(text)
+        return tokens_in, tokens_out, self.settings.model_of(strategy).cost_usd(tokens_in,
+                                                                                 tokens_out)
+
+    @staticmethod
+    def _past_deadline(plan: Plan, attempt: Attempt) -> bool:
+        """Whether the deadline has passed; if so the failure says so, naming it."""
+        if plan.deadline is None or time.monotonic() < plan.deadline:
+            return False
+        budget_ms = (plan.deadline - attempt.started_monotonic) * 1000.0
+        attempt.last_exc = ProviderTimeoutError(
+            f"no answer within the request's deadline ({budget_ms:.0f} ms, max_latency_ms); "
+            f"tried {', '.join(attempt.chain)}"
+            + (f"; last error: {attempt.error}" if attempt.error else ""))
+        attempt.error = f"DeadlineExceeded: {attempt.last_exc}"
+        return True
+
     async def run(self, request: CompletionRequest, plan: Plan) -> Attempt:
         """Execute whole; the attempt says what answered (``resp`` None: every candidate
-        failed, ``last_exc`` says why)."""
+        failed, ``last_exc`` says why). No candidate starts after the deadline."""
         attempt = Attempt(plan)
         for cand in self._candidates(plan, attempt):
             try:
                 resp, escalated = await self.modes[cand].run(request, attempt.run)
             except ProviderError as exc:
                 attempt.failed(cand, self._model(cand), exc)
+                if self._past_deadline(plan, attempt):
+                    break
                 continue
             attempt.succeeded(cand, resp, escalated)
             break
@@ -120,10 +178,12 @@ class Executor:
         attempt = Attempt(plan)
         for cand in self._candidates(plan, attempt):
             started = answered = False
+            sent: list[str] = []
             try:
                 async for item in self.modes[cand].stream(request, attempt.run):
                     if isinstance(item, str):
                         started = True
+                        sent.append(item)
                         yield item
                     else:
                         answered = True
@@ -131,10 +191,14 @@ class Executor:
                 if not answered:
                     raise ProviderStreamError(f"{cand}: the stream ended without its answer")
             except ProviderError as exc:
-                attempt.failed(cand, self._model(cand), exc)
-                if started:
+                if started:  # text already went out: no silent switch to another model
+                    attempt.failed(cand, self._model(cand), exc,
+                                   self._streamed_usage(cand, request, "".join(sent)))
                     attempt.executed = cand
-                    break  # text already went out: no silent switch to another model
+                    break
+                attempt.failed(cand, self._model(cand), exc)
+                if self._past_deadline(plan, attempt):
+                    break
                 continue
             break
         yield attempt

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 
 from msgspec import Struct
 
 from conductor.config import Settings, VerifiedStrategy
-from conductor.errors import ProviderBadRequestError, ProviderError
+from conductor.errors import CircuitOpenError, ProviderBadRequestError, ProviderError
 from conductor.providers.reliability import CircuitBreaker
 
 log = logging.getLogger("conductor.execution")
@@ -32,6 +33,9 @@ class Health:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
         self.counters = ExecutionCounters()
+        # Failed upstream attempts by (model, error class), retries by model (/metrics).
+        self.failures: Counter[tuple[str, str]] = Counter()
+        self.retries: Counter[str] = Counter()
         self._breakers: dict[tuple[str, str], CircuitBreaker] = {}
         self._breaker_of: dict[str, CircuitBreaker] = {}
         for name, m in settings.models.items():
@@ -52,6 +56,13 @@ class Health:
         """The circuit breaker of a configured model's (provider, upstream model)."""
         return self._breaker_of[model]
 
+    def admit(self, model: str) -> None:
+        """Before an upstream call: raises CircuitOpenError unless the breaker lets it
+        through (half-open: only the one trial)."""
+        if not self._breaker_of[model].try_call():
+            raise CircuitOpenError(f"{model}: circuit {self._breaker_of[model].state}, "
+                                   "its trial call is in flight", provider=model)
+
     def record(self, model: str, exc: ProviderError | None) -> None:
         """Feed an upstream attempt's result to the model's breaker. A rejected request
         (4xx, e.g. too long for the context) is the request's fault, not the model's."""
@@ -59,7 +70,8 @@ class Health:
         if exc is None:
             breaker.record_success()
             return
-        if isinstance(exc, ProviderBadRequestError):
+        self.failures[model, type(exc).__name__] += 1
+        if isinstance(exc, ProviderBadRequestError | CircuitOpenError):
             return
         was_open = breaker.state == "open"
         breaker.record_failure()
@@ -73,6 +85,10 @@ class Health:
             return set()  # the common case, without walking the strategies
         return {s for s, models in self._models_of.items()
                 if any(not self._breaker_of[m].available() for m in models)}
+
+    def circuit_states(self) -> dict[str, str]:
+        """Each configured model's circuit state: closed, half_open or open."""
+        return {m: b.state for m, b in self._breaker_of.items()}
 
     def circuits_open(self) -> dict[str, float]:
         """Seconds each open circuit has been open, by "provider/model"."""

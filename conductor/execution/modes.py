@@ -6,6 +6,7 @@ request's ``Run``. Modes that can stream (``direct``) also stream; the others an
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol
@@ -13,6 +14,7 @@ from typing import Protocol
 from msgspec import Struct
 
 from conductor.config import BatchStrategy, Settings, VerifiedStrategy
+from conductor.errors import ProviderTimeoutError
 from conductor.execution.upstream import Upstream
 from conductor.providers.base import ProviderResponse
 from conductor.providers.batching import MicroBatcher
@@ -107,7 +109,8 @@ class DirectMode:
 
 class BatchMode(_WholeAnswer):
     """Requests of one (task type, strategy) held for the batch window and sent together.
-    The batch call has no single request's deadline; provider timeouts bound it."""
+    The batch call has no single request's deadline (provider timeouts bound it); each
+    request stops waiting for it at its own."""
 
     def __init__(self, strategy: str, settings: Settings, upstream: Upstream) -> None:
         st = settings.strategies[strategy]
@@ -126,7 +129,17 @@ class BatchMode(_WholeAnswer):
                 lambda c: self.upstream.complete(self.model, c, None),
                 window_ms=self.config.window_ms, max_batch=self.config.max_batch,
                 simulated_wait=self.upstream.provider_of(self.model).virtual_time)
-        resp = await batcher.submit(self.upstream.call_for(self.strategy, request, run.deadline))
+        submitted = batcher.submit(self.upstream.call_for(self.strategy, request, run.deadline))
+        if run.deadline is None:
+            resp = await submitted
+        else:  # this request stops waiting at its deadline; the batch goes on for the rest
+            try:
+                async with asyncio.timeout(max(0.0, run.deadline - time.monotonic())):
+                    resp = await submitted
+            except TimeoutError:
+                raise ProviderTimeoutError(
+                    f"{self.strategy}: the batch did not answer before the request's "
+                    "deadline", provider=self.model) from None
         run.calls.append(_record(self.upstream, self.strategy, self.model, role, resp))
         return resp, False
 
@@ -151,7 +164,12 @@ class VerifiedMode(_WholeAnswer):
         score = await self.scorer(request, self.draft.strategy, draft, run)
         if score is not None and score >= self.accept_score:
             return draft, False
-        final, _ = await self.escalate.run(request, run, "escalation")
+        try:
+            final, _ = await self.escalate.run(request, run, "escalation")
+        except ProviderTimeoutError:
+            if run.deadline is not None and time.monotonic() >= run.deadline:
+                return draft, False  # out of time: the draft is the best answer there is
+            raise
         return final, True
 
 

@@ -59,6 +59,7 @@ class Upstream:
         pc = self.settings.providers[self.settings.models[model].provider]
 
         async def attempt() -> ProviderResponse:
+            self.health.admit(model)
             try:
                 resp = await provider.complete(call)
             except ProviderError as exc:
@@ -69,11 +70,13 @@ class Upstream:
 
         def on_retry(exc: BaseException) -> None:
             self.health.counters.retries += 1
+            self.health.retries[model] += 1
 
         return await call_with_retries(attempt, pc.retry, deadline=deadline, on_retry=on_retry)
 
     async def stream(self, model: str, call: ProviderCall) -> AsyncIterator[StreamChunk]:
         """The provider's stream; its end (or failure) feeds the breaker."""
+        self.health.admit(model)
         try:
             async for chunk in self.provider_of(model).stream(call):
                 if chunk.final is not None:

@@ -89,7 +89,8 @@ class CircuitBreaker:
     """Closed -> open after ``consecutive_failures`` in a row, or a failure rate above
     ``failure_rate`` over the last ``window`` calls (once ``min_calls`` were seen);
     open -> half-open after ``cooldown_s``; half-open -> closed on a success, open again
-    on a failure. While open, ``available()`` is false and the policy skips the strategy."""
+    on a failure. While open, ``available()`` is false and the policy skips the strategy;
+    half-open, ``try_call()`` lets one trial call through at a time."""
 
     def __init__(self, *, consecutive_failures: int = 3, failure_rate: float = 0.5,
                  window: int = 20, min_calls: int = 10, cooldown_s: float = 30.0,
@@ -102,6 +103,7 @@ class CircuitBreaker:
         self._results: deque[bool] = deque(maxlen=window)
         self._streak = 0
         self._opened_at: float | None = None
+        self._trial_at: float | None = None  # when the half-open trial in flight started
         self.times_opened = 0
 
     @property
@@ -117,12 +119,29 @@ class CircuitBreaker:
     def available(self) -> bool:
         return self.state != "open"
 
+    def try_call(self) -> bool:
+        """Whether a call may go to the upstream now: always when closed, never when open;
+        half-open, exactly one trial at a time (a trial that never reports back frees its
+        slot after another cooldown)."""
+        state = self.state
+        if state == "closed":
+            return True
+        if state == "open":
+            return False
+        now = self.clock()
+        if self._trial_at is not None and now - self._trial_at < self.cooldown_s:
+            return False
+        self._trial_at = now
+        return True
+
     def record_success(self) -> None:
         self._results.append(True)
         self._streak = 0
         self._opened_at = None
+        self._trial_at = None
 
     def record_failure(self) -> None:
+        self._trial_at = None
         self._results.append(False)
         self._streak += 1
         if self.state == "half_open":

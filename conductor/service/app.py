@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from litestar import Litestar, Request, Response, get, post, put
+from litestar import Litestar, Request, Response, Router, get, post, put
 from litestar.connection import ASGIConnection
 from litestar.datastructures import CacheControlHeader, State
 from litestar.exceptions import NotFoundException
@@ -58,8 +58,19 @@ def client_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHan
     """Resolve the caller's API key to a client id (401 without a valid one); handlers
     read it from ``request.state.client``."""
     gw = _gateway(connection.app.state)
-    connection.state.client = gw.keys.client_for(connection.headers.get("authorization"),
-                                                 connection.headers.get("x-api-key"))
+    connection.state.client = gw.keys.client_for(
+        connection.headers.get("authorization"), connection.headers.get("x-api-key"),
+        connection.client.host if connection.client else "")
+
+
+def page_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Like ``client_guard`` for what a browser or a scraper opens (/metrics, /dashboard,
+    /schema): the key may also come as ``?key=`` in the address. Any client's key works
+    (give Prometheus a client of its own)."""
+    gw = _gateway(connection.app.state)
+    gw.keys.client_for(connection.headers.get("authorization"),
+                       connection.headers.get("x-api-key") or connection.query_params.get("key"),
+                       connection.client.host if connection.client else "")
 
 
 def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
@@ -143,12 +154,13 @@ async def stats(request: Request[Any, Any, Any]) -> dict[str, Any]:
     return _gateway(request.app.state).stats()
 
 
-@get("/metrics", summary="Prometheus text exposition", media_type="text/plain")
+@get("/metrics", summary="Prometheus text exposition", media_type="text/plain",
+     guards=[page_guard])
 async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
     gw = _gateway(request.app.state)
     stats = gw.stats()  # refresh alerts and gauges derived at read time
     realized = {t: q["mean"] for t, q in stats["quality"]["by_task_type"].items()}
-    return Response(gw.prometheus.render(realized),
+    return Response(gw.prometheus.render(realized, stats.get("store")),
                     media_type="text/plain; version=0.0.4")
 
 
@@ -159,7 +171,7 @@ async def stats_series(request: Request[Any, Any, Any]) -> dict[str, Any]:
 
 
 @get("/dashboard", summary="A live dashboard page (refreshes from /v1/stats)",
-     media_type="text/html", include_in_schema=False)
+     media_type="text/html", include_in_schema=False, guards=[page_guard])
 async def dashboard() -> Response[str]:
     page = resources.files("conductor.data").joinpath("dashboard.html").read_text("utf-8")
     return Response(page, media_type="text/html")
@@ -207,7 +219,7 @@ async def readyz(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
 
 def create_app(settings: Settings | None = None, *, db_path: str | Path | None = None,
                conductor: Conductor | None = None, max_body_bytes: int = 1_000_000,
-               metrics_file: str | Path | None = None) -> Litestar:
+               metrics_file: str | Path | None = None, db_check: bool = True) -> Litestar:
     """The service. Give ``settings`` (default: built-in) and optionally the database path
     (default: ``storage.path``) or a ready Conductor (tests)."""
     settings = settings or (conductor.settings if conductor else default_settings())
@@ -217,7 +229,7 @@ def create_app(settings: Settings | None = None, *, db_path: str | Path | None =
         c = conductor
         if c is None:
             store = SQLiteStore(db_path or settings.storage.path,
-                                store_text=settings.storage.store_text)
+                                store_text=settings.storage.store_text, check=db_check)
             c = Conductor(settings, log_store=store)
         app.state.gateway = Gateway(c, KeyRing(settings.clients), metrics_file=metrics_file)
         log.info("conductor ready: %d strategies, store %s", len(settings.strategies),
@@ -240,6 +252,7 @@ def create_app(settings: Settings | None = None, *, db_path: str | Path | None =
         request_max_body_size=max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="Conductor", version="0.1.0", path="/schema",
+            openapi_router=Router("/schema", route_handlers=[], guards=[page_guard]),
             render_plugins=[SwaggerRenderPlugin(
                 path=["/", "/swagger"], js_url="/assets/swagger-ui-bundle.js",
                 css_url="/assets/swagger-ui.css",
@@ -252,10 +265,11 @@ def create_app(settings: Settings | None = None, *, db_path: str | Path | None =
 
 def app_from_env() -> Litestar:
     """An app factory for ``uvicorn --factory`` (``conductor serve --workers N``):
-    reads CONDUCTOR_CONFIG and CONDUCTOR_DB."""
+    reads CONDUCTOR_CONFIG, CONDUCTOR_DB and CONDUCTOR_SKIP_DB_CHECK."""
     path = os.environ.get("CONDUCTOR_CONFIG")
     settings = load_settings(path) if path else serve_default_settings()
-    return create_app(settings, db_path=os.environ.get("CONDUCTOR_DB") or None)
+    return create_app(settings, db_path=os.environ.get("CONDUCTOR_DB") or None,
+                      db_check=not os.environ.get("CONDUCTOR_SKIP_DB_CHECK"))
 
 
 def serve_default_settings() -> Settings:

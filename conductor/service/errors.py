@@ -12,6 +12,7 @@ from litestar.exceptions import HTTPException, ValidationException
 
 from conductor.errors import (
     AuthenticationError,
+    CircuitOpenError,
     ConductorError,
     InvalidRequestError,
     NoStrategyAvailableError,
@@ -51,6 +52,7 @@ _STATUS: tuple[tuple[type[ConductorError], int, str, str | None], ...] = (
     (ProviderRateLimitedError, 429, "rate_limit_error", "upstream_rate_limited"),
     (ProviderTimeoutError, 504, "upstream_error", "upstream_timeout"),
     (ProviderAuthError, 502, "upstream_error", "upstream_auth"),
+    (CircuitOpenError, 503, "service_unavailable", "circuit_open"),
     (ProviderError, 502, "upstream_error", "upstream_error"),
     (StorageError, 503, "service_unavailable", "storage"),
 )
@@ -105,5 +107,8 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
         type_ = "invalid_request_error" if exc.status_code < 500 else "server_error"
         return Response(error_body(str(exc.detail), type_), status_code=exc.status_code,
                         headers=exc.headers or {})
+    if isinstance(exc, RecursionError):  # the JSON decoder's depth limit: hostile input
+        return Response(error_body("request body: JSON nested too deeply", "invalid_request_error",
+                                   "body"), status_code=400)
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return Response(error_body("internal error", "server_error"), status_code=500)

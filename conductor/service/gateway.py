@@ -40,6 +40,7 @@ from conductor.service.schemas import (
     Usage,
     trace_of,
 )
+from conductor.storage.sqlite import SQLiteStore
 from conductor.types import (
     CompletionRequest,
     CompletionResult,
@@ -91,10 +92,11 @@ class _Metrics:
     def on_outcome(self, request: CompletionRequest, decision: Decision,
                    outcome: Outcome) -> None:
         upstream = sum(c.latency_ms for c in outcome.calls if c.error is None)
-        self.metrics.record_outcome(
+        clean = bool(outcome.calls) and all(c.error is None for c in outcome.calls)
+        self.metrics.record_outcome(  # time lost in failed attempts is not overhead
             task_type=request.task_type, client_id=request.client_id, outcome=outcome,
             explored=decision.explored,
-            overhead_ms=outcome.latency_ms - upstream if outcome.calls else None)
+            overhead_ms=outcome.latency_ms - upstream if clean else None)
 
     def on_reward(self, task_type: str, new: float, old: float | None) -> None:
         self.metrics.record_reward(task_type, new, old)
@@ -187,7 +189,8 @@ class Gateway:
             choices=[Choice(index=0, message=ResponseMessage(content=result.text),
                             finish_reason=o.finish_reason)],
             usage=Usage(prompt_tokens=o.input_tokens, completion_tokens=o.output_tokens,
-                        total_tokens=o.input_tokens + o.output_tokens),
+                        total_tokens=o.input_tokens + o.output_tokens,
+                        estimated=o.cost_estimated),
             conductor=trace_of(result.decision, o))
 
     async def stream(self, req: CompletionRequest, strategy: str | None,
@@ -198,6 +201,15 @@ class Gateway:
         events = self.conductor.astream(req, strategy=strategy)
         decision = await anext(events)
         assert isinstance(decision, Decision)
+        # Wait for the first delta before sending anything: a failure before it (every
+        # candidate down, the deadline passed) is a proper HTTP error, not a 200 stream.
+        try:
+            head: list[Any] = [await anext(events)]
+        except StopAsyncIteration:
+            head = []
+        except BaseException:
+            await events.aclose()
+            raise
         rid = decision.request_id
         created = int(time.time())
 
@@ -212,8 +224,15 @@ class Gateway:
 
         async def gen() -> AsyncIterator[bytes]:
             first = True
-            try:
+
+            async def items() -> AsyncIterator[Any]:
+                for item in head:
+                    yield item
                 async for item in events:
+                    yield item
+
+            try:
+                async for item in items():
                     if isinstance(item, str):
                         delta = {"role": "assistant", "content": item} if first else {
                             "content": item}
@@ -227,10 +246,11 @@ class Gateway:
                             yield event({"id": f"chatcmpl-{rid}",
                                          "object": "chat.completion.chunk",
                                          "created": created, "model": o.model, "choices": [],
-                                         "usage": {"prompt_tokens": o.input_tokens,
-                                                   "completion_tokens": o.output_tokens,
-                                                   "total_tokens": o.input_tokens
-                                                   + o.output_tokens}})
+                                         "usage": msgspec.to_builtins(Usage(
+                                             prompt_tokens=o.input_tokens,
+                                             completion_tokens=o.output_tokens,
+                                             total_tokens=o.input_tokens + o.output_tokens,
+                                             estimated=o.cost_estimated))})
                 yield b"data: [DONE]\n\n"
             except ConductorError as exc:
                 _, type_, code = status_of(exc)
@@ -293,12 +313,25 @@ class Gateway:
         self.metrics.set_agreement(r.judge_user_agreement)
         out = self.metrics.get_stats()
         out["policy"] = msgspec.to_builtins(self.conductor.policy_settings())
+        out["store"] = self.store_health()
         out["router"] = {"retries": r.retries, "fallbacks": r.fallbacks,
                          "circuits_opened": r.circuits_opened,
                          "circuits_open": r.circuits_open,
                          "judge_budget_skipped": r.judge_budget_skipped,
                          "judge_failed": r.judge_failures}
         return out
+
+    def store_health(self) -> dict[str, Any]:
+        """The store's write health (a store without these counters: empty)."""
+        st = self.conductor.log_store
+        if not isinstance(st, SQLiteStore):
+            return {}
+        since = getattr(st, "failing_since", None)
+        return {"writable": since is None,
+                "failing_for_s": 0.0 if since is None else time.monotonic() - since,
+                "write_failures": st.write_failures, "rows_failed": st.rows_failed,
+                "rows_dropped": st.rows_dropped, "backlog_rows": st.backlog_rows,
+                "rows_written": st.rows_written}
 
     def series(self) -> dict[str, Any]:
         """Time series for the dashboard, with each task type's quality target and each
@@ -312,11 +345,16 @@ class Gateway:
     async def ready(self) -> tuple[bool, dict[str, Any]]:
         c = self.conductor
         checks: dict[str, Any] = {}
-        try:
-            await asyncio.wait_for(asyncio.to_thread(c.log_store.flush), 5.0)
-            checks["store"] = "ok"
-        except Exception as exc:  # any failure means not ready
-            checks["store"] = f"error: {exc}"
+        store = self.store_health()
+        if not store.get("writable", True):  # real writes fail (a probe commit may not)
+            checks["store"] = (f"error: writes failing for {store['failing_for_s']:.0f} s, "
+                               f"{store['backlog_rows']} rows waiting")
+        else:
+            try:
+                await asyncio.wait_for(asyncio.to_thread(c.log_store.flush), 5.0)
+                checks["store"] = "ok"
+            except Exception as exc:  # any failure means not ready
+                checks["store"] = f"error: {exc}"
         available = [s for s in c.settings.strategies if s not in c.unavailable()]
         checks["strategies_available"] = len(available)
         ok = checks["store"] == "ok" and bool(available)

@@ -63,6 +63,22 @@ class PrometheusMetrics:
             "conductor_default_cost_usd", "What the same answers would have cost on the "
             "default strategy (USD): saving = this - conductor_cost_usd", ["task_type"],
             registry=r)
+        self.circuit = Gauge("conductor_circuit_state", "A model's circuit: 0 closed, "
+                             "1 half-open, 2 open", ["model"], registry=r)
+        self.upstream_failures = Gauge("conductor_upstream_failures", "Failed upstream "
+                                       "attempts since start, by model and error",
+                                       ["model", "reason"], registry=r)
+        self.upstream_retries = Gauge("conductor_upstream_retries", "Retried upstream "
+                                      "attempts since start, by model", ["model"], registry=r)
+        self.store_failures = Gauge("conductor_store_write_failures", "Failed commits to "
+                                    "the log store since start", registry=r)
+        self.store_dropped = Gauge("conductor_store_rows_dropped", "Rows lost since start "
+                                   "(beyond the in-memory backlog while writes failed)",
+                                   registry=r)
+        self.store_backlog = Gauge("conductor_store_backlog_rows", "Rows waiting in memory "
+                                   "for the store to accept writes again", registry=r)
+        self.store_writable = Gauge("conductor_store_writable", "1 while the store accepts "
+                                    "writes", registry=r)
         self.target = Gauge("conductor_quality_target", "Quality target per task type "
                             "(a relative one as it stands now)", ["task_type"], registry=r)
         self.realized = Gauge("conductor_quality_realized", "Mean reward (0-1) of the "
@@ -118,9 +134,22 @@ class PrometheusMetrics:
             self.alert.labels(name).set(1)
         self._alerts = now
 
-    def render(self, realized: dict[str, float | None] | None = None) -> bytes:
-        """The text exposition, with posterior, target and judge gauges read at scrape
-        time; ``realized``: mean reward per task type since start."""
+    def render(self, realized: dict[str, float | None] | None = None,
+               store: dict[str, Any] | None = None) -> bytes:
+        """The text exposition, with posterior, target, store and judge gauges read at
+        scrape time; ``realized``: mean reward per task type since start."""
+        health = self.conductor.health
+        for model, state in health.circuit_states().items():
+            self.circuit.labels(model).set({"closed": 0, "half_open": 1}.get(state, 2))
+        for (model, reason), n in list(health.failures.items()):
+            self.upstream_failures.labels(model, reason).set(n)
+        for model, n in list(health.retries.items()):
+            self.upstream_retries.labels(model).set(n)
+        if store:
+            self.store_failures.set(store["write_failures"])
+            self.store_dropped.set(store["rows_dropped"])
+            self.store_backlog.set(store["backlog_rows"])
+            self.store_writable.set(1 if store["writable"] else 0)
         for task in self.tasks:
             target = self.conductor.target_of(task)
             if target is not None:

@@ -159,10 +159,14 @@ class Choice(Struct, kw_only=True):
     finish_reason: str
 
 
-class Usage(Struct, kw_only=True):
+class Usage(Struct, kw_only=True, omit_defaults=True):
+    """OpenAI's usage; ``estimated`` (only when true) says Conductor counted the tokens
+    itself (the upstream sent no usage, or the stream was cut), so the cost is estimated."""
+
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    estimated: bool = False
 
 
 class ChatCompletion(Struct, kw_only=True):

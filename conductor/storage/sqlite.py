@@ -20,6 +20,7 @@ import queue
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future
 from pathlib import Path
@@ -99,8 +100,9 @@ class _Item(msgspec.Struct):
     done: Future[None] | None = None
 
 
-def _open_database(path: Path) -> Database:
-    """Open, check and migrate; every failure names the file."""
+def _open_database(path: Path, check: bool = True) -> Database:
+    """Open, check (``PRAGMA quick_check``: a damaged page anywhere, not only at the
+    end) and migrate; every failure names the file."""
     if str(path) != ":memory:" and not path.parent.is_dir():
         raise StorageError(f"{path}: cannot create the database there: "
                            f"{path.parent} is not a directory")
@@ -113,6 +115,14 @@ def _open_database(path: Path) -> Database:
         tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
         for t in tables:  # touches each b-tree's last page: finds most truncations
             db.execute(f'SELECT max(rowid) FROM "{t}"').fetchone()
+        if check and tables:
+            problems = [r[0] for r in db.execute("PRAGMA quick_check(3)")]
+            if problems != ["ok"]:
+                said = " ".join("; ".join(problems).split())[:300]  # one line
+                raise StorageError(
+                    f"{path}: the database is damaged ({said}); restore it "
+                    "from a backup, or start anyway with --skip-db-check (damaged rows are "
+                    "then skipped where they are read)")
         migrations = build_migrations()
         known = {mig.name for mig in migrations._migrations}
         unknown = [a.name for a in migrations.applied(db) if a.name not in known]
@@ -136,19 +146,25 @@ class SQLiteStore(BaseLogStore):
         store_text: keep prompt and response text (a SHA-256 of each is always kept).
         batch_rows / batch_interval_s: commit when either is reached.
         drain_timeout_s: how long ``close()`` may take to write what is queued.
+        max_backlog_rows: while writes fail (a full disk), rows wait in memory, up to this
+            many (the oldest beyond it are dropped and counted); they are written when
+            writes work again, retried every ``retry_interval_s``. Durable writes (feedback,
+            policy changes) are not kept: their caller gets the error.
+        check: run ``PRAGMA quick_check`` at open and refuse a damaged file.
         clock: wall-clock seconds (injectable).
     """
 
     def __init__(self, path: str | Path, *, store_text: bool = False, batch_rows: int = 500,
                  batch_interval_s: float = 0.05, drain_timeout_s: float = 10.0,
-                 clock: Any = time.time) -> None:
+                 max_backlog_rows: int = 100_000, retry_interval_s: float = 1.0,
+                 check: bool = True, clock: Any = time.time) -> None:
         self.path = Path(path)
         self.store_text = store_text
         self.batch_rows = batch_rows
         self.batch_interval_s = batch_interval_s
         self.drain_timeout_s = drain_timeout_s
         self.clock = clock
-        self._db = _open_database(self.path)
+        self._db = _open_database(self.path, check=check)
         start = max(self._scalar("SELECT max(seq) FROM outcomes") or 0,
                     self._scalar("SELECT max(seq) FROM rewards") or 0,
                     self._scalar("SELECT max(seq) FROM policy_history") or 0)
@@ -161,7 +177,13 @@ class SQLiteStore(BaseLogStore):
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self.rows_written = 0
-        self.rows_failed = 0
+        self.rows_failed = 0  # rows in commits that failed (each retry counts again)
+        self.rows_dropped = 0  # rows lost: beyond the backlog bound, or unwritten at close
+        self.write_failures = 0  # failed commits
+        self.max_backlog_rows = max_backlog_rows
+        self.retry_interval_s = retry_interval_s
+        self._backlog: deque[_Item] = deque()  # rows waiting for writes to work again
+        self.failing_since: float | None = None  # monotonic; None while writes work
         self._closed = False
         self._writer = threading.Thread(target=self._run, name="conductor-sqlite-writer",
                                         daemon=True)
@@ -173,10 +195,25 @@ class SQLiteStore(BaseLogStore):
         row = self._db.execute(sql, params).fetchone()
         return row[0] if row else None
 
+    @property
+    def writable(self) -> bool:
+        """False from a failed commit until one succeeds (``/readyz`` answers 503)."""
+        return self.failing_since is None
+
+    @property
+    def backlog_rows(self) -> int:
+        return len(self._backlog)
+
     def _run(self) -> None:
         while True:
-            first = self._queue.get()
+            try:  # while failing, wake up to retry the backlog
+                first = self._queue.get(timeout=self.retry_interval_s if self._backlog
+                                        else None)
+            except queue.Empty:
+                self._retry_backlog()
+                continue
             if first is None:
+                self._retry_backlog()
                 return
             batch = [first]
             deadline = time.monotonic() + self.batch_interval_s
@@ -199,20 +236,64 @@ class SQLiteStore(BaseLogStore):
             if stop:
                 return
 
+    def _write(self, batch: list[_Item]) -> None:
+        with self._db.atomic():
+            # Consecutive rows of one table go in one executemany (same order).
+            for table, items in itertools.groupby(batch, key=lambda i: i.table):
+                if table != _BARRIER:
+                    self._db.conn.executemany(_INSERT[table], [i.row for i in items])
+
+    def _retry_backlog(self) -> None:
+        """Write what waited while writes failed, oldest first, in batches."""
+        while self._backlog:
+            batch = [self._backlog.popleft()
+                     for _ in range(min(self.batch_rows, len(self._backlog)))]
+            try:
+                self._write(batch)
+            except sqlite3.Error:
+                self.write_failures += 1
+                self.rows_failed += len(batch)
+                self._backlog.extendleft(reversed(batch))
+                return
+            self._written(batch)
+
+    def _failed(self, batch: list[_Item], exc: sqlite3.Error | str) -> None:
+        """A commit failed: durable rows fail their callers, the rest wait in the backlog
+        (bounded: the oldest beyond it are dropped, counted). Logged once per burst."""
+        self.write_failures += 1
+        self.rows_failed += len(batch)
+        if self.failing_since is None:
+            self.failing_since = time.monotonic()
+            log.error("%s: writes are failing (%s); rows wait in memory (up to %d) and are "
+                      "retried every %.1f s", self.path, exc, self.max_backlog_rows,
+                      self.retry_interval_s)
+        for item in batch:
+            if item.done is not None:
+                item.done.set_exception(StorageError(f"{self.path}: write failed: {exc}"))
+            elif item.table != _BARRIER:
+                self._backlog.append(item)
+        while len(self._backlog) > self.max_backlog_rows:
+            self._backlog.popleft()
+            self.rows_dropped += 1
+
     def _commit(self, batch: list[_Item]) -> None:
+        if self._backlog:  # keep the order: the backlog goes first
+            self._retry_backlog()
+            if self._backlog:
+                self._failed(batch, "the rows before them could not be written yet")
+                return
         try:
-            with self._db.atomic():
-                # Consecutive rows of one table go in one executemany (same order).
-                for table, items in itertools.groupby(batch, key=lambda i: i.table):
-                    if table != _BARRIER:
-                        self._db.conn.executemany(_INSERT[table], [i.row for i in items])
+            self._write(batch)
         except sqlite3.Error as exc:
-            self.rows_failed += len(batch)
-            log.error("could not write %d rows to %s: %s", len(batch), self.path, exc)
-            for item in batch:
-                if item.done is not None:
-                    item.done.set_exception(StorageError(f"{self.path}: write failed: {exc}"))
+            self._failed(batch, exc)
             return
+        self._written(batch)
+
+    def _written(self, batch: list[_Item]) -> None:
+        if self.failing_since is not None and not self._backlog:
+            log.warning("%s: writes work again after %.0f s (%d rows dropped meanwhile)",
+                        self.path, time.monotonic() - self.failing_since, self.rows_dropped)
+            self.failing_since = None
         self.rows_written += len(batch)
         with self._pending_lock:
             for item in batch:

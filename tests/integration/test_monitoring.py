@@ -53,7 +53,11 @@ def test_metrics_endpoint_is_valid_prometheus_text(upstream: FakeUpstream,
                    if smp.name == "conductor_requests_total")
     assert requests == 30 == stats["counters"]["requests_total"]
     labels = {k for f in families.values() for smp in f.samples for k in smp.labels}
-    assert labels <= {"client", "task_type", "strategy", "sla_met", "limit", "alert", "le"}
+    assert labels <= {"client", "task_type", "strategy", "sla_met", "limit", "alert", "le",
+                      "model", "reason"}  # all bounded by the config (reason: error classes)
+    states = {smp.labels["model"]: smp.value
+              for smp in families["conductor_circuit_state"].samples}
+    assert states == {"cheap": 0.0, "strong": 0.0}  # both closed
     assert not re.search(r"[0-9a-f]{32}", text)  # no request ids anywhere
     assert stats["quality"]["by_task_type"]["chat"]["rewards"] == 10
     assert stats["cost"]["saved_vs_default_usd"] > 0

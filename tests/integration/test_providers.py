@@ -11,7 +11,9 @@ import msgspec
 import pytest
 
 from conductor import Conductor
+from conductor.config import settings_from_dict
 from conductor.errors import (
+    CircuitOpenError,
     ProviderAuthError,
     ProviderBadRequestError,
     ProviderRateLimitedError,
@@ -165,6 +167,35 @@ async def test_three_failures_open_the_circuit_and_the_policy_avoids_it(
         assert r.decision.strategy == "direct-strong"
     assert all(req["model"] == "strong" for req in upstream.requests[before:])
     assert c.stats().circuits_opened == 1
+    await c.aclose()
+
+
+async def test_a_half_open_circuit_lets_exactly_one_trial_through(
+        upstream: FakeUpstream) -> None:
+    data = msgspec.to_builtins(fake_settings(upstream.base_url, attempts=1))
+    data["providers"]["fake"]["circuit"]["cooldown_s"] = 0.3
+    c = Conductor(settings_from_dict(data), seed=1, evaluators=[])
+    upstream.behaviour.fail_models = {"cheap"}
+    for _ in range(3):
+        with pytest.raises(ProviderServerError):
+            await c.acomplete("hi", task_type="chat", strategy="direct-cheap")
+    assert c.breaker("cheap").state == "open"
+    await asyncio.sleep(0.35)  # the cooldown passes (only so the state can change)
+    assert c.breaker("cheap").state == "half_open"
+    upstream.behaviour.fail_models = set()
+    upstream.behaviour.latency_s = 0.3  # the trial is still in flight while the rest arrive
+    before = len(upstream.requests)
+    results = await asyncio.gather(*(c.acomplete("hi", task_type="chat", strategy="direct-cheap")
+                                     for _ in range(10)), return_exceptions=True)
+    assert len(upstream.requests) - before == 1  # exactly one trial reached the upstream
+    ok = [r for r in results if not isinstance(r, BaseException)]
+    refused = [r for r in results if isinstance(r, CircuitOpenError)]
+    assert len(ok) == 1 and len(refused) == 9
+    assert c.breaker("cheap").state == "closed"  # the trial succeeded
+    upstream.behaviour.latency_s = 0.0
+    again = await asyncio.gather(*(c.acomplete("hi", task_type="chat", strategy="direct-cheap")
+                                   for _ in range(5)))
+    assert len(again) == 5
     await c.aclose()
 
 

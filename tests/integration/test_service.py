@@ -4,6 +4,7 @@ SQLite file: the official OpenAI SDK, plain httpx, bad input, keys and limits.""
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,29 @@ def test_a_stream_cut_midway_ends_with_an_error_event(served, upstream: FakeUpst
     err = msgspec.json.decode(events[-1][6:])
     assert err["error"]["code"] == "upstream_error" and "stream" in err["error"]["message"]
     assert any('"content"' in e for e in events[:-1])  # the deltas that did arrive
+    # What was streamed is paid for: stored with estimated tokens and cost, never as 0.
+    rid = r.headers["x-conductor-request-id"]
+    with _http(s) as h:
+        for _ in range(100):
+            stored = h.get(f"/v1/requests/{rid}")
+            if stored.status_code == 200 and stored.json()["outcome"]:
+                break
+            time.sleep(0.05)
+    o = stored.json()["outcome"]
+    assert o["error"] and o["cost_estimated"] is True
+    assert 1 <= o["output_tokens"] < 10 and o["input_tokens"] > 0
+    assert o["cost_usd"] == pytest.approx((o["input_tokens"] * 1 + o["output_tokens"] * 2) / 1e6)
+
+
+def test_usage_says_when_conductor_counted_the_tokens(served, upstream: FakeUpstream) -> None:
+    s, _db = served
+    body = {"model": "direct-cheap", "messages": [{"role": "user", "content": "hi there"}]}
+    with _http(s) as h:
+        counted_upstream = h.post("/v1/chat/completions", json=body).json()["usage"]
+        upstream.behaviour.usage = False
+        counted_here = h.post("/v1/chat/completions", json=body).json()["usage"]
+    assert "estimated" not in counted_upstream
+    assert counted_here["estimated"] is True and counted_here["completion_tokens"] > 0
 
 
 def test_httpx_header_hints_native_route_and_audit(served, upstream: FakeUpstream) -> None:
@@ -306,3 +330,30 @@ def test_streaming_a_verified_strategy_answers_whole(served, upstream: FakeUpstr
     text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
     assert text == "a whole answer"
     assert chunks[-1]["conductor"]["strategy"] == "verified"
+
+
+def test_pages_and_metrics_need_a_key_when_keys_are_configured(served) -> None:
+    s, _ = served
+    with _http(s, None) as anon:
+        for path in ("/metrics", "/dashboard", "/schema", "/schema/openapi.json"):
+            r = anon.get(path)
+            assert r.status_code == 401, (path, r.status_code)
+            assert r.json()["error"]["message"].startswith("missing API key")
+            assert anon.get(path, params={"key": USER_KEY}).status_code == 200, path
+        assert anon.get("/metrics", headers={"Authorization": f"Bearer {USER_KEY}"}
+                        ).status_code == 200
+        assert anon.get("/assets/chart.umd.min.js").status_code == 200  # library code only
+        assert anon.get("/healthz").status_code == 200
+
+
+def test_failed_keys_are_limited_per_address(served) -> None:
+    s, _ = served
+    with _http(s, "sk-wrong") as bad, _http(s) as good:
+        codes = [bad.get("/v1/stats").status_code for _ in range(12)]
+        assert codes[:10] == [401] * 10 and codes[10:] == [429, 429]
+        refused = bad.get("/v1/stats")
+        assert refused.json()["error"]["code"] == "failed_api_keys"
+        assert int(refused.headers["retry-after"]) > 0
+        # The same address with a good key is refused too (the guessing source is the
+        # address), until the minute has passed.
+        assert good.get("/v1/stats").status_code == 429

@@ -174,6 +174,36 @@ def test_garbage_and_truncated_files_are_errors_naming_the_file(tmp_path: Path) 
         SQLiteStore(path)
 
 
+def test_damage_mid_file_is_refused_at_open_unless_the_operator_says_go(
+        tmp_path: Path) -> None:
+    """Pages overwritten in the middle of the file (where reading the last page of each
+    table finds nothing): quick_check finds them; the CLI says so in one line."""
+    from click.testing import CliRunner
+
+    from conductor.cli import main
+
+    path = tmp_path / "damaged.db"
+    store = SQLiteStore(path)
+    for i in range(3000):
+        store.record_decision(_decision(f"r{i}"), _request(f"r{i}"))
+    store.close()
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    page = conn.execute("PRAGMA page_size").fetchone()[0]
+    conn.close()
+    size = path.stat().st_size
+    with path.open("r+b") as fh:  # scribble over ten pages in the middle, keep the size
+        fh.seek((size // page // 2) * page)
+        fh.write(bytes(range(256)) * (10 * page // 256))
+    assert path.stat().st_size == size
+    with pytest.raises(StorageError, match=r"damaged\.db: the database is damaged"):
+        SQLiteStore(path)
+    result = CliRunner().invoke(main, ["serve", "--db", str(path), "--port", "1"])
+    assert result.exit_code == 1 and result.output.count("\n") == 1
+    assert "--skip-db-check" in result.output
+    SQLiteStore(path, check=False).close()  # the operator's choice: it opens
+
+
 @pytest.mark.slow
 def test_eight_threads_writing_for_five_seconds_lose_nothing(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "c.db")
