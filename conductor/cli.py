@@ -292,6 +292,19 @@ def _replay_log(path: Path, json_out: Path | None, config_path: Path | None) -> 
               help="Observed reward = quality + N(0, noise), clipped (a simulated judge).")
 @click.option("--judge-flip", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="Flip 0/1 quality with this probability (a judge's error rate).")
+@click.option("--judge-false-positive", type=click.FloatRange(0, 1), default=0.0,
+              show_default=True, help="P(the judge passes a wrong answer): a lenient judge.")
+@click.option("--judge-false-negative", type=click.FloatRange(0, 1), default=0.0,
+              show_default=True, help="P(the judge fails a right answer).")
+@click.option("--judge-length-bias", type=float, default=0.0, show_default=True,
+              help="Judged score += this x (answer length / the model's median - 1).")
+@click.option("--judge-cost", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="Charge per judged request, in units of the cheapest model's mean cost.")
+@click.option("--user-feedback-rate", type=click.FloatRange(0, 1), default=0.0,
+              show_default=True, help="Fraction of requests that get a true user label "
+              "(Conductor calibrates its judge on them).")
+@click.option("--user-feedback-delay", type=click.IntRange(0), default=50, show_default=True,
+              help="Requests between an answer and its user label.")
 @click.option("--max-latency-ms", type=click.FloatRange(min=0, min_open=True),
               help="A latency constraint for every request (SLA compliance is reported).")
 @click.option("--constraints", "constraints_file",
@@ -305,8 +318,11 @@ def _replay_log(path: Path, json_out: Path | None, config_path: Path | None) -> 
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               help="For logged traffic: the config it was served with (default: built-in).")
 def replay(worlds: tuple[Path, ...], quality_bar: float, seeds: int, judge_noise: float,
-           judge_flip: float, max_latency_ms: float | None, constraints_file: Path | None,
-           json_out: Path | None, plots_dir: Path | None, config_path: Path | None) -> None:
+           judge_flip: float, judge_false_positive: float, judge_false_negative: float,
+           judge_length_bias: float, judge_cost: float, user_feedback_rate: float,
+           user_feedback_delay: int, max_latency_ms: float | None,
+           constraints_file: Path | None, json_out: Path | None, plots_dir: Path | None,
+           config_path: Path | None) -> None:
     """Replay outcome tables (JSONL or RouterBench CSV) through Conductor and baselines;
     without a world, the built-in demo world (3,000 prompts of the demo workload with every
     demo model's outcome, generated from the package's own data).
@@ -357,7 +373,12 @@ def replay(worlds: tuple[Path, ...], quality_bar: float, seeds: int, judge_noise
             if "min_quality" in c:
                 floors[task] = c["min_quality"]
     cfg = ReplayConfig(quality_bar=quality_bar, seeds=seeds, judge_noise=judge_noise,
-                       judge_flip=judge_flip, max_latency_ms=max_latency_ms, min_quality=floors)
+                       judge_flip=judge_flip, judge_false_positive=judge_false_positive,
+                       judge_false_negative=judge_false_negative,
+                       judge_length_bias=judge_length_bias, judge_cost=judge_cost,
+                       user_feedback_rate=user_feedback_rate,
+                       user_feedback_delay=user_feedback_delay, max_latency_ms=max_latency_ms,
+                       min_quality=floors)
     total = seeds * len(default_policies(world, cfg)) + 4 * len(cfg.sweep)
     with _progress(total, "replaying") as bar:
         report = run_replay(world, cfg, progress=bar.update)
@@ -387,13 +408,15 @@ def calibrate(source: Path, output: Path, config_path: Path | None, weight_cap: 
     """
     from conductor.replay.logs import read_logged
     from conductor.replay.offline import calibrate as fit
-    from conductor.replay.offline import write_priors
+    from conductor.replay.offline import judge_error_rates, write_priors
     from conductor.replay.world import build_world, read_rows
 
     _check_writable(output)
     settings = load_settings(config_path) if config_path else default_settings()
     data = read_logged(source) if _is_log(source) else build_world(read_rows([source]))
     result = fit(data, settings if _is_log(source) else None, cap=weight_cap)
+    if _is_log(source):
+        result["judge_error_rates"] = judge_error_rates(data)  # type: ignore[arg-type]
     write_priors(result, output)
     r = result["report"]
     n_pairs = sum(len(v) for v in result["priors"].values())
@@ -406,6 +429,13 @@ def calibrate(source: Path, output: Path, config_path: Path | None, weight_cap: 
         click.echo(f"held-out log-likelihood per observation ({r['holdout_observations']} "
                    f"observations, the last 20%; higher is better): fitted {fitted:.4f}, "
                    f"defaults {default:.4f}: {verdict}")
+    rates = result.get("judge_error_rates")
+    if rates is not None and not rates:
+        click.echo("judge error rates: no request has both a judge score and a user rating")
+    for task, e in (rates or {}).items():
+        click.echo(f"judge on {task}: false positives {e['false_positive']:.3f}, false "
+                   f"negatives {e['false_negative']:.3f} (from {e['pairs']} requests with a "
+                   "user rating; a verdict is a score >= 0.5)")
 
 
 @main.command()

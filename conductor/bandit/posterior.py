@@ -138,6 +138,14 @@ class TaskPosterior:
         e["q_f"][i] = max(0.0, e["q_f"][i] - d)
         self._cache.clear()
 
+    def set_quality_evidence(self, strategy: str, successes: float, failures: float) -> None:
+        """Replace a strategy's quality evidence outright (a recalibration of all its
+        rewards at once; the prior stays)."""
+        i = self.index[strategy]
+        self.evidence["q_s"][i] = max(0.0, successes)
+        self.evidence["q_f"][i] = max(0.0, failures)
+        self._cache.clear()
+
     # -- posterior parameters --------------------------------------------------------------
 
     def quality_params(self) -> tuple[np.ndarray, np.ndarray]:

@@ -12,6 +12,7 @@ i.e. paying the strongest model's average price is worth 0.1 of quality.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
@@ -37,6 +38,12 @@ class ReplayConfig(Struct, kw_only=True):
     seeds: int = 3
     judge_noise: float = 0.0  # observed = quality + N(0, noise), clipped
     judge_flip: float = 0.0  # for 0/1 quality: flipped with this probability
+    judge_false_positive: float = 0.0  # P(the judge passes a wrong answer)
+    judge_false_negative: float = 0.0  # P(the judge fails a right answer)
+    judge_length_bias: float = 0.0  # score += bias x (answer tokens / median - 1)
+    judge_cost: float = 0.0  # per judged request, x the cheapest model's mean cost
+    user_feedback_rate: float = 0.0  # fraction of requests that get a true user label
+    user_feedback_delay: int = 50  # requests between the answer and its user label
     max_latency_ms: float | None = None
     temperatures: tuple[float, ...] = (0.25, 0.5, 1.0)
     default_temperature: float = 0.5  # the built-in default's exploration: "conductor"
@@ -57,41 +64,83 @@ def task_bars(world: World, bar: float) -> dict[str, float]:
     return out
 
 
-def observe(q: float, cfg: ReplayConfig, rng: np.random.Generator) -> float:
+def observe(q: float, cfg: ReplayConfig, rng: np.random.Generator,
+            length_ratio: float = 1.0) -> float:
+    """What the simulated judge scores an answer of true quality ``q``: its verdict errs
+    with the false-positive / false-negative rates (or the symmetric flip), it rises with
+    the answer's length by ``judge_length_bias``, plus Gaussian noise; clipped to [0, 1]."""
     if cfg.judge_flip > 0 and rng.random() < cfg.judge_flip:
         q = 1.0 - q
+    if q >= 0.5 and cfg.judge_false_negative > 0 and rng.random() < cfg.judge_false_negative:
+        q = 0.0
+    elif q < 0.5 and cfg.judge_false_positive > 0 and rng.random() < cfg.judge_false_positive:
+        q = 1.0
+    if cfg.judge_length_bias:
+        q += cfg.judge_length_bias * (length_ratio - 1.0)
     if cfg.judge_noise > 0:
-        q = min(1.0, max(0.0, q + rng.normal(0.0, cfg.judge_noise)))
-    return q
+        q += rng.normal(0.0, cfg.judge_noise)
+    return min(1.0, max(0.0, q))
+
+
+class Judged(Struct, kw_only=True):
+    """Per prompt, filled by ``run_policy``: the judged score the policy saw (NaN: none)
+    and the judge's charge."""
+
+    score: np.ndarray
+    judge_usd: np.ndarray
 
 
 def run_policy(world: World, policy: ReplayPolicy, bars: dict[str, float], order: np.ndarray,
-               cfg: ReplayConfig, seed: int) -> np.ndarray:
-    """Chosen model index per prompt (in world order), running the policy over ``order``."""
+               cfg: ReplayConfig, seed: int, judged: Judged | None = None) -> np.ndarray:
+    """Chosen model index per prompt (in world order), running the policy over ``order``.
+
+    The policy learns from the judge's score of each answer; with ``user_feedback_rate``
+    a fraction of requests also get their true label ``user_feedback_delay`` requests
+    later (to policies that take labels: ``label(i, task, j, judged, truth)``)."""
     rng = np.random.default_rng([seed, 1])
     noise_rng = np.random.default_rng([seed, 2])
+    label_rng = np.random.default_rng([seed, 3])
     policy.reset(world, bars, rng)
     eligible_all = ~np.isnan(world.quality)
     chosen = np.full(len(world.ids), -1)
-    for i in order:
+    tokens = world.output_tokens if world.output_tokens.size else None
+    median = np.nanmedian(tokens, axis=0) if tokens is not None else None
+    judge_usd = cfg.judge_cost * float(np.nanmin(np.nanmean(world.cost, axis=0)))
+    label = getattr(policy, "label", None)
+    due: deque[tuple[int, int, str, int, float, float]] = deque()
+    for step, i in enumerate(order):
+        while due and due[0][0] <= step:
+            _, di, dtask, dj, dscore, truth = due.popleft()
+            label(di, dtask, dj, dscore, truth)  # type: ignore[misc]
         task = world.task_types[i]
         eligible = eligible_all[i]
         if not eligible.any():
             continue
         j = policy.choose(int(i), task, eligible)
         chosen[i] = j
-        policy.update(int(i), task, j, observe(float(world.quality[i, j]), cfg, noise_rng),
-                      float(world.cost[i, j]), float(world.latency_ms[i, j]))
+        truth = float(world.quality[i, j])
+        ratio = (float(tokens[i, j] / median[j]) if tokens is not None and median is not None
+                 and np.isfinite(tokens[i, j]) and median[j] > 0 else 1.0)
+        score = observe(truth, cfg, noise_rng, ratio)
+        if judged is not None:
+            judged.score[i], judged.judge_usd[i] = score, judge_usd
+        policy.update(int(i), task, j, score, float(world.cost[i, j]) + judge_usd,
+                      float(world.latency_ms[i, j]))
+        if label is not None and cfg.user_feedback_rate > 0 and (
+                label_rng.random() < cfg.user_feedback_rate):
+            due.append((step + cfg.user_feedback_delay, int(i), task, j, score, truth))
     return chosen
 
 
 def summarize(world: World, chosen: np.ndarray, rows: np.ndarray, strongest: int,
               best_fixed: np.ndarray, bars: dict[str, float], cfg: ReplayConfig,
-              order: np.ndarray) -> dict[str, float]:
+              order: np.ndarray, judged: Judged | None = None) -> dict[str, float]:
+    """True quality and cost (the judge's charges included) of what a policy served,
+    against the strongest model; and the mean judged score it learned from."""
     idx = np.flatnonzero(rows & (chosen >= 0))
     j = chosen[idx]
     q = world.quality[idx, j]
-    c = world.cost[idx, j]
+    c = world.cost[idx, j] + (judged.judge_usd[idx] if judged is not None else 0.0)
     lat = world.latency_ms[idx, j]
     q_strong = np.nanmean(world.quality[idx, strongest])
     c_strong = np.nanmean(world.cost[idx, strongest])
@@ -117,6 +166,8 @@ def summarize(world: World, chosen: np.ndarray, rows: np.ndarray, strongest: int
         "constraint_violations": int((lat > cfg.max_latency_ms).sum()) if cfg.max_latency_ms
         else 0,
         "task_types_below_bar": len(below_bar),
+        "judged_quality": float(np.nanmean(judged.score[idx])) if judged is not None and (
+            np.isfinite(judged.score[idx]).any()) else float("nan"),
     }
 
 
@@ -193,18 +244,24 @@ def run_replay(world: World, cfg: ReplayConfig,
         order = np.random.default_rng([seed, 0]).permutation(len(world.ids))
         for make in factories:
             policy = make()
-            chosen = run_policy(world, policy, bars, order, cfg, seed)
+            judged = Judged(score=np.full(len(world.ids), np.nan),
+                            judge_usd=np.zeros(len(world.ids)))
+            chosen = run_policy(world, policy, bars, order, cfg, seed, judged)
             late = np.zeros(len(world.ids), dtype=bool)
             late[order[len(order) // 2:]] = True  # the second half of the stream
-            rec = {"overall": summarize(world, chosen, all_rows, strongest, best_fixed, bars,
-                                        cfg, order),
+            rec: dict[str, Any] = {"overall": summarize(
+                world, chosen, all_rows, strongest, best_fixed, bars, cfg, order, judged),
                    "by_task": {t: summarize(world, chosen, world.task_index(t), strongest,
-                                            best_fixed, bars, cfg, order) for t in tasks},
+                                            best_fixed, bars, cfg, order, judged)
+                               for t in tasks},
                    "second_half": summarize(world, chosen, late, strongest, best_fixed, bars,
                                             cfg, order),
                    "second_half_by_task": {
                        t: summarize(world, chosen, late & world.task_index(t), strongest,
                                     best_fixed, bars, cfg, order) for t in tasks}}
+            if isinstance(policy, ConductorPolicy):  # its own estimate, on its own scale
+                for t in tasks:
+                    rec["by_task"][t]["estimated_quality"] = policy.estimated_quality(t)
             per_policy.setdefault(policy.name, []).append(rec)
             if seed == 0:
                 regret_curves[policy.name] = cumulative_regret(world, chosen, best_fixed,
@@ -217,7 +274,12 @@ def run_replay(world: World, cfg: ReplayConfig,
         "prompts": len(world.ids), "models": world.models,
         "strongest_model": world.models[strongest], "quality_bar": cfg.quality_bar,
         "min_quality": bars, "seeds": cfg.seeds, "judge_noise": cfg.judge_noise,
-        "judge_flip": cfg.judge_flip, "policies": {}}
+        "judge_flip": cfg.judge_flip, "judge_false_positive": cfg.judge_false_positive,
+        "judge_false_negative": cfg.judge_false_negative,
+        "judge_length_bias": cfg.judge_length_bias, "judge_cost": cfg.judge_cost,
+        "user_feedback_rate": cfg.user_feedback_rate,
+        "user_feedback_delay": cfg.user_feedback_delay,
+        "calibrated": cfg.user_feedback_rate > 0, "policies": {}}
     for name, recs in per_policy.items():
         report["policies"][name] = {
             "overall": _mean_std([r["overall"] for r in recs]),

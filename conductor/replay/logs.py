@@ -33,6 +33,8 @@ class LoggedRecord(Struct, kw_only=True):
     latency_ms: float | None = None
     output_tokens: int | None = None
     error: bool = False
+    judge: float | None = None  # the judge's raw score, when it judged this request
+    user: float | None = None  # the users' mean rating, when they rated it
 
 
 def _record(decision: dict[str, Any], outcome: dict[str, Any] | None,
@@ -45,6 +47,8 @@ def _record(decision: dict[str, Any], outcome: dict[str, Any] | None,
             quality = float(eff)
     if quality is None and rewards:
         quality = float(sum(r["score"] for r in rewards) / len(rewards))
+    judge = [float(r["score"]) for r in rewards if r.get("source") == "judge"]
+    user = [float(r["score"]) for r in rewards if r.get("source") == "user"]
     return LoggedRecord(
         request_id=decision["request_id"], created_at=float(decision.get("created_at", 0.0)),
         task_type=decision["task_type"], action=decision["strategy"],
@@ -55,7 +59,8 @@ def _record(decision: dict[str, Any], outcome: dict[str, Any] | None,
         cost_usd=outcome.get("cost_usd") if outcome else None,
         latency_ms=outcome.get("latency_ms") if outcome else None,
         output_tokens=outcome.get("output_tokens") if outcome else None,
-        error=bool(outcome.get("error")) if outcome else False, quality=quality)
+        error=bool(outcome.get("error")) if outcome else False, quality=quality,
+        judge=judge[-1] if judge else None, user=sum(user) / len(user) if user else None)
 
 
 def read_logged(path: str | Path) -> list[LoggedRecord]:

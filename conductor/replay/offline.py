@@ -18,6 +18,7 @@ from conductor.bandit.priors import build_priors, build_strategy_table, policy_p
 from conductor.coefficients import load_coefficients
 from conductor.config import Settings
 from conductor.errors import InvalidRequestError
+from conductor.evaluators.calibration import JudgeErrorRates
 from conductor.replay.harness import ReplayConfig, run_policy, strongest_model, task_bars
 from conductor.replay.logs import LoggedRecord
 from conductor.replay.policies import ConductorPolicy
@@ -346,6 +347,16 @@ def tune_logs(records: list[LoggedRecord], settings: Settings,
         sizes[task] = {"records": len(recs), "min_ess": min(
             float(res[f"temperature={t}"]["quality"].ess) for t in temperatures)}
     return {"sweep": rows, "recommended": recommend, "sample": sizes}
+
+
+def judge_error_rates(records: list[LoggedRecord]) -> dict[str, dict[str, Any]]:
+    """Per task type, the judge's false-positive and false-negative rates from the logged
+    requests that have both a judge score and a user rating (``JudgeErrorRates``)."""
+    out: dict[str, JudgeErrorRates] = {}
+    for r in records:
+        if r.judge is not None and r.user is not None:
+            out.setdefault(r.task_type, JudgeErrorRates()).add(r.judge, r.user)
+    return {t: rates.report() for t, rates in sorted(out.items())}
 
 
 def write_priors(result: dict[str, Any], path: str | Path) -> None:

@@ -25,6 +25,7 @@ from conductor.bandit.posterior import Prior, TaskPosterior
 from conductor.bandit.priors import policy_params
 from conductor.bandit.targets import TargetState
 from conductor.config import PolicyConfig
+from conductor.evaluators.calibration import JudgeErrorRates
 from conductor.replay.world import World
 from conductor.types import Constraints
 
@@ -105,6 +106,11 @@ class ConductorPolicy:
             self.posts[task] = TaskPosterior(world.models, pri)
         self.bars = bars
         self.targets = {task: TargetState() for task in world.tasks()}
+        # Judge calibration from delayed user labels (see ``label``): per task type the
+        # judge's error rates, and per strategy the judged-only and labelled evidence.
+        pooled = JudgeErrorRates()
+        self.calibration = {task: JudgeErrorRates(pooled=pooled) for task in world.tasks()}
+        self.evidence = {task: _Evidence(k) for task in world.tasks()}
         self.constraints = {task: Constraints(min_quality=bar if self.floors else None,
                                               max_latency_ms=self.max_latency_ms)
                             for task, bar in bars.items()}
@@ -176,17 +182,75 @@ class ConductorPolicy:
 
     def update(self, i: int, task: str, j: int, quality: float, cost: float,
                latency_ms: float) -> None:
+        """An answer and its judged score (``quality``): learned on the calibrated scale
+        once the judge's error rates are known from user labels, on the judge's before."""
         post = self.posts[task]
         m = self.models[j]
+        ev, cal = self.evidence[task], self.calibration[task]
+        ev.judged_n[j] += 1
+        ev.judged_sum[j] += quality
+        value, weight = quality, 1.0
+        if cal.active:
+            value = cal.true_quality(float(ev.judged_sum[j] / ev.judged_n[j]))
+            weight = cal.informativeness() ** 2
         if self.features is not None:
-            self.contexts[task].observe(m, self.features[i], quality, self.gamma,
+            self.contexts[task].observe(m, self.features[i], value, self.gamma,
                                         baseline=float(post.quality_mean()[j]))
         # Cost rides in the token slot: price 1 per "token", so the mean is the cost.
         post.observe_outcome(m, latency_ms, cost, None, 1.0)
-        post.observe_reward(m, quality)
+        post.observe_reward(m, value, weight)
+        ev.fed[j] += value
         state = self.targets[task]
-        state.observe(quality, self.gamma)
+        state.observe(value, self.gamma)
+        if cal.active and post.observations % 50 == 0:
+            self._recalibrate(task)
         self.deficits[task].append(state.deficit(self.bars[task]) / max(state.count, 1.0))
+
+    def label(self, i: int, task: str, j: int, judged: float, truth: float) -> None:
+        """A user's label for an earlier answer: it replaces that answer's judged score,
+        and teaches the judge's error rates; every reward of the task type is then
+        re-corrected (those learned before the calibration existed too)."""
+        ev = self.evidence[task]
+        self.calibration[task].add(judged, truth)
+        ev.judged_n[j] -= 1
+        ev.judged_sum[j] -= judged
+        ev.labelled_n[j] += 1
+        ev.labelled_sum[j] += truth
+        for t in self.evidence:  # the pooled rates moved: every task type's did
+            self._recalibrate(t)
+
+    def _recalibrate(self, task: str) -> None:
+        """Set each strategy's quality evidence, and the target's realized sum, to what
+        the calibration says now: labels as they are, judged answers at the strategy's
+        calibrated quality with the weight the judge's informativeness allows."""
+        post, ev, cal = self.posts[task], self.evidence[task], self.calibration[task]
+        weight = cal.informativeness() ** 2 if cal.active else 1.0
+        for j, m in enumerate(self.models):
+            n = ev.judged_n[j]
+            q = (cal.true_quality(ev.judged_sum[j] / n) if cal.active and n > 0 else
+                 ev.judged_sum[j] / n if n > 0 else 0.0)
+            post.set_quality_evidence(m, ev.labelled_sum[j] + weight * n * q,
+                                      ev.labelled_n[j] - ev.labelled_sum[j]
+                                      + weight * n * (1.0 - q))
+            total = float(ev.labelled_sum[j] + n * q)
+            self.targets[task].correct(float(ev.fed[j]), total)
+            ev.fed[j] = total
+
+    def estimated_quality(self, task: str) -> float | None:
+        """What the policy believes the traffic it served is worth (the target's window)."""
+        return self.targets[task].mean()
+
+
+class _Evidence:
+    """Per strategy: judged-only answers (count, sum of scores), labelled answers (count,
+    sum of labels) and the sum of the rewards learned so far."""
+
+    def __init__(self, k: int) -> None:
+        self.judged_n = np.zeros(k)
+        self.judged_sum = np.zeros(k)
+        self.labelled_n = np.zeros(k)
+        self.labelled_sum = np.zeros(k)
+        self.fed = np.zeros(k)
 
 
 def post_version(post: TaskPosterior) -> int:

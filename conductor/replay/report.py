@@ -34,6 +34,25 @@ def replay_table(report: dict[str, Any]) -> str:
                          f"{met}" + (f" [{late['quality_vs_strongest']:.3f}/"
                                      f"{late['cost_vs_strongest']:.3f}]" if late else ""))
         lines.append(f"  {name[:34]:<34} " + "; ".join(cells))
+    judge_errs = any(report.get(k) for k in ("judge_flip", "judge_false_positive",
+                                             "judge_false_negative", "judge_length_bias",
+                                             "judge_noise"))
+    if judge_errs:
+        scale = (f"calibrated from user labels on {report['user_feedback_rate']:.1%} of "
+                 f"requests" if report.get("calibrated") else
+                 "no user labels: Conductor learns on the judge's raw scale")
+        lines.append("")
+        lines.append(f"true vs judged quality per task type ({scale}; Conductor's estimate "
+                     "of what it served in brackets):")
+        for name, p in report["policies"].items():
+            if name.startswith("always:") or name in ("oracle", "random"):
+                continue
+            cells = []
+            for task, o in p["by_task"].items():
+                est = o.get("estimated_quality")
+                cells.append(f"{task} true {o['quality']:.3f} judged {o['judged_quality']:.3f}"
+                             + (f" [{est:.3f}]" if est is not None and est == est else ""))
+            lines.append(f"  {name[:34]:<34} " + "; ".join(cells))
     aiq = report.get("aiq", {})
     if aiq:
         lines.append("AIQ (area under the cost-quality frontier, log cost): " + ", ".join(

@@ -53,6 +53,9 @@ class World(Struct, kw_only=True):
     cost: np.ndarray
     latency_ms: np.ndarray
     prompts: list[str] = []  # what per-prompt routing reads
+    # Answer lengths in tokens where the table records them (NaN: unknown): what a
+    # length-biased judge reacts to. Empty when the world has none.
+    output_tokens: np.ndarray = msgspec.field(default_factory=lambda: np.zeros((0, 0)))
 
     def tasks(self) -> list[str]:
         return sorted(set(self.task_types))
@@ -160,6 +163,7 @@ def build_world(rows: list[OutcomeRow], prices: dict[str, tuple[float, float]] |
     quality = np.full((n, k), np.nan)
     cost = np.full((n, k), np.nan)
     latency = np.full((n, k), np.nan)
+    tokens = np.full((n, k), np.nan)
     profiles = LatencyProfiles()
     rng = np.random.default_rng(seed)
     for i, r in enumerate(rows):
@@ -170,6 +174,8 @@ def build_world(rows: list[OutcomeRow], prices: dict[str, tuple[float, float]] |
             quality[i, j] = min(1.0, max(0.0, o.quality))
             out_tokens = o.output_tokens if o.output_tokens is not None else (
                 estimate_tokens(o.response) if o.response else 200)
+            if o.output_tokens is not None or o.response:
+                tokens[i, j] = out_tokens
             c = o.cost_usd
             if c is None and prices and m in prices:
                 pin, pout = prices[m]
@@ -183,4 +189,5 @@ def build_world(rows: list[OutcomeRow], prices: dict[str, tuple[float, float]] |
                 m, out_tokens, rng)
     return World(ids=[r.id for r in rows], task_types=[r.task_type for r in rows],
                  models=models, quality=quality, cost=cost, latency_ms=latency,
-                 prompts=[r.prompt for r in rows])
+                 prompts=[r.prompt for r in rows],
+                 output_tokens=tokens if np.isfinite(tokens).any() else np.zeros((0, 0)))

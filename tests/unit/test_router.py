@@ -114,7 +114,15 @@ def test_dry_run_logs_the_policy_choice_and_executes_the_default() -> None:
 
 
 def test_feedback_is_idempotent_per_rater_and_unknown_ids_are_errors() -> None:
-    c = Conductor(seed=4, evaluators=[])
+    import msgspec
+
+    from conductor.config import default_settings
+
+    s = default_settings()  # no judge: its score would land in the background, and a
+    # user's rating replacing it (not adding to it) would depend on when it landed
+    s = msgspec.structs.replace(s, task_types={**s.task_types, "chat": msgspec.structs.replace(
+        s.task_types["chat"], judge_sample_rate=0.0)})
+    c = Conductor(s, seed=4, evaluators=[])
     r = c.complete("hello", task_type="chat", strategy="turbo-cheap")
     post = c.posteriors["chat"]
     i = post.index["turbo-cheap"]
