@@ -86,17 +86,13 @@ def test_a_completed_request_carries_and_logs_its_propensity() -> None:
     assert rec is not None and rec.decision == r.decision
 
 
-def _two_model_conductor(tmp_path, target: object) -> Conductor:
+def _two_model_settings(world_toml: str, provider_seed: int, target: object,
+                        **policy: object) -> object:
+    """Two simulated models on a demo world (strong 46x the price of cheap)."""
     from conductor.config import settings_from_dict
 
-    world = tmp_path / "world.toml"
-    world.write_text(
-        'judge_noise = 0.1\n'
-        '[models.strong]\nttft_ms = 300\ntokens_per_s = 100\nquality = { chat = 0.86 }\n'
-        '[models.cheap]\nttft_ms = 300\ntokens_per_s = 100\nquality = { chat = 0.64 }\n'
-        '[output_tokens]\nchat = 20\n')
-    return Conductor(settings_from_dict({
-        "providers": {"sim": {"kind": "demo", "world": str(world), "seed": 4}},
+    return settings_from_dict({
+        "providers": {"sim": {"kind": "demo", "world": world_toml, "seed": provider_seed}},
         "models": {"strong": {"provider": "sim", "input_usd_per_1m": 46.0,
                               "output_usd_per_1m": 46.0},
                    "cheap": {"provider": "sim", "input_usd_per_1m": 1.0,
@@ -104,8 +100,18 @@ def _two_model_conductor(tmp_path, target: object) -> Conductor:
         "strategies": {"strong": {"model": "strong", "prior_quality": 0.5},
                        "cheap": {"model": "cheap", "prior_quality": 0.5}},
         "task_types": {"chat": {"quality_target": target}},
-        "policy": {"default_strategy": "strong", "default_exploration": 0.5},
-    }), seed=4)
+        "policy": {"default_strategy": "strong", "default_exploration": 0.5, **policy},
+    })
+
+
+def _two_model_conductor(tmp_path, target: object) -> Conductor:
+    world = tmp_path / "world.toml"
+    world.write_text(
+        'judge_noise = 0.1\n'
+        '[models.strong]\nttft_ms = 300\ntokens_per_s = 100\nquality = { chat = 0.86 }\n'
+        '[models.cheap]\nttft_ms = 300\ntokens_per_s = 100\nquality = { chat = 0.64 }\n'
+        '[output_tokens]\nchat = 20\n')
+    return Conductor(_two_model_settings(str(world), 4, target), seed=4)
 
 
 def test_a_forced_early_deficit_is_repaid_by_routing(tmp_path) -> None:
@@ -131,27 +137,16 @@ def test_a_relative_target_follows_the_reference(tmp_path) -> None:
 
 
 def _per_prompt_conductor(tmp_path, store=None) -> Conductor:
-    from conductor.config import settings_from_dict
-
     world = tmp_path / "words.toml"
     world.write_text(
         'judge_noise = 0.1\n[difficulty]\nhard_words = ["eigenvalue", "theorem", "lemma"]\n'
         '[models.strong]\nttft_ms = 300\ntokens_per_s = 100\nquality = { chat = 0.98 }\n'
         '[models.cheap]\nttft_ms = 300\ntokens_per_s = 100\nquality = { chat = 0.97 }\n'
         'hard_prompt_delta = -0.87\n[output_tokens]\nchat = 20\n')
-    return Conductor(settings_from_dict({
-        "providers": {"sim": {"kind": "demo", "world": str(world), "seed": 2}},
-        "models": {"strong": {"provider": "sim", "input_usd_per_1m": 46.0,
-                              "output_usd_per_1m": 46.0},
-                   "cheap": {"provider": "sim", "input_usd_per_1m": 1.0,
-                             "output_usd_per_1m": 1.0}},
-        "strategies": {"strong": {"model": "strong", "prior_quality": 0.5},
-                       "cheap": {"model": "cheap", "prior_quality": 0.5}},
-        "task_types": {"chat": {"quality_target": {"relative_to": "strong", "ratio": 0.97}}},
-        "policy": {"default_strategy": "strong", "default_exploration": 0.5,
-                   "context": True},
-        "storage": {"snapshot_every_s": 1e9},
-    }), seed=2, log_store=store)
+    settings = _two_model_settings(str(world), 2, {"relative_to": "strong", "ratio": 0.97},
+                                   context=True)
+    return Conductor(msgspec.structs.replace(settings, storage=msgspec.structs.replace(
+        settings.storage, snapshot_every_s=1e9)), seed=2, log_store=store)
 
 
 def _prompt(rng: np.random.Generator) -> tuple[str, bool]:

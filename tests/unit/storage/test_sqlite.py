@@ -153,6 +153,19 @@ def test_a_newer_database_is_a_clear_error(tmp_path: Path) -> None:
         SQLiteStore(path)
 
 
+def _three_thousand_decisions_in_one_file(path: Path) -> int:
+    """A database of 3,000 decisions with its WAL folded in; returns the page size."""
+    store = SQLiteStore(path)
+    for i in range(3000):
+        store.record_decision(_decision(f"r{i}"), _request(f"r{i}"))
+    store.close()
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    page = int(conn.execute("PRAGMA page_size").fetchone()[0])
+    conn.close()
+    return page
+
+
 def test_garbage_and_truncated_files_are_errors_naming_the_file(tmp_path: Path) -> None:
     garbage = tmp_path / "garbage.db"
     garbage.write_bytes(b"this is not a database, just some bytes" * 100)
@@ -160,13 +173,7 @@ def test_garbage_and_truncated_files_are_errors_naming_the_file(tmp_path: Path) 
         SQLiteStore(garbage)
 
     path = tmp_path / "truncated.db"
-    store = SQLiteStore(path)
-    for i in range(3000):
-        store.record_decision(_decision(f"r{i}"), _request(f"r{i}"))
-    store.close()
-    conn = sqlite3.connect(path)
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    conn.close()
+    _three_thousand_decisions_in_one_file(path)
     size = path.stat().st_size
     with path.open("r+b") as fh:
         fh.truncate(size // 2)
@@ -183,14 +190,7 @@ def test_damage_mid_file_is_refused_at_open_unless_the_operator_says_go(
     from conductor.cli import main
 
     path = tmp_path / "damaged.db"
-    store = SQLiteStore(path)
-    for i in range(3000):
-        store.record_decision(_decision(f"r{i}"), _request(f"r{i}"))
-    store.close()
-    conn = sqlite3.connect(path)
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    page = conn.execute("PRAGMA page_size").fetchone()[0]
-    conn.close()
+    page = _three_thousand_decisions_in_one_file(path)
     size = path.stat().st_size
     with path.open("r+b") as fh:  # scribble over ten pages in the middle, keep the size
         fh.seek((size // page // 2) * page)
