@@ -12,12 +12,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
-from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from msgspec import Struct
 
-from conductor.config import Settings
 from conductor.types import (
     CompletionRequest,
     Decision,
@@ -170,15 +168,3 @@ class MemoryLogStore(BaseLogStore):
     def close(self) -> None:
         return None
 
-
-def open_store(where: LogStore | str | Path | None, settings: Settings) -> LogStore:
-    """A store from what ``Conductor(log_store=...)`` was given: a store as is, a SQLite
-    file path, ``"config"`` for the config's ``[storage] path``, or None (memory)."""
-    if where is None:
-        return MemoryLogStore()
-    if not isinstance(where, str | Path):
-        return where
-    from conductor.storage.sqlite import SQLiteStore
-
-    path = settings.storage.path if str(where) == "config" else where
-    return SQLiteStore(path, store_text=settings.storage.store_text)

@@ -30,8 +30,9 @@ import msgspec
 import numpy as np
 from sqlite_utils import Database
 
+from conductor.config import Settings
 from conductor.errors import SchemaVersionError, StorageError
-from conductor.storage.base import BaseLogStore, RequestRecord
+from conductor.storage.base import BaseLogStore, LogStore, MemoryLogStore, RequestRecord
 from conductor.storage.schema import MIGRATION_SET, build_migrations
 from conductor.types import (
     CallRecord,
@@ -647,3 +648,14 @@ def reward_from_row(r: sqlite3.Row) -> Reward:
 
 __all__ = ["MIGRATION_SET", "SQLiteStore", "decision_from_row", "outcome_from_row",
            "reward_from_row", "sha256"]
+
+
+def open_store(where: LogStore | str | Path | None, settings: Settings) -> LogStore:
+    """A store from what ``Conductor(log_store=...)`` was given: a store as is, a SQLite
+    file path, ``"config"`` for the config's ``[storage] path``, or None (memory)."""
+    if where is None:
+        return MemoryLogStore()
+    if not isinstance(where, str | Path):
+        return where
+    path = settings.storage.path if str(where) == "config" else where
+    return SQLiteStore(path, store_text=settings.storage.store_text)
