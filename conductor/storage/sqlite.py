@@ -139,7 +139,161 @@ def _open_database(path: Path, check: bool = True) -> Database:
         raise StorageError(f"{path}: cannot open: {exc}") from exc
 
 
-class SQLiteStore(BaseLogStore):
+class _Reads:
+    """SQLiteStore's read side: requests as they stand (queued rows first, then committed
+    ones), the event log, snapshots, exports. Readers use one connection per thread."""
+
+    path: Path
+    store_text: bool
+    _local: threading.local
+    _readers: list[sqlite3.Connection]
+    _pending: dict[str, RequestRecord]
+    _pending_lock: threading.Lock
+    clock: Any
+
+    def pending_feedback(self, max_age_s: float = 3600.0) -> list[tuple[str, float, str, float]]:
+        """(request_id, created_at, rater, score) of feedback still waiting for its request."""
+        rows = self.query("SELECT request_id, created_at, rater, score FROM pending_feedback "
+                          "WHERE created_at >= ? ORDER BY id", (self.clock() - max_age_s,))
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+    def judge_user_pairs(self) -> list[tuple[str, float, float]]:
+        """(task type, judge score, mean user score) for every request that has both: the
+        data the judge-to-user calibration is fitted on."""
+        rows = self.query("""
+            WITH j AS (
+                SELECT request_id, task_type, score, seq,
+                       row_number() OVER (PARTITION BY request_id ORDER BY seq DESC) AS k
+                FROM rewards WHERE source = 'judge'),
+            u AS (
+                SELECT request_id, score,
+                       row_number() OVER (PARTITION BY request_id, rater ORDER BY seq DESC) AS k
+                FROM rewards WHERE source = 'user')
+            SELECT j.task_type, j.score, avg(u.score) FROM j JOIN u USING (request_id)
+            WHERE j.k = 1 AND u.k = 1 GROUP BY j.request_id ORDER BY min(j.seq)""")
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    def latest_policy(self) -> PolicyEvent | None:
+        """The policy change in force (the newest), or None."""
+        rows = self.query("SELECT actor, settings, configured FROM policy_history "
+                          "ORDER BY id DESC LIMIT 1")
+        return _policy_event(rows[0]) if rows else None
+
+    def _reader(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(str(self.path), check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA busy_timeout=5000")
+            self._local.conn = conn
+            self._readers.append(conn)
+        return conn
+
+    def query(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> list[sqlite3.Row]:
+        try:
+            return self._reader().execute(sql, params).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise StorageError(f"{self.path}: read failed: {exc}") from exc
+
+    def get_request(self, request_id: str) -> RequestRecord | None:
+        with self._pending_lock:
+            pending = self._pending.get(request_id)
+            if pending is not None:
+                return RequestRecord(request_id=request_id, decision=pending.decision,
+                                     outcome=pending.outcome, rewards=list(pending.rewards),
+                                     prompt=pending.prompt)
+        return self._committed_request(request_id)
+
+    def _committed_request(self, request_id: str) -> RequestRecord | None:
+        rows = self.query("SELECT * FROM decisions WHERE request_id = ?", (request_id,))
+        if not rows:
+            return None
+        req = self.query("SELECT prompt FROM requests WHERE request_id = ?", (request_id,))
+        out = self.query("SELECT * FROM outcomes WHERE request_id = ?", (request_id,))
+        rew = self.query("SELECT * FROM rewards WHERE request_id = ? ORDER BY seq", (request_id,))
+        return RequestRecord(
+            request_id=request_id, decision=decision_from_row(rows[0]),
+            outcome=outcome_from_row(out[0]) if out else None,
+            rewards=[reward_from_row(r) for r in rew],
+            prompt=req[0]["prompt"] if req else None)
+
+    def iter_requests(self, since: float | None = None) -> Iterator[dict[str, Any]]:
+        """Logged traffic, one dict per request: decision (with propensity and constraints),
+        outcome and rewards. The format ``conductor export`` writes and replay reads."""
+        since = since if since is not None else float("-inf")
+        rewards: dict[str, list[Reward]] = {}
+        for r in self.query("SELECT * FROM rewards WHERE created_at >= ? ORDER BY seq", (since,)):
+            rewards.setdefault(r["request_id"], []).append(reward_from_row(r))
+        decisions = self.query("SELECT * FROM decisions WHERE created_at >= ? "
+                               "ORDER BY created_at, rowid", (since,))
+        outcomes = {r["request_id"]: r for r in self.query(
+            "SELECT * FROM outcomes WHERE request_id IN "
+            "(SELECT request_id FROM decisions WHERE created_at >= ?)", (since,))}
+        for d in decisions:
+            dec = decision_from_row(d)
+            o = outcomes.get(dec.request_id)
+            yield {"request_id": dec.request_id, "created_at": dec.created_at,
+                   "task_type": dec.task_type, "client_id": dec.client_id,
+                   "constraints": dec.constraints, "decision": dec,
+                   "outcome": outcome_from_row(o) if o is not None else None,
+                   "rewards": rewards.get(dec.request_id, [])}
+
+    def export_jsonl(self, out: str | Path, since: float | None = None) -> int:
+        """Write ``iter_requests`` to a JSONL file; returns the number of lines."""
+        n = 0
+        enc = msgspec.json.Encoder()
+        try:
+            with Path(out).open("wb") as fh:
+                for rec in self.iter_requests(since):
+                    fh.write(enc.encode(rec) + b"\n")
+                    n += 1
+        except OSError as exc:
+            raise StorageError(f"{out}: cannot write export: {exc}") from exc
+        return n
+
+    def latest_snapshot(self) -> tuple[int, Any] | None:
+        """The newest snapshot that decodes. An unreadable one is skipped with a warning:
+        the events after an older snapshot (or all of them) rebuild the same posterior,
+        so corrupt state loses no learning."""
+        for row in self.query("SELECT id, seq, state FROM posterior_snapshots ORDER BY id DESC"):
+            try:
+                return int(row["seq"]), msgspec.json.decode(row["state"])
+            except msgspec.DecodeError:
+                log.warning("%s: posterior snapshot %d is not valid JSON; skipping it",
+                            self.path, row["id"])
+        return None
+
+    def events_after(self, seq: int) -> Iterator[LearningEvent]:
+        """Outcomes, rewards and policy changes applied after ``seq``, in applied order."""
+        outcomes = self.query(
+            "SELECT seq, request_id, task_type, strategy, latency_ms, output_tokens, escalated,"
+            " error FROM outcomes WHERE seq > ? AND applied = 1", (seq,))
+        rewards = self.query(
+            "SELECT r.seq, r.request_id, r.task_type, r.strategy, r.score, r.previous_score,"
+            " r.effective_score, d.features FROM rewards r LEFT JOIN decisions d"
+            " USING (request_id) WHERE r.seq > ? AND r.applied = 1", (seq,))
+        policies = self.query(
+            "SELECT seq, actor, settings, configured FROM policy_history WHERE seq > ?", (seq,))
+        rows: list[tuple[int, LearningEvent]] = []
+        for r in outcomes:
+            rows.append((r["seq"], OutcomeEvent(
+                request_id=r["request_id"], task_type=r["task_type"], strategy=r["strategy"],
+                latency_ms=r["latency_ms"], output_tokens=r["output_tokens"],
+                escalated=bool(r["escalated"]), error=r["error"])))
+        for r in rewards:
+            eff = r["effective_score"]
+            rows.append((r["seq"], RewardEvent(
+                request_id=r["request_id"], task_type=r["task_type"], strategy=r["strategy"],
+                effective=r["score"] if eff is None else eff, previous=r["previous_score"],
+                features=_features(r["features"]))))
+        for r in policies:
+            rows.append((r["seq"], _policy_event(r)))
+        rows.sort(key=lambda e: e[0])
+        for _, event in rows:
+            yield event
+
+
+class SQLiteStore(_Reads, BaseLogStore):
     """The default log store for the service. Thread-safe; one writer thread.
 
     Args:
@@ -413,28 +567,6 @@ class SQLiteStore(BaseLogStore):
     def clear_pending_feedback(self, request_id: str) -> None:
         self._put("pending_feedback_done", {"request_id": request_id})
 
-    def pending_feedback(self, max_age_s: float = 3600.0) -> list[tuple[str, float, str, float]]:
-        """(request_id, created_at, rater, score) of feedback still waiting for its request."""
-        rows = self.query("SELECT request_id, created_at, rater, score FROM pending_feedback "
-                          "WHERE created_at >= ? ORDER BY id", (self.clock() - max_age_s,))
-        return [(r[0], r[1], r[2], r[3]) for r in rows]
-
-    def judge_user_pairs(self) -> list[tuple[str, float, float]]:
-        """(task type, judge score, mean user score) for every request that has both: the
-        data the judge-to-user calibration is fitted on."""
-        rows = self.query("""
-            WITH j AS (
-                SELECT request_id, task_type, score, seq,
-                       row_number() OVER (PARTITION BY request_id ORDER BY seq DESC) AS k
-                FROM rewards WHERE source = 'judge'),
-            u AS (
-                SELECT request_id, score,
-                       row_number() OVER (PARTITION BY request_id, rater ORDER BY seq DESC) AS k
-                FROM rewards WHERE source = 'user')
-            SELECT j.task_type, j.score, avg(u.score) FROM j JOIN u USING (request_id)
-            WHERE j.k = 1 AND u.k = 1 GROUP BY j.request_id ORDER BY min(j.seq)""")
-        return [(r[0], r[1], r[2]) for r in rows]
-
     def record_judge_call(self, row: dict[str, Any]) -> None:
         self._put("judge_calls", row)
 
@@ -445,12 +577,6 @@ class SQLiteStore(BaseLogStore):
             "settings": _json.encode(event.knobs).decode(),
             "configured": _json.encode(event.configured).decode()
             if event.configured is not None else None}, durable=True)
-
-    def latest_policy(self) -> PolicyEvent | None:
-        """The policy change in force (the newest), or None."""
-        rows = self.query("SELECT actor, settings, configured FROM policy_history "
-                          "ORDER BY id DESC LIMIT 1")
-        return _policy_event(rows[0]) if rows else None
 
     def save_snapshot(self, seq: int, state: dict[str, Any], *, wait: bool = False) -> None:
         """Queue a snapshot; the oldest are pruned (the newest few are kept, so an
@@ -463,120 +589,7 @@ class SQLiteStore(BaseLogStore):
         """Return when everything queued so far is committed."""
         self._put(_BARRIER, {}, durable=True)
 
-    # -- reads -----------------------------------------------------------------------------
-
-    def _reader(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(str(self.path), check_same_thread=False)
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA busy_timeout=5000")
-            self._local.conn = conn
-            self._readers.append(conn)
-        return conn
-
-    def query(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> list[sqlite3.Row]:
-        try:
-            return self._reader().execute(sql, params).fetchall()
-        except sqlite3.DatabaseError as exc:
-            raise StorageError(f"{self.path}: read failed: {exc}") from exc
-
-    def get_request(self, request_id: str) -> RequestRecord | None:
-        with self._pending_lock:
-            pending = self._pending.get(request_id)
-            if pending is not None:
-                return RequestRecord(request_id=request_id, decision=pending.decision,
-                                     outcome=pending.outcome, rewards=list(pending.rewards),
-                                     prompt=pending.prompt)
-        return self._committed_request(request_id)
-
-    def _committed_request(self, request_id: str) -> RequestRecord | None:
-        rows = self.query("SELECT * FROM decisions WHERE request_id = ?", (request_id,))
-        if not rows:
-            return None
-        req = self.query("SELECT prompt FROM requests WHERE request_id = ?", (request_id,))
-        out = self.query("SELECT * FROM outcomes WHERE request_id = ?", (request_id,))
-        rew = self.query("SELECT * FROM rewards WHERE request_id = ? ORDER BY seq", (request_id,))
-        return RequestRecord(
-            request_id=request_id, decision=decision_from_row(rows[0]),
-            outcome=outcome_from_row(out[0]) if out else None,
-            rewards=[reward_from_row(r) for r in rew],
-            prompt=req[0]["prompt"] if req else None)
-
-    def iter_requests(self, since: float | None = None) -> Iterator[dict[str, Any]]:
-        """Logged traffic, one dict per request: decision (with propensity and constraints),
-        outcome and rewards. The format ``conductor export`` writes and replay reads."""
-        since = since if since is not None else float("-inf")
-        rewards: dict[str, list[Reward]] = {}
-        for r in self.query("SELECT * FROM rewards WHERE created_at >= ? ORDER BY seq", (since,)):
-            rewards.setdefault(r["request_id"], []).append(reward_from_row(r))
-        decisions = self.query("SELECT * FROM decisions WHERE created_at >= ? "
-                               "ORDER BY created_at, rowid", (since,))
-        outcomes = {r["request_id"]: r for r in self.query(
-            "SELECT * FROM outcomes WHERE request_id IN "
-            "(SELECT request_id FROM decisions WHERE created_at >= ?)", (since,))}
-        for d in decisions:
-            dec = decision_from_row(d)
-            o = outcomes.get(dec.request_id)
-            yield {"request_id": dec.request_id, "created_at": dec.created_at,
-                   "task_type": dec.task_type, "client_id": dec.client_id,
-                   "constraints": dec.constraints, "decision": dec,
-                   "outcome": outcome_from_row(o) if o is not None else None,
-                   "rewards": rewards.get(dec.request_id, [])}
-
-    def export_jsonl(self, out: str | Path, since: float | None = None) -> int:
-        """Write ``iter_requests`` to a JSONL file; returns the number of lines."""
-        n = 0
-        enc = msgspec.json.Encoder()
-        try:
-            with Path(out).open("wb") as fh:
-                for rec in self.iter_requests(since):
-                    fh.write(enc.encode(rec) + b"\n")
-                    n += 1
-        except OSError as exc:
-            raise StorageError(f"{out}: cannot write export: {exc}") from exc
-        return n
-
-    def latest_snapshot(self) -> tuple[int, Any] | None:
-        """The newest snapshot that decodes. An unreadable one is skipped with a warning:
-        the events after an older snapshot (or all of them) rebuild the same posterior,
-        so corrupt state loses no learning."""
-        for row in self.query("SELECT id, seq, state FROM posterior_snapshots ORDER BY id DESC"):
-            try:
-                return int(row["seq"]), msgspec.json.decode(row["state"])
-            except msgspec.DecodeError:
-                log.warning("%s: posterior snapshot %d is not valid JSON; skipping it",
-                            self.path, row["id"])
-        return None
-
-    def events_after(self, seq: int) -> Iterator[LearningEvent]:
-        """Outcomes, rewards and policy changes applied after ``seq``, in applied order."""
-        outcomes = self.query(
-            "SELECT seq, request_id, task_type, strategy, latency_ms, output_tokens, escalated,"
-            " error FROM outcomes WHERE seq > ? AND applied = 1", (seq,))
-        rewards = self.query(
-            "SELECT r.seq, r.request_id, r.task_type, r.strategy, r.score, r.previous_score,"
-            " r.effective_score, d.features FROM rewards r LEFT JOIN decisions d"
-            " USING (request_id) WHERE r.seq > ? AND r.applied = 1", (seq,))
-        policies = self.query(
-            "SELECT seq, actor, settings, configured FROM policy_history WHERE seq > ?", (seq,))
-        rows: list[tuple[int, LearningEvent]] = []
-        for r in outcomes:
-            rows.append((r["seq"], OutcomeEvent(
-                request_id=r["request_id"], task_type=r["task_type"], strategy=r["strategy"],
-                latency_ms=r["latency_ms"], output_tokens=r["output_tokens"],
-                escalated=bool(r["escalated"]), error=r["error"])))
-        for r in rewards:
-            eff = r["effective_score"]
-            rows.append((r["seq"], RewardEvent(
-                request_id=r["request_id"], task_type=r["task_type"], strategy=r["strategy"],
-                effective=r["score"] if eff is None else eff, previous=r["previous_score"],
-                features=_features(r["features"]))))
-        for r in policies:
-            rows.append((r["seq"], _policy_event(r)))
-        rows.sort(key=lambda e: e[0])
-        for _, event in rows:
-            yield event
+    # -- lifecycle ---------------------------------------------------------------------------
 
     def close(self) -> None:
         """Drain the queue (bounded by ``drain_timeout_s``), then close connections."""
