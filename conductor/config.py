@@ -266,14 +266,14 @@ class PolicyConfig(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True
     context_min_gain: float = 0.002
     context_min_rewards: NonNegative = 50.0
 
+    def gamma(self) -> float:
+        """Per-observation decay of the posteriors' evidence (1: no decay)."""
+        return 0.5 ** (1.0 / self.half_life) if self.half_life else 1.0
+
     def target_gamma(self) -> float:
         """Per-reward decay of the quality target's window (1: no decay)."""
-        return _target_gamma(self)
-
-
-def _target_gamma(p: PolicyConfig) -> float:
-    hl = p.target_half_life or p.half_life
-    return 0.5 ** (1.0 / hl) if hl and p.target_decay else 1.0
+        hl = self.target_half_life or self.half_life
+        return 0.5 ** (1.0 / hl) if hl and self.target_decay else 1.0
 
 
 class StorageConfig(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):

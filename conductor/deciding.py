@@ -190,20 +190,16 @@ class Decider:
             if strategy in unavailable:
                 raise NoStrategyAvailableError(
                     f"strategy {strategy!r} is unavailable (its circuit is open)")
-        eligible = self._eligible[task].copy()
-        needed = input_tokens + (request.max_tokens or 0)
-        fits = self.windows >= needed
-        if not fits[eligible].all() or (strategy is not None and
-                                        not fits[names.index(strategy)]):
-            eligible &= fits
-            if not (fits[names.index(strategy)] if strategy is not None else eligible.any()):
-                best = int(np.argmax(np.where(self._eligible[task], self.windows, -1)))
-                raise InvalidRequestError(
-                    f"the prompt (~{input_tokens} tokens) plus max_tokens "
-                    f"({request.max_tokens or 0}) does not fit the context window of "
-                    f"{'strategy ' + repr(strategy) if strategy else 'any eligible strategy'}"
-                    f"; the largest is {int(self.windows[best])} tokens ({names[best]})",
-                    field="messages")
+        fits = self.windows >= input_tokens + (request.max_tokens or 0)
+        eligible = self._eligible[task] & fits
+        if not (fits[names.index(strategy)] if strategy is not None else eligible.any()):
+            best = int(np.argmax(np.where(self._eligible[task], self.windows, -1)))
+            raise InvalidRequestError(
+                f"the prompt (~{input_tokens} tokens) plus max_tokens "
+                f"({request.max_tokens or 0}) does not fit the context window of "
+                f"{'strategy ' + repr(strategy) if strategy else 'any eligible strategy'}"
+                f"; the largest is {int(self.windows[best])} tokens ({names[best]})",
+                field="messages")
         if unavailable:
             eligible &= ~eligible_mask(names, sorted(unavailable))
         if strategy is None and not eligible.any():
@@ -294,12 +290,10 @@ class Decider:
         key = (int(post.observations // PRICE_EVERY), round(spec.target, 3))
         cached = self._prices.get(task)
         if cached is None or cached[1] != key:
-            center, (coef, _) = model.center, model.posterior()
-            zs = np.array([x for x, _ in recent])
-            x = np.concatenate((np.ones((len(zs), 1)), zs - center), axis=1)
+            means = model.predict_means(np.array([x for x, _ in recent]))
             costs = np.array([c / max(c[spec.safe], 1e-300) for _, c in recent])
-            cached = self._prices[task] = (solve_price(x @ coef.T, costs, eligible,
-                                                       spec.target), key)
+            cached = self._prices[task] = (solve_price(means, costs, eligible, spec.target),
+                                           key)
         return PromptContext(mean=mean, var=var, price=cached[0],
                              cost_scale=float(cost[spec.safe]))
 

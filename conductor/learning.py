@@ -169,20 +169,15 @@ class Learner:
         self.posteriors = PosteriorState(priors)
         self.targets = {t: TargetState() for t in settings.task_types}
         p = settings.policy
-        self.contexts = {t: ContextModel(
-            post.strategies, p.context_dim + 1, prior_mean=post.quality_mean(),
-            prior_sd=post.quality_std(), prior_std=p.context_prior_std,
-            noise_var=p.context_noise_var, open_gain=p.context_min_gain,
-            min_rewards=p.context_min_rewards) for t, post in self.posteriors.tasks.items()
-        } if p.context else {}
+        self.contexts = {t: ContextModel.for_task(post, p)
+                         for t, post in self.posteriors.tasks.items()} if p.context else {}
         self.target_gamma = settings.target_gamma()
         self.calibrations = {t: JudgeCalibration(min_pairs=settings.judge.min_calibration_pairs)
                              for t in settings.task_types}
         self.fusion = RewardFusion(self.calibrated)
         self.configured = configured_knobs(settings)
         self.knobs = self.configured
-        hl = settings.policy.half_life
-        self.gamma = 0.5 ** (1.0 / hl) if hl else 1.0
+        self.gamma = settings.policy.gamma()
         self.lock = threading.RLock()
         self._feedback_lock = threading.Lock()
         self._pending: dict[str, list[tuple[float, str, float]]] = {}
@@ -222,9 +217,9 @@ class Learner:
                 context = self.contexts.get(event.task_type)
                 z = np.asarray(event.features) if context is not None and (
                     len(event.features) == context.size) else None
-                # Scored against the task level before either learns from it.
-                baseline = float(post.quality_mean()[post.index[event.strategy]])
-                if event.previous is None:
+                if context is not None and z is not None:  # scored against the task
+                    baseline = float(post.quality_mean()[post.index[event.strategy]])
+                if event.previous is None:  # level before either learns from it
                     if context is not None and z is not None:
                         context.observe(event.strategy, z, event.effective, self.gamma,
                                         baseline=baseline)

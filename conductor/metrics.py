@@ -69,9 +69,10 @@ class RouterStats(msgspec.Struct, kw_only=True):
     @classmethod
     def of(cls, health: Any, evaluation: Any, calibrations: Mapping[str, Any]) -> RouterStats:
         """From the router's parts (``Health``, ``Evaluation``, judge calibrations)."""
-        h, j = health.counters, evaluation.counters
+        h, j = health, evaluation.counters
         return cls(
-            retries=h.retries, fallbacks=h.fallbacks, circuits_opened=h.circuits_opened,
+            retries=sum(h.retries.values()), fallbacks=h.fallbacks,
+            circuits_opened=h.circuits_opened,
             circuits_open=health.circuits_open(), judge_calls=j.calls,
             judge_failures=j.failures, judge_dropped=evaluation.runner.dropped,
             judge_budget_skipped=evaluation.sampler.budget_skipped,

@@ -30,6 +30,9 @@ from typing import Any
 
 import numpy as np
 
+from conductor.bandit.posterior import TaskPosterior
+from conductor.config import PolicyConfig
+
 
 class ContextModel:
     """The residual models of every strategy of one task type, stacked by strategy."""
@@ -65,6 +68,15 @@ class ContextModel:
         self.min_rewards = min_rewards
         self.active = False
         self._cache: tuple[np.ndarray, np.ndarray] | None = None
+
+    @classmethod
+    def for_task(cls, post: TaskPosterior, p: PolicyConfig) -> ContextModel:
+        """The model of a task type's strategies: its prior is the task-level posterior,
+        its size and prior widths the ``[policy]`` context settings."""
+        return cls(post.strategies, p.context_dim + 1, prior_mean=post.quality_mean(),
+                   prior_sd=post.quality_std(), prior_std=p.context_prior_std,
+                   noise_var=p.context_noise_var, open_gain=p.context_min_gain,
+                   min_rewards=p.context_min_rewards)
 
     # -- updates ---------------------------------------------------------------------------
 
@@ -151,6 +163,11 @@ class ContextModel:
         mean = np.einsum("sij,sj->si", cov, prior + xty / self.noise_var)
         self._cache = (mean, cov)
         return self._cache
+
+    def predict_means(self, zs: np.ndarray) -> np.ndarray:
+        """Posterior mean quality of every strategy for many prompts: shape (len(zs), S)."""
+        coef, _ = self.posterior()
+        return coef[:, 0] + (zs - self.center) @ coef[:, 1:].T
 
     def predict(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """For a prompt: each strategy's predicted quality (mean), its variance, and the

@@ -8,7 +8,7 @@ streams alike, and records every call it made.
 """
 
 from conductor.execution.executor import Attempt, Executor, Plan
-from conductor.execution.health import ExecutionCounters, Health
+from conductor.execution.health import Health
 from conductor.execution.modes import (
            BatchMode,
            DirectMode,
@@ -18,5 +18,5 @@ from conductor.execution.modes import (
 )
 from conductor.execution.upstream import Upstream
 
-__all__ = ["Attempt", "BatchMode", "DirectMode", "ExecutionCounters", "ExecutionMode",
+__all__ = ["Attempt", "BatchMode", "DirectMode", "ExecutionMode",
            "Executor", "Health", "Plan", "Upstream", "VerifiedMode", "build_modes"]

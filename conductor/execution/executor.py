@@ -52,8 +52,7 @@ class Attempt:
         self.last_exc: ProviderError | None = None
         self.refused: RateLimitedError | None = None  # a fallback the budget refused
         self.estimated = False  # some tokens were counted by us, not the upstream
-        self.started = time.perf_counter()
-        self.started_monotonic = time.monotonic()
+        self.started = time.monotonic()
 
     @property
     def failure(self) -> RateLimitedError | ProviderError:
@@ -85,7 +84,7 @@ class Attempt:
         """What happened, as the record the log and the learner take. Latency is the wall
         time, or the simulated time of the calls when the world is simulated."""
         resp = self.resp
-        wall_ms = (time.perf_counter() - self.started) * 1000.0
+        wall_ms = (time.monotonic() - self.started) * 1000.0
         ok_calls = [c for c in self.calls if c.error is None]
         simulated = sum(c.latency_ms for c in ok_calls) if resp is not None else 0.0
         latency = max(simulated, wall_ms)
@@ -128,7 +127,7 @@ class Executor:
                         attempt.refused = exc
                         return
                 attempt.chain.append(cand)
-                self.health.counters.fallbacks += 1
+                self.health.fallbacks += 1
             yield cand
 
     def _model(self, strategy: str) -> str:
@@ -147,7 +146,7 @@ class Executor:
         """Whether the deadline has passed; if so the failure says so, naming it."""
         if plan.deadline is None or time.monotonic() < plan.deadline:
             return False
-        budget_ms = (plan.deadline - attempt.started_monotonic) * 1000.0
+        budget_ms = (plan.deadline - attempt.started) * 1000.0
         attempt.last_exc = ProviderTimeoutError(
             f"no answer within the request's deadline ({budget_ms:.0f} ms, max_latency_ms); "
             f"tried {', '.join(attempt.chain)}"
@@ -177,12 +176,11 @@ class Executor:
         stream that ends without its final answer is a failure of that candidate."""
         attempt = Attempt(plan)
         for cand in self._candidates(plan, attempt):
-            started = answered = False
-            sent: list[str] = []
+            answered = False
+            sent: list[str] = []  # text gone out to the client
             try:
                 async for item in self.modes[cand].stream(request, attempt.run):
                     if isinstance(item, str):
-                        started = True
                         sent.append(item)
                         yield item
                     else:
@@ -191,7 +189,7 @@ class Executor:
                 if not answered:
                     raise ProviderStreamError(f"{cand}: the stream ended without its answer")
             except ProviderError as exc:
-                if started:  # text already went out: no silent switch to another model
+                if sent:  # text already went out: no silent switch to another model
                     attempt.failed(cand, self._model(cand), exc,
                                    self._streamed_usage(cand, request, "".join(sent)))
                     attempt.executed = cand

@@ -7,21 +7,11 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
-from msgspec import Struct
-
 from conductor.config import Settings, VerifiedStrategy
 from conductor.errors import CircuitOpenError, ProviderBadRequestError, ProviderError
 from conductor.providers.reliability import CircuitBreaker
 
 log = logging.getLogger("conductor.execution")
-
-
-class ExecutionCounters(Struct, kw_only=True):
-    """Since start: retried attempts, fallbacks to another strategy, circuits opened."""
-
-    retries: int = 0
-    fallbacks: int = 0
-    circuits_opened: int = 0
 
 
 class Health:
@@ -32,8 +22,9 @@ class Health:
     def __init__(self, settings: Settings, *,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
-        self.counters = ExecutionCounters()
-        # Failed upstream attempts by (model, error class), retries by model (/metrics).
+        # Since start: fallbacks to another strategy, failed upstream attempts by (model,
+        # error class), retries by model.
+        self.fallbacks = 0
         self.failures: Counter[tuple[str, str]] = Counter()
         self.retries: Counter[str] = Counter()
         self._breakers: dict[tuple[str, str], CircuitBreaker] = {}
@@ -76,8 +67,12 @@ class Health:
         was_open = breaker.state == "open"
         breaker.record_failure()
         if not was_open and breaker.state == "open":
-            self.counters.circuits_opened += 1
             log.warning("circuit opened for model %s (%s)", model, exc)
+
+    @property
+    def circuits_opened(self) -> int:
+        """Times a circuit opened since start (each breaker counts its own)."""
+        return sum(b.times_opened for b in self._breakers.values())
 
     def unavailable(self) -> set[str]:
         """Strategies whose model's circuit is open."""

@@ -129,17 +129,15 @@ class BatchMode(_WholeAnswer):
                 lambda c: self.upstream.complete(self.model, c, None),
                 window_ms=self.config.window_ms, max_batch=self.config.max_batch,
                 simulated_wait=self.upstream.provider_of(self.model).virtual_time)
-        submitted = batcher.submit(self.upstream.call_for(self.strategy, request, run.deadline))
-        if run.deadline is None:
-            resp = await submitted
-        else:  # this request stops waiting at its deadline; the batch goes on for the rest
-            try:
-                async with asyncio.timeout(max(0.0, run.deadline - time.monotonic())):
-                    resp = await submitted
-            except TimeoutError:
-                raise ProviderTimeoutError(
-                    f"{self.strategy}: the batch did not answer before the request's "
-                    "deadline", provider=self.model) from None
+        left = None if run.deadline is None else max(0.0, run.deadline - time.monotonic())
+        try:  # this request stops waiting at its deadline; the batch goes on for the rest
+            async with asyncio.timeout(left):
+                resp = await batcher.submit(
+                    self.upstream.call_for(self.strategy, request, run.deadline))
+        except TimeoutError:
+            raise ProviderTimeoutError(
+                f"{self.strategy}: the batch did not answer before the request's deadline",
+                provider=self.model) from None
         run.calls.append(_record(self.upstream, self.strategy, self.model, role, resp))
         return resp, False
 

@@ -69,7 +69,6 @@ class Upstream:
             return resp
 
         def on_retry(exc: BaseException) -> None:
-            self.health.counters.retries += 1
             self.health.retries[model] += 1
 
         return await call_with_retries(attempt, pc.retry, deadline=deadline, on_retry=on_retry)

@@ -144,7 +144,7 @@ def _candidate_probabilities(cand: Candidate, records: list[LoggedRecord], setti
     table = build_strategy_table(settings)
     policy = ThompsonPolicy(policy_params(settings.policy))
     rng = np.random.default_rng(seed)
-    gamma = 0.5 ** (1.0 / settings.policy.half_life) if settings.policy.half_life else 1.0
+    gamma = settings.policy.gamma()
     for i, r in enumerate(records):
         tp = post[r.task_type]
         el = eligible_mask(names, settings.strategies_for(r.task_type))

@@ -125,11 +125,8 @@ class ConductorPolicy:
             self.features = np.array([featurize(text) for text in world.prompts]) if (
                 world.prompts) else np.zeros((len(world.ids), featurize.size))
             p = self.params
-            self.contexts = {task: ContextModel(
-                world.models, featurize.size, prior_mean=self.posts[task].quality_mean(),
-                prior_sd=self.posts[task].quality_std(), prior_std=p.context_prior_std,
-                noise_var=p.context_noise_var, open_gain=p.context_min_gain,
-                min_rewards=p.context_min_rewards) for task in world.tasks()}
+            self.contexts = {task: ContextModel.for_task(self.posts[task], p)
+                             for task in world.tasks()}
 
     def spec(self, task: str, eligible: np.ndarray) -> TargetSpec | None:
         return None if self.floors else self.policy.target_spec(
@@ -163,10 +160,7 @@ class ConductorPolicy:
             if spec is not None:
                 key = (post_version(self.posts[task]), round(spec.target, 3))
                 if self.priced.get(task, (None, None))[1] != key:
-                    mean, _cov = model.posterior()
-                    zs = self.features[recent]
-                    x = np.concatenate((np.ones((len(zs), 1)), zs - model.center), axis=1)
-                    means = x @ mean.T
+                    means = model.predict_means(self.features[recent])
                     cost = self.posts[task].output_tokens()  # the cost rides in this slot
                     price = solve_price(means, np.broadcast_to(cost / cost[spec.safe],
                                                                means.shape), el, spec.target)

@@ -27,6 +27,8 @@ def test_the_posterior_is_the_ridge_solution_with_the_task_prior(rng) -> None:
     expected = np.linalg.solve(a, prior_prec @ np.r_[0.5, 0, 0, 0] + x.T @ ys / 0.25)
     np.testing.assert_allclose(mean[0], expected, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(cov[0], np.linalg.inv(a), rtol=1e-9, atol=1e-12)
+    many = m.predict_means(zs[:5])  # the batched form the prompt price uses
+    np.testing.assert_allclose(many, [m.predict(z)[0] for z in zs[:5]], atol=1e-12)
     # The other strategy saw nothing: its prior (the task level's).
     assert mean[1].tolist() == pytest.approx([0.7, 0, 0, 0])
     assert m.predict(zs[0])[0][1] == pytest.approx(0.7)

@@ -17,11 +17,11 @@ def test_requests_rejected_as_the_clients_fault_do_not_trip_the_breaker() -> Non
     for _ in range(10):  # e.g. a prompt too long for the context window
         h.record("gpt-4o-mini", ProviderBadRequestError("400: too long", status=400))
     assert h.breaker("gpt-4o-mini").state == "closed"
-    assert h.unavailable() == set() and h.counters.circuits_opened == 0
+    assert h.unavailable() == set() and h.circuits_opened == 0
     for _ in range(3):
         h.record("gpt-4o-mini", ProviderServerError("500", status=500))
     assert h.breaker("gpt-4o-mini").state == "open"
-    assert h.counters.circuits_opened == 1
+    assert h.circuits_opened == 1
     # Every strategy whose (first) model is gpt-4o-mini is out; the verified one drafts on it.
     assert h.unavailable() == {"turbo-cheap", "batch-cheap", "quality-verified"}
 
