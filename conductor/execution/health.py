@@ -50,9 +50,11 @@ class Health:
     def admit(self, model: str) -> None:
         """Before an upstream call: raises CircuitOpenError unless the breaker lets it
         through (half-open: only the one trial)."""
-        if not self._breaker_of[model].try_call():
-            raise CircuitOpenError(f"{model}: circuit {self._breaker_of[model].state}, "
-                                   "its trial call is in flight", provider=model)
+        breaker = self._breaker_of[model]
+        if not breaker.try_call():
+            why = ("cooling down after failures" if breaker.state == "open"
+                   else "its one trial call is in flight")
+            raise CircuitOpenError(f"{model}: circuit {breaker.state}, {why}", provider=model)
 
     def record(self, model: str, exc: ProviderError | None) -> None:
         """Feed an upstream attempt's result to the model's breaker. A rejected request

@@ -6,7 +6,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 
 from conductor.config import Settings
-from conductor.errors import ConfigError, ProviderError
+from conductor.errors import CircuitOpenError, ConfigError, ProviderError
 from conductor.execution.health import Health
 from conductor.providers.base import Provider, ProviderCall, ProviderResponse, StreamChunk
 from conductor.providers.reliability import call_with_retries
@@ -58,12 +58,15 @@ class Upstream:
         provider = self.provider_of(model)
         pc = self.settings.providers[self.settings.models[model].provider]
 
+        failed: list[ProviderError] = []
+
         async def attempt() -> ProviderResponse:
             self.health.admit(model)
             try:
                 resp = await provider.complete(call)
             except ProviderError as exc:
                 self.health.record(model, exc)
+                failed.append(exc)
                 raise
             self.health.record(model, None)
             return resp
@@ -71,7 +74,15 @@ class Upstream:
         def on_retry(exc: BaseException) -> None:
             self.health.retries[model] += 1
 
-        return await call_with_retries(attempt, pc.retry, deadline=deadline, on_retry=on_retry)
+        try:
+            return await call_with_retries(attempt, pc.retry, deadline=deadline,
+                                           on_retry=on_retry)
+        except CircuitOpenError:
+            # Our own retries opened the circuit: the caller learns what the upstream
+            # said, not that we stopped asking.
+            if failed:
+                raise failed[-1] from None
+            raise
 
     async def stream(self, model: str, call: ProviderCall) -> AsyncIterator[StreamChunk]:
         """The provider's stream; its end (or failure) feeds the breaker."""

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
 
 import msgspec
 import pytest
@@ -27,6 +28,26 @@ from conductor.testing import FakeUpstream
 from conductor.types import CompletionRequest, Message, Outcome, Reward
 from tests.integration.conftest import fake_settings
 
+T = TypeVar("T")
+
+Closing = Callable[[T], T]
+
+
+@pytest.fixture
+async def closing() -> AsyncIterator[Closing[Any]]:
+    """Registers a Conductor or provider to close after the test, passed or failed: a
+    failed test must not leak an open HTTP connector into the ones after it."""
+    opened: list[Any] = []
+
+    def keep(obj: T) -> T:
+        opened.append(obj)
+        return obj
+
+    yield keep
+    for obj in reversed(opened):
+        await obj.aclose()
+
+
 CALL = ProviderCall(model="cheap", messages=(Message(role="user", content="Say hi"),))
 
 
@@ -35,9 +56,10 @@ def _provider(up: FakeUpstream, **kw: Any) -> OpenAIProvider:
     return OpenAIProvider("fake", s.providers["fake"])
 
 
-async def test_completion_uses_upstream_usage_and_prices(upstream: FakeUpstream) -> None:
+async def test_completion_uses_upstream_usage_and_prices(
+        upstream: FakeUpstream, closing: Closing[Any]) -> None:
     upstream.behaviour.answer = "hello there, friend"
-    c = Conductor(fake_settings(upstream.base_url), seed=1, evaluators=[])
+    c = closing(Conductor(fake_settings(upstream.base_url), seed=1, evaluators=[]))
     r = await c.acomplete("Say hi", task_type="chat", strategy="direct-strong")
     assert r.text == "hello there, friend"
     assert upstream.requests[-1]["model"] == "strong"
@@ -47,50 +69,50 @@ async def test_completion_uses_upstream_usage_and_prices(upstream: FakeUpstream)
     assert (r.outcome.input_tokens, r.outcome.output_tokens) == (prompt_tokens, completion_tokens)
     assert r.outcome.cost_usd == pytest.approx((prompt_tokens * 10 + completion_tokens * 30) / 1e6)
     assert not r.outcome.cost_estimated
-    await c.aclose()
 
 
-async def test_missing_usage_is_estimated_and_marked(upstream: FakeUpstream) -> None:
+async def test_missing_usage_is_estimated_and_marked(
+        upstream: FakeUpstream, closing: Closing[Any]) -> None:
     upstream.behaviour.usage = False
     upstream.behaviour.answer = "x" * 40
-    c = Conductor(fake_settings(upstream.base_url), seed=1, evaluators=[])
+    c = closing(Conductor(fake_settings(upstream.base_url), seed=1, evaluators=[]))
     r = await c.acomplete("Say hi", task_type="chat", strategy="direct-cheap")
     assert r.outcome.cost_estimated
     assert r.outcome.output_tokens == 10  # 40 characters / 4
     assert r.outcome.cost_usd == pytest.approx((r.outcome.input_tokens * 1 + 10 * 2) / 1e6)
-    await c.aclose()
 
 
 @pytest.mark.parametrize("budget", ["first_byte_s", "total_s"])
-async def test_an_upstream_that_never_answers_fails_on_time(upstream: FakeUpstream,
+async def test_an_upstream_that_never_answers_fails_on_time(
+        upstream: FakeUpstream, closing: Closing[Any],
                                                             budget: str) -> None:
     upstream.behaviour.hang = True
     kw = {"first_byte_s": 0.6, "total_s": 10.0} if budget == "first_byte_s" else {
         "first_byte_s": 10.0, "total_s": 0.6}
-    p = _provider(upstream, **kw)
+    p = closing(_provider(upstream, **kw))
     t0 = time.perf_counter()
     with pytest.raises(ProviderTimeoutError):
         await p.complete(CALL)
     elapsed = time.perf_counter() - t0
-    await p.aclose()
     # Not before its budget; and it is this budget that fired, not the other one (10 s).
     assert 0.59 <= elapsed < 5.0, elapsed
 
 
-async def test_a_429_burst_is_retried_after_retry_after(upstream: FakeUpstream) -> None:
+async def test_a_429_burst_is_retried_after_retry_after(
+        upstream: FakeUpstream, closing: Closing[Any]) -> None:
     upstream.behaviour.fail_statuses = [429, 429]
     upstream.behaviour.retry_after = "0.3"
-    c = Conductor(fake_settings(upstream.base_url, attempts=3), seed=1, evaluators=[])
+    c = closing(Conductor(fake_settings(upstream.base_url, attempts=3), seed=1, evaluators=[]))
     t0 = time.perf_counter()
     r = await c.acomplete("hi", task_type="chat", strategy="direct-cheap")
     assert time.perf_counter() - t0 >= 0.6
     assert len(upstream.requests) == 3
     assert r.text == "fake answer" and c.stats().retries == 2
-    await c.aclose()
 
 
-async def test_errors_are_translated_with_the_upstream_message(upstream: FakeUpstream) -> None:
-    p = _provider(upstream)
+async def test_errors_are_translated_with_the_upstream_message(
+        upstream: FakeUpstream, closing: Closing[Any]) -> None:
+    p = closing(_provider(upstream))
     upstream.behaviour.fail_statuses = [500]
     with pytest.raises(ProviderServerError, match="upstream 500: upstream is overloaded"):
         await p.complete(CALL)
@@ -103,59 +125,72 @@ async def test_errors_are_translated_with_the_upstream_message(upstream: FakeUps
     with pytest.raises(ProviderRateLimitedError) as info:
         await p.complete(CALL)
     assert info.value.retry_after_s == 7.0
-    await p.aclose()
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == 10.0
 
 
-async def test_auth_errors_are_not_retried(upstream: FakeUpstream) -> None:
+async def test_auth_errors_are_not_retried(upstream: FakeUpstream, closing: Closing[Any]) -> None:
     upstream.behaviour.fail_statuses = [401, 401, 401]
-    c = Conductor(fake_settings(upstream.base_url), seed=1, evaluators=[])
+    c = closing(Conductor(fake_settings(upstream.base_url), seed=1, evaluators=[]))
     with pytest.raises(ProviderAuthError):
         await c.acomplete("hi", task_type="chat", strategy="direct-cheap")
     assert len(upstream.requests) == 1
-    await c.aclose()
 
 
-async def test_retries_stop_at_the_request_deadline(upstream: FakeUpstream) -> None:
+async def test_retries_stop_at_the_request_deadline(
+        upstream: FakeUpstream, closing: Closing[Any]) -> None:
     upstream.behaviour.fail_statuses = [503] * 10
     upstream.behaviour.retry_after = None
-    c = Conductor(fake_settings(upstream.base_url, attempts=10, backoff_s=0.2), seed=1,
-                  evaluators=[])
+    c = closing(Conductor(fake_settings(upstream.base_url, attempts=10, backoff_s=0.2),
+                          seed=1, evaluators=[]))
     t0 = time.perf_counter()
     with pytest.raises(ProviderServerError):
         await c.acomplete("hi", task_type="chat", strategy="direct-cheap", max_latency_ms=500)
     assert time.perf_counter() - t0 < 0.5
     assert len(upstream.requests) < 10
-    await c.aclose()
 
 
-async def test_streaming_yields_deltas_and_usage(upstream: FakeUpstream) -> None:
+async def test_retries_that_open_the_circuit_raise_the_upstreams_error(
+        upstream: FakeUpstream, closing: Closing[Any]) -> None:
+    # Three 503s in a row open the circuit (fake_settings); the fourth attempt is not sent
+    # and the caller hears the upstream's 503, not "circuit open".
+    upstream.behaviour.fail_statuses = [503] * 10
+    upstream.behaviour.retry_after = None
+    c = closing(Conductor(fake_settings(upstream.base_url, attempts=10, backoff_s=0.001),
+                          seed=1, evaluators=[]))
+    with pytest.raises(ProviderServerError) as info:
+        await c.acomplete("hi", task_type="chat", strategy="direct-cheap")
+    assert info.value.status == 503
+    assert len(upstream.requests) == 3
+    assert c.health.breaker("cheap").state == "open"
+
+
+async def test_streaming_yields_deltas_and_usage(
+        upstream: FakeUpstream, closing: Closing[Any]) -> None:
     upstream.behaviour.answer = "one two three four five six"
-    p = _provider(upstream)
+    p = closing(_provider(upstream))
     chunks = [c async for c in p.stream(CALL)]
     deltas = [c.delta for c in chunks if c.final is None]
     assert len(deltas) >= 3 and "".join(deltas) == "one two three four five six"
     final = chunks[-1].final
     assert final is not None and not final.usage_estimated and final.output_tokens == 6
-    await p.aclose()
 
 
-async def test_a_stream_cut_midway_is_an_error(upstream: FakeUpstream) -> None:
+async def test_a_stream_cut_midway_is_an_error(
+        upstream: FakeUpstream, closing: Closing[Any]) -> None:
     upstream.behaviour.answer = "one two three four five six"
     upstream.behaviour.stream_cut_after = 2
-    p = _provider(upstream)
+    p = closing(_provider(upstream))
     got: list[str] = []
     with pytest.raises(ProviderStreamError):
         async for c in p.stream(CALL):
             got.append(c.delta)
     assert got and "".join(got) != "one two three four five six"
-    await p.aclose()
 
 
 async def test_three_failures_open_the_circuit_and_the_policy_avoids_it(
-        upstream: FakeUpstream) -> None:
+        upstream: FakeUpstream, closing: Closing[Any]) -> None:
     upstream.behaviour.fail_models = {"cheap"}
-    c = Conductor(fake_settings(upstream.base_url, attempts=1), seed=1, evaluators=[])
+    c = closing(Conductor(fake_settings(upstream.base_url, attempts=1), seed=1, evaluators=[]))
     for _ in range(3):
         with pytest.raises(ProviderServerError):
             await c.acomplete("hi", task_type="chat", strategy="direct-cheap")
@@ -167,14 +202,13 @@ async def test_three_failures_open_the_circuit_and_the_policy_avoids_it(
         assert r.decision.strategy == "direct-strong"
     assert all(req["model"] == "strong" for req in upstream.requests[before:])
     assert c.stats().circuits_opened == 1
-    await c.aclose()
 
 
 async def test_a_half_open_circuit_lets_exactly_one_trial_through(
-        upstream: FakeUpstream) -> None:
+        upstream: FakeUpstream, closing: Closing[Any]) -> None:
     data = msgspec.to_builtins(fake_settings(upstream.base_url, attempts=1))
     data["providers"]["fake"]["circuit"]["cooldown_s"] = 0.3
-    c = Conductor(settings_from_dict(data), seed=1, evaluators=[])
+    c = closing(Conductor(settings_from_dict(data), seed=1, evaluators=[]))
     upstream.behaviour.fail_models = {"cheap"}
     for _ in range(3):
         with pytest.raises(ProviderServerError):
@@ -196,7 +230,6 @@ async def test_a_half_open_circuit_lets_exactly_one_trial_through(
     again = await asyncio.gather(*(c.acomplete("hi", task_type="chat", strategy="direct-cheap")
                                    for _ in range(5)))
     assert len(again) == 5
-    await c.aclose()
 
 
 def _echo_batch(body: dict[str, Any]) -> str:
@@ -209,10 +242,10 @@ def _echo_batch(body: dict[str, Any]) -> str:
 
 
 async def test_a_batch_of_ten_is_one_upstream_call_answering_the_right_callers(
-        upstream: FakeUpstream) -> None:
+        upstream: FakeUpstream, closing: Closing[Any]) -> None:
     upstream.behaviour.answer = _echo_batch
-    c = Conductor(fake_settings(upstream.base_url, window_ms=2000, max_batch=10), seed=1,
-                  evaluators=[])
+    c = closing(Conductor(fake_settings(upstream.base_url, window_ms=2000, max_batch=10), seed=1,
+                  evaluators=[]))
     prompts = [f"question number {i}" for i in range(10)]
     results = await asyncio.gather(*(c.acomplete(p, task_type="classify",
                                                  strategy="batch-cheap") for p in prompts))
@@ -224,10 +257,10 @@ async def test_a_batch_of_ten_is_one_upstream_call_answering_the_right_callers(
     for r in results:  # the batch discount applies to each share
         assert r.outcome.cost_usd == pytest.approx(
             (r.outcome.input_tokens * 1 + r.outcome.output_tokens * 2) / 1e6 * 0.5)
-    await c.aclose()
 
 
-async def test_an_unparseable_batch_item_falls_back_alone(upstream: FakeUpstream) -> None:
+async def test_an_unparseable_batch_item_falls_back_alone(
+        upstream: FakeUpstream, closing: Closing[Any]) -> None:
     def short_array(body: dict[str, Any]) -> str:
         if "numbered items" in body["messages"][0]["content"]:
             return '["first answer", "second answer"]'  # three items were sent
@@ -236,8 +269,8 @@ async def test_an_unparseable_batch_item_falls_back_alone(upstream: FakeUpstream
     upstream.behaviour.answer = short_array
     # Only the batch strategy and its direct twin (twice as dear) serve this task type.
     tt = {"classify": {"strategies": ["batch-cheap", "direct-cheap"], "min_quality": 0.01}}
-    c = Conductor(fake_settings(upstream.base_url, window_ms=200, max_batch=3, task_types=tt),
-                  seed=1, evaluators=[])
+    c = closing(Conductor(fake_settings(upstream.base_url, window_ms=200, max_batch=3,
+                                        task_types=tt), seed=1, evaluators=[]))
     results = await asyncio.gather(*(c.acomplete(f"item {i}", task_type="classify")
                                      for i in range(3)))
     assert [r.decision.strategy for r in results] == ["batch-cheap"] * 3
@@ -247,7 +280,6 @@ async def test_an_unparseable_batch_item_falls_back_alone(upstream: FakeUpstream
     assert len(fell_back) == 1 and fell_back[0].text == "direct answer"
     assert fell_back[0].outcome.fallback_chain == ("batch-cheap", "direct-cheap")
     assert "BatchItemError" in (fell_back[0].outcome.calls[0].error or "")
-    await c.aclose()
 
 
 class _BadDraftEvaluator:
@@ -263,9 +295,10 @@ class _BadDraftEvaluator:
 
 
 async def test_a_verified_draft_below_the_score_escalates_and_both_costs_count(
-        upstream: FakeUpstream) -> None:
+        upstream: FakeUpstream, closing: Closing[Any]) -> None:
     upstream.behaviour.answer = lambda b: "a bad draft" if b["model"] == "cheap" else "good"
-    c = Conductor(fake_settings(upstream.base_url), seed=1, evaluators=[_BadDraftEvaluator()])
+    c = closing(Conductor(fake_settings(upstream.base_url), seed=1,
+                          evaluators=[_BadDraftEvaluator()]))
     r = await c.acomplete("Write it", task_type="chat", strategy="verified")
     assert r.text == "good" and r.outcome.escalated
     assert [(x.role, x.model) for x in r.outcome.calls] == [("draft", "cheap"),
@@ -276,7 +309,6 @@ async def test_a_verified_draft_below_the_score_escalates_and_both_costs_count(
     upstream.behaviour.answer = "fine"
     r2 = await c.acomplete("Write it", task_type="chat", strategy="verified")
     assert not r2.outcome.escalated and len(r2.outcome.calls) == 1
-    await c.aclose()
 
 
 def _two_direct(up: FakeUpstream) -> Any:
@@ -286,9 +318,9 @@ def _two_direct(up: FakeUpstream) -> Any:
 
 
 async def test_a_stream_never_switches_model_after_text_has_gone_out(
-        upstream: FakeUpstream) -> None:
+        upstream: FakeUpstream, closing: Closing[Any]) -> None:
     upstream.behaviour.answer = "one two three four five six"
-    c = _two_direct(upstream)
+    c = closing(_two_direct(upstream))
     stream = c.astream(c.make_request("go", task_type="chat"))
     decision = await anext(stream)
     assert c.decider.fallback_order(decision)  # there is somewhere to fall back to
@@ -301,12 +333,12 @@ async def test_a_stream_never_switches_model_after_text_has_gone_out(
     assert len(upstream.requests) == 1  # no second model once text went out
     rec = c.log_store.get_request(decision.request_id)
     assert rec.outcome.error and rec.outcome.fallback_chain == (decision.strategy,)
-    await c.aclose()
 
 
-async def test_a_stream_falls_back_before_its_first_delta(upstream: FakeUpstream) -> None:
+async def test_a_stream_falls_back_before_its_first_delta(
+        upstream: FakeUpstream, closing: Closing[Any]) -> None:
     upstream.behaviour.answer = "one two three four five six"
-    c = _two_direct(upstream)
+    c = closing(_two_direct(upstream))
     stream = c.astream(c.make_request("go", task_type="chat"))
     decision = await anext(stream)
     upstream.behaviour.fail_models = {"cheap" if decision.strategy == "direct-cheap"
@@ -319,15 +351,14 @@ async def test_a_stream_falls_back_before_its_first_delta(upstream: FakeUpstream
     assert [r["model"] for r in upstream.requests] == [
         "cheap" if decision.strategy == "direct-cheap" else "strong",
         "strong" if decision.strategy == "direct-cheap" else "cheap"]
-    await c.aclose()
 
 
-async def test_a_rejected_request_does_not_open_the_circuit(upstream: FakeUpstream) -> None:
+async def test_a_rejected_request_does_not_open_the_circuit(
+        upstream: FakeUpstream, closing: Closing[Any]) -> None:
     upstream.behaviour.fail_statuses = [400] * 6
     upstream.behaviour.fail_body = '{"error": {"message": "context length exceeded"}}'
-    c = Conductor(fake_settings(upstream.base_url, attempts=1), seed=1, evaluators=[])
+    c = closing(Conductor(fake_settings(upstream.base_url, attempts=1), seed=1, evaluators=[]))
     for _ in range(6):
         with pytest.raises(ProviderBadRequestError, match="context length exceeded"):
             await c.acomplete("hi", task_type="chat", strategy="direct-cheap")
     assert c.breaker("cheap").state == "closed" and "direct-cheap" not in c.unavailable()
-    await c.aclose()

@@ -11,6 +11,12 @@ from pathlib import Path
 
 import pytest
 import schemathesis
+
+# Loaded at collection, not lazily inside from_url() while servers run: pytest rewrites
+# schemathesis' modules as they import, and once in CI (CPython 3.11.7) that rewrite failed
+# with "SystemError: AST constructor recursion depth mismatch" while a connector leaked by
+# an earlier failed test was being collected.
+import schemathesis.specs.openapi.schemas
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 

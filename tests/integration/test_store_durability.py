@@ -22,11 +22,28 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _start(db: Path, mode: str) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, str(CHILD), str(db), mode], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+    # stderr to a file: only stdout is a pipe, so reading it to its end cannot deadlock.
+    with db.with_suffix(".stderr").open("w") as err:
+        proc = subprocess.Popen([sys.executable, str(CHILD), str(db), mode],
+                                stdout=subprocess.PIPE, stderr=err, text=True, env=env)
     assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == "READY", proc.stderr.read() if proc.stderr else ""
+    assert proc.stdout.readline().strip() == "READY", _stderr(db)
     return proc
+
+
+def _stderr(db: Path) -> str:
+    return db.with_suffix(".stderr").read_text()
+
+
+def _rest(proc: subprocess.Popen[str], timeout: float) -> list[list[str]]:
+    """The lines the child still prints before it exits. Read through ``proc.stdout``, not
+    ``communicate()``: communicate reads the raw pipe and drops what readline() already
+    buffered (a line acknowledged by the child but never seen by the test)."""
+    assert proc.stdout is not None
+    with proc.stdout:
+        rest = proc.stdout.read()
+    proc.wait(timeout=timeout)
+    return [ln.split() for ln in rest.splitlines()]
 
 
 def _read_lines(proc: subprocess.Popen[str], prefix: str, n: int,
@@ -49,9 +66,8 @@ def test_sigkill_loses_no_acknowledged_feedback_and_rebuild_matches(tmp_path: Pa
     proc = _start(db, "feedback")
     acked = _read_lines(proc, "ACK", 400)
     os.kill(proc.pid, signal.SIGKILL)
-    out, _ = proc.communicate(timeout=10)
+    acked += [ln for ln in _rest(proc, 10) if ln[:1] == ["ACK"]]
     assert proc.returncode == -signal.SIGKILL
-    acked += [ln.split() for ln in out.splitlines() if ln.startswith("ACK")]
     assert len(acked) >= 400
     conn = sqlite3.connect(db)
     stored = set(conn.execute("SELECT request_id, rater FROM rewards WHERE source = 'user'"))
@@ -95,10 +111,10 @@ def test_sigterm_drains_every_answered_completion(tmp_path: Path) -> None:
     proc = _start(db, "complete")
     done = _read_lines(proc, "DONE", 300)
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0, err
-    done += [ln.split() for ln in out.splitlines() if ln.startswith("DONE")]
-    assert "CLOSED" in out
+    rest = _rest(proc, 30)
+    assert proc.returncode == 0, _stderr(db)
+    done += [ln for ln in rest if ln[:1] == ["DONE"]]
+    assert any(ln[:1] == ["CLOSED"] for ln in rest)
     conn = sqlite3.connect(db)
     outcomes = {r[0] for r in conn.execute("SELECT request_id FROM outcomes")}
     decisions = conn.execute("SELECT count(*) FROM decisions").fetchone()[0]
