@@ -40,7 +40,6 @@ from conductor.service.schemas import (
     Usage,
     trace_of,
 )
-from conductor.storage.sqlite import SQLiteStore
 from conductor.types import (
     CompletionRequest,
     CompletionResult,
@@ -313,25 +312,13 @@ class Gateway:
         self.metrics.set_agreement(r.judge_user_agreement)
         out = self.metrics.get_stats()
         out["policy"] = msgspec.to_builtins(self.conductor.policy_settings())
-        out["store"] = self.store_health()
+        out["store"] = self.conductor.log_store.write_health()
         out["router"] = {"retries": r.retries, "fallbacks": r.fallbacks,
                          "circuits_opened": r.circuits_opened,
                          "circuits_open": r.circuits_open,
                          "judge_budget_skipped": r.judge_budget_skipped,
                          "judge_failed": r.judge_failures}
         return out
-
-    def store_health(self) -> dict[str, Any]:
-        """The store's write health (a store without these counters: empty)."""
-        st = self.conductor.log_store
-        if not isinstance(st, SQLiteStore):
-            return {}
-        since = getattr(st, "failing_since", None)
-        return {"writable": since is None,
-                "failing_for_s": 0.0 if since is None else time.monotonic() - since,
-                "write_failures": st.write_failures, "rows_failed": st.rows_failed,
-                "rows_dropped": st.rows_dropped, "backlog_rows": st.backlog_rows,
-                "rows_written": st.rows_written}
 
     def series(self) -> dict[str, Any]:
         """Time series for the dashboard, with each task type's quality target and each
@@ -345,7 +332,7 @@ class Gateway:
     async def ready(self) -> tuple[bool, dict[str, Any]]:
         c = self.conductor
         checks: dict[str, Any] = {}
-        store = self.store_health()
+        store = c.log_store.write_health()
         if not store.get("writable", True):  # real writes fail (a probe commit may not)
             checks["store"] = (f"error: writes failing for {store['failing_for_s']:.0f} s, "
                                f"{store['backlog_rows']} rows waiting")

@@ -84,6 +84,11 @@ class LogStore(Protocol):
 
     def flush(self) -> None: ...
 
+    def write_health(self) -> dict[str, Any]:
+        """How writing goes, for /readyz, /v1/stats and /metrics: ``writable`` and the
+        failure counters of a store that can fail to write; empty for one that cannot."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -127,6 +132,9 @@ class BaseLogStore:
 
     def flush(self) -> None:
         return None
+
+    def write_health(self) -> dict[str, Any]:
+        return {}
 
 
 class MemoryLogStore(BaseLogStore):

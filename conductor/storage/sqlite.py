@@ -350,14 +350,15 @@ class SQLiteStore(_Reads, BaseLogStore):
         row = self._db.execute(sql, params).fetchone()
         return row[0] if row else None
 
-    @property
-    def writable(self) -> bool:
-        """False from a failed commit until one succeeds (``/readyz`` answers 503)."""
-        return self.failing_since is None
-
-    @property
-    def backlog_rows(self) -> int:
-        return len(self._backlog)
+    def write_health(self) -> dict[str, Any]:
+        """``writable`` is false from a failed commit until one succeeds (``/readyz``
+        answers 503 meanwhile); then the counters and the rows waiting in memory."""
+        since = self.failing_since
+        return {"writable": since is None,
+                "failing_for_s": 0.0 if since is None else time.monotonic() - since,
+                "write_failures": self.write_failures, "rows_failed": self.rows_failed,
+                "rows_dropped": self.rows_dropped, "backlog_rows": len(self._backlog),
+                "rows_written": self.rows_written}
 
     def _run(self) -> None:
         while True:
