@@ -247,7 +247,8 @@ class MetricsCollector:
                     h = t.latency_by_strategy[s] = _hist()
                 h.record_value(us)
         if self.prometheus is not None:
-            self.prometheus.outcome(client_id, task_type, outcome, explored, overhead_ms)
+            self.prometheus.outcome(client_id, task_type, outcome, explored, overhead_ms,
+                                    default)
         self._maybe_log(now)
 
     def record_reward(self, task_type: str, score: float, previous: float | None = None) -> None:
@@ -338,11 +339,8 @@ class MetricsCollector:
             points = list(self.history)
             if self._buckets:
                 key, tally = self._buckets[-1]
-                if key == int(now // self.interval_s):
-                    elapsed = max(now - key * self.interval_s, 1e-3)
-                    points.append(_point(key, tally, self.interval_s, elapsed))
-                else:
-                    points.append(_point(key, tally, self.interval_s, self.interval_s))
+                elapsed = min(self.interval_s, max(now - key * self.interval_s, 1e-3))
+                points.append(_point(key, tally, self.interval_s, elapsed))
         return points
 
     def _maybe_log(self, now: float) -> None:

@@ -54,23 +54,28 @@ def _gateway(state: State) -> Gateway:
     return state.gateway
 
 
-def client_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """Resolve the caller's API key to a client id (401 without a valid one); handlers
-    read it from ``request.state.client``."""
-    gw = _gateway(connection.app.state)
-    connection.state.client = gw.keys.client_for(
-        connection.headers.get("authorization"), connection.headers.get("x-api-key"),
+def _client_of(connection: ASGIConnection[Any, Any, Any, Any], *,
+               key_in_query: bool = False) -> str:
+    """The caller's client id from its API key (401 without a valid one)."""
+    key = connection.headers.get("x-api-key")
+    if key_in_query:
+        key = key or connection.query_params.get("key")
+    return _gateway(connection.app.state).keys.client_for(
+        connection.headers.get("authorization"), key,
         connection.client.host if connection.client else "")
 
 
+def client_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Resolve the caller's API key to a client id; handlers read it from
+    ``request.state.client``."""
+    connection.state.client = _client_of(connection)
+
+
 def page_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """Like ``client_guard`` for what a browser or a scraper opens (/metrics, /dashboard,
-    /schema): the key may also come as ``?key=`` in the address. Any client's key works
-    (give Prometheus a client of its own)."""
-    gw = _gateway(connection.app.state)
-    gw.keys.client_for(connection.headers.get("authorization"),
-                       connection.headers.get("x-api-key") or connection.query_params.get("key"),
-                       connection.client.host if connection.client else "")
+    """For what a browser or a scraper opens (/metrics, /dashboard, /schema): the key may
+    also come as ``?key=`` in the address. Any client's key works (give Prometheus a
+    client of its own)."""
+    _client_of(connection, key_in_query=True)
 
 
 def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler

@@ -106,7 +106,9 @@ class PrometheusMetrics:
         return got
 
     def outcome(self, client: str, task: str, o: Outcome, explored: bool,
-                overhead_ms: float | None) -> None:
+                overhead_ms: float | None, default_usd: float) -> None:
+        """One answered request; ``default_usd``: what it would have cost on the default
+        strategy."""
         t, s = self._t(task), self._s(o.strategy)
         req, out, cost, lat, default = self._children(self._c(client), t, s, o.sla_met)
         req.inc()
@@ -118,7 +120,7 @@ class PrometheusMetrics:
         if explored:
             self.explored.labels(t).inc()
         cost.inc(o.cost_usd)
-        default.inc(self.conductor.default_cost(o))
+        default.inc(default_usd)
         lat.observe(o.latency_ms / 1000.0)
         if overhead_ms is not None:
             self.overhead.observe(max(overhead_ms, 0.0) / 1000.0)

@@ -104,3 +104,30 @@ def test_a_snapshot_line_is_appended_every_interval(tmp_path: Path) -> None:
     lines = [msgspec.json.decode(x) for x in f.read_bytes().splitlines()]
     assert [int(x["time"]) for x in lines] == [10, 20, 30]
     assert lines[-1]["counters"]["outcomes_total"] == 31
+
+
+def test_the_series_is_one_point_per_busy_interval_with_exact_rates() -> None:
+    now = [1000.0]
+    m = MetricsCollector(interval_s=10, window_s=60, history_points=3,
+                         default_cost=lambda o: 0.004, clock=lambda: now[0])
+
+    def serve(n: int, strategy: str, at: float) -> None:
+        now[0] = at
+        for _ in range(n):
+            m.record_outcome(task_type="chat", client_id="a", outcome=_o(strategy, 200.0,
+                                                                          0.001))
+
+    serve(20, "cheap", 1001.0)   # bucket 100
+    serve(5, "strong", 1015.0)   # bucket 101
+    m.record_reward("chat", 0.5)
+    serve(10, "cheap", 1042.0)   # bucket 104; 102 and 103 were quiet
+    now[0] = 1044.0              # 4 s into the bucket still filling
+    points = m.series()
+    assert [p["t"] for p in points] == [1000.0, 1010.0, 1040.0]
+    assert [p["requests_per_s"] for p in points] == pytest.approx([2.0, 0.5, 10 / 4])
+    assert points[0]["shares"] == {"cheap": 1.0} and points[1]["quality"] == {"chat": 0.5}
+    assert points[1]["saved_fraction"] == pytest.approx(0.75)  # 0.001 vs 0.004
+    assert points[0]["latency_ms"]["p50"] == pytest.approx(200.0, rel=0.01)
+    serve(1, "cheap", 1055.0)
+    serve(1, "cheap", 1065.0)
+    assert [p["t"] for p in m.series()] == [1010.0, 1040.0, 1050.0, 1060.0]  # 3 kept + now
