@@ -60,6 +60,13 @@ def replay_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _save(plt: Any, fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def replay_plots(report: dict[str, Any], out_dir: str | Path) -> list[Path]:
     try:
         import matplotlib
@@ -90,10 +97,7 @@ def replay_plots(report: dict[str, Any], out_dir: str | Path) -> list[Path]:
     ax.set_ylabel("mean quality")
     ax.set_title("Cost vs quality")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    files.append(out / "frontier.png")
-    fig.savefig(files[-1], dpi=120)
-    plt.close(fig)
+    files.append(_save(plt, fig, out / "frontier.png"))
     fig, ax = plt.subplots(figsize=(8, 5))
     for name, curve in report.get("regret_curves", {}).items():
         if name.startswith("always:") or name == "best-fixed-per-task":
@@ -102,10 +106,7 @@ def replay_plots(report: dict[str, Any], out_dir: str | Path) -> list[Path]:
     ax.set_xlabel("requests")
     ax.set_ylabel("cumulative regret vs best fixed model per task")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    files.append(out / "regret.png")
-    fig.savefig(files[-1], dpi=120)
-    plt.close(fig)
+    files.append(_save(plt, fig, out / "regret.png"))
     curves = report.get("deficit_curves", {})
     if curves:
         fig, ax = plt.subplots(figsize=(8, 5))
@@ -122,8 +123,5 @@ def replay_plots(report: dict[str, Any], out_dir: str | Path) -> list[Path]:
         ax.set_ylabel("target - realized mean quality over the window")
         ax.set_title("Quality deficit (above 0: owed to the target)")
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        files.append(out / "deficit.png")
-        fig.savefig(files[-1], dpi=120)
-        plt.close(fig)
+        files.append(_save(plt, fig, out / "deficit.png"))
     return files
