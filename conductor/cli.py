@@ -136,7 +136,8 @@ def demo(config_path: Path | None, n: int, seed: int, every: int, db_path: Path 
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="Worker processes. Each learns on its own and shares the database.")
+              help="Worker processes on one database; each applies what the others learn "
+              "(storage.follow_every_s). Rate limits are per worker.")
 @click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path),
               help="SQLite database (default: the config's storage.path, conductor.db).")
 @click.option("--access-log/--no-access-log", default=False, show_default=True,

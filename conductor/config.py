@@ -277,9 +277,13 @@ class PolicyConfig(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True
 
 
 class StorageConfig(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """The log store. ``follow_every_s``: how often a process applies what other workers
+    or replicas on the same store learned (0: never; a lone process loses nothing)."""
+
     path: str = "conductor.db"
     store_text: bool = False
     snapshot_every_s: Positive = 60.0
+    follow_every_s: NonNegative = 0.5
 
 
 class MonitoringConfig(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):

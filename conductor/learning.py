@@ -29,7 +29,7 @@ from conductor.config import Settings
 from conductor.errors import InvalidRequestError, NotFoundError
 from conductor.evaluators.calibration import JudgeCalibration
 from conductor.evaluators.fusion import RewardFusion
-from conductor.storage.base import LogStore
+from conductor.storage.base import LogMark, LogStore
 from conductor.types import (
     Decision,
     LearningEvent,
@@ -44,6 +44,7 @@ from conductor.types import (
 log = logging.getLogger("conductor.learning")
 
 SNAPSHOT_VERSION = 2
+_NEVER = 2**62  # a seq beyond any: "none of this origin's events"
 
 
 class RewardListener(Protocol):
@@ -151,6 +152,29 @@ class Bookkeeper:
             self._thread = None
 
 
+class Follower:
+    """A thread that applies other processes' events: ``learner.follow()`` every
+    ``interval_s``. A failed read is logged and tried again at the next tick."""
+
+    def __init__(self, learner: Learner, interval_s: float) -> None:
+        self.learner = learner
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="conductor-follow", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.learner.follow()
+            except Exception:  # the store may be busy or failing; routing goes on
+                log.exception("applying other processes' events failed; retrying")
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10.0)
+
+
 class Learner:
     """Holds the learned state; ``apply`` is the only way it changes.
 
@@ -182,6 +206,8 @@ class Learner:
         self._feedback_lock = threading.Lock()
         self._pending: dict[str, list[tuple[float, str, float]]] = {}
         self._last_snapshot = clock()
+        self._followed = 0  # log position through which other processes' events are in
+        self._follow_lock = threading.Lock()
         self.reward_listeners: list[RewardListener] = []
 
     def calibrated(self, task_type: str, judge_score: float) -> float:
@@ -462,22 +488,30 @@ class Learner:
         ``apply``. Returns what had to be repaired."""
         problems: list[str] = []
         with self.lock:
+            upto = self.store.log_position()  # first: what commits later, follow() gets
             snap = self.store.latest_snapshot()
-            seq = 0
+            mark = LogMark()
             if snap is not None:
                 seq, state = snap
+                mark = LogMark(seq=seq)  # a snapshot from before log positions
                 problems += self.load_state(state)
+                saved = state.get("log_mark") if isinstance(state, dict) else None
+                if saved is not None:
+                    try:
+                        mark = msgspec.convert(saved, LogMark)
+                    except msgspec.ValidationError as exc:
+                        problems.append(f"log_mark: {exc}; replaying from seq {seq}")
             if snap is None or not (isinstance(snap[1], dict) and "policy" in snap[1]):
                 stored = self.store.latest_policy()
                 if stored is not None:
                     self._restore_policy(stored)
-            replayed = 0
-            for event in self.store.events_after(seq):
+            events = self.store.events_after(mark, upto)
+            for event in events:
                 if isinstance(event, PolicyEvent):
                     self._restore_policy(event)
                 else:
                     self.apply(event)
-                replayed += 1
+            self._followed = upto
             for task, judge, user in self.store.judge_user_pairs():
                 if task in self.calibrations:
                     self.calibrations[task].add_pair(judge, user)
@@ -485,14 +519,44 @@ class Learner:
                 self._pending.setdefault(rid, []).append((created, rater, score))
         for p in problems:
             log.warning("learned state repaired: %s", p)
-        log.info("state restored from snapshot at seq %d plus %d events", seq, replayed)
+        log.info("state restored from snapshot at %s plus %d events", mark, len(events))
         return problems
+
+    def follow(self) -> int:
+        """Apply the events other processes committed since the last call (workers and
+        replicas sharing the store), in log order; returns how many. The store is read
+        outside the lock, so requests keep deciding meanwhile."""
+        with self._follow_lock:  # one follower at a time: each event once
+            upto = self.store.log_position()
+            if upto <= self._followed:
+                return 0
+            mark = LogMark(origin=self.store.origin, seq=_NEVER, pos=self._followed)
+            events = self.store.events_after(mark, upto)
+            self._apply_followed(events, upto)
+        return len(events)
+
+    def _apply_followed(self, events: list[LearningEvent], upto: int) -> None:
+        with self.lock:
+            for event in events:
+                if isinstance(event, PolicyEvent):
+                    self._restore_policy(event)
+                    continue
+                if isinstance(event, RewardEvent):
+                    # Our cached fusion of this request misses the other process's reward:
+                    # the next reward here rebuilds it from the store.
+                    self.fusion.forget(event.request_id)
+                self.apply(event)
+            self._followed = upto
 
     def _maybe_snapshot(self, force: bool = False) -> None:
         now = self.clock()
         if force or now - self._last_snapshot >= self.settings.storage.snapshot_every_s:
             self._last_snapshot = now
-            self.store.save_snapshot(self.store.last_seq(), self.state(), wait=force)
+            seq = self.store.last_seq()
+            mark = LogMark(origin=self.store.origin, seq=seq, pos=self._followed)
+            self.store.save_snapshot(seq, {**self.state(),
+                                           "log_mark": msgspec.to_builtins(mark)},
+                                     wait=force)
 
     def snapshot(self) -> None:
         """Save the learned state now and wait until it is committed."""

@@ -29,7 +29,7 @@ from conductor.evaluators.judge import Judge
 from conductor.evaluators.pipeline import Evaluation
 from conductor.execution import Attempt, Executor, Health, Plan, Upstream, build_modes
 from conductor.execution.costs import cost_upper_bound
-from conductor.learning import Bookkeeper, Learner, rating_to_score
+from conductor.learning import Bookkeeper, Follower, Learner, rating_to_score
 from conductor.metrics import RouterListener, RouterStats
 from conductor.providers.base import Provider
 from conductor.providers.registry import open_providers
@@ -116,6 +116,9 @@ class Conductor:
             self.learner.knobs = msgspec.structs.replace(self.learner.knobs,
                                                          version=policy_version)
         self.books = Bookkeeper()
+        every = settings.storage.follow_every_s
+        self.follower = Follower(self.learner, every) if (
+            self.log_store.shared and every > 0) else None
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -424,6 +427,8 @@ class Conductor:
         self._snapshot_then_close_store()
 
     def _snapshot_then_close_store(self) -> None:
+        if self.follower is not None:
+            self.follower.close()
         try:  # a full disk must not keep the store open
             self.snapshot()
         except StorageError as exc:

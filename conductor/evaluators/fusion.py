@@ -54,6 +54,11 @@ class RewardFusion:
             self._state.move_to_end(request_id)
         return st
 
+    def forget(self, request_id: str) -> None:
+        """Drop a request's state (another process changed its rewards): the next reward
+        rebuilds it from the store."""
+        self._state.pop(request_id, None)
+
     def start(self, request_id: str, features: tuple[float, ...] = ()) -> None:
         """A new request with no rewards yet (keeps any state it already has)."""
         if request_id not in self._state:

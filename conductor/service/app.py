@@ -210,9 +210,9 @@ async def dashboard_asset(name: FromPath[str]) -> Response[bytes]:
                     media_type=media_type)
 
 
-@get("/healthz", summary="The process is up")
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+@get("/healthz", summary="The process is up (and which worker process answered)")
+async def healthz() -> dict[str, Any]:
+    return {"status": "ok", "pid": os.getpid()}
 
 
 @get("/readyz", summary="The store is writable and a strategy is available")

@@ -269,11 +269,13 @@ class Gateway:
 
     async def feedback(self, data: FeedbackRequest) -> tuple[FeedbackResponse, int]:
         rating: Any = data.rating  # a number here is refused, with how to send it
+        # The completion's id (what the OpenAI SDK shows) names the request too.
+        rid = data.request_id.removeprefix("chatcmpl-")
         reward = await self.conductor.afeedback(
-            data.request_id, rating, data.rater, stars=data.stars, thumbs=data.thumbs,
+            rid, rating, data.rater, stars=data.stars, thumbs=data.thumbs,
             score=data.score, pending_ok=data.pending_ok)
         pending = reward.effective_score is None and reward.task_type == ""
-        return FeedbackResponse(request_id=data.request_id, score=reward.score,
+        return FeedbackResponse(request_id=rid, score=reward.score,
                                 effective_score=reward.effective_score,
                                 status="pending" if pending else "applied"), (
             202 if pending else 200)

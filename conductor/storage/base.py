@@ -10,7 +10,6 @@ router calls every store the same way.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from concurrent.futures import Future
 from typing import Any, Protocol, runtime_checkable
 
@@ -36,10 +35,27 @@ class RequestRecord(Struct, kw_only=True):
     prompt: str | None = None
 
 
+class LogMark(Struct, kw_only=True, frozen=True):
+    """Where a learned state stands in a log that several processes write: it has seen
+    ``origin``'s events (one process's, numbered by ``seq`` in the order it applied them)
+    through ``seq``, and every other process's through log position ``pos`` (positions
+    number commits across processes). ``LogMark()`` has seen nothing; a snapshot from
+    before positions existed is ``LogMark(seq=its seq)``."""
+
+    origin: str = ""
+    seq: int = 0
+    pos: int = 0
+
+
 @runtime_checkable
 class LogStore(Protocol):
     """Where the router writes. ``applied`` says whether the posterior learned from the
-    row (false while the policy is frozen); ``previous_score`` marks a re-rating."""
+    row (false while the policy is frozen); ``previous_score`` marks a re-rating.
+    ``origin`` names this process's events; ``shared``: other processes may write the
+    same log (their events reach this one through ``events_after``)."""
+
+    origin: str
+    shared: bool
 
     def record_decision(self, decision: Decision, request: CompletionRequest) -> None: ...
 
@@ -74,8 +90,14 @@ class LogStore(Protocol):
 
     def latest_snapshot(self) -> tuple[int, Any] | None: ...
 
-    def events_after(self, seq: int) -> Iterator[LearningEvent]:
-        """Applied outcomes, rewards and policy changes after ``seq``, in applied order."""
+    def log_position(self) -> int:
+        """The position of the last committed event in the shared log (0: none, or a
+        store that other processes cannot share)."""
+        ...
+
+    def events_after(self, mark: LogMark, upto: int | None = None) -> list[LearningEvent]:
+        """Applied outcomes, rewards and policy changes a state at ``mark`` has not seen
+        (through log position ``upto``), in log order."""
         ...
 
     def save_snapshot(self, seq: int, state: dict[str, Any], *, wait: bool = False) -> None: ...
@@ -95,6 +117,9 @@ class LogStore(Protocol):
 class BaseLogStore:
     """Defaults for what a store need not keep: nothing is persisted beyond the records
     themselves, so there is no history to restore from."""
+
+    origin = ""
+    shared = False
 
     def record_judge_call(self, row: dict[str, Any]) -> None:
         return None
@@ -121,8 +146,11 @@ class BaseLogStore:
     def latest_snapshot(self) -> tuple[int, Any] | None:
         return None
 
-    def events_after(self, seq: int) -> Iterator[LearningEvent]:
-        return iter(())
+    def log_position(self) -> int:
+        return 0
+
+    def events_after(self, mark: LogMark, upto: int | None = None) -> list[LearningEvent]:
+        return []
 
     def save_snapshot(self, seq: int, state: dict[str, Any], *, wait: bool = False) -> None:
         return None

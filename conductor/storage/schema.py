@@ -173,4 +173,18 @@ def build_migrations() -> Migrations:
         db.execute("ALTER TABLE decisions ADD COLUMN features BLOB")
         db.execute("ALTER TABLE decisions ADD COLUMN per_prompt INTEGER NOT NULL DEFAULT 0")
 
+    @m(name="0007_shared_event_log")
+    def shared_event_log(db: Database) -> None:
+        # Several processes learn from one log: each event row names the process that
+        # applied it (origin; its seq counts that process's order) and gets a log position
+        # when committed (pos: one counter for every table and process, so commit order).
+        # Each process applies the others' events by position. Older rows: origin '', no
+        # position (they precede every positioned row).
+        db.execute("CREATE TABLE log_position (n INTEGER NOT NULL)")
+        db.execute("INSERT INTO log_position VALUES (0)")
+        for table in ("outcomes", "rewards", "policy_history"):
+            db.execute(f"ALTER TABLE {table} ADD COLUMN origin TEXT NOT NULL DEFAULT ''")
+            db.execute(f"ALTER TABLE {table} ADD COLUMN pos INTEGER")
+            db.execute(f"CREATE INDEX idx_{table}_pos ON {table}(pos)")
+
     return m

@@ -20,6 +20,7 @@ import queue
 import sqlite3
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future
@@ -32,7 +33,13 @@ from sqlite_utils import Database
 
 from conductor.config import Settings
 from conductor.errors import SchemaVersionError, StorageError
-from conductor.storage.base import BaseLogStore, LogStore, MemoryLogStore, RequestRecord
+from conductor.storage.base import (
+    BaseLogStore,
+    LogMark,
+    LogStore,
+    MemoryLogStore,
+    RequestRecord,
+)
 from conductor.storage.schema import MIGRATION_SET, build_migrations
 from conductor.types import (
     CallRecord,
@@ -65,11 +72,12 @@ _INSERT = {
                 "(:request_id, :seq, :created_at, :task_type, :strategy, :model, :latency_ms,"
                 " :input_tokens, :output_tokens, :cost_usd, :cost_estimated, :error,"
                 " :fallback_used, :fallback_chain, :sla_met, :escalated, :calls, :finish_reason,"
-                " :response_sha256, :response, :applied)",
+                " :response_sha256, :response, :applied, :origin, :pos)",
     "rewards": "INSERT INTO rewards (seq, request_id, created_at, task_type, strategy, source,"
-               " score, previous_score, sampling_probability, rater, applied, effective_score)"
-               " VALUES (:seq, :request_id, :created_at, :task_type, :strategy, :source, :score,"
-               " :previous_score, :sampling_probability, :rater, :applied, :effective_score)",
+               " score, previous_score, sampling_probability, rater, applied, effective_score,"
+               " origin, pos) VALUES (:seq, :request_id, :created_at, :task_type, :strategy,"
+               " :source, :score, :previous_score, :sampling_probability, :rater, :applied,"
+               " :effective_score, :origin, :pos)",
     "pending_feedback": "INSERT INTO pending_feedback (request_id, created_at, score, rater)"
                         " VALUES (:request_id, :created_at, :score, :rater)",
     "pending_feedback_done": "DELETE FROM pending_feedback WHERE request_id = :request_id",
@@ -82,10 +90,12 @@ _INSERT = {
     "posterior_snapshots_prune": "DELETE FROM posterior_snapshots WHERE id NOT IN"
                                  " (SELECT id FROM posterior_snapshots ORDER BY id DESC"
                                  " LIMIT :keep)",
-    "policy_history": "INSERT INTO policy_history (created_at, actor, settings, seq, configured)"
-                      " VALUES (:created_at, :actor, :settings, :seq, :configured)",
+    "policy_history": "INSERT INTO policy_history (created_at, actor, settings, seq, configured,"
+                      " origin, pos) VALUES (:created_at, :actor, :settings, :seq, :configured,"
+                      " :origin, :pos)",
 }
 
+_EVENT_TABLES = frozenset({"outcomes", "rewards", "policy_history"})
 _json = msgspec.json.Encoder()
 KEEP_SNAPSHOTS = 3
 _BARRIER = "_barrier"  # a queue marker: commit everything before it, write nothing
@@ -263,34 +273,46 @@ class _Reads:
                             self.path, row["id"])
         return None
 
-    def events_after(self, seq: int) -> Iterator[LearningEvent]:
-        """Outcomes, rewards and policy changes applied after ``seq``, in applied order."""
+    def log_position(self) -> int:
+        """The position of the last committed event (0 before any)."""
+        return int(self.query("SELECT n FROM log_position")[0][0])
+
+    def events_after(self, mark: LogMark, upto: int | None = None) -> list[LearningEvent]:
+        """Applied outcomes, rewards and policy changes a state at ``mark`` has not seen,
+        up to log position ``upto`` (all committed ones if None), in log order: the mark's
+        own process's events after its ``seq``, every other process's after its ``pos``.
+        Rows older than log positions (pos NULL) count as the empty origin's."""
+        if upto is None:
+            upto = self.log_position()
+        new = ("coalesce({t}pos, 0) <= :upto AND (({t}origin = :origin AND {t}seq > :seq) OR"
+               " ({t}origin != :origin AND {t}pos > :pos))")
+        params = {"upto": upto, "origin": mark.origin, "seq": mark.seq, "pos": mark.pos}
         outcomes = self.query(
-            "SELECT seq, request_id, task_type, strategy, latency_ms, output_tokens, escalated,"
-            " error FROM outcomes WHERE seq > ? AND applied = 1", (seq,))
+            "SELECT pos, seq, request_id, task_type, strategy, latency_ms, output_tokens,"
+            " escalated, error FROM outcomes WHERE applied = 1 AND " + new.format(t=""), params)
         rewards = self.query(
-            "SELECT r.seq, r.request_id, r.task_type, r.strategy, r.score, r.previous_score,"
-            " r.effective_score, d.features FROM rewards r LEFT JOIN decisions d"
-            " USING (request_id) WHERE r.seq > ? AND r.applied = 1", (seq,))
-        policies = self.query(
-            "SELECT seq, actor, settings, configured FROM policy_history WHERE seq > ?", (seq,))
-        rows: list[tuple[int, LearningEvent]] = []
+            "SELECT r.pos, r.seq, r.request_id, r.task_type, r.strategy, r.score,"
+            " r.previous_score, r.effective_score, d.features FROM rewards r LEFT JOIN"
+            " decisions d USING (request_id) WHERE r.applied = 1 AND " + new.format(t="r."),
+            params)
+        policies = self.query("SELECT pos, seq, actor, settings, configured FROM policy_history"
+                              " WHERE " + new.format(t=""), params)
+        rows: list[tuple[int, int, LearningEvent]] = []
         for r in outcomes:
-            rows.append((r["seq"], OutcomeEvent(
+            rows.append((r["pos"] or 0, r["seq"], OutcomeEvent(
                 request_id=r["request_id"], task_type=r["task_type"], strategy=r["strategy"],
                 latency_ms=r["latency_ms"], output_tokens=r["output_tokens"],
                 escalated=bool(r["escalated"]), error=r["error"])))
         for r in rewards:
             eff = r["effective_score"]
-            rows.append((r["seq"], RewardEvent(
+            rows.append((r["pos"] or 0, r["seq"], RewardEvent(
                 request_id=r["request_id"], task_type=r["task_type"], strategy=r["strategy"],
                 effective=r["score"] if eff is None else eff, previous=r["previous_score"],
                 features=_features(r["features"]))))
         for r in policies:
-            rows.append((r["seq"], _policy_event(r)))
-        rows.sort(key=lambda e: e[0])
-        for _, event in rows:
-            yield event
+            rows.append((r["pos"] or 0, r["seq"], _policy_event(r)))
+        rows.sort(key=lambda e: (e[0], e[1]))
+        return [event for _, _, event in rows]
 
 
 class SQLiteStore(_Reads, BaseLogStore):
@@ -314,6 +336,8 @@ class SQLiteStore(_Reads, BaseLogStore):
                  max_backlog_rows: int = 100_000, retry_interval_s: float = 1.0,
                  check: bool = True, clock: Any = time.time) -> None:
         self.path = Path(path)
+        self.origin = uuid.uuid4().hex[:16]  # this process's events, among others'
+        self.shared = True
         self.store_text = store_text
         self.batch_rows = batch_rows
         self.batch_interval_s = batch_interval_s
@@ -394,6 +418,12 @@ class SQLiteStore(_Reads, BaseLogStore):
 
     def _write(self, batch: list[_Item]) -> None:
         with self._db.atomic():
+            events = [i.row for i in batch if i.table in _EVENT_TABLES]
+            if events:  # log positions in commit order, across tables and processes
+                (last,) = self._db.execute("UPDATE log_position SET n = n + ? RETURNING n",
+                                           (len(events),)).fetchone()
+                for k, row in enumerate(events, start=last - len(events) + 1):
+                    row["pos"] = k
             # Consecutive rows of one table go in one executemany (same order).
             for table, items in itertools.groupby(batch, key=lambda i: i.table):
                 if table != _BARRIER:
@@ -538,7 +568,8 @@ class SQLiteStore(_Reads, BaseLogStore):
             "sla_met": int(outcome.sla_met), "escalated": int(outcome.escalated),
             "calls": _json.encode(outcome.calls).decode(),
             "finish_reason": outcome.finish_reason, "response_sha256": sha256(outcome.text),
-            "response": outcome.text if self.store_text else None, "applied": int(applied)})
+            "response": outcome.text if self.store_text else None, "applied": int(applied),
+            "origin": self.origin, "pos": None})
 
     def record_reward(self, reward: Reward, *, applied: bool = True,
                       previous_score: float | None = None,
@@ -555,7 +586,8 @@ class SQLiteStore(_Reads, BaseLogStore):
             "strategy": reward.strategy, "source": reward.source, "score": reward.score,
             "previous_score": previous_score,
             "sampling_probability": reward.sampling_probability, "rater": reward.rater,
-            "applied": int(applied), "effective_score": reward.effective_score},
+            "applied": int(applied), "effective_score": reward.effective_score,
+            "origin": self.origin, "pos": None},
             durable=reward.source == "user",
             wait=wait is not False)
 
@@ -577,7 +609,8 @@ class SQLiteStore(_Reads, BaseLogStore):
             "created_at": self.clock(), "actor": event.actor, "seq": self.next_seq(),
             "settings": _json.encode(event.knobs).decode(),
             "configured": _json.encode(event.configured).decode()
-            if event.configured is not None else None}, durable=True)
+            if event.configured is not None else None, "origin": self.origin, "pos": None},
+            durable=True)
 
     def save_snapshot(self, seq: int, state: dict[str, Any], *, wait: bool = False) -> None:
         """Queue a snapshot; the oldest are pruned (the newest few are kept, so an

@@ -3,6 +3,7 @@ SQLite file: the official OpenAI SDK, plain httpx, bad input, keys and limits.""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -283,7 +284,7 @@ def test_health_ready_models_stats_openapi(served, upstream: FakeUpstream) -> No
     s, _ = served
     upstream.behaviour.answer = "fine"
     with _http(s) as h:
-        assert h.get("/healthz").json() == {"status": "ok"}
+        assert h.get("/healthz").json() == {"status": "ok", "pid": os.getpid()}  # in-process
         ready = h.get("/readyz")
         assert ready.status_code == 200 and ready.json()["strategies_available"] == 4
         answers = [h.post("/v1/chat/completions", json={

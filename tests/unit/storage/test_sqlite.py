@@ -13,6 +13,7 @@ from sqlite_utils import Database
 
 from conductor import Conductor
 from conductor.errors import SchemaVersionError, StorageError
+from conductor.storage.base import LogMark
 from conductor.storage.schema import build_migrations
 from conductor.storage.sqlite import SQLiteStore, sha256
 from conductor.types import (
@@ -94,7 +95,7 @@ def test_every_record_type_round_trips(tmp_path: Path) -> None:
     assert again.query("SELECT score, raw_reply FROM judge_calls")[0][:] == (0.8, "Score: 8")
     assert again.query("SELECT actor FROM policy_history")[0][0] == "admin"
     assert again.latest_policy() == PolicyEvent(knobs=knobs, actor="admin")
-    assert list(again.events_after(0))[-1] == PolicyEvent(knobs=knobs, actor="admin")
+    assert again.events_after(LogMark())[-1] == PolicyEvent(knobs=knobs, actor="admin")
     assert again.latest_snapshot() == (2, {"tasks": {}})
     assert again.get_request("nope") is None
     again.close()
@@ -125,7 +126,8 @@ def test_migrations_from_empty_and_from_an_older_schema(tmp_path: Path) -> None:
     fresh = SQLiteStore(tmp_path / "new.db")
     names = [r["name"] for r in fresh.query("SELECT name FROM _sqlite_migrations ORDER BY id")]
     assert names == ["0001_initial", "0002_pending_feedback", "0003_effective_reward",
-                     "0004_policy_events", "0005_quality_targets", "0006_prompt_features"]
+                     "0004_policy_events", "0005_quality_targets", "0006_prompt_features",
+                     "0007_shared_event_log"]
     fresh.close()
 
     old_path = tmp_path / "old.db"

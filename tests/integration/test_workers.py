@@ -1,0 +1,111 @@
+"""`conductor serve --workers 2` on one SQLite file: the workers learn as one router.
+
+A keep-alive connection stays with the worker that accepted it, so one client per worker
+(told apart by /healthz's pid) says exactly which process answered."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+MESSAGES = [{"role": "user", "content": "Is this review positive? Great value!"}]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_until(check: object, timeout: float = 30.0) -> float:
+    """Seconds until ``check()`` held; fails the test past ``timeout`` (a hang bound,
+    not a speed claim)."""
+    t0 = time.monotonic()
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() - t0 < timeout, "not within the timeout"
+        time.sleep(0.02)
+    return time.monotonic() - t0
+
+
+@pytest.fixture
+def two_workers(tmp_path: Path) -> Iterator[tuple[httpx.Client, httpx.Client]]:
+    port = _free_port()
+    log = (tmp_path / "serve.log").open("w")
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).with_name("conductor")), "serve", "--workers", "2",
+         "--port", str(port), "--db", str(tmp_path / "shared.db")], cwd=tmp_path,
+        stdout=log, stderr=log, env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    clients: dict[int, httpx.Client] = {}
+    try:
+        def up() -> bool:
+            try:
+                return httpx.get(url + "/readyz", timeout=2).status_code == 200
+            except httpx.TransportError:
+                assert proc.poll() is None, (tmp_path / "serve.log").read_text()
+                return False
+
+        _wait_until(up, 60.0)
+        for _ in range(200):  # new connections until both workers have one
+            client = httpx.Client(base_url=url, timeout=30)
+            pid = client.get("/healthz").json()["pid"]
+            if pid in clients:
+                client.close()
+            else:
+                clients[pid] = client
+            if len(clients) == 2:
+                break
+        assert len(clients) == 2, "the kernel never handed a connection to the second worker"
+        a, b = clients.values()
+        yield a, b
+    finally:
+        for client in clients.values():
+            client.close()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+        log.close()
+
+
+@pytest.mark.slow
+def test_two_workers_share_policy_and_learning(
+        two_workers: tuple[httpx.Client, httpx.Client]) -> None:
+    a, b = two_workers
+    assert a.get("/healthz").json()["pid"] != b.get("/healthz").json()["pid"]
+
+    # A policy change through A is in force on B (follow_every_s = 0.5 s by default).
+    assert a.put("/v1/policy", json={"freeze": True}).status_code == 200
+    took = _wait_until(lambda: b.get("/v1/policy").json()["freeze"] is True)
+    print(f"freeze reached the other worker after {took:.2f} s")
+    assert a.put("/v1/policy", json={"freeze": False}).status_code == 200
+    _wait_until(lambda: b.get("/v1/policy").json()["freeze"] is False)
+
+    # Feedback sent to A moves B's posterior for that (task type, strategy).
+    answer = a.post("/v1/chat/completions", json={
+        "model": "auto", "messages": MESSAGES, "conductor": {"task_type": "classify"}})
+    assert answer.status_code == 200, answer.text
+    rid = answer.json()["id"]
+    strategy = answer.json()["conductor"]["strategy"]
+
+    def posterior(client: httpx.Client) -> tuple[float, float]:
+        post = client.get("/v1/stats/series").json()["posterior"]["classify"][strategy]
+        return post["mean"], post["rewards"]
+
+    # B follows A's outcome and automatic reward: it holds A's posterior exactly.
+    _wait_until(lambda: posterior(a)[1] > 0 and posterior(b) == posterior(a))
+    before = posterior(a)
+    assert a.post("/v1/feedback", json={"request_id": rid, "stars": 1}).status_code == 200
+    after = posterior(a)
+    assert after[0] < before[0]  # one star replaced a better automatic score
+    took = _wait_until(lambda: posterior(b) == after)
+    print(f"feedback reached the other worker after {took:.2f} s")
