@@ -137,7 +137,7 @@ def demo(config_path: Path | None, n: int, seed: int, every: int, db_path: Path 
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Worker processes on one database; each applies what the others learn "
-              "(storage.follow_every_s). Rate limits are per worker.")
+              "(storage.follow_every_s); rate limits are counted in the database.")
 @click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path),
               help="SQLite database (default: the config's storage.path, conductor.db).")
 @click.option("--access-log/--no-access-log", default=False, show_default=True,

@@ -103,7 +103,8 @@ class Conductor:
             clock=clock)
         self.executor = Executor(settings, build_modes(settings, self.upstream,
                                                        self.evaluation.score_draft), self.health)
-        self.limiter = limiter or RateLimiter.for_clients(settings.clients)
+        self.limiter = limiter or RateLimiter.for_clients(
+            settings.clients, self.log_store.limit_ledger() if self.log_store.shared else None)
         self._switched_off: set[str] = set()
         self._in_flight: dict[str, _InFlight] = {}
         self._listeners: list[RouterListener] = []

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import Future
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from msgspec import Struct
 
@@ -45,6 +45,30 @@ class LogMark(Struct, kw_only=True, frozen=True):
     origin: str = ""
     seq: int = 0
     pos: int = 0
+
+
+class Refusal(NamedTuple):
+    """A limit that refuses a request: its name, its bound, when to retry, and (for a
+    budget) what was spent."""
+
+    limit: str
+    bound: float
+    retry_after_s: float
+    spent: float = 0.0
+
+
+class LimitLedger(Protocol):
+    """Rate limits and budgets kept where every process sharing a store sees them."""
+
+    def admit(self, client_id: str, usd: float, *, per_minute: int | None,
+              per_hour: int | None, max_usd: float | None) -> int | Refusal: ...
+
+    def extend(self, reservation_id: int, client_id: str, more_usd: float,
+               max_usd: float | None) -> Refusal | None: ...
+
+    def reconcile(self, reservation_id: int, usd: float) -> None: ...
+
+    def spent_last_hour(self, client_id: str) -> float: ...
 
 
 @runtime_checkable
@@ -106,6 +130,11 @@ class LogStore(Protocol):
 
     def flush(self) -> None: ...
 
+    def limit_ledger(self) -> LimitLedger | None:
+        """Where limits are counted when several processes share this store (None: each
+        process counts its own)."""
+        ...
+
     def write_health(self) -> dict[str, Any]:
         """How writing goes, for /readyz, /v1/stats and /metrics: ``writable`` and the
         failure counters of a store that can fail to write; empty for one that cannot."""
@@ -163,6 +192,9 @@ class BaseLogStore:
 
     def write_health(self) -> dict[str, Any]:
         return {}
+
+    def limit_ledger(self) -> LimitLedger | None:
+        return None
 
 
 class MemoryLogStore(BaseLogStore):

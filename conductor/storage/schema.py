@@ -187,4 +187,17 @@ def build_migrations() -> Migrations:
             db.execute(f"ALTER TABLE {table} ADD COLUMN pos INTEGER")
             db.execute(f"CREATE INDEX idx_{table}_pos ON {table}(pos)")
 
+    @m(name="0008_shared_limits")
+    def shared_limits(db: Database) -> None:
+        # Admissions of clients with limits, shared by every process on this file: one
+        # row per admitted request, its cost reservation replaced by the actual cost.
+        db.execute("""
+            CREATE TABLE limit_reservations (
+                id INTEGER PRIMARY KEY,
+                client_id TEXT NOT NULL,
+                at REAL NOT NULL,
+                usd REAL NOT NULL
+            )""")
+        db.execute("CREATE INDEX idx_limit_reservations ON limit_reservations(client_id, at)")
+
     return m

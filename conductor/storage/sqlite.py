@@ -40,6 +40,7 @@ from conductor.storage.base import (
     MemoryLogStore,
     RequestRecord,
 )
+from conductor.storage.limits import SQLiteLimits
 from conductor.storage.schema import MIGRATION_SET, build_migrations
 from conductor.types import (
     CallRecord,
@@ -364,6 +365,7 @@ class SQLiteStore(_Reads, BaseLogStore):
         self._backlog: deque[_Item] = deque()  # rows waiting for writes to work again
         self.failing_since: float | None = None  # monotonic; None while writes work
         self._closed = False
+        self._limits: SQLiteLimits | None = None
         self._writer = threading.Thread(target=self._run, name="conductor-sqlite-writer",
                                         daemon=True)
         self._writer.start()
@@ -373,6 +375,13 @@ class SQLiteStore(_Reads, BaseLogStore):
     def _scalar(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
         row = self._db.execute(sql, params).fetchone()
         return row[0] if row else None
+
+    def limit_ledger(self) -> SQLiteLimits:
+        """The limits every process on this file shares (opened on first use)."""
+        with self._seq_lock:
+            if self._limits is None:
+                self._limits = SQLiteLimits(self.path)
+            return self._limits
 
     def write_health(self) -> dict[str, Any]:
         """``writable`` is false from a failed commit until one succeeds (``/readyz``
@@ -642,6 +651,8 @@ class SQLiteStore(_Reads, BaseLogStore):
             self._db.conn.close()
         for conn in self._readers:
             conn.close()
+        if self._limits is not None:
+            self._limits.close()
 
 
 def _policy_event(r: sqlite3.Row) -> PolicyEvent:

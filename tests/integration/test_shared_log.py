@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 import sqlite3
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,8 @@ import msgspec
 import pytest
 
 from conductor import Conductor, default_settings
-from conductor.config import Settings
+from conductor.config import ClientConfig, Settings
+from conductor.errors import RateLimitedError
 from conductor.storage.sqlite import SQLiteStore
 
 
@@ -143,4 +145,61 @@ def test_after_both_restart_their_posteriors_equal_a_rebuild_from_nothing(
             assert _evidence(a2, task, name) == pytest.approx(
                 _evidence(rebuilt, task, name), rel=1e-3, abs=1e-9)
     for c in (a2, b2, rebuilt):
+        c.close()
+
+
+def _limited(db: Path, seed: int, **limits: Any) -> Conductor:
+    s = _settings()
+    s = msgspec.structs.replace(s, clients={"acme": ClientConfig(**limits)})
+    return Conductor(s, seed=seed, log_store=SQLiteStore(db))
+
+
+def _race(workers: list[Conductor], n: int) -> tuple[list[Any], list[RateLimitedError]]:
+    """``n`` requests from client acme, spread over the workers, each worker in a thread of
+    its own: each has its own store connection, so admissions truly race, as between
+    processes."""
+    def serve(k: int) -> list[Any]:
+        out: list[Any] = []
+        for i in range(k, n, len(workers)):
+            try:
+                out.append(workers[k].complete(f"item {i}", task_type="classify",
+                                               client_id="acme", max_tokens=16))
+            except RateLimitedError as exc:
+                out.append(exc)
+        return out
+
+    with ThreadPoolExecutor(max_workers=len(workers)) as pool:
+        out = [r for rs in pool.map(serve, range(len(workers))) for r in rs]
+    return ([r for r in out if not isinstance(r, RateLimitedError)],
+            [r for r in out if isinstance(r, RateLimitedError)])
+
+
+def test_a_rate_limit_holds_exactly_across_workers(tmp_path: Path) -> None:
+    db = tmp_path / "shared.db"
+    workers = [_limited(db, seed, requests_per_minute=30) for seed in range(4)]
+    admitted, refused = _race(workers, 100)
+    assert len(admitted) == 30 and len(refused) == 70
+    assert {e.limit for e in refused} == {"requests_per_minute"}
+    assert 0 < refused[0].retry_after_s <= 60
+    for c in workers:
+        c.close()
+    again = _limited(db, 9, requests_per_minute=30)  # a restart keeps the window
+    with pytest.raises(RateLimitedError):
+        again.complete("one more", task_type="classify", client_id="acme")
+    again.close()
+
+
+def test_an_hourly_budget_is_never_exceeded_across_workers(tmp_path: Path) -> None:
+    db = tmp_path / "shared.db"
+    budget = 0.005  # a request reserves up to ~2.4e-4 (16 tokens out) and costs ~5e-5
+    workers = [_limited(db, seed, max_cost_per_hour_usd=budget) for seed in range(4)]
+    admitted, refused = _race(workers, 300)
+    assert admitted and refused
+    assert {e.limit for e in refused} == {"max_cost_per_hour_usd"}
+    spent = sum(r.outcome.cost_usd for r in admitted)
+    assert budget * 0.9 <= spent <= budget + 1e-12  # used up, never passed
+    ledger = workers[0].log_store.limit_ledger()
+    assert ledger is not None
+    assert ledger.spent_last_hour("acme") == pytest.approx(spent, rel=1e-9)
+    for c in workers:
         c.close()
