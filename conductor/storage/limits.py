@@ -20,6 +20,7 @@ from conductor.errors import StorageError
 from conductor.storage.base import Refusal
 
 _PRUNE_EVERY_S = 60.0
+_BUSY_FOR_S = 30.0
 
 
 class SQLiteLimits:
@@ -30,13 +31,14 @@ class SQLiteLimits:
         self.clock = clock
         self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._conn.execute("PRAGMA busy_timeout=5000")
+        self._conn.execute("PRAGMA synchronous=NORMAL")  # WAL: no fsync per admission
         self._lock = threading.Lock()
         self._pruned = 0.0
 
     def _immediate(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
         with self._lock:
             try:
-                self._conn.execute("BEGIN IMMEDIATE")
+                self._begin()
                 try:
                     out = fn(self._conn)
                 except BaseException:
@@ -46,6 +48,18 @@ class SQLiteLimits:
                 return out
             except sqlite3.Error as exc:
                 raise StorageError(f"{self.path}: limit ledger: {exc}") from exc
+
+    def _begin(self) -> None:
+        """BEGIN IMMEDIATE, trying again while other processes hold the write lock past
+        the busy timeout (SQLite's busy handler can starve one waiter under contention)."""
+        deadline = time.monotonic() + _BUSY_FOR_S
+        while True:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
 
     def _wait_for(self, conn: sqlite3.Connection, client_id: str, now: float,
                   excess: float) -> float:
