@@ -16,7 +16,7 @@ import weakref
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -47,6 +47,7 @@ from conductor.types import (
 )
 
 log = logging.getLogger("conductor.router")
+T = TypeVar("T")
 FEEDBACK_WAIT_S = 5.0  # how long a rating waits for a request it raced
 MAX_LEARNING_BACKLOG = 1000  # answered requests waiting to be logged and learned from
 
@@ -103,8 +104,8 @@ class Conductor:
             clock=clock)
         self.executor = Executor(settings, build_modes(settings, self.upstream,
                                                        self.evaluation.score_draft), self.health)
-        self.limiter = limiter or RateLimiter.for_clients(
-            settings.clients, self.log_store.limit_ledger() if self.log_store.shared else None)
+        self.limiter = limiter or RateLimiter.for_clients(settings.clients,
+                                                          self.log_store.limit_ledger())
         self._switched_off: set[str] = set()
         self._in_flight: dict[str, _InFlight] = {}
         self._listeners: list[RouterListener] = []
@@ -174,11 +175,18 @@ class Conductor:
         """The most ``strategy`` can cost for ``request`` (what admission reserves)."""
         return cost_upper_bound(self.settings, strategy, request)
 
-    def _admit(self, request: CompletionRequest, strategy: str) -> Reservation:
+    async def _limits(self, client_id: str, call: Callable[..., T], *args: Any) -> T:
+        """A limiter call. A limited client's runs off the event loop: its ledger may wait
+        on a lock, or on the store other workers share."""
+        if self.limiter.limited(client_id):
+            return await asyncio.to_thread(call, *args)
+        return call(*args)
+
+    async def _admit(self, request: CompletionRequest, strategy: str) -> Reservation:
         """Reserve the strategy's upper-bound cost against the client's limits."""
         try:
-            return self.limiter.acquire(request.client_id,
-                                        self.cost_upper_bound(strategy, request))
+            return await self._limits(request.client_id, self.limiter.acquire,
+                                      request.client_id, self.cost_upper_bound(strategy, request))
         except RateLimitedError as exc:
             for listener in self._listeners:
                 listener.on_rate_limited(request.client_id, exc.limit)
@@ -191,13 +199,13 @@ class Conductor:
 
     # -- executing -------------------------------------------------------------------------
 
-    def _begin(self, request: CompletionRequest, strategy: str | None
-               ) -> tuple[CompletionRequest, Decision, Plan, Reservation]:
+    async def _begin(self, request: CompletionRequest, strategy: str | None
+                     ) -> tuple[CompletionRequest, Decision, Plan, Reservation]:
         """Decide, admit, and plan the candidates."""
         decision, pending = self.decider.decide(request, strategy)
         first = (self.learner.knobs.default_strategy if decision.routed_by == "shadow"
                  else decision.strategy)
-        reservation = self._admit(request, first)
+        reservation = await self._admit(request, first)
         if not request.request_id:
             request = msgspec.structs.replace(request, request_id=decision.request_id)
         self._in_flight[decision.request_id] = _InFlight(pending)
@@ -206,14 +214,19 @@ class Conductor:
         max_ms = decision.constraints.max_latency_ms
         plan = Plan(request_id=decision.request_id, candidates=(first, *rest),
                     deadline=time.monotonic() + max_ms / 1000.0 if max_ms else None,
-                    before_fallback=lambda cand: self.limiter.extend(  # before it runs
-                        reservation, self.cost_upper_bound(cand, request), cand))
+                    before_fallback=lambda cand, spent: self._limits(  # before it runs
+                        request.client_id, self.limiter.rebase, reservation,
+                        spent + self.cost_upper_bound(cand, request), cand))
         return request, decision, plan, reservation
 
     def _learn(self, req: CompletionRequest, decision: Decision, outcome: Outcome,
-               extra: dict[str, Any]) -> tuple[Decision, list[Reward]]:
-        """Log the decision (with its propensity) and the outcome, learn from them, score
-        the answer, queue the judge, apply feedback that arrived while it ran."""
+               extra: dict[str, Any], reservation: Reservation
+               ) -> tuple[Decision, list[Reward]]:
+        """Settle the cost reservation; log the decision (with its propensity) and the
+        outcome, learn from them, score the answer, queue the judge, apply feedback that
+        arrived while it ran. Off the answer's path: until it runs, the reservation holds
+        the upper bound (never less than the cost)."""
+        self.limiter.reconcile(reservation, outcome.cost_usd)
         rid = decision.request_id
         flight = self._in_flight.get(rid)
         decision = self.decider.with_propensity(decision, flight.pending if flight else None)
@@ -252,17 +265,16 @@ class Conductor:
         the final result, with the propensity and rewards) for the caller to run after it
         has replied: the service does, so an answer never waits for bookkeeping. A request
         that failed everywhere is learned from at once, then raised."""
-        req, decision, plan, reservation = self._begin(request, strategy)
+        req, decision, plan, reservation = await self._begin(request, strategy)
         try:
             attempt = await self.executor.run(req, plan)
         except BaseException:  # cancelled: the reservation stays, as an upper bound
             self._landed(decision.request_id)
             raise
         outcome = attempt.outcome(decision, self.settings, self.clock())
-        self.limiter.reconcile(reservation, outcome.cost_usd)
         extra = attempt.resp.extra if attempt.resp is not None else {}
         if attempt.resp is None:
-            self._learn(req, decision, outcome, extra)
+            self._learn(req, decision, outcome, extra, reservation)
             raise attempt.failure
         result = CompletionResult(request_id=decision.request_id, text=attempt.resp.text,
                                   decision=decision, outcome=outcome)
@@ -271,7 +283,7 @@ class Conductor:
             if self._closed:
                 self._landed(decision.request_id)
                 return result
-            final, rewards = self._learn(req, decision, outcome, extra)
+            final, rewards = self._learn(req, decision, outcome, extra, reservation)
             return msgspec.structs.replace(result, decision=final, rewards=tuple(rewards))
 
         return result, learn
@@ -306,7 +318,7 @@ class Conductor:
         deltas, then the CompletionResult. Direct strategies stream; the others answer in
         one delta. Fallback happens only before the first delta; a stream cut after it
         raises ProviderStreamError (after the failed outcome is recorded)."""
-        req, decision, plan, reservation = self._begin(request, strategy)
+        req, decision, plan, reservation = await self._begin(request, strategy)
         attempt: Attempt | None = None
         try:
             yield decision
@@ -320,9 +332,8 @@ class Conductor:
                 self._landed(decision.request_id)
         assert attempt is not None
         outcome = attempt.outcome(decision, self.settings, self.clock())
-        self.limiter.reconcile(reservation, outcome.cost_usd)
         final, rewards = self._learn(req, decision, outcome,
-                                     attempt.resp.extra if attempt.resp else {})
+                                     attempt.resp.extra if attempt.resp else {}, reservation)
         if attempt.resp is None:
             raise attempt.failure
         yield CompletionResult(request_id=decision.request_id, text=attempt.resp.text,

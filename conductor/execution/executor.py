@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 from msgspec import Struct
 
@@ -30,13 +30,14 @@ from conductor.types import (
 class Plan(Struct, kw_only=True, frozen=True):
     """What to try for one request: the candidates in order (the decided strategy, then
     its fallbacks) and the deadline (monotonic seconds) that bounds every attempt.
-    ``before_fallback`` is called with a fallback candidate before it is tried (to
-    reserve its cost); it may raise to stop there."""
+    ``before_fallback`` is awaited with a fallback candidate and what the failed ones
+    cost, before it is tried (to reserve its cost); it may raise RateLimitedError to stop
+    there."""
 
     request_id: str
     candidates: tuple[str, ...]
     deadline: float | None = None
-    before_fallback: Callable[[str], None] | None = None
+    before_fallback: Callable[[str, float], Awaitable[None]] | None = None
 
 
 class Attempt:
@@ -56,7 +57,8 @@ class Attempt:
 
     @property
     def failure(self) -> RateLimitedError | ProviderError:
-        """Why no candidate answered (a refused fallback, else the last error)."""
+        """Why no candidate answered: the last one tried failed, or the budget refused
+        every fallback left (then RateLimitedError)."""
         exc = self.refused or self.last_exc
         assert exc is not None, "the attempt did not fail"
         return exc
@@ -64,6 +66,11 @@ class Attempt:
     @property
     def calls(self) -> list[CallRecord]:
         return self.run.calls
+
+    @property
+    def cost_so_far(self) -> float:
+        """USD the calls made so far cost (failed ones mostly nothing)."""
+        return sum(c.cost_usd for c in self.calls)
 
     def succeeded(self, strategy: str, resp: ProviderResponse, escalated: bool) -> None:
         self.executed, self.resp, self.escalated, self.error = strategy, resp, escalated, None
@@ -95,7 +102,7 @@ class Attempt:
             input_tokens=sum(cr.input_tokens for cr in self.calls),
             output_tokens=resp.output_tokens if resp else sum(
                 cr.output_tokens for cr in self.calls),
-            cost_usd=sum(cr.cost_usd for cr in self.calls),
+            cost_usd=self.cost_so_far,
             cost_estimated=bool(resp and resp.usage_estimated) or self.estimated,
             error=self.error,
             fallback_used=len(self.chain) > 1, fallback_chain=tuple(self.chain),
@@ -117,15 +124,16 @@ class Executor:
         self.modes = dict(modes)
         self.health = health
 
-    def _candidates(self, plan: Plan, attempt: Attempt) -> Iterator[str]:
+    async def _candidates(self, plan: Plan, attempt: Attempt) -> AsyncIterator[str]:
         for i, cand in enumerate(plan.candidates):
             if i > 0:
                 if plan.before_fallback is not None:
                     try:
-                        plan.before_fallback(cand)
-                    except RateLimitedError as exc:  # the budget cannot take this one
-                        attempt.refused = exc
-                        return
+                        await plan.before_fallback(cand, attempt.cost_so_far)
+                    except RateLimitedError as exc:  # the budget cannot take this one:
+                        attempt.refused = exc  # a later, cheaper one may still fit
+                        continue
+                attempt.refused = None  # what failed last is what the caller hears
                 attempt.chain.append(cand)
                 self.health.fallbacks += 1
             yield cand
@@ -158,7 +166,7 @@ class Executor:
         """Execute whole; the attempt says what answered (``resp`` None: every candidate
         failed, ``last_exc`` says why). No candidate starts after the deadline."""
         attempt = Attempt(plan)
-        for cand in self._candidates(plan, attempt):
+        async for cand in self._candidates(plan, attempt):
             try:
                 resp, escalated = await self.modes[cand].run(request, attempt.run)
             except ProviderError as exc:
@@ -175,7 +183,7 @@ class Executor:
         """Text deltas, then the Attempt. Modes that cannot stream answer in one delta. A
         stream that ends without its final answer is a failure of that candidate."""
         attempt = Attempt(plan)
-        for cand in self._candidates(plan, attempt):
+        async for cand in self._candidates(plan, attempt):
             answered = False
             sent: list[str] = []  # text gone out to the client
             try:

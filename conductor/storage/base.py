@@ -10,6 +10,7 @@ router calls every store the same way.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from concurrent.futures import Future
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
@@ -57,14 +58,30 @@ class Refusal(NamedTuple):
     spent: float = 0.0
 
 
+def seconds_until_freed(spend: Iterable[tuple[float, float]], now: float,
+                        excess: float) -> float:
+    """Seconds until enough of a client's spend, ``(time, usd)`` oldest first, leaves the
+    hour to free ``excess`` USD (an hour if it never does)."""
+    freed = 0.0
+    for at, usd in spend:
+        freed += usd
+        if freed >= excess:
+            return max(0.0, 3600.0 - (now - at))
+    return 3600.0
+
+
 class LimitLedger(Protocol):
-    """Rate limits and budgets kept where every process sharing a store sees them."""
+    """Where rate limits and budgets are counted: ``admit`` returns a reservation id or
+    the limit that refuses. ``rate_limiter.WindowLedger`` counts in one process;
+    ``storage.limits.SQLiteLimits`` in the store, for every process sharing it."""
 
     def admit(self, client_id: str, usd: float, *, per_minute: int | None,
               per_hour: int | None, max_usd: float | None) -> int | Refusal: ...
 
     def extend(self, reservation_id: int, client_id: str, more_usd: float,
-               max_usd: float | None) -> Refusal | None: ...
+               max_usd: float | None) -> Refusal | None:
+        """Add ``more_usd`` to a reservation (negative: release), refused past ``max_usd``."""
+        ...
 
     def reconcile(self, reservation_id: int, usd: float) -> None: ...
 

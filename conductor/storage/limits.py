@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from conductor.errors import StorageError
-from conductor.storage.base import Refusal
+from conductor.storage.base import Refusal, seconds_until_freed
 
 _PRUNE_EVERY_S = 60.0
 _BUSY_FOR_S = 30.0
@@ -29,11 +29,18 @@ class SQLiteLimits:
     def __init__(self, path: str | Path, *, clock: Callable[[], float] = time.time) -> None:
         self.path = Path(path)
         self.clock = clock
-        self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._conn.execute("PRAGMA busy_timeout=5000")
-        self._conn.execute("PRAGMA synchronous=NORMAL")  # WAL: no fsync per admission
+        self._open: sqlite3.Connection | None = None  # on first use: most clients have no limits
         self._lock = threading.Lock()
         self._pruned = 0.0
+
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        if self._open is None:
+            self._open = sqlite3.connect(str(self.path), check_same_thread=False,
+                                         isolation_level=None)
+            self._open.execute("PRAGMA busy_timeout=5000")
+            self._open.execute("PRAGMA synchronous=NORMAL")  # WAL: no fsync per admission
+        return self._open
 
     def _immediate(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
         with self._lock:
@@ -63,14 +70,9 @@ class SQLiteLimits:
 
     def _wait_for(self, conn: sqlite3.Connection, client_id: str, now: float,
                   excess: float) -> float:
-        """Seconds until enough of the client's spend leaves the hour to free ``excess``."""
-        freed = 0.0
-        for at, usd in conn.execute("SELECT at, usd FROM limit_reservations WHERE client_id = ?"
-                                    " AND at > ? ORDER BY at", (client_id, now - 3600.0)):
-            freed += usd
-            if freed >= excess:
-                return max(0.0, 3600.0 - (now - at))
-        return 3600.0
+        return seconds_until_freed(conn.execute(
+            "SELECT at, usd FROM limit_reservations WHERE client_id = ? AND at > ?"
+            " ORDER BY at", (client_id, now - 3600.0)), now, excess)
 
     def admit(self, client_id: str, usd: float, *, per_minute: int | None,
               per_hour: int | None, max_usd: float | None) -> int | Refusal:
@@ -103,11 +105,12 @@ class SQLiteLimits:
 
     def extend(self, reservation_id: int, client_id: str, more_usd: float,
                max_usd: float | None) -> Refusal | None:
-        """Add ``more_usd`` to a reservation unless it takes the client past ``max_usd``."""
+        """Add ``more_usd`` to a reservation unless it takes the client past ``max_usd``
+        (a negative amount releases, always)."""
         now = self.clock()
 
         def run(conn: sqlite3.Connection) -> Refusal | None:
-            if max_usd is not None:
+            if max_usd is not None and more_usd > 0:
                 (spent,) = conn.execute(
                     "SELECT coalesce(sum(usd), 0.0) FROM limit_reservations"
                     " WHERE client_id = ? AND at > ?", (client_id, now - 3600.0)).fetchone()
@@ -135,4 +138,6 @@ class SQLiteLimits:
 
     def close(self) -> None:
         with self._lock:
-            self._conn.close()
+            if self._open is not None:
+                self._open.close()
+                self._open = None

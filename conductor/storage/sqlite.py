@@ -365,7 +365,7 @@ class SQLiteStore(_Reads, BaseLogStore):
         self._backlog: deque[_Item] = deque()  # rows waiting for writes to work again
         self.failing_since: float | None = None  # monotonic; None while writes work
         self._closed = False
-        self._limits: SQLiteLimits | None = None
+        self._limits = SQLiteLimits(self.path)  # connects when a limited client comes
         self._writer = threading.Thread(target=self._run, name="conductor-sqlite-writer",
                                         daemon=True)
         self._writer.start()
@@ -377,11 +377,8 @@ class SQLiteStore(_Reads, BaseLogStore):
         return row[0] if row else None
 
     def limit_ledger(self) -> SQLiteLimits:
-        """The limits every process on this file shares (opened on first use)."""
-        with self._seq_lock:
-            if self._limits is None:
-                self._limits = SQLiteLimits(self.path)
-            return self._limits
+        """The limits every process on this file shares."""
+        return self._limits
 
     def write_health(self) -> dict[str, Any]:
         """``writable`` is false from a failed commit until one succeeds (``/readyz``
@@ -651,8 +648,7 @@ class SQLiteStore(_Reads, BaseLogStore):
             self._db.conn.close()
         for conn in self._readers:
             conn.close()
-        if self._limits is not None:
-            self._limits.close()
+        self._limits.close()
 
 
 def _policy_event(r: sqlite3.Row) -> PolicyEvent:

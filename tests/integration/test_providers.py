@@ -21,7 +21,9 @@ from conductor.errors import (
     ProviderServerError,
     ProviderStreamError,
     ProviderTimeoutError,
+    RateLimitedError,
 )
+from conductor.execution.executor import Plan
 from conductor.providers.base import ProviderCall
 from conductor.providers.openai import OpenAIProvider, parse_retry_after
 from conductor.testing import FakeUpstream
@@ -365,3 +367,37 @@ async def test_a_rejected_request_does_not_open_the_circuit(
         with pytest.raises(ProviderBadRequestError, match="context length exceeded"):
             await c.acomplete("hi", task_type="chat", strategy="direct-cheap")
     assert c.breaker("cheap").state == "closed" and "direct-cheap" not in c.unavailable()
+
+
+async def test_a_fallback_the_budget_refuses_is_skipped_for_one_that_fits(
+        upstream: FakeUpstream, closing: Closing[Any]) -> None:
+    upstream.behaviour.fail_models = {"cheap"}
+    c = closing(Conductor(fake_settings(upstream.base_url, attempts=1), seed=1,
+                          evaluators=[]))
+    asked: list[tuple[str, float]] = []
+
+    async def reserve(cand: str, spent: float) -> None:
+        asked.append((cand, spent))
+        if cand in refuse:
+            raise RateLimitedError(f"{cand} does not fit", retry_after_s=60.0,
+                                   limit="max_cost_per_hour_usd")
+
+    request = c.make_request("hi", task_type="chat")
+    refuse = {"verified"}
+    plan = Plan(request_id="r1", candidates=("direct-cheap", "verified", "direct-strong"),
+                before_fallback=reserve)
+    attempt = await c.executor.run(request, plan)
+    assert attempt.resp is not None and attempt.executed == "direct-strong"
+    assert attempt.chain == ["direct-cheap", "direct-strong"]  # verified was never sent
+    assert asked == [("verified", 0.0), ("direct-strong", 0.0)]  # the failure cost nothing
+    assert [r["model"] for r in upstream.requests] == ["cheap", "strong"]
+
+    refuse = {"verified", "direct-strong"}  # nothing fits: the caller hears the budget
+    attempt = await c.executor.run(request, msgspec.structs.replace(plan, request_id="r2"))
+    assert attempt.resp is None and isinstance(attempt.failure, RateLimitedError)
+    assert str(attempt.failure) == "direct-strong does not fit"
+
+    refuse = {"verified"}  # skipped, then the last one fails upstream: that is the error
+    upstream.behaviour.fail_models = {"cheap", "strong"}
+    attempt = await c.executor.run(request, msgspec.structs.replace(plan, request_id="r3"))
+    assert attempt.resp is None and not isinstance(attempt.failure, RateLimitedError)

@@ -1,20 +1,47 @@
-"""RateLimiter: exact admission under concurrency, sliding windows, cost budgets."""
+"""RateLimiter: exact admission under concurrency, sliding windows, cost budgets; each
+test runs on both ledgers (this process's windows, and the store's shared table)."""
 
 from __future__ import annotations
 
 import random
 import threading
+import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
 from conductor.errors import RateLimitedError
 from conductor.rate_limiter import RateLimitConfig, RateLimiter
+from conductor.storage.limits import SQLiteLimits
+from conductor.storage.sqlite import SQLiteStore
+
+MakeLimiter = Callable[..., RateLimiter]
+
+
+@pytest.fixture(params=["window", "sqlite"])
+def limiter_of(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeLimiter]:
+    opened: list[SQLiteLimits] = []
+
+    def make(limits: dict[str, RateLimitConfig],
+             clock: Callable[[], float] = time.monotonic) -> RateLimiter:
+        if request.param == "window":
+            return RateLimiter(limits, clock=clock)
+        db = tmp_path / f"limits{len(opened)}.db"
+        SQLiteStore(db).close()  # the schema
+        opened.append(SQLiteLimits(db, clock=clock))
+        return RateLimiter(limits, clock=clock, ledger=opened[-1])
+
+    yield make
+    for ledger in opened:
+        ledger.close()
 
 
 @pytest.mark.parametrize("limit", [1, 10, 31])
-def test_exactly_the_limit_is_admitted_from_a_concurrent_burst(limit: int) -> None:
-    limiter = RateLimiter({"acme": RateLimitConfig(requests_per_minute=limit)})
+def test_exactly_the_limit_is_admitted_from_a_concurrent_burst(
+        limiter_of: MakeLimiter, limit: int) -> None:
+    limiter = limiter_of({"acme": RateLimitConfig(requests_per_minute=limit)})
     barrier = threading.Barrier(32)
     admitted: list[bool] = []
 
@@ -35,9 +62,10 @@ def test_exactly_the_limit_is_admitted_from_a_concurrent_burst(limit: int) -> No
     assert limiter.refused == 32 - limit
 
 
-def test_hourly_spend_never_exceeds_the_budget_under_random_concurrency() -> None:
+def test_hourly_spend_never_exceeds_the_budget_under_random_concurrency(
+        limiter_of: MakeLimiter) -> None:
     budget = 0.05
-    limiter = RateLimiter({"acme": RateLimitConfig(max_cost_per_hour_usd=budget)})
+    limiter = limiter_of({"acme": RateLimitConfig(max_cost_per_hour_usd=budget)})
     rng = random.Random(4)
     jobs = [(rng.uniform(0.0001, 0.004), rng.random()) for _ in range(1000)]
     spent: list[float] = []
@@ -63,9 +91,9 @@ def test_hourly_spend_never_exceeds_the_budget_under_random_concurrency() -> Non
     assert len(spent) > 20  # reconciliation freed budget for more requests than bound/total
 
 
-def test_windows_slide_so_there_is_no_burst_at_the_edge() -> None:
+def test_windows_slide_so_there_is_no_burst_at_the_edge(limiter_of: MakeLimiter) -> None:
     now = [0.0]
-    limiter = RateLimiter({"c": RateLimitConfig(requests_per_minute=10)}, clock=lambda: now[0])
+    limiter = limiter_of({"c": RateLimitConfig(requests_per_minute=10)}, clock=lambda: now[0])
     now[0] = 59.0
     for _ in range(10):
         limiter.acquire("c")
@@ -77,9 +105,9 @@ def test_windows_slide_so_there_is_no_burst_at_the_edge() -> None:
     limiter.acquire("c")
 
 
-def test_hourly_request_limit_and_unlimited_clients() -> None:
+def test_hourly_request_limit_and_unlimited_clients(limiter_of: MakeLimiter) -> None:
     now = [0.0]
-    limiter = RateLimiter({"c": RateLimitConfig(requests_per_hour=2)}, clock=lambda: now[0])
+    limiter = limiter_of({"c": RateLimitConfig(requests_per_hour=2)}, clock=lambda: now[0])
     limiter.acquire("c")
     now[0] = 100.0
     limiter.acquire("c")
@@ -90,9 +118,9 @@ def test_hourly_request_limit_and_unlimited_clients() -> None:
         limiter.acquire("someone-else")  # no limits configured
 
 
-def test_a_refused_cost_reservation_says_when_budget_frees_up() -> None:
+def test_a_refused_cost_reservation_says_when_budget_frees_up(limiter_of: MakeLimiter) -> None:
     now = [0.0]
-    limiter = RateLimiter({"c": RateLimitConfig(max_cost_per_hour_usd=1.0)},
+    limiter = limiter_of({"c": RateLimitConfig(max_cost_per_hour_usd=1.0)},
                           clock=lambda: now[0])
     r1 = limiter.acquire("c", 0.6)
     now[0] = 600.0
@@ -102,3 +130,27 @@ def test_a_refused_cost_reservation_says_when_budget_frees_up() -> None:
     assert info.value.retry_after_s == pytest.approx(3000.0)  # when the 0.6 leaves the hour
     limiter.reconcile(r1, 0.1)  # it really cost 0.1
     limiter.acquire("c", 0.5)
+
+
+def test_a_fallback_releases_the_failed_bound_and_reserves_its_own(
+        limiter_of: MakeLimiter) -> None:
+    now = [0.0]
+    limiter = limiter_of({"c": RateLimitConfig(max_cost_per_hour_usd=1.0)},
+                         clock=lambda: now[0])
+    other = limiter.acquire("c", 0.3)
+    r = limiter.acquire("c", 0.4)
+    # The 0.4 candidate failed having cost 0.1; its fallback may cost up to 0.5: 0.6 held.
+    limiter.rebase(r, 0.1 + 0.5, "dear")
+    assert r.amount_usd == pytest.approx(0.6)
+    assert limiter.spent_last_hour("c") == pytest.approx(0.9)
+    now[0] = 60.0
+    with pytest.raises(RateLimitedError, match="by the fallback to dearer") as info:
+        limiter.rebase(r, 0.1 + 0.5 + 0.2, "dearer")  # 1.1 in all: over
+    assert info.value.limit == "max_cost_per_hour_usd"
+    assert info.value.retry_after_s == pytest.approx(3540.0)  # when `other` leaves the hour
+    assert limiter.spent_last_hour("c") == pytest.approx(0.9)  # the refusal held nothing
+    limiter.reconcile(r, 0.3)
+    limiter.reconcile(other, 0.3)
+    assert limiter.spent_last_hour("c") == pytest.approx(0.6)
+    unlimited = limiter.acquire("someone-else", 5.0)
+    assert unlimited.id is None and limiter.spent_last_hour("someone-else") == 0.0
