@@ -506,12 +506,7 @@ class Learner:
                 if stored is not None:
                     self._restore_policy(stored)
             events = self.store.events_after(mark, upto)
-            for event in events:
-                if isinstance(event, PolicyEvent):
-                    self._restore_policy(event)
-                else:
-                    self.apply(event)
-            self._followed = upto
+            self._apply_logged(events, upto)
             for task, judge, user in self.store.judge_user_pairs():
                 if task in self.calibrations:
                     self.calibrations[task].add_pair(judge, user)
@@ -532,10 +527,12 @@ class Learner:
                 return 0
             mark = LogMark(origin=self.store.origin, seq=_NEVER, pos=self._followed)
             events = self.store.events_after(mark, upto)
-            self._apply_followed(events, upto)
+            self._apply_logged(events, upto)
         return len(events)
 
-    def _apply_followed(self, events: list[LearningEvent], upto: int) -> None:
+    def _apply_logged(self, events: list[LearningEvent], upto: int) -> None:
+        """Apply events read from the log (at restart, or other processes'), through log
+        position ``upto``. A stored policy goes through ``_restore_policy``."""
         with self.lock:
             for event in events:
                 if isinstance(event, PolicyEvent):

@@ -124,19 +124,19 @@ class Executor:
         self.modes = dict(modes)
         self.health = health
 
-    async def _candidates(self, plan: Plan, attempt: Attempt) -> AsyncIterator[str]:
-        for i, cand in enumerate(plan.candidates):
-            if i > 0:
-                if plan.before_fallback is not None:
-                    try:
-                        await plan.before_fallback(cand, attempt.cost_so_far)
-                    except RateLimitedError as exc:  # the budget cannot take this one:
-                        attempt.refused = exc  # a later, cheaper one may still fit
-                        continue
-                attempt.refused = None  # what failed last is what the caller hears
-                attempt.chain.append(cand)
-                self.health.fallbacks += 1
-            yield cand
+    async def _may_fall_back(self, plan: Plan, attempt: Attempt, cand: str) -> bool:
+        """Before a fallback runs: reserve its cost. A refusal skips it (a later, cheaper
+        one may still fit); what failed last is what the caller hears."""
+        if plan.before_fallback is not None:
+            try:
+                await plan.before_fallback(cand, attempt.cost_so_far)
+            except RateLimitedError as exc:
+                attempt.refused = exc
+                return False
+        attempt.refused = None
+        attempt.chain.append(cand)
+        self.health.fallbacks += 1
+        return True
 
     def _model(self, strategy: str) -> str:
         return self.settings.strategies[strategy].model
@@ -166,7 +166,9 @@ class Executor:
         """Execute whole; the attempt says what answered (``resp`` None: every candidate
         failed, ``last_exc`` says why). No candidate starts after the deadline."""
         attempt = Attempt(plan)
-        async for cand in self._candidates(plan, attempt):
+        for i, cand in enumerate(plan.candidates):
+            if i > 0 and not await self._may_fall_back(plan, attempt, cand):
+                continue
             try:
                 resp, escalated = await self.modes[cand].run(request, attempt.run)
             except ProviderError as exc:
@@ -183,7 +185,9 @@ class Executor:
         """Text deltas, then the Attempt. Modes that cannot stream answer in one delta. A
         stream that ends without its final answer is a failure of that candidate."""
         attempt = Attempt(plan)
-        async for cand in self._candidates(plan, attempt):
+        for i, cand in enumerate(plan.candidates):
+            if i > 0 and not await self._may_fall_back(plan, attempt, cand):
+                continue
             answered = False
             sent: list[str] = []  # text gone out to the client
             try:
