@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import shutil
+import socket
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -54,18 +59,56 @@ def fake_settings(base_url: str, *, first_byte_s: float = 5.0, total_s: float = 
     }, source="test")
 
 
+def free_port() -> int:
+    """A port on 127.0.0.1 nothing listens on (now)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(check: Callable[[], bool], what: str, timeout_s: float = 30.0) -> float:
+    """Poll until ``check`` holds; the seconds it took. The timeout bounds a hang (a
+    state change, not a timing claim)."""
+    t0 = time.monotonic()
+    while not check():
+        if time.monotonic() - t0 > timeout_s:
+            raise AssertionError(f"never: {what}")
+        time.sleep(0.02)
+    return time.monotonic() - t0
+
+
+def states_close(a: Any, b: Any, rel: float = 1e-9) -> bool:
+    """Two learned states (``Conductor.state()``) equal up to ``rel`` in every number."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(states_close(a[k], b[k], rel) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(states_close(x, y, rel)
+                                        for x, y in zip(a, b, strict=True))
+    if isinstance(a, float) and isinstance(b, float):
+        return abs(a - b) <= rel * max(1.0, abs(a), abs(b))
+    return bool(a == b)
+
+
+def without_snapshots(db: Path, out: Path) -> Path:
+    """A copy of a database with its posterior snapshots deleted: opening it rebuilds the
+    learned state from every committed event."""
+    shutil.copy(db, out)
+    conn = sqlite3.connect(out)
+    conn.execute("DELETE FROM posterior_snapshots")
+    conn.commit()
+    conn.close()
+    return out
+
+
 class ServedApp:
     """A Litestar app under uvicorn on 127.0.0.1 (a free port), in a background thread."""
 
     def __init__(self, app: Any) -> None:
-        import socket
         import threading
 
         import uvicorn
 
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = free_port()
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
                                                     log_level="warning", lifespan="on"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)

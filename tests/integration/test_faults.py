@@ -10,7 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -21,7 +21,7 @@ import pytest
 from conductor.config import settings_from_dict
 from conductor.service.app import create_app
 from conductor.testing import FakeUpstream
-from tests.integration.conftest import ServedApp, fake_settings
+from tests.integration.conftest import ServedApp, fake_settings, free_port, wait_for
 
 KEY = "sk-frugal-budget"
 
@@ -158,15 +158,6 @@ def _fill(disk: Path) -> Path:
     return filler
 
 
-def _wait(check: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
-    """Poll until ``check`` holds (a state change, not a timing claim)."""
-    end = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > end:
-            raise AssertionError(f"never: {what}")
-        time.sleep(0.1)
-
-
 def test_a_full_disk_drains_the_replica_keeps_acked_feedback_and_recovers(
         upstream: FakeUpstream, small_disk: Path) -> None:
     db = small_disk / "c.db"
@@ -189,7 +180,7 @@ def test_a_full_disk_drains_the_replica_keeps_acked_feedback_and_recovers(
             else:
                 assert fb.status_code == 503, fb.text  # not acknowledged: not committed
                 refused += 1
-        _wait(lambda: h.get("/readyz").status_code == 503, "readyz turns 503")
+        wait_for(lambda: h.get("/readyz").status_code == 503, "readyz turns 503")
         assert "writes failing" in h.get("/readyz").json()["store"]
         store = h.get("/v1/stats").json()["store"]
         assert store["write_failures"] > 0 and store["backlog_rows"] > 0
@@ -198,7 +189,7 @@ def test_a_full_disk_drains_the_replica_keeps_acked_feedback_and_recovers(
         metrics = h.get("/metrics").text
         assert "conductor_store_writable 0.0" in metrics
         filler.unlink()  # space comes back: the backlog is written, no restart
-        _wait(lambda: h.get("/readyz").status_code == 200, "readyz recovers")
+        wait_for(lambda: h.get("/readyz").status_code == 200, "readyz recovers")
         assert h.get("/v1/stats").json()["store"]["backlog_rows"] == 0
     conn = sqlite3.connect(db)
     stored = {r[0] for r in conn.execute("SELECT request_id FROM decisions")}
@@ -227,9 +218,7 @@ model = "m"
 [policy]
 default_strategy = "s"
 ''')
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "conductor.cli", "serve", "--config",
                              str(cfg), "--db", str(tmp_path / "s.db"), "--port", str(port),
                              "--header-timeout-s", "2"], stdout=subprocess.DEVNULL,
@@ -237,7 +226,7 @@ default_strategy = "s"
     url = f"http://127.0.0.1:{port}"
     slow: list[socket.socket] = []
     try:
-        _wait(lambda: _up(url), "the server starts")
+        wait_for(lambda: _up(url), "the server starts")
         for _ in range(200):
             sock = socket.create_connection(("127.0.0.1", port))
             sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")

@@ -4,8 +4,6 @@ stand for two workers (each store is its own origin, as each process's is)."""
 
 from __future__ import annotations
 
-import shutil
-import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,6 +16,7 @@ from conductor import Conductor, default_settings
 from conductor.config import ClientConfig, Settings
 from conductor.errors import RateLimitedError
 from conductor.storage.sqlite import SQLiteStore
+from tests.integration.conftest import states_close, without_snapshots
 
 
 def _settings(follow_every_s: float = 0.0) -> Settings:
@@ -44,16 +43,6 @@ def _evidence(c: Conductor, task: str, strategy: str) -> tuple[float, float]:
     return float(post.evidence["q_s"][i]), float(post.evidence["q_f"][i])
 
 
-def _close(a: Any, b: Any, rel: float) -> bool:
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_close(a[k], b[k], rel) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_close(x, y, rel) for x, y in zip(a, b, strict=True))
-    if isinstance(a, float) and isinstance(b, float):
-        return abs(a - b) <= rel * max(1.0, abs(a), abs(b))
-    return bool(a == b)
-
-
 def test_feedback_through_one_worker_moves_the_others_posterior(tmp_path: Path) -> None:
     db = tmp_path / "shared.db"
     a, b = _open(db, seed=1), _open(db, seed=2)
@@ -66,7 +55,7 @@ def test_feedback_through_one_worker_moves_the_others_posterior(tmp_path: Path) 
     after = _evidence(b, "classify", r.decision.strategy)
     assert after != before
     # B applied A's events in A's order: the two hold the same posterior.
-    assert _close(b.state(), a.state(), 1e-12)
+    assert states_close(b.state(), a.state(), 1e-12)
     assert b.learner.follow() == 0  # nothing is applied twice
     a.close()
     b.close()
@@ -125,20 +114,14 @@ def test_after_both_restart_their_posteriors_equal_a_rebuild_from_nothing(
     b.learner.follow()
     # Both hold every event; their orders differ (each applied its own first), so with
     # evidence decay (half-life 5,000) they agree closely, not bit for bit.
-    assert _close(a.state(), b.state(), 1e-3)
+    assert states_close(a.state(), b.state(), 1e-3)
     a.close()
     b.close()
 
     a2, b2 = _open(db, seed=1), _open(db, seed=2)
-    bare = tmp_path / "bare.db"
-    shutil.copy(db, bare)
-    conn = sqlite3.connect(bare)
-    conn.execute("DELETE FROM posterior_snapshots")
-    conn.commit()
-    conn.close()
-    rebuilt = _open(bare, seed=3)
-    assert _close(a2.state(), rebuilt.state(), 1e-3)
-    assert _close(b2.state(), rebuilt.state(), 1e-3)
+    rebuilt = _open(without_snapshots(db, tmp_path / "bare.db"), seed=3)
+    assert states_close(a2.state(), rebuilt.state(), 1e-3)
+    assert states_close(b2.state(), rebuilt.state(), 1e-3)
     # Nothing was counted twice or missed: the evidence sums equal the rebuild's.
     for task in ("classify", "chat"):
         for name in a2.posteriors[task].strategies:

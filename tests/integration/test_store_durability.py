@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -15,6 +14,7 @@ import pytest
 
 from conductor import Conductor
 from conductor.storage.sqlite import SQLiteStore
+from tests.integration.conftest import states_close, without_snapshots
 
 CHILD = Path(__file__).with_name("child_writer.py")
 ROOT = Path(__file__).resolve().parents[2]
@@ -82,27 +82,11 @@ def test_sigkill_loses_no_acknowledged_feedback_and_rebuild_matches(tmp_path: Pa
     state = restored.state()
     restored.close()
     # ... equals a rebuild from every committed event with no snapshot at all.
-    bare = tmp_path / "bare.db"
-    shutil.copy(db, bare)
-    conn = sqlite3.connect(bare)
-    conn.execute("DELETE FROM posterior_snapshots")
-    conn.commit()
-    conn.close()
-    store = SQLiteStore(bare)
+    store = SQLiteStore(without_snapshots(db, tmp_path / "bare.db"))
     rebuilt = Conductor(seed=1, log_store=store)
     rebuilt_state = rebuilt.state()
     rebuilt.close()
-    assert _close(rebuilt_state, state)
-
-
-def _close(a: object, b: object) -> bool:
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, float) and isinstance(b, float):
-        return abs(a - b) <= 1e-9 * max(1.0, abs(a), abs(b))
-    return a == b
+    assert states_close(rebuilt_state, state)
 
 
 @pytest.mark.slow

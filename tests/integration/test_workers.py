@@ -7,39 +7,23 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.integration.conftest import free_port, wait_for
+
 ROOT = Path(__file__).resolve().parents[2]
 MESSAGES = [{"role": "user", "content": "Is this review positive? Great value!"}]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_until(check: object, timeout: float = 30.0) -> float:
-    """Seconds until ``check()`` held; fails the test past ``timeout`` (a hang bound,
-    not a speed claim)."""
-    t0 = time.monotonic()
-    while not check():  # type: ignore[operator]
-        assert time.monotonic() - t0 < timeout, "not within the timeout"
-        time.sleep(0.02)
-    return time.monotonic() - t0
-
-
 @pytest.fixture
 def two_workers(tmp_path: Path) -> Iterator[tuple[httpx.Client, httpx.Client]]:
-    port = _free_port()
+    port = free_port()
     log = (tmp_path / "serve.log").open("w")
     proc = subprocess.Popen(
         [str(Path(sys.executable).with_name("conductor")), "serve", "--workers", "2",
@@ -55,7 +39,7 @@ def two_workers(tmp_path: Path) -> Iterator[tuple[httpx.Client, httpx.Client]]:
                 assert proc.poll() is None, (tmp_path / "serve.log").read_text()
                 return False
 
-        _wait_until(up, 60.0)
+        wait_for(up, "the workers are ready", 60.0)
         for _ in range(200):  # new connections until both workers have one
             client = httpx.Client(base_url=url, timeout=30)
             pid = client.get("/healthz").json()["pid"]
@@ -81,14 +65,12 @@ def two_workers(tmp_path: Path) -> Iterator[tuple[httpx.Client, httpx.Client]]:
 def test_two_workers_share_policy_and_learning(
         two_workers: tuple[httpx.Client, httpx.Client]) -> None:
     a, b = two_workers
-    assert a.get("/healthz").json()["pid"] != b.get("/healthz").json()["pid"]
-
     # A policy change through A is in force on B (follow_every_s = 0.5 s by default).
     assert a.put("/v1/policy", json={"freeze": True}).status_code == 200
-    took = _wait_until(lambda: b.get("/v1/policy").json()["freeze"] is True)
+    took = wait_for(lambda: b.get("/v1/policy").json()["freeze"] is True, "B is frozen")
     print(f"freeze reached the other worker after {took:.2f} s")
     assert a.put("/v1/policy", json={"freeze": False}).status_code == 200
-    _wait_until(lambda: b.get("/v1/policy").json()["freeze"] is False)
+    wait_for(lambda: b.get("/v1/policy").json()["freeze"] is False, "B thaws")
 
     # Feedback sent to A moves B's posterior for that (task type, strategy).
     answer = a.post("/v1/chat/completions", json={
@@ -102,10 +84,10 @@ def test_two_workers_share_policy_and_learning(
         return post["mean"], post["rewards"]
 
     # B follows A's outcome and automatic reward: it holds A's posterior exactly.
-    _wait_until(lambda: posterior(a)[1] > 0 and posterior(b) == posterior(a))
+    wait_for(lambda: posterior(a)[1] > 0 and posterior(b) == posterior(a), "B follows A")
     before = posterior(a)
     assert a.post("/v1/feedback", json={"request_id": rid, "stars": 1}).status_code == 200
     after = posterior(a)
     assert after[0] < before[0]  # one star replaced a better automatic score
-    took = _wait_until(lambda: posterior(b) == after)
+    took = wait_for(lambda: posterior(b) == after, "B has the feedback")
     print(f"feedback reached the other worker after {took:.2f} s")
