@@ -26,6 +26,12 @@ from conductor.types import (
     estimate_tokens,
 )
 
+# A call's own timeout set to the time left fires up to a few ms before the deadline by
+# time.monotonic() (uvloop's timers run on libuv's cached, millisecond clock). Within this
+# much of the deadline it has passed: that timeout was the deadline's, and no candidate
+# starts with only milliseconds left.
+DEADLINE_SLACK_S = 0.005
+
 
 class Plan(Struct, kw_only=True, frozen=True):
     """What to try for one request: the candidates in order (the decided strategy, then
@@ -152,7 +158,7 @@ class Executor:
     @staticmethod
     def _past_deadline(plan: Plan, attempt: Attempt) -> bool:
         """Whether the deadline has passed; if so the failure says so, naming it."""
-        if plan.deadline is None or time.monotonic() < plan.deadline:
+        if plan.deadline is None or time.monotonic() < plan.deadline - DEADLINE_SLACK_S:
             return False
         budget_ms = (plan.deadline - attempt.started) * 1000.0
         attempt.last_exc = ProviderTimeoutError(
