@@ -77,9 +77,8 @@ class SQLiteLimits:
     def admit(self, client_id: str, usd: float, *, per_minute: int | None,
               per_hour: int | None, max_usd: float | None) -> int | Refusal:
         """A reservation id, or the limit that refuses it."""
-        now = self.clock()
-
         def run(conn: sqlite3.Connection) -> int | Refusal:
+            now = self.clock()  # once the write lock is ours: times follow commit order
             if now - self._pruned >= _PRUNE_EVERY_S:
                 conn.execute("DELETE FROM limit_reservations WHERE at <= ?", (now - 3600.0,))
                 self._pruned = now
@@ -107,9 +106,8 @@ class SQLiteLimits:
                max_usd: float | None) -> Refusal | None:
         """Add ``more_usd`` to a reservation unless it takes the client past ``max_usd``
         (a negative amount releases, always)."""
-        now = self.clock()
-
         def run(conn: sqlite3.Connection) -> Refusal | None:
+            now = self.clock()
             if max_usd is not None and more_usd > 0:
                 (spent,) = conn.execute(
                     "SELECT coalesce(sum(usd), 0.0) FROM limit_reservations"
