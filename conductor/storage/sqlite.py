@@ -1,115 +1,33 @@
-"""SQLite store: every decision, outcome and reward; posterior snapshots; policy history.
+"""SQLite store: the default, one file, every process on one host sharing it.
 
-One writer thread owns the write connection and commits queued rows in batches (up to
-``batch_rows`` rows or ``batch_interval_s``). Durability contract:
-
-* decisions and outcomes may be acknowledged before they commit (they are queued);
-* user rewards, snapshots and policy changes return only after their batch committed;
-* ``close()`` drains the queue (bounded by ``drain_timeout_s``) and logs what it wrote.
-
-Outcome and reward rows carry ``seq``, the order in which the router applied them to the
-posterior, so "last snapshot + the events after its seq" rebuilds the posterior exactly.
+What is common to SQL stores (the write queue, durability, the event log, reads) is in
+``sqlstore``; this opens the file (checked and migrated), reads with one connection per
+thread, and writes with one connection owned by the writer thread.
 """
 
 from __future__ import annotations
 
-import hashlib
-import itertools
-import logging
-import queue
+import contextlib
 import sqlite3
 import threading
-import time
-import uuid
-from collections import deque
-from collections.abc import Iterator
-from concurrent.futures import Future
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import msgspec
-import numpy as np
 from sqlite_utils import Database
 
 from conductor.config import Settings
 from conductor.errors import SchemaVersionError, StorageError
-from conductor.storage.base import (
-    BaseLogStore,
-    LogMark,
-    LogStore,
-    MemoryLogStore,
-    RequestRecord,
-)
+from conductor.storage.base import LogStore, MemoryLogStore
 from conductor.storage.limits import SQLiteLimits
 from conductor.storage.schema import MIGRATION_SET, build_migrations
-from conductor.types import (
-    CallRecord,
-    CompletionRequest,
-    Constraints,
-    Decision,
-    LearningEvent,
-    Outcome,
-    OutcomeEvent,
-    PolicyEvent,
-    PolicyKnobs,
-    Reward,
-    RewardEvent,
-    StrategySample,
+from conductor.storage.sqlstore import (
+    SQLStore,
+    decision_from_row,
+    outcome_from_row,
+    reward_from_row,
+    sha256,
 )
-
-log = logging.getLogger("conductor.storage")
-
-_INSERT = {
-    "requests": "INSERT OR REPLACE INTO requests VALUES "
-                "(:request_id, :created_at, :client_id, :task_type, :constraints, :prompt_sha256,"
-                " :prompt, :metadata)",
-    "decisions": "INSERT OR REPLACE INTO decisions VALUES "
-                 "(:request_id, :created_at, :task_type, :client_id, :strategy, :model, :mode,"
-                 " :propensity, :explored, :constraint_relaxed, :policy_version, :routed_by,"
-                 " :policy_choice, :predicted_quality, :predicted_latency_ms,"
-                 " :predicted_cost_usd, :input_tokens, :constraints, :samples, :quality_target,"
-                 " :set_aside, :held_back, :features, :per_prompt)",
-    "outcomes": "INSERT OR REPLACE INTO outcomes VALUES "
-                "(:request_id, :seq, :created_at, :task_type, :strategy, :model, :latency_ms,"
-                " :input_tokens, :output_tokens, :cost_usd, :cost_estimated, :error,"
-                " :fallback_used, :fallback_chain, :sla_met, :escalated, :calls, :finish_reason,"
-                " :response_sha256, :response, :applied, :origin, :pos)",
-    "rewards": "INSERT INTO rewards (seq, request_id, created_at, task_type, strategy, source,"
-               " score, previous_score, sampling_probability, rater, applied, effective_score,"
-               " origin, pos) VALUES (:seq, :request_id, :created_at, :task_type, :strategy,"
-               " :source, :score, :previous_score, :sampling_probability, :rater, :applied,"
-               " :effective_score, :origin, :pos)",
-    "pending_feedback": "INSERT INTO pending_feedback (request_id, created_at, score, rater)"
-                        " VALUES (:request_id, :created_at, :score, :rater)",
-    "pending_feedback_done": "DELETE FROM pending_feedback WHERE request_id = :request_id",
-    "judge_calls": "INSERT INTO judge_calls (request_id, created_at, strategy, model, score,"
-                   " raw_reply, cost_usd, latency_ms, error, self_graded, answer_chars) VALUES "
-                   "(:request_id, :created_at, :strategy, :model, :score, :raw_reply, :cost_usd,"
-                   " :latency_ms, :error, :self_graded, :answer_chars)",
-    "posterior_snapshots": "INSERT INTO posterior_snapshots (created_at, seq, state) VALUES "
-                           "(:created_at, :seq, :state)",
-    "posterior_snapshots_prune": "DELETE FROM posterior_snapshots WHERE id NOT IN"
-                                 " (SELECT id FROM posterior_snapshots ORDER BY id DESC"
-                                 " LIMIT :keep)",
-    "policy_history": "INSERT INTO policy_history (created_at, actor, settings, seq, configured,"
-                      " origin, pos) VALUES (:created_at, :actor, :settings, :seq, :configured,"
-                      " :origin, :pos)",
-}
-
-_EVENT_TABLES = frozenset({"outcomes", "rewards", "policy_history"})
-_json = msgspec.json.Encoder()
-KEEP_SNAPSHOTS = 3
-_BARRIER = "_barrier"  # a queue marker: commit everything before it, write nothing
-
-
-def sha256(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-class _Item(msgspec.Struct):
-    table: str
-    row: dict[str, Any]
-    done: Future[None] | None = None
 
 
 def _open_database(path: Path, check: bool = True) -> Database:
@@ -150,554 +68,76 @@ def _open_database(path: Path, check: bool = True) -> Database:
         raise StorageError(f"{path}: cannot open: {exc}") from exc
 
 
-class _Reads:
-    """SQLiteStore's read side: requests as they stand (queued rows first, then committed
-    ones), the event log, snapshots, exports. Readers use one connection per thread."""
+class _Tx:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
 
-    path: Path
-    store_text: bool
-    _local: threading.local
-    _readers: list[sqlite3.Connection]
-    _pending: dict[str, RequestRecord]
-    _pending_lock: threading.Lock
-    clock: Any
+    def one(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> Any:
+        return self.conn.execute(sql, params).fetchone()
 
-    def pending_feedback(self, max_age_s: float = 3600.0) -> list[tuple[str, float, str, float]]:
-        """(request_id, created_at, rater, score) of feedback still waiting for its request."""
-        rows = self.query("SELECT request_id, created_at, rater, score FROM pending_feedback "
-                          "WHERE created_at >= ? ORDER BY id", (self.clock() - max_age_s,))
-        return [(r[0], r[1], r[2], r[3]) for r in rows]
+    def many(self, sql: str, rows: list[dict[str, Any]]) -> None:
+        self.conn.executemany(sql, rows)
 
-    def judge_user_pairs(self) -> list[tuple[str, float, float]]:
-        """(task type, judge score, mean user score) for every request that has both: the
-        data the judge-to-user calibration is fitted on."""
-        rows = self.query("""
-            WITH j AS (
-                SELECT request_id, task_type, score, seq,
-                       row_number() OVER (PARTITION BY request_id ORDER BY seq DESC) AS k
-                FROM rewards WHERE source = 'judge'),
-            u AS (
-                SELECT request_id, score,
-                       row_number() OVER (PARTITION BY request_id, rater ORDER BY seq DESC) AS k
-                FROM rewards WHERE source = 'user')
-            SELECT j.task_type, j.score, avg(u.score) FROM j JOIN u USING (request_id)
-            WHERE j.k = 1 AND u.k = 1 GROUP BY j.request_id ORDER BY min(j.seq)""")
-        return [(r[0], r[1], r[2]) for r in rows]
 
-    def latest_policy(self) -> PolicyEvent | None:
-        """The policy change in force (the newest), or None."""
-        rows = self.query("SELECT actor, settings, configured FROM policy_history "
-                          "ORDER BY id DESC LIMIT 1")
-        return _policy_event(rows[0]) if rows else None
+class SQLiteStore(SQLStore):
+    """The default log store for the service. Thread-safe; one writer thread.
+
+    Args:
+        path: the database file (created with its parent folder's permissions).
+        check: run ``PRAGMA quick_check`` at open and refuse a damaged file.
+        The rest: see ``SQLStore``.
+    """
+
+    errors = (sqlite3.Error,)
+
+    def __init__(self, path: str | Path, *, check: bool = True, **options: Any) -> None:
+        self.path = Path(path)
+        super().__init__(str(self.path), **options)
+        self._db = _open_database(self.path, check=check)
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._limits = SQLiteLimits(self.path)  # connects when a limited client comes
+        self._start()
+
+    def render_insert(self, table: str, columns: tuple[str, ...], key: str | None) -> str:
+        verb = "INSERT OR REPLACE" if key else "INSERT"
+        return (f"{verb} INTO {table} ({', '.join(columns)}) VALUES "
+                f"({', '.join(':' + c for c in columns)})")
 
     def _reader(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(str(self.path), check_same_thread=False)
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA busy_timeout=5000")
             self._local.conn = conn
-            self._readers.append(conn)
+            with self._readers_lock:
+                self._readers.append(conn)
         return conn
 
-    def query(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> list[sqlite3.Row]:
+    def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
         try:
             return self._reader().execute(sql, params).fetchall()
         except sqlite3.DatabaseError as exc:
             raise StorageError(f"{self.path}: read failed: {exc}") from exc
 
-    def get_request(self, request_id: str) -> RequestRecord | None:
-        with self._pending_lock:
-            pending = self._pending.get(request_id)
-            if pending is not None:
-                return RequestRecord(request_id=request_id, decision=pending.decision,
-                                     outcome=pending.outcome, rewards=list(pending.rewards),
-                                     prompt=pending.prompt)
-        return self._committed_request(request_id)
-
-    def _committed_request(self, request_id: str) -> RequestRecord | None:
-        rows = self.query("SELECT * FROM decisions WHERE request_id = ?", (request_id,))
-        if not rows:
-            return None
-        req = self.query("SELECT prompt FROM requests WHERE request_id = ?", (request_id,))
-        out = self.query("SELECT * FROM outcomes WHERE request_id = ?", (request_id,))
-        rew = self.query("SELECT * FROM rewards WHERE request_id = ? ORDER BY seq", (request_id,))
-        return RequestRecord(
-            request_id=request_id, decision=decision_from_row(rows[0]),
-            outcome=outcome_from_row(out[0]) if out else None,
-            rewards=[reward_from_row(r) for r in rew],
-            prompt=req[0]["prompt"] if req else None)
-
-    def iter_requests(self, since: float | None = None) -> Iterator[dict[str, Any]]:
-        """Logged traffic, one dict per request: decision (with propensity and constraints),
-        outcome and rewards. The format ``conductor export`` writes and replay reads."""
-        since = since if since is not None else float("-inf")
-        rewards: dict[str, list[Reward]] = {}
-        for r in self.query("SELECT * FROM rewards WHERE created_at >= ? ORDER BY seq", (since,)):
-            rewards.setdefault(r["request_id"], []).append(reward_from_row(r))
-        decisions = self.query("SELECT * FROM decisions WHERE created_at >= ? "
-                               "ORDER BY created_at, rowid", (since,))
-        outcomes = {r["request_id"]: r for r in self.query(
-            "SELECT * FROM outcomes WHERE request_id IN "
-            "(SELECT request_id FROM decisions WHERE created_at >= ?)", (since,))}
-        for d in decisions:
-            dec = decision_from_row(d)
-            o = outcomes.get(dec.request_id)
-            yield {"request_id": dec.request_id, "created_at": dec.created_at,
-                   "task_type": dec.task_type, "client_id": dec.client_id,
-                   "constraints": dec.constraints, "decision": dec,
-                   "outcome": outcome_from_row(o) if o is not None else None,
-                   "rewards": rewards.get(dec.request_id, [])}
-
-    def export_jsonl(self, out: str | Path, since: float | None = None) -> int:
-        """Write ``iter_requests`` to a JSONL file; returns the number of lines."""
-        n = 0
-        enc = msgspec.json.Encoder()
-        try:
-            with Path(out).open("wb") as fh:
-                for rec in self.iter_requests(since):
-                    fh.write(enc.encode(rec) + b"\n")
-                    n += 1
-        except OSError as exc:
-            raise StorageError(f"{out}: cannot write export: {exc}") from exc
-        return n
-
-    def latest_snapshot(self) -> tuple[int, Any] | None:
-        """The newest snapshot that decodes. An unreadable one is skipped with a warning:
-        the events after an older snapshot (or all of them) rebuild the same posterior,
-        so corrupt state loses no learning."""
-        for row in self.query("SELECT id, seq, state FROM posterior_snapshots ORDER BY id DESC"):
-            try:
-                return int(row["seq"]), msgspec.json.decode(row["state"])
-            except msgspec.DecodeError:
-                log.warning("%s: posterior snapshot %d is not valid JSON; skipping it",
-                            self.path, row["id"])
-        return None
-
-    def log_position(self) -> int:
-        """The position of the last committed event (0 before any)."""
-        return int(self.query("SELECT n FROM log_position")[0][0])
-
-    def events_after(self, mark: LogMark, upto: int | None = None) -> list[LearningEvent]:
-        """Applied outcomes, rewards and policy changes a state at ``mark`` has not seen,
-        up to log position ``upto`` (all committed ones if None), in log order: the mark's
-        own process's events after its ``seq``, every other process's after its ``pos``.
-        Rows older than log positions (pos NULL) count as the empty origin's."""
-        if upto is None:
-            upto = self.log_position()
-        new = ("coalesce({t}pos, 0) <= :upto AND (({t}origin = :origin AND {t}seq > :seq) OR"
-               " ({t}origin != :origin AND {t}pos > :pos))")
-        params = {"upto": upto, "origin": mark.origin, "seq": mark.seq, "pos": mark.pos}
-        outcomes = self.query(
-            "SELECT pos, seq, request_id, task_type, strategy, latency_ms, output_tokens,"
-            " escalated, error FROM outcomes WHERE applied = 1 AND " + new.format(t=""), params)
-        rewards = self.query(
-            "SELECT r.pos, r.seq, r.request_id, r.task_type, r.strategy, r.score,"
-            " r.previous_score, r.effective_score, d.features FROM rewards r LEFT JOIN"
-            " decisions d USING (request_id) WHERE r.applied = 1 AND " + new.format(t="r."),
-            params)
-        policies = self.query("SELECT pos, seq, actor, settings, configured FROM policy_history"
-                              " WHERE " + new.format(t=""), params)
-        rows: list[tuple[int, int, LearningEvent]] = []
-        for r in outcomes:
-            rows.append((r["pos"] or 0, r["seq"], OutcomeEvent(
-                request_id=r["request_id"], task_type=r["task_type"], strategy=r["strategy"],
-                latency_ms=r["latency_ms"], output_tokens=r["output_tokens"],
-                escalated=bool(r["escalated"]), error=r["error"])))
-        for r in rewards:
-            eff = r["effective_score"]
-            rows.append((r["pos"] or 0, r["seq"], RewardEvent(
-                request_id=r["request_id"], task_type=r["task_type"], strategy=r["strategy"],
-                effective=r["score"] if eff is None else eff, previous=r["previous_score"],
-                features=_features(r["features"]))))
-        for r in policies:
-            rows.append((r["pos"] or 0, r["seq"], _policy_event(r)))
-        rows.sort(key=lambda e: (e[0], e[1]))
-        return [event for _, _, event in rows]
-
-
-class SQLiteStore(_Reads, BaseLogStore):
-    """The default log store for the service. Thread-safe; one writer thread.
-
-    Args:
-        path: the database file (created with its parent folder's permissions).
-        store_text: keep prompt and response text (a SHA-256 of each is always kept).
-        batch_rows / batch_interval_s: commit when either is reached.
-        drain_timeout_s: how long ``close()`` may take to write what is queued.
-        max_backlog_rows: while writes fail (a full disk), rows wait in memory, up to this
-            many (the oldest beyond it are dropped and counted); they are written when
-            writes work again, retried every ``retry_interval_s``. Durable writes (feedback,
-            policy changes) are not kept: their caller gets the error.
-        check: run ``PRAGMA quick_check`` at open and refuse a damaged file.
-        clock: wall-clock seconds (injectable).
-    """
-
-    def __init__(self, path: str | Path, *, store_text: bool = False, batch_rows: int = 500,
-                 batch_interval_s: float = 0.05, drain_timeout_s: float = 10.0,
-                 max_backlog_rows: int = 100_000, retry_interval_s: float = 1.0,
-                 check: bool = True, clock: Any = time.time) -> None:
-        self.path = Path(path)
-        self.origin = uuid.uuid4().hex[:16]  # this process's events, among others'
-        self.shared = True
-        self.store_text = store_text
-        self.batch_rows = batch_rows
-        self.batch_interval_s = batch_interval_s
-        self.drain_timeout_s = drain_timeout_s
-        self.clock = clock
-        self._db = _open_database(self.path, check=check)
-        start = max(self._scalar("SELECT max(seq) FROM outcomes") or 0,
-                    self._scalar("SELECT max(seq) FROM rewards") or 0,
-                    self._scalar("SELECT max(seq) FROM policy_history") or 0)
-        self._seq = itertools.count(int(start) + 1)
-        self._last_seq = int(start)
-        self._seq_lock = threading.Lock()
-        self._queue: queue.Queue[_Item | None] = queue.Queue()
-        self._pending: dict[str, RequestRecord] = {}  # queued, not yet committed
-        self._pending_lock = threading.Lock()
-        self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
-        self.rows_written = 0
-        self.rows_failed = 0  # rows in commits that failed (each retry counts again)
-        self.rows_dropped = 0  # rows lost: beyond the backlog bound, or unwritten at close
-        self.write_failures = 0  # failed commits
-        self.max_backlog_rows = max_backlog_rows
-        self.retry_interval_s = retry_interval_s
-        self._backlog: deque[_Item] = deque()  # rows waiting for writes to work again
-        self.failing_since: float | None = None  # monotonic; None while writes work
-        self._closed = False
-        self._limits = SQLiteLimits(self.path)  # connects when a limited client comes
-        self._writer = threading.Thread(target=self._run, name="conductor-sqlite-writer",
-                                        daemon=True)
-        self._writer.start()
-
-    # -- writer ----------------------------------------------------------------------------
-
-    def _scalar(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
-        row = self._db.execute(sql, params).fetchone()
-        return row[0] if row else None
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[_Tx]:
+        with self._db.atomic():
+            yield _Tx(self._db.conn)
 
     def limit_ledger(self) -> SQLiteLimits:
         """The limits every process on this file shares."""
         return self._limits
 
-    def write_health(self) -> dict[str, Any]:
-        """``writable`` is false from a failed commit until one succeeds (``/readyz``
-        answers 503 meanwhile); then the counters and the rows waiting in memory."""
-        since = self.failing_since
-        return {"writable": since is None,
-                "failing_for_s": 0.0 if since is None else time.monotonic() - since,
-                "write_failures": self.write_failures, "rows_failed": self.rows_failed,
-                "rows_dropped": self.rows_dropped, "backlog_rows": len(self._backlog),
-                "rows_written": self.rows_written}
-
-    def _run(self) -> None:
-        while True:
-            try:  # while failing, wake up to retry the backlog
-                first = self._queue.get(timeout=self.retry_interval_s if self._backlog
-                                        else None)
-            except queue.Empty:
-                self._retry_backlog()
-                continue
-            if first is None:
-                self._retry_backlog()
-                return
-            batch = [first]
-            deadline = time.monotonic() + self.batch_interval_s
-            stop = False
-            while len(batch) < self.batch_rows:
-                timeout = deadline - time.monotonic()
-                if timeout <= 0:
-                    break
-                try:
-                    item = self._queue.get(timeout=timeout)
-                except queue.Empty:
-                    break
-                if item is None:
-                    stop = True
-                    break
-                batch.append(item)
-                if item.done is not None:  # someone waits: commit now
-                    break
-            self._commit(batch)
-            if stop:
-                return
-
-    def _write(self, batch: list[_Item]) -> None:
-        with self._db.atomic():
-            events = [i.row for i in batch if i.table in _EVENT_TABLES]
-            if events:  # log positions in commit order, across tables and processes
-                (last,) = self._db.execute("UPDATE log_position SET n = n + ? RETURNING n",
-                                           (len(events),)).fetchone()
-                for k, row in enumerate(events, start=last - len(events) + 1):
-                    row["pos"] = k
-            # Consecutive rows of one table go in one executemany (same order).
-            for table, items in itertools.groupby(batch, key=lambda i: i.table):
-                if table != _BARRIER:
-                    self._db.conn.executemany(_INSERT[table], [i.row for i in items])
-
-    def _retry_backlog(self) -> None:
-        """Write what waited while writes failed, oldest first, in batches."""
-        while self._backlog:
-            batch = [self._backlog.popleft()
-                     for _ in range(min(self.batch_rows, len(self._backlog)))]
-            try:
-                self._write(batch)
-            except sqlite3.Error:
-                self.write_failures += 1
-                self.rows_failed += len(batch)
-                self._backlog.extendleft(reversed(batch))
-                return
-            self._written(batch)
-
-    def _failed(self, batch: list[_Item], exc: sqlite3.Error | str) -> None:
-        """A commit failed: durable rows fail their callers, the rest wait in the backlog
-        (bounded: the oldest beyond it are dropped, counted). Logged once per burst."""
-        self.write_failures += 1
-        self.rows_failed += len(batch)
-        if self.failing_since is None:
-            self.failing_since = time.monotonic()
-            log.error("%s: writes are failing (%s); rows wait in memory (up to %d) and are "
-                      "retried every %.1f s", self.path, exc, self.max_backlog_rows,
-                      self.retry_interval_s)
-        for item in batch:
-            if item.done is not None:
-                item.done.set_exception(StorageError(f"{self.path}: write failed: {exc}"))
-            elif item.table != _BARRIER:
-                self._backlog.append(item)
-        while len(self._backlog) > self.max_backlog_rows:
-            self._backlog.popleft()
-            self.rows_dropped += 1
-
-    def _commit(self, batch: list[_Item]) -> None:
-        if self._backlog:  # keep the order: the backlog goes first
-            self._retry_backlog()
-            if self._backlog:
-                self._failed(batch, "the rows before them could not be written yet")
-                return
-        try:
-            self._write(batch)
-        except sqlite3.Error as exc:
-            self._failed(batch, exc)
-            return
-        self._written(batch)
-
-    def _written(self, batch: list[_Item]) -> None:
-        if self.failing_since is not None and not self._backlog:
-            log.warning("%s: writes work again after %.0f s (%d rows dropped meanwhile)",
-                        self.path, time.monotonic() - self.failing_since, self.rows_dropped)
-            self.failing_since = None
-        self.rows_written += len(batch)
-        with self._pending_lock:
-            for item in batch:
-                rid = item.row.get("request_id")
-                if item.table == "outcomes" and rid in self._pending:
-                    del self._pending[rid]
-        for item in batch:
-            if item.done is not None:
-                item.done.set_result(None)
-
-    def _put(self, table: str, row: dict[str, Any], *, durable: bool = False,
-             wait: bool = True) -> Future[None] | None:
-        """Queue a row. A durable row gets a future resolved on commit; ``wait`` blocks on it."""
-        if self._closed:
-            raise StorageError(f"{self.path}: store is closed")
-        done: Future[None] | None = Future() if durable else None
-        self._queue.put(_Item(table=table, row=row, done=done))
-        if done is not None and wait:
-            done.result()
-            return None
-        return done
-
-    def next_seq(self) -> int:
-        """The next event sequence number (the order events reach the posterior)."""
-        with self._seq_lock:
-            self._last_seq = next(self._seq)
-            return self._last_seq
-
-    def last_seq(self) -> int:
-        with self._seq_lock:
-            return self._last_seq
-
-    # -- LogStore --------------------------------------------------------------------------
-
-    def record_decision(self, decision: Decision, request: CompletionRequest) -> None:
-        text = request.text()
-        constraints = _json.encode(decision.constraints).decode()
-        with self._pending_lock:
-            self._pending[decision.request_id] = RequestRecord(
-                request_id=decision.request_id, decision=decision, rewards=[],
-                prompt=text if self.store_text else None)
-        self._put("requests", {
-            "request_id": decision.request_id, "created_at": decision.created_at,
-            "client_id": request.client_id, "task_type": request.task_type,
-            "constraints": constraints,
-            "prompt_sha256": sha256(text), "prompt": text if self.store_text else None,
-            "metadata": _json.encode(request.metadata).decode() if request.metadata else None})
-        self._put("decisions", {
-            "request_id": decision.request_id, "created_at": decision.created_at,
-            "task_type": decision.task_type, "client_id": decision.client_id,
-            "strategy": decision.strategy, "model": decision.model,
-            "mode": decision.mode.value, "propensity": decision.propensity,
-            "explored": int(decision.explored),
-            "constraint_relaxed": int(decision.constraint_relaxed),
-            "policy_version": decision.policy_version, "routed_by": decision.routed_by,
-            "policy_choice": decision.policy_choice,
-            "predicted_quality": decision.predicted_quality,
-            "predicted_latency_ms": decision.predicted_latency_ms,
-            "predicted_cost_usd": decision.predicted_cost_usd,
-            "input_tokens": decision.input_tokens,
-            "constraints": constraints,
-            "samples": _json.encode(decision.samples).decode(),
-            "quality_target": decision.quality_target,
-            "set_aside": _json.encode(decision.set_aside).decode() if decision.set_aside
-            else None, "held_back": int(decision.held_back),
-            "features": np.asarray(decision.features, dtype=np.float64).tobytes()
-            if decision.features else None, "per_prompt": int(decision.per_prompt)})
-
-    def record_outcome(self, outcome: Outcome, *, task_type: str = "",
-                       applied: bool = True) -> None:
-        with self._pending_lock:
-            rec = self._pending.get(outcome.request_id)
-            if rec is not None:  # what a read will show once committed
-                rec.outcome = outcome if self.store_text else msgspec.structs.replace(
-                    outcome, text="")
-                task_type = task_type or (rec.decision.task_type if rec.decision else "")
-        self._put("outcomes", {
-            "request_id": outcome.request_id, "seq": self.next_seq(),
-            "created_at": outcome.created_at, "task_type": task_type,
-            "strategy": outcome.strategy, "model": outcome.model,
-            "latency_ms": outcome.latency_ms, "input_tokens": outcome.input_tokens,
-            "output_tokens": outcome.output_tokens, "cost_usd": outcome.cost_usd,
-            "cost_estimated": int(outcome.cost_estimated), "error": outcome.error,
-            "fallback_used": int(outcome.fallback_used),
-            "fallback_chain": _json.encode(outcome.fallback_chain).decode(),
-            "sla_met": int(outcome.sla_met), "escalated": int(outcome.escalated),
-            "calls": _json.encode(outcome.calls).decode(),
-            "finish_reason": outcome.finish_reason, "response_sha256": sha256(outcome.text),
-            "response": outcome.text if self.store_text else None, "applied": int(applied),
-            "origin": self.origin, "pos": None})
-
-    def record_reward(self, reward: Reward, *, applied: bool = True,
-                      previous_score: float | None = None,
-                      wait: bool | None = None) -> Future[None] | None:
-        """User ratings are durable: returns after commit, or with ``wait=False`` returns a
-        future that resolves on commit. Automatic rewards are queued."""
-        with self._pending_lock:
-            rec = self._pending.get(reward.request_id)
-            if rec is not None:
-                rec.rewards.append(reward)
-        return self._put("rewards", {
-            "seq": self.next_seq(), "request_id": reward.request_id,
-            "created_at": reward.created_at, "task_type": reward.task_type,
-            "strategy": reward.strategy, "source": reward.source, "score": reward.score,
-            "previous_score": previous_score,
-            "sampling_probability": reward.sampling_probability, "rater": reward.rater,
-            "applied": int(applied), "effective_score": reward.effective_score,
-            "origin": self.origin, "pos": None},
-            durable=reward.source == "user",
-            wait=wait is not False)
-
-    def record_pending_feedback(self, request_id: str, score: float, rater: str,
-                                created_at: float) -> None:
-        """Durable: feedback for a request not stored yet, applied when it lands."""
-        self._put("pending_feedback", {"request_id": request_id, "created_at": created_at,
-                                       "score": score, "rater": rater}, durable=True)
-
-    def clear_pending_feedback(self, request_id: str) -> None:
-        self._put("pending_feedback_done", {"request_id": request_id})
-
-    def record_judge_call(self, row: dict[str, Any]) -> None:
-        self._put("judge_calls", row)
-
-    def record_policy_change(self, event: PolicyEvent) -> None:
-        """Durable: returns after the change is committed."""
-        self._put("policy_history", {
-            "created_at": self.clock(), "actor": event.actor, "seq": self.next_seq(),
-            "settings": _json.encode(event.knobs).decode(),
-            "configured": _json.encode(event.configured).decode()
-            if event.configured is not None else None, "origin": self.origin, "pos": None},
-            durable=True)
-
-    def save_snapshot(self, seq: int, state: dict[str, Any], *, wait: bool = False) -> None:
-        """Queue a snapshot; the oldest are pruned (the newest few are kept, so an
-        unreadable newest one falls back to the one before)."""
-        self._put("posterior_snapshots", {"created_at": self.clock(), "seq": seq,
-                                          "state": _json.encode(state).decode()}, durable=wait)
-        self._put("posterior_snapshots_prune", {"keep": KEEP_SNAPSHOTS})
-
-    def flush(self) -> None:
-        """Return when everything queued so far is committed."""
-        self._put(_BARRIER, {}, durable=True)
-
-    # -- lifecycle ---------------------------------------------------------------------------
-
-    def close(self) -> None:
-        """Drain the queue (bounded by ``drain_timeout_s``), then close connections."""
-        if self._closed:
-            return
-        self._closed = True
-        before = self.rows_written
-        self._queue.put(None)
-        self._writer.join(self.drain_timeout_s)
-        if self._writer.is_alive():
-            log.error("%s: drain timed out after %.1fs with about %d rows unwritten",
-                      self.path, self.drain_timeout_s, self._queue.qsize())
-        else:
-            log.info("%s: drained %d queued rows on close (%d rows written in all)",
-                     self.path, self.rows_written - before, self.rows_written)
+    def _close_backend(self) -> None:
+        if not self._writer.is_alive():
             self._db.conn.close()
-        for conn in self._readers:
-            conn.close()
+        with self._readers_lock:
+            for conn in self._readers:
+                conn.close()
         self._limits.close()
-
-
-def _policy_event(r: sqlite3.Row) -> PolicyEvent:
-    configured = r["configured"]
-    return PolicyEvent(
-        knobs=msgspec.json.decode(r["settings"], type=PolicyKnobs), actor=r["actor"],
-        configured=msgspec.json.decode(configured, type=PolicyKnobs) if configured else None)
-
-
-def decision_from_row(r: sqlite3.Row) -> Decision:
-    return Decision(
-        request_id=r["request_id"], task_type=r["task_type"], strategy=r["strategy"],
-        model=r["model"], mode=r["mode"], predicted_quality=r["predicted_quality"],
-        predicted_latency_ms=r["predicted_latency_ms"],
-        predicted_cost_usd=r["predicted_cost_usd"], propensity=r["propensity"],
-        explored=bool(r["explored"]), constraint_relaxed=bool(r["constraint_relaxed"]),
-        policy_version=r["policy_version"], routed_by=r["routed_by"],
-        policy_choice=r["policy_choice"],
-        constraints=msgspec.json.decode(r["constraints"], type=Constraints),
-        client_id=r["client_id"], input_tokens=r["input_tokens"],
-        samples=msgspec.json.decode(r["samples"], type=tuple[StrategySample, ...]),
-        created_at=r["created_at"], quality_target=r["quality_target"],
-        set_aside=msgspec.json.decode(r["set_aside"]) if r["set_aside"] else {},
-        held_back=bool(r["held_back"]), per_prompt=bool(r["per_prompt"]),
-        features=_features(r["features"]))
-
-
-def _features(blob: bytes | None) -> tuple[float, ...]:
-    return tuple(np.frombuffer(blob, dtype=np.float64).tolist()) if blob else ()
-
-
-def outcome_from_row(r: sqlite3.Row) -> Outcome:
-    return Outcome(
-        request_id=r["request_id"], strategy=r["strategy"], model=r["model"],
-        latency_ms=r["latency_ms"], input_tokens=r["input_tokens"],
-        output_tokens=r["output_tokens"], cost_usd=r["cost_usd"],
-        cost_estimated=bool(r["cost_estimated"]), error=r["error"],
-        fallback_used=bool(r["fallback_used"]),
-        fallback_chain=tuple(msgspec.json.decode(r["fallback_chain"])),
-        sla_met=bool(r["sla_met"]), escalated=bool(r["escalated"]),
-        calls=msgspec.json.decode(r["calls"], type=tuple[CallRecord, ...]),
-        text=r["response"] or "", finish_reason=r["finish_reason"], created_at=r["created_at"])
-
-
-def reward_from_row(r: sqlite3.Row) -> Reward:
-    return Reward(request_id=r["request_id"], source=r["source"], score=r["score"],
-                  sampling_probability=r["sampling_probability"], rater=r["rater"],
-                  task_type=r["task_type"], strategy=r["strategy"], created_at=r["created_at"],
-                  effective_score=r["effective_score"])
 
 
 __all__ = ["MIGRATION_SET", "SQLiteStore", "decision_from_row", "outcome_from_row",
