@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from conductor.config import Settings, VerifiedStrategy
+from conductor.config import BatchStrategy, Settings, VerifiedStrategy
 from conductor.evaluators.judge import JUDGE_MAX_TOKENS, JUDGE_PROMPT_TOKENS_BOUND
+from conductor.providers.batching import BATCH_FRAMING_OUT_TOKENS, batch_framing_tokens
 from conductor.types import CompletionRequest, estimate_prompt_tokens
 
 
 def cost_upper_bound(settings: Settings, strategy: str, request: CompletionRequest) -> float:
     """The most a strategy can cost for a request: input tokens + max_tokens (or the task
-    type's max_output_tokens) at its prices; verified: draft + judge + escalation."""
+    type's max_output_tokens) at its prices; batch: plus the batch's framing, all of it
+    charged to an item that goes alone; verified: draft + judge + escalation."""
     tt = settings.task_types[request.task_type]
     out = request.max_tokens or tt.max_output_tokens
     n_in = estimate_prompt_tokens(request.chat_messages())
@@ -17,6 +19,10 @@ def cost_upper_bound(settings: Settings, strategy: str, request: CompletionReque
     def one(name: str) -> float:
         st = settings.strategies[name]
         n_out = min(out, st.max_tokens) if st.max_tokens else out
+        if isinstance(st, BatchStrategy):
+            return settings.model_of(name).cost_usd(
+                n_in + batch_framing_tokens(st.batch.max_batch),
+                n_out + BATCH_FRAMING_OUT_TOKENS) * st.batch_discount
         return settings.model_of(name).cost_usd(n_in, n_out) * st.batch_discount
 
     st = settings.strategies[strategy]

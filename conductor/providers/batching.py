@@ -31,6 +31,15 @@ BATCH_INSTRUCTIONS = (
     "No text before or after the array."
 )
 
+BATCH_FRAMING_OUT_TOKENS = 8  # per item: the array's quotes, commas and brackets
+
+
+def batch_framing_tokens(max_batch: int) -> int:
+    """The most input tokens batching adds to one item: the instructions (charged whole to
+    an item that goes alone) and its item header."""
+    return estimate_tokens(BATCH_INSTRUCTIONS.format(n=max_batch)) + estimate_tokens(
+        f"### Item {max_batch}\n") + 12  # + the two messages' framing, and rounding
+
 
 def build_batch_call(calls: list[ProviderCall]) -> ProviderCall:
     """One call carrying every item; shared system instructions are sent once."""
@@ -45,7 +54,7 @@ def build_batch_call(calls: list[ProviderCall]) -> ProviderCall:
     system = "\n\n".join([*shared, BATCH_INSTRUCTIONS.format(n=n)])
     max_tokens = None
     if all(c.max_tokens is not None for c in calls):
-        max_tokens = sum(c.max_tokens or 0 for c in calls) + 8 * n
+        max_tokens = sum(c.max_tokens or 0 for c in calls) + BATCH_FRAMING_OUT_TOKENS * n
     first = calls[0]
     return ProviderCall(
         model=first.model, task_type=first.task_type, batched=True, batch_items=n,

@@ -28,6 +28,7 @@ from msgspec import Struct
 
 from conductor.errors import ConfigError, ProviderBadRequestError
 from conductor.providers.base import ProviderCall, ProviderResponse, StreamChunk
+from conductor.providers.batching import BATCH_FRAMING_OUT_TOKENS
 from conductor.types import Message, estimate_prompt_tokens
 
 _FILLER = ("the order shipped on time and the product matches its description; customers "
@@ -209,8 +210,11 @@ class DemoProvider:
         texts = re.findall(r"### Item \d+\n(.*?)(?=\n\n### Item \d+\n|\Z)",
                            call.messages[-1].content, flags=re.S)
         texts += [""] * (n - len(texts))
+        each = None  # an item's own max_tokens (build_batch_call summed them, plus framing)
+        if call.max_tokens is not None:
+            each = max(1, call.max_tokens // n - BATCH_FRAMING_OUT_TOKENS)
         items = [self.simulate(msgspec.structs.replace(
-            call, batch_items=0, batched=True, max_tokens=None,
+            call, batch_items=0, batched=True, max_tokens=each,
             messages=(Message(role="user", content=t),))) for t in texts[:n]]
         prof = self.world.models[call.model]
         out = sum(r.output_tokens for r in items)
