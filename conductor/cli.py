@@ -21,7 +21,8 @@ from conductor.config import default_settings, load_settings
 from conductor.errors import ConductorError, ConfigError, InvalidRequestError, StorageError
 from conductor.replay.demo import DemoWorkload
 from conductor.router import Conductor
-from conductor.storage.sqlite import SQLiteStore
+from conductor.storage.postgres import is_postgres_url
+from conductor.storage.stores import database_of, open_database
 
 MIN_TUNE_RECORDS = 200  # per task type, before tune's sweep on logs is more than a guide
 
@@ -64,11 +65,12 @@ def main() -> None:
               help="Seed for the workload and the policy.")
 @click.option("--every", type=click.IntRange(1), default=100, show_default=True,
               help="Print a progress line every N requests.")
-@click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Log every decision, outcome and reward to this SQLite file.")
+@click.option("--db", "db_path", metavar="PATH|URL",
+              help="Log every decision, outcome and reward to this SQLite file or "
+              "postgresql:// database.")
 @click.option("--per-prompt/--per-task", default=False, show_default=True,
               help="Decide from each prompt's words (policy.context) or per task type only.")
-def demo(config_path: Path | None, n: int, seed: int, every: int, db_path: Path | None,
+def demo(config_path: Path | None, n: int, seed: int, every: int, db_path: str | None,
          per_prompt: bool) -> None:
     """Route a simulated workload and print the strategy mix and cost as the policy learns.
 
@@ -82,7 +84,7 @@ def demo(config_path: Path | None, n: int, seed: int, every: int, db_path: Path 
     settings = msgspec.structs.replace(settings, policy=msgspec.structs.replace(
         settings.policy, context=per_prompt))
     workload = DemoWorkload(list(settings.task_types), seed)
-    store = SQLiteStore(db_path, store_text=settings.storage.store_text) if db_path else None
+    store = open_database(db_path, store_text=settings.storage.store_text) if db_path else None
     with Conductor(settings, seed=seed, log_store=store) as conductor:
         window: Counter[str] = Counter()
         cost = base_cost = 0.0
@@ -138,8 +140,9 @@ def demo(config_path: Path | None, n: int, seed: int, every: int, db_path: Path 
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Worker processes on one database; each applies what the others learn "
               "(storage.follow_every_s); rate limits are counted in the database.")
-@click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="SQLite database (default: the config's storage.path, conductor.db).")
+@click.option("--db", "db_path", metavar="PATH|URL",
+              help="SQLite file, or postgresql://user@host/dbname for replicas sharing one "
+              "PostgreSQL (default: the config's storage.url or storage.path, conductor.db).")
 @click.option("--access-log/--no-access-log", default=False, show_default=True,
               help="Log every HTTP request (every decision is in the database anyway).")
 @click.option("--skip-db-check", is_flag=True,
@@ -154,7 +157,7 @@ def demo(config_path: Path | None, n: int, seed: int, every: int, db_path: Path 
               help="Requests handled at once per worker; beyond it new ones wait (Granian) "
               "or get a 503 (uvicorn).")
 def serve(config_path: Path | None, host: str, port: int, workers: int,
-          db_path: Path | None, access_log: bool, skip_db_check: bool, server: str,
+          db_path: str | None, access_log: bool, skip_db_check: bool, server: str,
           header_timeout_s: float, max_concurrency: int) -> None:
     """Serve the HTTP API: OpenAI-compatible /v1/chat/completions, /v1/feedback, /v1/policy...
 
@@ -167,8 +170,8 @@ def serve(config_path: Path | None, host: str, port: int, workers: int,
 
     settings = load_settings(config_path) if config_path else serve_default_settings()
     # Open the database once here, so a bad path is one line, not a failed startup.
-    SQLiteStore(db_path or settings.storage.path, store_text=settings.storage.store_text,
-                check=not skip_db_check).close()
+    open_database(db_path or database_of(settings), store_text=settings.storage.store_text,
+                  check=not skip_db_check, pool_size=2).close()
     where = config_path or "the built-in demo world"
     click.echo(f"serving {where} on http://{host}:{port} with {server} "
                f"(OpenAI base_url http://{host}:{port}/v1)", err=True)
@@ -557,15 +560,15 @@ def tune(source: Path, quality_bar: float, seeds: int, config_path: Path | None,
 
 
 @main.command()
-@click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path),
-              default="conductor.db", show_default=True, help="The SQLite database to read.")
+@click.option("--db", "db_path", metavar="PATH|URL", default="conductor.db", show_default=True,
+              help="The database to read: a SQLite file or a postgresql:// URL.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               help="The config the traffic was served with (for the default strategy's "
                    "prices; default: built-in).")
 @click.option("--window-s", type=click.FloatRange(min=1), default=300.0, show_default=True,
               help="The sliding window, ending at the last logged request.")
 @click.option("--json", "as_json", is_flag=True, help="Print the stats as JSON.")
-def stats(db_path: Path, config_path: Path | None, window_s: float, as_json: bool) -> None:
+def stats(db_path: str, config_path: Path | None, window_s: float, as_json: bool) -> None:
     """Counters, cost (and saved vs the default strategy), latency percentiles, quality,
     strategy shares, fallback rate and SLA compliance from a database.
 
@@ -575,15 +578,14 @@ def stats(db_path: Path, config_path: Path | None, window_s: float, as_json: boo
 
     from conductor.metrics import MetricsCollector
 
-    if not db_path.exists():
-        raise StorageError(f"{db_path}: no such database")
+    _check_database(db_path)
     settings = load_settings(config_path) if config_path else default_settings()
     d_model = settings.model_of(settings.policy.default_strategy)
 
     def default_cost(o: Any) -> float:
         return d_model.cost_usd(o.input_tokens, o.output_tokens)
 
-    store = SQLiteStore(db_path)
+    store = open_database(db_path, pool_size=2)
     try:
         m = MetricsCollector.from_records(store.iter_requests(), default_cost, window_s)
     finally:
@@ -611,6 +613,12 @@ def stats(db_path: Path, config_path: Path | None, window_s: float, as_json: boo
             click.echo(f"quality {task}: {q['mean']:.3f} over {q['rewards']} requests")
 
 
+def _check_database(where: str) -> None:
+    """A database to read must exist (a URL is checked when it is opened)."""
+    if not is_postgres_url(where) and not Path(where).exists():
+        raise StorageError(f"{where}: no such database")
+
+
 def parse_time(value: str | None) -> float | None:
     """Unix seconds or an ISO 8601 date/time (UTC unless it says otherwise)."""
     if value is None:
@@ -631,12 +639,12 @@ def parse_time(value: str | None) -> float | None:
 
 
 @main.command()
-@click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path),
-              default="conductor.db", show_default=True, help="The SQLite database to read.")
+@click.option("--db", "db_path", metavar="PATH|URL", default="conductor.db", show_default=True,
+              help="The database to read: a SQLite file or a postgresql:// URL.")
 @click.option("--since", help="Only requests at or after this time (unix seconds or ISO 8601).")
 @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="The JSONL file to write.")
-def export(db_path: Path, since: str | None, out: Path) -> None:
+def export(db_path: str, since: str | None, out: Path) -> None:
     """Export logged traffic as JSONL: one line per request with its decision (propensity,
     constraints), outcome and rewards. `replay`, `calibrate` and `compare` read it.
 
@@ -644,9 +652,8 @@ def export(db_path: Path, since: str | None, out: Path) -> None:
     """
     t = parse_time(since)
     _check_writable(out)
-    if not db_path.exists():
-        raise StorageError(f"{db_path}: no such database")
-    store = SQLiteStore(db_path)
+    _check_database(db_path)
+    store = open_database(db_path, pool_size=2)
     try:
         n = store.export_jsonl(out, since=t)
     finally:

@@ -277,10 +277,15 @@ class PolicyConfig(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True
 
 
 class StorageConfig(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
-    """The log store. ``follow_every_s``: how often a process applies what other workers
-    or replicas on the same store learned (0: never; a lone process loses nothing)."""
+    """The log store: the SQLite file ``path``, or the PostgreSQL database ``url``
+    (``postgresql://user@host/dbname``; it wins over ``path``) that several replicas
+    share. ``follow_every_s``: how often a process applies what other workers or replicas
+    on the same store learned (0: never; a lone process loses nothing). ``pool_size``:
+    PostgreSQL connections per process at most."""
 
     path: str = "conductor.db"
+    url: str | None = None
+    pool_size: Annotated[int, Meta(ge=2, le=1000)] = 10
     store_text: bool = False
     snapshot_every_s: Positive = 60.0
     follow_every_s: NonNegative = 0.5
@@ -379,6 +384,10 @@ def _validate(s: Settings) -> Settings:
     for tname in p.exploration:
         _check(tname in s.task_types, f"policy.exploration.{tname}",
                f"unknown task type; known: {sorted(s.task_types)}")
+    if s.storage.url is not None:
+        _check(s.storage.url.startswith(("postgresql://", "postgres://")), "storage.url",
+               "expected a PostgreSQL URL, postgresql://user@host/dbname (a SQLite file "
+               "goes in storage.path)")
     if s.judge.strategy is not None:
         _check(s.judge.strategy in s.strategies, "judge.strategy",
                f"unknown strategy {s.judge.strategy!r}; known: {sorted(s.strategies)}")

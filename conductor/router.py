@@ -36,7 +36,7 @@ from conductor.providers.registry import open_providers
 from conductor.providers.reliability import CircuitBreaker
 from conductor.rate_limiter import RateLimiter, Reservation
 from conductor.storage.base import LogStore
-from conductor.storage.sqlite import open_store
+from conductor.storage.stores import open_store
 from conductor.types import (
     CompletionRequest,
     CompletionResult,

@@ -44,7 +44,7 @@ from conductor.service.schemas import (
     PolicyView,
     RequestView,
 )
-from conductor.storage.sqlite import SQLiteStore
+from conductor.storage.stores import database_of, open_database
 from conductor.types import Decision
 
 log = logging.getLogger("conductor.service")
@@ -225,20 +225,22 @@ async def readyz(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
 def create_app(settings: Settings | None = None, *, db_path: str | Path | None = None,
                conductor: Conductor | None = None, max_body_bytes: int = 1_000_000,
                metrics_file: str | Path | None = None, db_check: bool = True) -> Litestar:
-    """The service. Give ``settings`` (default: built-in) and optionally the database path
-    (default: ``storage.path``) or a ready Conductor (tests)."""
+    """The service. Give ``settings`` (default: built-in) and optionally the database, a
+    SQLite path or a PostgreSQL URL (default: ``storage.url`` or ``storage.path``), or a
+    ready Conductor (tests)."""
     settings = settings or (conductor.settings if conductor else default_settings())
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         c = conductor
         if c is None:
-            store = SQLiteStore(db_path or settings.storage.path,
-                                store_text=settings.storage.store_text, check=db_check)
+            store = open_database(db_path or database_of(settings),
+                                  store_text=settings.storage.store_text, check=db_check,
+                                  pool_size=settings.storage.pool_size)
             c = Conductor(settings, log_store=store)
         app.state.gateway = Gateway(c, KeyRing(settings.clients), metrics_file=metrics_file)
         log.info("conductor ready: %d strategies, store %s", len(settings.strategies),
-                 getattr(c.log_store, "path", type(c.log_store).__name__))
+                 getattr(c.log_store, "where", type(c.log_store).__name__))
         try:
             yield
         finally:

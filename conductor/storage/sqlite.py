@@ -16,9 +16,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from conductor.config import Settings
 from conductor.errors import SchemaVersionError, StorageError
-from conductor.storage.base import LogStore, MemoryLogStore
 from conductor.storage.limits import SQLiteLimits
 from conductor.storage.schema import MIGRATION_SET, build_migrations
 from conductor.storage.sqlstore import (
@@ -143,13 +141,3 @@ class SQLiteStore(SQLStore):
 __all__ = ["MIGRATION_SET", "SQLiteStore", "decision_from_row", "outcome_from_row",
            "reward_from_row", "sha256"]
 
-
-def open_store(where: LogStore | str | Path | None, settings: Settings) -> LogStore:
-    """A store from what ``Conductor(log_store=...)`` was given: a store as is, a SQLite
-    file path, ``"config"`` for the config's ``[storage] path``, or None (memory)."""
-    if where is None:
-        return MemoryLogStore()
-    if not isinstance(where, str | Path):
-        return where
-    path = settings.storage.path if str(where) == "config" else where
-    return SQLiteStore(path, store_text=settings.storage.store_text)

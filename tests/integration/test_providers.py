@@ -148,8 +148,12 @@ async def test_retries_stop_at_the_request_deadline(
         fake, circuit=msgspec.structs.replace(fake.circuit, consecutive_failures=100,
                                               min_calls=100))})
     c = closing(Conductor(data, seed=1, evaluators=[]))
-    with pytest.raises(ProviderServerError):
+    # The retries stop at the deadline: either before a backoff that would pass it (the
+    # caller hears the 503) or when it fires mid-wait (a 504 naming the last 503); which
+    # one depends on how busy the machine is.
+    with pytest.raises((ProviderServerError, ProviderTimeoutError)) as info:
         await c.acomplete("hi", task_type="chat", strategy="direct-cheap", max_latency_ms=500)
+    assert "503" in str(info.value)
     # Ten attempts need nine waits of up to 0.2, 0.4, 0.8, 1, 1... s: far past 500 ms.
     assert 1 <= len(upstream.requests) < 10
 

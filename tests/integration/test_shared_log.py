@@ -1,6 +1,7 @@
 """Several processes on one store learn as one router: each applies, in log order, the
-events the others committed (``Learner.follow``). Two Conductors on one real SQLite file
-stand for two workers (each store is its own origin, as each process's is)."""
+events the others committed (``Learner.follow``). Two Conductors on one real SQLite file,
+or one real PostgreSQL database, stand for two workers or replicas (each store is its own
+origin, as each process's is)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,41 @@ import pytest
 from conductor import Conductor, default_settings
 from conductor.config import ClientConfig, Settings
 from conductor.errors import RateLimitedError
+from conductor.storage.base import LogStore
 from conductor.storage.sqlite import SQLiteStore
 from tests.integration.conftest import states_close, without_snapshots
+from tests.postgres import Cluster
+
+
+class Shared:
+    """One database every Conductor of a test opens: a SQLite file or a PostgreSQL
+    database."""
+
+    def __init__(self, tmp_path: Path, cluster: Cluster | None) -> None:
+        self.tmp_path = tmp_path
+        self.cluster = cluster
+        self.where: str | Path = cluster.new_database() if cluster else tmp_path / "shared.db"
+
+    def store(self, where: str | Path | None = None) -> LogStore:
+        where = where or self.where
+        if isinstance(where, str):
+            from conductor.storage.postgres import PostgresStore
+
+            return PostgresStore(where)
+        return SQLiteStore(where)
+
+    def without_snapshots(self) -> str | Path:
+        if self.cluster is not None:
+            assert isinstance(self.where, str)
+            return self.cluster.copy_without_snapshots(self.where)
+        assert isinstance(self.where, Path)
+        return without_snapshots(self.where, self.tmp_path / "bare.db")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Shared:
+    cluster = request.getfixturevalue("pg_cluster") if request.param == "postgres" else None
+    return Shared(tmp_path, cluster)
 
 
 def _settings(follow_every_s: float = 0.0) -> Settings:
@@ -25,8 +59,9 @@ def _settings(follow_every_s: float = 0.0) -> Settings:
         s.storage, follow_every_s=follow_every_s))
 
 
-def _open(db: Path, seed: int, follow_every_s: float = 0.0) -> Conductor:
-    return Conductor(_settings(follow_every_s), seed=seed, log_store=SQLiteStore(db))
+def _open(db: Shared, seed: int, follow_every_s: float = 0.0,
+          where: str | Path | None = None) -> Conductor:
+    return Conductor(_settings(follow_every_s), seed=seed, log_store=db.store(where))
 
 
 def _settle(*cs: Conductor) -> None:
@@ -43,8 +78,7 @@ def _evidence(c: Conductor, task: str, strategy: str) -> tuple[float, float]:
     return float(post.evidence["q_s"][i]), float(post.evidence["q_f"][i])
 
 
-def test_feedback_through_one_worker_moves_the_others_posterior(tmp_path: Path) -> None:
-    db = tmp_path / "shared.db"
+def test_feedback_through_one_worker_moves_the_others_posterior(db: Shared) -> None:
     a, b = _open(db, seed=1), _open(db, seed=2)
     r = a.complete("Is this review positive? Great value!", task_type="classify")
     _settle(a)
@@ -61,8 +95,7 @@ def test_feedback_through_one_worker_moves_the_others_posterior(tmp_path: Path) 
     b.close()
 
 
-def test_a_policy_change_through_one_worker_is_in_force_on_the_other(tmp_path: Path) -> None:
-    db = tmp_path / "shared.db"
+def test_a_policy_change_through_one_worker_is_in_force_on_the_other(db: Shared) -> None:
     a, b = _open(db, seed=1), _open(db, seed=2)
     a.update_policy(freeze=True, exploration={"classify": 0.5}, actor="ops")
     assert not b.policy_settings().freeze
@@ -80,8 +113,7 @@ def test_a_policy_change_through_one_worker_is_in_force_on_the_other(tmp_path: P
     again.close()
 
 
-def test_the_follower_thread_applies_the_others_events_on_its_own(tmp_path: Path) -> None:
-    db = tmp_path / "shared.db"
+def test_the_follower_thread_applies_the_others_events_on_its_own(db: Shared) -> None:
     a, b = _open(db, seed=1), _open(db, seed=2, follow_every_s=0.05)
     assert b.follower is not None and a.follower is None
     a.update_policy(freeze=True, actor="ops")
@@ -94,8 +126,7 @@ def test_the_follower_thread_applies_the_others_events_on_its_own(tmp_path: Path
 
 
 def test_after_both_restart_their_posteriors_equal_a_rebuild_from_nothing(
-        tmp_path: Path) -> None:
-    db = tmp_path / "shared.db"
+        db: Shared) -> None:
     a, b = _open(db, seed=1), _open(db, seed=2)
     served = []
     for i in range(60):
@@ -118,8 +149,9 @@ def test_after_both_restart_their_posteriors_equal_a_rebuild_from_nothing(
     a.close()
     b.close()
 
+    bare = db.without_snapshots()
     a2, b2 = _open(db, seed=1), _open(db, seed=2)
-    rebuilt = _open(without_snapshots(db, tmp_path / "bare.db"), seed=3)
+    rebuilt = _open(db, seed=3, where=bare)
     assert states_close(a2.state(), rebuilt.state(), 1e-3)
     assert states_close(b2.state(), rebuilt.state(), 1e-3)
     # Nothing was counted twice or missed: the evidence sums equal the rebuild's.
@@ -131,10 +163,10 @@ def test_after_both_restart_their_posteriors_equal_a_rebuild_from_nothing(
         c.close()
 
 
-def _limited(db: Path, seed: int, **limits: Any) -> Conductor:
+def _limited(db: Shared, seed: int, **limits: Any) -> Conductor:
     s = _settings()
     s = msgspec.structs.replace(s, clients={"acme": ClientConfig(**limits)})
-    return Conductor(s, seed=seed, log_store=SQLiteStore(db))
+    return Conductor(s, seed=seed, log_store=db.store())
 
 
 def _race(workers: list[Conductor], n: int) -> tuple[list[Any], list[RateLimitedError]]:
@@ -157,8 +189,7 @@ def _race(workers: list[Conductor], n: int) -> tuple[list[Any], list[RateLimited
             [r for r in out if isinstance(r, RateLimitedError)])
 
 
-def test_a_rate_limit_holds_exactly_across_workers(tmp_path: Path) -> None:
-    db = tmp_path / "shared.db"
+def test_a_rate_limit_holds_exactly_across_workers(db: Shared) -> None:
     workers = [_limited(db, seed, requests_per_minute=30) for seed in range(4)]
     admitted, refused = _race(workers, 100)
     assert len(admitted) == 30 and len(refused) == 70
@@ -172,8 +203,7 @@ def test_a_rate_limit_holds_exactly_across_workers(tmp_path: Path) -> None:
     again.close()
 
 
-def test_an_hourly_budget_is_never_exceeded_across_workers(tmp_path: Path) -> None:
-    db = tmp_path / "shared.db"
+def test_an_hourly_budget_is_never_exceeded_across_workers(db: Shared) -> None:
     budget = 0.005  # a request reserves up to ~2.4e-4 (16 tokens out) and costs ~5e-5
     workers = [_limited(db, seed, max_cost_per_hour_usd=budget) for seed in range(4)]
     admitted, refused = _race(workers, 300)
