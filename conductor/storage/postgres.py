@@ -230,6 +230,10 @@ def _connect(url: str, size: int, timeout_s: float) -> ConnectionPool:
     except ImportError:
         raise StorageError(f"{redact(url)}: PostgreSQL needs psycopg: "
                            "pip install 'conductor-router[postgres]'") from None
+    try:  # one connection first: its error says why (refused, no such database, auth)
+        psycopg.connect(url, connect_timeout=max(1, round(timeout_s))).close()
+    except psycopg.Error as exc:
+        raise StorageError(f"{redact(url)}: cannot connect: {_one_line(exc)}") from exc
     pool: ConnectionPool = ConnectionPool(
         url, min_size=1, max_size=size, open=False, timeout=timeout_s, name="conductor",
         kwargs={"autocommit": True, "row_factory": _rows},
@@ -238,8 +242,12 @@ def _connect(url: str, size: int, timeout_s: float) -> ConnectionPool:
         pool.open(wait=True, timeout=timeout_s)
     except (psycopg.Error, OSError) as exc:
         pool.close()
-        raise StorageError(f"{redact(url)}: cannot connect: {exc}") from exc
+        raise StorageError(f"{redact(url)}: cannot connect: {_one_line(exc)}") from exc
     return pool
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300]
 
 
 def _migrate(pool: ConnectionPool, where: str) -> None:
