@@ -1,24 +1,35 @@
 """Admission cost per request: a client's limits counted in this process (RateLimiter's
-windows) against counted in the store for every worker (SQLiteLimits), alone and with
-other workers admitting at the same time.
+windows) against counted in the store for every worker or replica (SQLite's and
+PostgreSQL's ledgers), from one process and from several processes admitting for the
+same client at once.
+Each admission is settled (reconciled) as a request's would be.
 
-    .venv/bin/python benchmarks/admission.py [--n 5000] [--workers 4]
+The PostgreSQL server is a throwaway cluster (tests/postgres.py) unless --postgres gives
+a database URL; it shares this machine.
+
+    .venv/bin/python benchmarks/admission.py [--n 5000] [--workers 4] [--postgres URL]
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
 from conductor.rate_limiter import RateLimitConfig, RateLimiter
+from conductor.storage.postgres import PostgresStore
 from conductor.storage.sqlite import SQLiteStore
 
-LIMITS = {"acme": RateLimitConfig(requests_per_minute=10**9, max_cost_per_hour_usd=1e9)}
+ROOT = Path(__file__).resolve().parents[1]
+
+# An hourly request limit and a budget: each admission reads the client's totals. (A
+# per-minute limit also reads up to that many of the client's rows of the last minute.)
+LIMITS = {"acme": RateLimitConfig(requests_per_hour=10**9, max_cost_per_hour_usd=1e9)}
 
 
 def _admit_many(limiter: RateLimiter, n: int) -> np.ndarray:
@@ -31,26 +42,49 @@ def _admit_many(limiter: RateLimiter, n: int) -> np.ndarray:
     return took
 
 
+def _one_process(where: str, n: int) -> np.ndarray:
+    """``n`` admissions from a process of its own, on its own store (as a replica's)."""
+    store = PostgresStore(where) if where.startswith("postgresql://") else SQLiteStore(where)
+    try:
+        return _admit_many(RateLimiter(LIMITS, ledger=store.limit_ledger()), n)
+    finally:
+        store.close()
+
+
+def _shared(name: str, where: str, n: int, processes: int) -> list[tuple[str, np.ndarray]]:
+    rows = [(f"{name}, 1 process", _one_process(where, n))]
+    with multiprocessing.get_context("spawn").Pool(processes) as pool:
+        out = pool.starmap(_one_process, [(where, n // processes)] * processes)
+    rows.append((f"{name}, {processes} processes at once", np.concatenate(out)))
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=5000)
     ap.add_argument("--workers", type=int, default=4)
+    ap.add_argument("--postgres", help="A PostgreSQL database URL (default: a throwaway "
+                                       "cluster, which needs the server binaries).")
     args = ap.parse_args()
     rows = [("in this process", _admit_many(RateLimiter(LIMITS), args.n))]
     with tempfile.TemporaryDirectory() as tmp:
-        stores = [SQLiteStore(Path(tmp) / "limits.db") for _ in range(args.workers)]
-        shared = [RateLimiter(LIMITS, ledger=s.limit_ledger()) for s in stores]
-        rows.append(("in the store, 1 worker", _admit_many(shared[0], args.n)))
-        out: list[np.ndarray] = []
-        threads = [threading.Thread(target=lambda lim=lim: out.append(
-            _admit_many(lim, args.n // args.workers))) for lim in shared]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        rows.append((f"in the store, {args.workers} workers at once", np.concatenate(out)))
-        for s in stores:
-            s.close()
+        rows += _shared("SQLite", str(Path(tmp) / "limits.db"), args.n, args.workers)
+    cluster = None
+    url = args.postgres
+    if url is None:
+        sys.path.insert(0, str(ROOT))
+        from tests.postgres import Cluster, server_bin
+
+        bindir = server_bin()
+        if bindir is not None:
+            cluster = Cluster(bindir).start()
+            url = cluster.new_database()
+    try:
+        if url is not None:
+            rows += _shared("PostgreSQL", url, args.n, args.workers)
+    finally:
+        if cluster is not None:
+            cluster.stop()
     print(f"{'admission + settlement':36} {'p50 us':>8} {'p99 us':>8}")
     for name, took in rows:
         p50, p99 = np.percentile(took * 1e6, [50, 99])

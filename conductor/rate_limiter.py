@@ -117,7 +117,7 @@ class WindowLedger:
             w.spent += more_usd
             return None
 
-    def reconcile(self, reservation_id: int, usd: float) -> None:
+    def reconcile(self, reservation_id: int, client_id: str, usd: float) -> None:
         with self._lock:
             held = self._by_id.get(reservation_id)
             if held is not None:
@@ -199,4 +199,4 @@ class RateLimiter:
     def reconcile(self, reservation: Reservation, actual_cost_usd: float) -> None:
         """Replace the reserved amount by what the request really cost."""
         if reservation.id is not None:
-            self.ledger.reconcile(reservation.id, actual_cost_usd)
+            self.ledger.reconcile(reservation.id, reservation.client_id, actual_cost_usd)

@@ -23,7 +23,6 @@ from typing import Any
 from conductor.errors import StorageError
 from conductor.storage.base import Refusal, seconds_until_freed
 
-_PRUNE_EVERY_S = 60.0
 _BUSY_FOR_S = 30.0
 
 # Runs one statement (``?``/``:name`` parameters) in the open transaction; returns its rows.
@@ -31,12 +30,14 @@ Execute = Callable[[str, Sequence[Any] | dict[str, Any]], list[Any]]
 
 
 class SQLLimits:
-    """The limit ledger's logic on table ``limit_reservations``; a backend provides
-    ``_locked`` (a transaction holding the client's lock; ``client_id`` None: no lock
-    needed, one row changes)."""
+    """The limit ledger's logic on tables ``limit_reservations`` (one row per admitted
+    request of the last hour) and ``limit_clients`` (each client's count and spend over
+    those rows, kept in step, so an admission reads two numbers instead of summing an
+    hour of rows). A client's rows older than an hour are deleted, and taken out of its
+    totals, when it is next admitted. A backend provides ``_locked``: a transaction
+    holding the client's lock (``client_id`` None: no lock, one statement)."""
 
     clock: Callable[[], float]
-    _pruned = 0.0
 
     def _locked(self, client_id: str | None, fn: Callable[[Execute], Any]) -> Any:
         raise NotImplementedError
@@ -46,33 +47,62 @@ class SQLLimits:
             "SELECT at, usd FROM limit_reservations WHERE client_id = ? AND at > ?"
             " ORDER BY at", (client_id, now - 3600.0)), now, excess)
 
+    def _totals(self, ex: Execute, client_id: str, now: float) -> tuple[int, float]:
+        """The client's requests and spend in the last hour, after expiring older rows."""
+        old = {"c": client_id, "h": now - 3600.0}
+        (n, usd), = ex("SELECT count(*), coalesce(sum(usd), 0.0) FROM limit_reservations"
+                       " WHERE client_id = :c AND at <= :h", old)
+        if n:
+            ex("DELETE FROM limit_reservations WHERE client_id = :c AND at <= :h", old)
+            ex("UPDATE limit_clients SET hour_count = hour_count - :n,"
+               " hour_usd = hour_usd - :usd WHERE client_id = :c",
+               {"c": client_id, "n": n, "usd": usd})
+        rows = ex("SELECT hour_count, hour_usd FROM limit_clients WHERE client_id = ?",
+                  (client_id,))
+        return (int(rows[0][0]), float(rows[0][1])) if rows else (0, 0.0)
+
+    def _nth_newest(self, ex: Execute, client_id: str, since: float, n: int) -> float | None:
+        """The time of the client's ``n``-th newest admission after ``since`` (None:
+        fewer than ``n``). Reads at most ``n`` index entries."""
+        rows = ex("SELECT at FROM limit_reservations WHERE client_id = ? AND at > ?"
+                  " ORDER BY at DESC LIMIT 1 OFFSET ?", (client_id, since, n - 1))
+        return float(rows[0][0]) if rows else None
+
     def admit(self, client_id: str, usd: float, *, per_minute: int | None,
               per_hour: int | None, max_usd: float | None) -> int | Refusal:
         """A reservation id, or the limit that refuses it."""
         def run(ex: Execute) -> int | Refusal:
             now = self.clock()  # once the lock is ours: times follow commit order
-            if now - self._pruned >= _PRUNE_EVERY_S:
-                ex("DELETE FROM limit_reservations WHERE at <= ?", (now - 3600.0,))
-                self._pruned = now
-            minute, first_minute, hour, first_hour, spent = ex(
-                "SELECT count(*) FILTER (WHERE at > :m), min(at) FILTER (WHERE at > :m),"
-                " count(*), min(at), coalesce(sum(usd), 0.0) FROM limit_reservations"
-                " WHERE client_id = :c AND at > :h",
-                {"m": now - 60.0, "h": now - 3600.0, "c": client_id})[0]
-            if per_minute is not None and minute >= per_minute:
-                return Refusal("requests_per_minute", per_minute, 60.0 - (now - first_minute))
+            hour, spent = self._totals(ex, client_id, now)
+            if per_minute is not None:
+                at = self._nth_newest(ex, client_id, now - 60.0, per_minute)
+                if at is not None:  # when it leaves the minute, one more fits
+                    return Refusal("requests_per_minute", per_minute, 60.0 - (now - at))
             if per_hour is not None and hour >= per_hour:
-                return Refusal("requests_per_hour", per_hour, 3600.0 - (now - first_hour))
+                at = self._nth_newest(ex, client_id, now - 3600.0, per_hour)
+                return Refusal("requests_per_hour", per_hour,
+                               3600.0 - (now - at) if at is not None else 0.0)
             if max_usd is not None and spent + usd > max_usd:
                 return Refusal("max_cost_per_hour_usd", max_usd,
                                self._wait_for(ex, client_id, now, spent + usd - max_usd),
                                spent)
-            (rid,) = ex("INSERT INTO limit_reservations (client_id, at, usd)"
-                        " VALUES (?, ?, ?) RETURNING id", (client_id, now, usd))[0]
+            (rid,), = ex("INSERT INTO limit_reservations (client_id, at, usd)"
+                         " VALUES (?, ?, ?) RETURNING id", (client_id, now, usd))
+            ex("INSERT INTO limit_clients (client_id, hour_count, hour_usd)"
+               " VALUES (:c, 1, :usd) ON CONFLICT (client_id) DO UPDATE SET"
+               " hour_count = limit_clients.hour_count + 1,"
+               " hour_usd = limit_clients.hour_usd + :usd", {"c": client_id, "usd": usd})
             return int(rid)
 
         out: int | Refusal = self._locked(client_id, run)
         return out
+
+    def _add(self, ex: Execute, reservation_id: int, client_id: str, more_usd: float) -> None:
+        """Add to a reservation and to its client's spend (nothing if it expired)."""
+        if ex("UPDATE limit_reservations SET usd = usd + ? WHERE id = ? RETURNING id",
+              (more_usd, reservation_id)):
+            ex("UPDATE limit_clients SET hour_usd = hour_usd + ? WHERE client_id = ?",
+               (more_usd, client_id))
 
     def extend(self, reservation_id: int, client_id: str, more_usd: float,
                max_usd: float | None) -> Refusal | None:
@@ -81,28 +111,29 @@ class SQLLimits:
         def run(ex: Execute) -> Refusal | None:
             now = self.clock()
             if max_usd is not None and more_usd > 0:
-                (spent,) = ex(
-                    "SELECT coalesce(sum(usd), 0.0) FROM limit_reservations"
-                    " WHERE client_id = ? AND at > ?", (client_id, now - 3600.0))[0]
+                _, spent = self._totals(ex, client_id, now)
                 if spent + more_usd > max_usd:
                     return Refusal("max_cost_per_hour_usd", max_usd, self._wait_for(
                         ex, client_id, now, spent + more_usd - max_usd), spent)
-            ex("UPDATE limit_reservations SET usd = usd + ? WHERE id = ?",
-               (more_usd, reservation_id))
+            self._add(ex, reservation_id, client_id, more_usd)
             return None
 
         out: Refusal | None = self._locked(client_id, run)
         return out
 
-    def reconcile(self, reservation_id: int, usd: float) -> None:
+    def reconcile(self, reservation_id: int, client_id: str, usd: float) -> None:
         """The reservation becomes what the request really cost."""
-        self._locked(None, lambda ex: ex(
-            "UPDATE limit_reservations SET usd = ? WHERE id = ?", (usd, reservation_id)))
+        def run(ex: Execute) -> None:
+            held = ex("SELECT usd FROM limit_reservations WHERE id = ?", (reservation_id,))
+            if held:
+                self._add(ex, reservation_id, client_id, usd - float(held[0][0]))
+
+        self._locked(client_id, run)
 
     def spent_last_hour(self, client_id: str) -> float:
-        (spent,) = self._locked(None, lambda ex: ex(
+        (spent,), = self._locked(None, lambda ex: ex(
             "SELECT coalesce(sum(usd), 0.0) FROM limit_reservations WHERE client_id = ?"
-            " AND at > ?", (client_id, self.clock() - 3600.0))[0])
+            " AND at > ?", (client_id, self.clock() - 3600.0)))
         return float(spent)
 
 

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from conductor.errors import SchemaVersionError, StorageError
+from conductor.storage.base import Refusal
 from conductor.storage.limits import Execute, SQLLimits
 from conductor.storage.sqlstore import SQLStore, pyformat
 
@@ -160,6 +161,70 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         "CREATE INDEX idx_policy_history_pos ON policy_history(pos)",
         "CREATE INDEX idx_limit_reservations ON limit_reservations(client_id, at)",
     ]),
+    ("0002_limit_totals", [  # as SQLite's 0009
+        """CREATE TABLE limit_clients (
+            client_id TEXT PRIMARY KEY,
+            hour_count BIGINT NOT NULL,
+            hour_usd DOUBLE PRECISION NOT NULL)""",
+        "INSERT INTO limit_clients SELECT client_id, count(*), sum(usd)"
+        " FROM limit_reservations GROUP BY client_id",
+        "CREATE INDEX idx_outcomes_origin_seq ON outcomes(origin, seq)",
+        "CREATE INDEX idx_rewards_origin_seq ON rewards(origin, seq)",
+        "CREATE INDEX idx_policy_history_origin_seq ON policy_history(origin, seq)",
+        # SQLLimits.admit in one round trip: a replica's admission holds the client's
+        # lock for the few microseconds the server takes, not for several round trips.
+        # Each statement of a volatile function takes a new snapshot, so once the lock
+        # is held, the previous holder's commit is seen. Returns the reservation id, or
+        # the refusing limit with the time its retry depends on.
+        """CREATE FUNCTION conductor_admit(
+            c TEXT, now DOUBLE PRECISION, usd DOUBLE PRECISION, per_minute BIGINT,
+            per_hour BIGINT, max_usd DOUBLE PRECISION,
+            OUT id BIGINT, OUT refused TEXT, OUT at DOUBLE PRECISION,
+            OUT spent DOUBLE PRECISION)
+        LANGUAGE plpgsql VOLATILE AS $$
+        DECLARE
+            n BIGINT; gone DOUBLE PRECISION; hour BIGINT;
+        BEGIN
+            PERFORM pg_advisory_xact_lock(hashtextextended(c, 0));
+            SELECT count(*), coalesce(sum(r.usd), 0.0) INTO n, gone
+                FROM limit_reservations r WHERE r.client_id = c AND r.at <= now - 3600.0;
+            IF n > 0 THEN
+                DELETE FROM limit_reservations r
+                    WHERE r.client_id = c AND r.at <= now - 3600.0;
+                UPDATE limit_clients l SET hour_count = l.hour_count - n,
+                    hour_usd = l.hour_usd - gone WHERE l.client_id = c;
+            END IF;
+            SELECT l.hour_count, l.hour_usd INTO hour, spent
+                FROM limit_clients l WHERE l.client_id = c;
+            hour := coalesce(hour, 0);
+            spent := coalesce(spent, 0.0);
+            IF per_minute IS NOT NULL THEN
+                SELECT r.at INTO at FROM limit_reservations r
+                    WHERE r.client_id = c AND r.at > now - 60.0
+                    ORDER BY r.at DESC LIMIT 1 OFFSET per_minute - 1;
+                IF FOUND THEN
+                    refused := 'requests_per_minute';
+                    RETURN;
+                END IF;
+            END IF;
+            IF per_hour IS NOT NULL AND hour >= per_hour THEN
+                SELECT r.at INTO at FROM limit_reservations r
+                    WHERE r.client_id = c AND r.at > now - 3600.0
+                    ORDER BY r.at DESC LIMIT 1 OFFSET per_hour - 1;
+                refused := 'requests_per_hour';
+                RETURN;
+            END IF;
+            IF max_usd IS NOT NULL AND spent + usd > max_usd THEN
+                refused := 'max_cost_per_hour_usd';
+                RETURN;
+            END IF;
+            INSERT INTO limit_reservations (client_id, at, usd) VALUES (c, now, usd)
+                RETURNING limit_reservations.id INTO id;
+            INSERT INTO limit_clients AS l (client_id, hour_count, hour_usd)
+                VALUES (c, 1, usd) ON CONFLICT (client_id) DO UPDATE SET
+                hour_count = l.hour_count + 1, hour_usd = l.hour_usd + usd;
+        END $$""",
+    ]),
 ]
 _MIGRATION_LOCK = 7_311_960_001  # pg_advisory_xact_lock key: one replica migrates at a time
 
@@ -223,7 +288,7 @@ class _Tx:
             cur.executemany(pyformat(sql), rows)
 
 
-def _connect(url: str, size: int, timeout_s: float) -> ConnectionPool:
+def _connect(url: str, size: int, timeout_s: float, *, options: str = "") -> ConnectionPool:
     try:
         import psycopg
         from psycopg_pool import ConnectionPool
@@ -234,10 +299,14 @@ def _connect(url: str, size: int, timeout_s: float) -> ConnectionPool:
         psycopg.connect(url, connect_timeout=max(1, round(timeout_s))).close()
     except psycopg.Error as exc:
         raise StorageError(f"{redact(url)}: cannot connect: {_one_line(exc)}") from exc
+    kwargs: dict[str, Any] = {"autocommit": True, "row_factory": _rows}
+    if options:
+        kwargs["options"] = options
+    # No check on each checkout (a round trip per query): a broken connection is found
+    # when it fails, and the pool replaces connections it sees broken on return.
     pool: ConnectionPool = ConnectionPool(
         url, min_size=1, max_size=size, open=False, timeout=timeout_s, name="conductor",
-        kwargs={"autocommit": True, "row_factory": _rows},
-        check=ConnectionPool.check_connection)
+        kwargs=kwargs)
     try:
         pool.open(wait=True, timeout=timeout_s)
     except (psycopg.Error, OSError) as exc:
@@ -301,7 +370,12 @@ class PostgresStore(SQLStore):
         except BaseException:
             self._pool.close()
             raise
-        self._limits = PostgresLimits(self._pool, self.where)
+        # Limits on connections of their own: their commits do not wait for the WAL to
+        # reach the disk (a crash of the database server may forget the last few ms of
+        # admissions; feedback and policy commits stay synchronous on the store's pool).
+        self._limits = PostgresLimits(
+            _connect(url, pool_size, connect_timeout_s, options="-c synchronous_commit=off"),
+            self.where)
         self._start()
 
     def render_insert(self, table: str, columns: tuple[str, ...], key: str | None) -> str:
@@ -329,13 +403,15 @@ class PostgresStore(SQLStore):
         return self._limits
 
     def _close_backend(self) -> None:
+        self._limits.close()
         self._pool.close()
 
 
 class PostgresLimits(SQLLimits):
     """The limit ledger on PostgreSQL: each admission holds an advisory lock on its
     client for its transaction, so one client's admissions are serialized across
-    replicas and different clients' run side by side."""
+    replicas and different clients' run side by side. What changes one row (a
+    settlement) is one statement, atomic on its own."""
 
     def __init__(self, pool: ConnectionPool, where: str, *,
                  clock: Callable[[], float] = time.time) -> None:
@@ -347,17 +423,57 @@ class PostgresLimits(SQLLimits):
         import psycopg
 
         try:
-            with self._pool.connection() as conn, conn.transaction():
-                if client_id is not None:
-                    conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-                                 (client_id,))
-
+            with self._pool.connection() as conn:
                 def ex(sql: str, params: Sequence[Any] | dict[str, Any]) -> list[Any]:
                     return _fetch(conn.execute(pyformat(sql), params))
 
-                return fn(ex)
+                if client_id is None:
+                    return fn(ex)
+                with conn.transaction():
+                    conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                                 (client_id,))
+                    return fn(ex)
         except psycopg.Error as exc:
             raise StorageError(f"{self.where}: limit ledger: {exc}") from exc
 
+    def admit(self, client_id: str, usd: float, *, per_minute: int | None,
+              per_hour: int | None, max_usd: float | None) -> int | Refusal:
+        """As ``SQLLimits.admit``, in one statement (``conductor_admit``)."""
+        import psycopg
+
+        now = self.clock()
+        try:
+            with self._pool.connection() as conn:
+                row = conn.execute(
+                    "SELECT * FROM conductor_admit(%s, %s, %s, %s, %s, %s)",
+                    (client_id, now, usd, per_minute, per_hour, max_usd)).fetchone()
+        except psycopg.Error as exc:
+            raise StorageError(f"{self.where}: limit ledger: {exc}") from exc
+        assert row is not None  # a function with OUT parameters returns one row
+        rid, refused, at, spent = row
+        if refused is None:
+            return int(rid)
+        if refused == "requests_per_minute":
+            assert per_minute is not None
+            return Refusal(refused, per_minute, 60.0 - (now - at))
+        if refused == "requests_per_hour":
+            assert per_hour is not None
+            return Refusal(refused, per_hour, 3600.0 - (now - at) if at is not None else 0.0)
+        assert max_usd is not None
+        wait = self._locked(None, lambda ex: self._wait_for(
+            ex, client_id, now, spent + usd - max_usd))
+        return Refusal(refused, max_usd, wait, spent)
+
+    def reconcile(self, reservation_id: int, client_id: str, usd: float) -> None:
+        """As ``SQLLimits.reconcile``, in one statement: its parts see the row as it was,
+        and the client's totals row is locked while it changes."""
+        self._locked(None, lambda ex: ex(
+            "WITH held AS (SELECT usd FROM limit_reservations WHERE id = :id),"
+            " changed AS (UPDATE limit_reservations SET usd = :usd WHERE id = :id"
+            " RETURNING id)"
+            " UPDATE limit_clients SET hour_usd = hour_usd + :usd - (SELECT usd FROM held)"
+            " WHERE client_id = :c AND EXISTS (SELECT 1 FROM changed)",
+            {"id": reservation_id, "usd": usd, "c": client_id}))
+
     def close(self) -> None:
-        return None  # the store's pool closes with the store
+        self._pool.close()

@@ -200,4 +200,20 @@ def build_migrations() -> Migrations:
             )""")
         db.execute("CREATE INDEX idx_limit_reservations ON limit_reservations(client_id, at)")
 
+    @m(name="0009_limit_totals")
+    def limit_totals(db: Database) -> None:
+        # Each client's count and spend over its limit_reservations rows, kept in step,
+        # so an admission reads two numbers instead of summing an hour of rows.
+        db.execute("""
+            CREATE TABLE limit_clients (
+                client_id TEXT PRIMARY KEY,
+                hour_count INTEGER NOT NULL,
+                hour_usd REAL NOT NULL
+            )""")
+        db.execute("INSERT INTO limit_clients SELECT client_id, count(*), sum(usd)"
+                   " FROM limit_reservations GROUP BY client_id")
+        # A process's own events by seq (a restart's tail), beside others' by position.
+        for table in ("outcomes", "rewards", "policy_history"):
+            db.execute(f"CREATE INDEX idx_{table}_origin_seq ON {table}(origin, seq)")
+
     return m

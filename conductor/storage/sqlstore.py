@@ -314,19 +314,24 @@ class SQLStore(BaseLogStore):
         Rows older than log positions (pos NULL) count as the empty origin's."""
         if upto is None:
             upto = self.log_position()
-        new = ("coalesce({t}pos, 0) <= :upto AND (({t}origin = :origin AND {t}seq > :seq) OR"
-               " ({t}origin != :origin AND {t}pos > :pos))")
+        # Two ranges, each on an index: others' events by position, its own by seq.
+        others = "{t}origin != :origin AND {t}pos > :pos AND {t}pos <= :upto"
+        own = "{t}origin = :origin AND {t}seq > :seq AND coalesce({t}pos, 0) <= :upto"
         params = {"upto": upto, "origin": mark.origin, "seq": mark.seq, "pos": mark.pos}
-        outcomes = self.query(
+
+        def both(select: str, t: str = "") -> list[Any]:
+            return self.query(f"{select} AND {others.format(t=t)} UNION ALL "
+                              f"{select} AND {own.format(t=t)}", params)
+
+        outcomes = both(
             "SELECT pos, seq, request_id, task_type, strategy, latency_ms, output_tokens,"
-            " escalated, error FROM outcomes WHERE applied = 1 AND " + new.format(t=""), params)
-        rewards = self.query(
+            " escalated, error FROM outcomes WHERE applied = 1")
+        rewards = both(
             "SELECT r.pos, r.seq, r.request_id, r.task_type, r.strategy, r.score,"
             " r.previous_score, r.effective_score, d.features FROM rewards r LEFT JOIN"
-            " decisions d USING (request_id) WHERE r.applied = 1 AND " + new.format(t="r."),
-            params)
-        policies = self.query("SELECT pos, seq, actor, settings, configured FROM policy_history"
-                              " WHERE " + new.format(t=""), params)
+            " decisions d USING (request_id) WHERE r.applied = 1", "r.")
+        policies = both(
+            "SELECT pos, seq, actor, settings, configured FROM policy_history WHERE 1 = 1")
         rows: list[tuple[int, int, LearningEvent]] = []
         for r in outcomes:
             rows.append((r["pos"] or 0, r["seq"], OutcomeEvent(

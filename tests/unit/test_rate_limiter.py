@@ -1,41 +1,55 @@
 """RateLimiter: exact admission under concurrency, sliding windows, cost budgets; each
-test runs on both ledgers (this process's windows, and the store's shared table)."""
+test runs on every ledger (this process's windows, and the shared tables of a SQLite
+store and of a PostgreSQL store)."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from conductor.errors import RateLimitedError
 from conductor.rate_limiter import RateLimitConfig, RateLimiter
-from conductor.storage.limits import SQLiteLimits
+from conductor.storage.limits import SQLiteLimits, SQLLimits
 from conductor.storage.sqlite import SQLiteStore
 
 MakeLimiter = Callable[..., RateLimiter]
 
 
-@pytest.fixture(params=["window", "sqlite"])
+@pytest.fixture(params=["window", "sqlite", "postgres"])
 def limiter_of(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeLimiter]:
-    opened: list[SQLiteLimits] = []
+    opened: list[Any] = []
 
     def make(limits: dict[str, RateLimitConfig],
              clock: Callable[[], float] = time.monotonic) -> RateLimiter:
         if request.param == "window":
             return RateLimiter(limits, clock=clock)
-        db = tmp_path / f"limits{len(opened)}.db"
-        SQLiteStore(db).close()  # the schema
-        opened.append(SQLiteLimits(db, clock=clock))
-        return RateLimiter(limits, clock=clock, ledger=opened[-1])
+        if request.param == "postgres":
+            from conductor.storage.postgres import PostgresStore
+
+            store = PostgresStore(request.getfixturevalue("pg_cluster").new_database())
+            opened.append(store)
+            ledger: SQLLimits = store.limit_ledger()
+            ledger.clock = clock
+        else:
+            db = tmp_path / f"limits{len(opened)}.db"
+            SQLiteStore(db).close()  # the schema
+            ledger = SQLiteLimits(db, clock=clock)
+            opened.append(ledger)
+        limiter = RateLimiter(limits, clock=clock, ledger=ledger)
+        limiter.ledger_tables = ledger  # type: ignore[attr-defined]
+        return limiter
 
     yield make
-    for ledger in opened:
-        ledger.close()
+    for it in opened:
+        it.close()
 
 
 @pytest.mark.parametrize("limit", [1, 10, 31])
@@ -154,3 +168,41 @@ def test_a_fallback_releases_the_failed_bound_and_reserves_its_own(
     assert limiter.spent_last_hour("c") == pytest.approx(0.6)
     unlimited = limiter.acquire("someone-else", 5.0)
     assert unlimited.id is None and limiter.spent_last_hour("someone-else") == 0.0
+
+
+def test_the_clients_totals_stay_equal_to_its_rows(limiter_of: MakeLimiter) -> None:
+    """A shared ledger reads each client's count and spend from ``limit_clients``; after
+    admissions, fallbacks, settlements, refusals and expiry, they equal its rows."""
+    now = [0.0]
+    limiter = limiter_of({"c": RateLimitConfig(requests_per_minute=5, max_cost_per_hour_usd=3.0),
+                          "d": RateLimitConfig(requests_per_hour=50)}, clock=lambda: now[0])
+    ledger = getattr(limiter, "ledger_tables", None)
+    if ledger is None:
+        pytest.skip("the in-process ledger keeps no tables")
+    rng = random.Random(5)
+    held = []
+    for _ in range(300):
+        now[0] += rng.choice([0.5, 5.0, 60.0, 900.0])
+        client = rng.choice("cd")
+        with contextlib.suppress(RateLimitedError):
+            held.append(limiter.acquire(client, rng.uniform(0.0, 0.5)))
+        if held and rng.random() < 0.5:
+            r = held.pop(rng.randrange(len(held)))
+            if rng.random() < 0.3:
+                with contextlib.suppress(RateLimitedError):
+                    limiter.rebase(r, r.amount_usd + rng.uniform(-0.1, 0.3))
+            limiter.reconcile(r, rng.uniform(0.0, r.amount_usd))
+
+    def rows(ex: Any) -> tuple[list[Any], list[Any]]:
+        return (ex("SELECT client_id, hour_count, hour_usd FROM limit_clients"
+                   " ORDER BY client_id", ()),
+                ex("SELECT client_id, count(*), sum(usd) FROM limit_reservations"
+                   " GROUP BY client_id ORDER BY client_id", ()))
+
+    totals, recount = ledger._locked(None, rows)
+    assert [r[0] for r in totals] == [r[0] for r in recount] == ["c", "d"]
+    for (_, n, usd), (_, n2, usd2) in zip(totals, recount, strict=True):
+        assert n == n2 and usd == pytest.approx(usd2, abs=1e-9)
+    oldest = ledger._locked(None, lambda ex: ex(
+        "SELECT min(at) FROM limit_reservations", ()))[0][0]
+    assert oldest > now[0] - 3600.0 - 900.0 * 2  # expired rows were deleted as it went

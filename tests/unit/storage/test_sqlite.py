@@ -127,7 +127,8 @@ def test_migrations_from_empty_and_from_an_older_schema(tmp_path: Path) -> None:
     names = [r["name"] for r in fresh.query("SELECT name FROM _sqlite_migrations ORDER BY id")]
     assert names == ["0001_initial", "0002_pending_feedback", "0003_effective_reward",
                      "0004_policy_events", "0005_quality_targets", "0006_prompt_features",
-                     "0007_shared_event_log", "0008_shared_limits"]
+                     "0007_shared_event_log", "0008_shared_limits",
+                     "0009_limit_totals"]
     fresh.close()
 
     old_path = tmp_path / "old.db"
