@@ -77,16 +77,21 @@ def rss_mib(pid: int) -> float:
     return total or float("nan")
 
 
-async def load(url: str, body: dict, n: int, concurrency: int) -> tuple[float, np.ndarray, int]:
+async def load(url: str | list[str], body: dict, n: int, concurrency: int,
+               headers: dict[str, str] | None = None) -> tuple[float, np.ndarray, int]:
+    """``n`` requests over ``concurrency`` connections (alternating between the URLs of a
+    list, as a round-robin load balancer): throughput, latencies, errors."""
+    urls = [url] if isinstance(url, str) else url
     latencies: list[float] = []
     errors = 0
     todo = iter(range(n))
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256)) as s:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256),
+                                     headers=headers or {}) as s:
         async def worker() -> None:
             nonlocal errors
-            for _ in todo:
+            for i in todo:
                 t0 = time.perf_counter()
-                async with s.post(url, json=body) as r:
+                async with s.post(urls[i % len(urls)], json=body) as r:
                     await r.read()
                     errors += r.status != 200
                 latencies.append((time.perf_counter() - t0) * 1000)

@@ -33,12 +33,10 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import aiohttp
 import numpy as np
-from gateway_overhead import CONFIG, DIRECT_BODY
+from gateway_overhead import CONFIG, DIRECT_BODY, load
 from loopback import free_port, start_upstream, wait_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,33 +49,11 @@ BODY = {"model": "auto", "messages": DIRECT_BODY["messages"],
         "conductor": {"task_type": "classify", "min_quality": 0.8}}
 
 
-async def load(urls: list[str], body: dict, n: int, concurrency: int,
-               key: str | None) -> tuple[float, np.ndarray, int]:
-    """``n`` requests over ``concurrency`` connections, alternating between ``urls``."""
-    latencies: list[float] = []
-    errors = 0
-    todo = iter(range(n))
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256),
-                                     headers=headers) as s:
-        async def worker() -> None:
-            nonlocal errors
-            for i in todo:
-                t0 = time.perf_counter()
-                async with s.post(urls[i % len(urls)], json=body) as r:
-                    await r.read()
-                    errors += r.status != 200
-                latencies.append((time.perf_counter() - t0) * 1000)
-
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return n / (time.perf_counter() - t0), np.asarray(latencies), errors
-
-
 def run(urls: list[str], body: dict, n: int, c: int,
         key: str | None = None) -> tuple[float, np.ndarray, int]:
-    asyncio.run(load(urls, body, 300, c, key))  # warm up
-    return asyncio.run(load(urls, body, n, c, key))
+    headers = {"Authorization": f"Bearer {key}"} if key else None
+    asyncio.run(load(urls, body, 300, c, headers))  # warm up
+    return asyncio.run(load(urls, body, n, c, headers))
 
 
 def start(db: str, upstream_port: int, work: Path) -> tuple[subprocess.Popen[bytes], str]:
