@@ -95,6 +95,11 @@ class Cluster:
             conn.execute("DELETE FROM posterior_snapshots")
         return self.url(name)
 
+    def restart(self) -> None:
+        """Stop the server (fast: connections are cut) and start it again."""
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.dir / "server.log"), "-m",
+                  "fast", "-w", "-t", "60", "restart")
+
     def stop(self) -> None:
         try:
             self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from conductor.errors import SchemaVersionError, StorageError
 from conductor.storage.base import Refusal
@@ -26,6 +26,8 @@ from conductor.storage.sqlstore import SQLStore, pyformat
 if TYPE_CHECKING:
     import psycopg
     from psycopg_pool import ConnectionPool
+
+T = TypeVar("T")
 
 # Every schema change, in order. Append new ones; never edit an applied one. The first is
 # the SQLite schema after its migrations 0001-0008, in PostgreSQL's types.
@@ -276,6 +278,25 @@ def _fetch(cur: Any) -> list[Any]:
     return cur.fetchall() if cur.description is not None else []
 
 
+def _on_connection(pool: ConnectionPool, fn: Callable[[Any], T]) -> T:
+    """``fn(connection)`` on a pooled connection, and once more on another if that one
+    turns out to be lost: a restart or failover of the server cuts every pooled
+    connection, and the pool finds out only when one is used (checking each on checkout
+    would cost a round trip per query). The pool then checks its idle ones. For what
+    may run twice: reads, and single statements whose repeat errs on the safe side."""
+    import psycopg
+
+    for attempt in (0, 1):
+        with pool.connection() as conn:
+            try:
+                return fn(conn)
+            except psycopg.Error:
+                if attempt or not conn.broken:
+                    raise
+        pool.check()
+    raise AssertionError("unreachable")
+
+
 class _Tx:
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self.conn = conn
@@ -373,6 +394,8 @@ class PostgresStore(SQLStore):
         # Limits on connections of their own: their commits do not wait for the WAL to
         # reach the disk (a crash of the database server may forget the last few ms of
         # admissions; feedback and policy commits stay synchronous on the store's pool).
+        self._committing = False  # the writer's transaction is committing
+        self._tx_conn: Any = None  # and the connection it runs on
         self._limits = PostgresLimits(
             _connect(url, pool_size, connect_timeout_s, options="-c synchronous_commit=off"),
             self.where)
@@ -388,15 +411,34 @@ class PostgresStore(SQLStore):
 
     def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
         try:
-            with self._pool.connection() as conn:
-                return _fetch(conn.execute(pyformat(sql), params))
+            return _on_connection(self._pool, lambda conn: _fetch(
+                conn.execute(pyformat(sql), params)))
         except self.errors as exc:
             raise StorageError(f"{self.where}: read failed: {exc}") from exc
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[_Tx]:
-        with self._pool.connection() as conn, conn.transaction():
-            yield _Tx(conn)
+        with self._pool.connection() as conn:
+            self._tx_conn = conn
+            with conn.transaction():
+                yield _Tx(conn)
+                self._committing = True  # from here a lost connection leaves it unknown
+
+    def _write(self, batch: list[Any]) -> None:
+        """As ``SQLStore._write``; written again at once on another connection if the
+        first was found lost before the commit was sent (a server restart cuts pooled
+        connections). A commit whose outcome is unknown is not repeated: the batch goes
+        to the backlog, as any failed write does."""
+        for attempt in (0, 1):
+            self._committing, self._tx_conn = False, None
+            try:
+                super()._write(batch)
+                return
+            except self.errors:
+                conn = self._tx_conn
+                if attempt or self._committing or conn is None or not conn.broken:
+                    raise
+            self._pool.check()
 
     def limit_ledger(self) -> PostgresLimits:
         """The limits every replica on this database shares."""
@@ -422,17 +464,19 @@ class PostgresLimits(SQLLimits):
     def _locked(self, client_id: str | None, fn: Callable[[Execute], Any]) -> Any:
         import psycopg
 
-        try:
-            with self._pool.connection() as conn:
-                def ex(sql: str, params: Sequence[Any] | dict[str, Any]) -> list[Any]:
-                    return _fetch(conn.execute(pyformat(sql), params))
+        def run(conn: Any) -> Any:
+            def ex(sql: str, params: Sequence[Any] | dict[str, Any]) -> list[Any]:
+                return _fetch(conn.execute(pyformat(sql), params))
 
-                if client_id is None:
-                    return fn(ex)
-                with conn.transaction():
-                    conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-                                 (client_id,))
-                    return fn(ex)
+            if client_id is None:
+                return fn(ex)
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                             (client_id,))
+                return fn(ex)
+
+        try:  # repeated on a lost connection: a repeat reserves more, never less
+            return _on_connection(self._pool, run)
         except psycopg.Error as exc:
             raise StorageError(f"{self.where}: limit ledger: {exc}") from exc
 
@@ -443,10 +487,9 @@ class PostgresLimits(SQLLimits):
 
         now = self.clock()
         try:
-            with self._pool.connection() as conn:
-                row = conn.execute(
-                    "SELECT * FROM conductor_admit(%s, %s, %s, %s, %s, %s)",
-                    (client_id, now, usd, per_minute, per_hour, max_usd)).fetchone()
+            row = _on_connection(self._pool, lambda conn: conn.execute(
+                "SELECT * FROM conductor_admit(%s, %s, %s, %s, %s, %s)",
+                (client_id, now, usd, per_minute, per_hour, max_usd)).fetchone())
         except psycopg.Error as exc:
             raise StorageError(f"{self.where}: limit ledger: {exc}") from exc
         assert row is not None  # a function with OUT parameters returns one row

@@ -156,3 +156,41 @@ def test_storage_url_must_be_a_postgresql_url() -> None:
     data["storage"]["url"] = "mysql://db/x"
     with pytest.raises(ConfigError, match=r"storage\.url: expected a PostgreSQL URL"):
         settings_from_dict(data, source="test")
+
+
+@pytest.mark.slow
+def test_a_database_restart_under_load_costs_no_request_and_no_row() -> None:
+    """The server restarts (every pooled connection is cut): answers go on, a policy
+    change and feedback are not refused for a stale connection, and every row reaches
+    the log."""
+    from conductor import Conductor, default_settings
+    from tests.integration.conftest import wait_for
+    from tests.postgres import start_cluster
+
+    cluster = start_cluster()  # its own: the restart must not cut other tests' databases
+    try:
+        url = cluster.new_database()
+        s = default_settings()  # no follower: nothing but the requests finds the cut
+        s = msgspec.structs.replace(s, storage=msgspec.structs.replace(
+            s.storage, follow_every_s=0.0))
+        c = Conductor(s, seed=1, log_store=PostgresStore(url))
+        ids = [c.complete(f"review {i}: good?", task_type="classify").request_id
+               for i in range(20)]
+        c.feedback(ids[0], stars=5)  # every pooled connection has been used
+        cluster.restart()
+        c.update_policy(freeze=False, actor="ops")  # a durable write first: committed
+        ids += [c.complete(f"review {i}: good?", task_type="classify").request_id
+                for i in range(20, 40)]
+        for rid in ids[1:6]:
+            c.feedback(rid, stars=2)  # acknowledged: committed, no 503
+        store = c.log_store
+        assert isinstance(store, PostgresStore)
+        wait_for(lambda: store.write_health()["backlog_rows"] == 0, "the backlog is written")
+        c.close()
+        with psycopg.connect(url) as conn:
+            (decisions,) = conn.execute("SELECT count(*) FROM decisions").fetchone() or (0,)
+            (users,) = conn.execute(
+                "SELECT count(*) FROM rewards WHERE source = 'user'").fetchone() or (0,)
+        assert decisions == 40 and users == 6
+    finally:
+        cluster.stop()
