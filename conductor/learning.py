@@ -308,15 +308,17 @@ class Learner:
             old, new = self.fusion.update(reward)
             st = self.fusion.get(reward.request_id)
             assert st is not None
+            pair = None
             if task in self.calibrations and "judge" in st.scores and st.users and (
                     not had_judge or not had_user):
-                self.calibrations[task].add_pair(st.scores["judge"],
-                                                 sum(st.users.values()) / len(st.users))
+                pair = (st.scores["judge"], sum(st.users.values()) / len(st.users))
+                self.calibrations[task].add_pair(*pair)
             applied = (self._known(task, strategy) and not self.knobs.freeze
                        and new is not None and new != old)
             reward = msgspec.structs.replace(reward, effective_score=new)
             handle = self.store.record_reward(
-                reward, applied=applied, previous_score=old if applied else None, wait=False)
+                reward, applied=applied, previous_score=old if applied else None, wait=False,
+                pair=pair)
             if applied:
                 assert new is not None
                 self.apply(RewardEvent(request_id=reward.request_id, task_type=task,
@@ -527,12 +529,15 @@ class Learner:
                 return 0
             mark = LogMark(origin=self.store.origin, seq=_NEVER, pos=self._followed)
             events = self.store.events_after(mark, upto)
-            self._apply_logged(events, upto)
+            self._apply_logged(events, upto, pairs=True)
         return len(events)
 
-    def _apply_logged(self, events: list[LearningEvent], upto: int) -> None:
+    def _apply_logged(self, events: list[LearningEvent], upto: int, *,
+                      pairs: bool = False) -> None:
         """Apply events read from the log (at restart, or other processes'), through log
-        position ``upto``. A stored policy goes through ``_restore_policy``."""
+        position ``upto``. A stored policy goes through ``_restore_policy``. ``pairs``:
+        add the calibration pairs other processes' rewards completed (a restart reads
+        every pair from the store instead)."""
         with self.lock:
             for event in events:
                 if isinstance(event, PolicyEvent):
@@ -542,6 +547,10 @@ class Learner:
                     # Our cached fusion of this request misses the other process's reward:
                     # the next reward here rebuilds it from the store.
                     self.fusion.forget(event.request_id)
+                    if pairs and event.pair is not None and event.task_type in self.calibrations:
+                        self.calibrations[event.task_type].add_pair(*event.pair)
+                    if not event.applied:
+                        continue
                 self.apply(event)
             self._followed = upto
 

@@ -234,6 +234,8 @@ class RewardEvent(Struct, kw_only=True, frozen=True, tag="reward"):
     effective: float
     previous: float | None = None
     features: tuple[float, ...] = ()  # the request's prompt features, when it has them
+    pair: tuple[float, float] | None = None  # the (judge, user) calibration pair it completed
+    applied: bool = True  # False: logged for its pair only (the posterior did not change)
 
 
 class PolicyKnobs(Struct, kw_only=True, frozen=True):

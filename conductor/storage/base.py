@@ -104,8 +104,8 @@ class LogStore(Protocol):
                        applied: bool = True) -> None: ...
 
     def record_reward(self, reward: Reward, *, applied: bool = True,
-                      previous_score: float | None = None,
-                      wait: bool | None = None) -> Future[None] | None:
+                      previous_score: float | None = None, wait: bool | None = None,
+                      pair: tuple[float, float] | None = None) -> Future[None] | None:
         """Queue a reward. User rewards are durable: with ``wait=False`` the caller gets a
         future to wait on (outside its own locks); otherwise this returns after commit."""
         ...
@@ -237,8 +237,8 @@ class MemoryLogStore(BaseLogStore):
             self._rec(outcome.request_id).outcome = outcome
 
     def record_reward(self, reward: Reward, *, applied: bool = True,
-                      previous_score: float | None = None,
-                      wait: bool | None = None) -> Future[None] | None:
+                      previous_score: float | None = None, wait: bool | None = None,
+                      pair: tuple[float, float] | None = None) -> Future[None] | None:
         with self._lock:
             self._rec(reward.request_id).rewards.append(reward)
         return None

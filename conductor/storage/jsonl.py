@@ -86,8 +86,8 @@ class JSONLLogStore(BaseLogStore):
                      "outcome": outcome})
 
     def record_reward(self, reward: Reward, *, applied: bool = True,
-                      previous_score: float | None = None,
-                      wait: bool | None = None) -> Future[None] | None:
+                      previous_score: float | None = None, wait: bool | None = None,
+                      pair: tuple[float, float] | None = None) -> Future[None] | None:
         with self._lock:
             rec = self._records.get(reward.request_id)
             if rec is not None:

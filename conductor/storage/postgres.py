@@ -227,6 +227,10 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
                 hour_count = l.hour_count + 1, hour_usd = l.hour_usd + usd;
         END $$""",
     ]),
+    ("0003_calibration_pairs", [  # as SQLite's 0010
+        "ALTER TABLE rewards ADD COLUMN pair_judge DOUBLE PRECISION",
+        "ALTER TABLE rewards ADD COLUMN pair_user DOUBLE PRECISION",
+    ]),
 ]
 _MIGRATION_LOCK = 7_311_960_001  # pg_advisory_xact_lock key: one replica migrates at a time
 

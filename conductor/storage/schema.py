@@ -216,4 +216,11 @@ def build_migrations() -> Migrations:
         for table in ("outcomes", "rewards", "policy_history"):
             db.execute(f"CREATE INDEX idx_{table}_origin_seq ON {table}(origin, seq)")
 
+    @m(name="0010_calibration_pairs")
+    def calibration_pairs(db: Database) -> None:
+        # The judge-to-user pair a reward completed (the request's first with both), so
+        # other processes add it to their calibration when they follow the log.
+        db.execute("ALTER TABLE rewards ADD COLUMN pair_judge REAL")
+        db.execute("ALTER TABLE rewards ADD COLUMN pair_user REAL")
+
     return m

@@ -74,7 +74,7 @@ INSERTS: dict[str, tuple[tuple[str, ...], str | None]] = {
                  "request_id"),
     "rewards": (("seq", "request_id", "created_at", "task_type", "strategy", "source", "score",
                  "previous_score", "sampling_probability", "rater", "applied",
-                 "effective_score", "origin", "pos"), None),
+                 "effective_score", "origin", "pos", "pair_judge", "pair_user"), None),
     "pending_feedback": (("request_id", "created_at", "score", "rater"), None),
     "judge_calls": (("request_id", "created_at", "strategy", "model", "score", "raw_reply",
                      "cost_usd", "latency_ms", "error", "self_graded", "answer_chars"), None),
@@ -308,7 +308,8 @@ class SQLStore(BaseLogStore):
         return int(self.query("SELECT n FROM log_position")[0][0])
 
     def events_after(self, mark: LogMark, upto: int | None = None) -> list[LearningEvent]:
-        """Applied outcomes, rewards and policy changes a state at ``mark`` has not seen,
+        """Applied outcomes, rewards and policy changes a state at ``mark`` has not seen
+        (and unapplied rewards that completed a calibration pair, marked ``applied=False``),
         up to log position ``upto`` (all committed ones if None), in log order: the mark's
         own process's events after its ``seq``, every other process's after its ``pos``.
         Rows older than log positions (pos NULL) count as the empty origin's."""
@@ -328,8 +329,9 @@ class SQLStore(BaseLogStore):
             " escalated, error FROM outcomes WHERE applied = 1")
         rewards = both(
             "SELECT r.pos, r.seq, r.request_id, r.task_type, r.strategy, r.score,"
-            " r.previous_score, r.effective_score, d.features FROM rewards r LEFT JOIN"
-            " decisions d USING (request_id) WHERE r.applied = 1", "r.")
+            " r.previous_score, r.effective_score, d.features, r.pair_judge, r.pair_user,"
+            " r.applied FROM rewards r LEFT JOIN decisions d USING (request_id)"
+            " WHERE (r.applied = 1 OR r.pair_judge IS NOT NULL)", "r.")
         policies = both(
             "SELECT pos, seq, actor, settings, configured FROM policy_history WHERE 1 = 1")
         rows: list[tuple[int, int, LearningEvent]] = []
@@ -343,7 +345,9 @@ class SQLStore(BaseLogStore):
             rows.append((r["pos"] or 0, r["seq"], RewardEvent(
                 request_id=r["request_id"], task_type=r["task_type"], strategy=r["strategy"],
                 effective=r["score"] if eff is None else eff, previous=r["previous_score"],
-                features=_features(r["features"]))))
+                features=_features(r["features"]),
+                pair=None if r["pair_judge"] is None else (r["pair_judge"], r["pair_user"]),
+                applied=bool(r["applied"]))))
         for r in policies:
             rows.append((r["pos"] or 0, r["seq"], _policy_event(r)))
         rows.sort(key=lambda e: (e[0], e[1]))
@@ -550,10 +554,11 @@ class SQLStore(BaseLogStore):
             "origin": self.origin, "pos": None})
 
     def record_reward(self, reward: Reward, *, applied: bool = True,
-                      previous_score: float | None = None,
-                      wait: bool | None = None) -> Future[None] | None:
+                      previous_score: float | None = None, wait: bool | None = None,
+                      pair: tuple[float, float] | None = None) -> Future[None] | None:
         """User ratings are durable: returns after commit, or with ``wait=False`` returns a
-        future that resolves on commit. Automatic rewards are queued."""
+        future that resolves on commit. Automatic rewards are queued. ``pair``: the
+        (judge, user) calibration pair this reward completed."""
         with self._pending_lock:
             rec = self._pending.get(reward.request_id)
             if rec is not None:
@@ -565,7 +570,8 @@ class SQLStore(BaseLogStore):
             "previous_score": previous_score,
             "sampling_probability": reward.sampling_probability, "rater": reward.rater,
             "applied": int(applied), "effective_score": reward.effective_score,
-            "origin": self.origin, "pos": None},
+            "origin": self.origin, "pos": None, "pair_judge": pair[0] if pair else None,
+            "pair_user": pair[1] if pair else None},
             durable=reward.source == "user",
             wait=wait is not False)
 

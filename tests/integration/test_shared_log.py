@@ -216,3 +216,30 @@ def test_an_hourly_budget_is_never_exceeded_across_workers(db: Shared) -> None:
     assert ledger.spent_last_hour("acme") == pytest.approx(spent, rel=1e-9)
     for c in workers:
         c.close()
+
+
+def test_a_calibration_pair_made_on_one_worker_reaches_the_others(db: Shared) -> None:
+    """A user rating through A completes a (judge, user) pair: B, following the log, adds
+    the same pair to its judge calibration (not only after a restart)."""
+    from conductor.types import Reward
+
+    a, b = _open(db, seed=1), _open(db, seed=2)
+    served = [a.complete(f"review {i}: positive?", task_type="classify") for i in range(3)]
+    _settle(a)
+    b.learner.follow()
+    for i, r in enumerate(served):
+        a.learner.add_reward(Reward(
+            request_id=r.request_id, source="judge", score=0.9 - i / 10, task_type="classify",
+            strategy=r.decision.strategy, created_at=time.time()))
+        a.feedback(r.request_id, stars=1 + 2 * i)
+    cal_a, cal_b = a.learner.calibrations["classify"], b.learner.calibrations["classify"]
+    assert cal_a.n == 3 and cal_b.n == 0
+    b.learner.follow()
+    assert cal_b.n == 3
+    assert (cal_b.sx, cal_b.sy, cal_b.sxy) == pytest.approx((cal_a.sx, cal_a.sy, cal_a.sxy))
+    assert b.learner.follow() == 0 and cal_b.n == 3  # nothing twice
+    a.close()
+    b.close()
+    again = _open(db, seed=3)  # a restart reads every pair from the store, once
+    assert again.learner.calibrations["classify"].n == 3
+    again.close()
