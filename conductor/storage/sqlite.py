@@ -31,7 +31,12 @@ from conductor.storage.sqlstore import (
 def _open_database(path: Path, check: bool = True) -> Database:
     """Open, check (``PRAGMA quick_check``: a damaged page anywhere, not only at the
     end) and migrate; every failure names the file."""
-    if str(path) != ":memory:" and not path.parent.is_dir():
+    if str(path) == ":memory:":  # each connection would open a database of its own
+        raise StorageError(":memory:: the store's writer, readers and limits each connect, "
+                           "so an in-memory SQLite database cannot be shared; give a file, "
+                           "or no database (Conductor(log_store=None) keeps records in "
+                           "memory)")
+    if not path.parent.is_dir():
         raise StorageError(f"{path}: cannot create the database there: "
                            f"{path.parent} is not a directory")
     try:

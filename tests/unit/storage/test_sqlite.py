@@ -288,3 +288,10 @@ def test_corrupt_snapshots_lose_no_learning(tmp_path: Path) -> None:
     r = c2.complete("hello", task_type="chat")
     assert r.outcome.error is None
     c2.close()
+
+
+def test_an_in_memory_database_is_refused_with_what_to_use_instead() -> None:
+    # The writer, each reader thread and the limit ledger connect on their own: ":memory:"
+    # would give each an empty database of its own (reads failed with "no such table").
+    with pytest.raises(StorageError, match=r"cannot be shared; give a file, or no database"):
+        SQLiteStore(":memory:")
