@@ -177,8 +177,14 @@ def test_a_database_restart_under_load_costs_no_request_and_no_row() -> None:
         ids = [c.complete(f"review {i}: good?", task_type="classify").request_id
                for i in range(20)]
         c.feedback(ids[0], stars=5)  # every pooled connection has been used
+        c.books.wait_idle()  # nothing in the background: the next write is the policy's
+        c.wait_for_judges()
+        c.log_store.flush()
         cluster.restart()
-        c.update_policy(freeze=False, actor="ops")  # a durable write first: committed
+        # A durable write meets a cut connection first (a snapshot: no log event); then a
+        # policy change.
+        c.snapshot()
+        c.update_policy(freeze=False, actor="ops")
         ids += [c.complete(f"review {i}: good?", task_type="classify").request_id
                 for i in range(20, 40)]
         for rid in ids[1:6]:
