@@ -219,14 +219,16 @@ class Conductor:
                         spent + self.cost_upper_bound(cand, request), cand))
         return request, decision, plan, reservation
 
+    async def _settle(self, reservation: Reservation, outcome: Outcome) -> None:
+        """The reservation becomes the actual cost, off the event loop for a limited
+        client (its ledger may be a database). Until then it holds the upper bound."""
+        await self._limits(reservation.client_id, self.limiter.reconcile, reservation,
+                           outcome.cost_usd)
+
     def _learn(self, req: CompletionRequest, decision: Decision, outcome: Outcome,
-               extra: dict[str, Any], reservation: Reservation
-               ) -> tuple[Decision, list[Reward]]:
-        """Settle the cost reservation; log the decision (with its propensity) and the
-        outcome, learn from them, score the answer, queue the judge, apply feedback that
-        arrived while it ran. Off the answer's path: until it runs, the reservation holds
-        the upper bound (never less than the cost)."""
-        self.limiter.reconcile(reservation, outcome.cost_usd)
+               extra: dict[str, Any]) -> tuple[Decision, list[Reward]]:
+        """Log the decision (with its propensity) and the outcome, learn from them, score
+        the answer, queue the judge, apply feedback that arrived while it ran."""
         rid = decision.request_id
         flight = self._in_flight.get(rid)
         decision = self.decider.with_propensity(decision, flight.pending if flight else None)
@@ -274,16 +276,19 @@ class Conductor:
         outcome = attempt.outcome(decision, self.settings, self.clock())
         extra = attempt.resp.extra if attempt.resp is not None else {}
         if attempt.resp is None:
-            self._learn(req, decision, outcome, extra, reservation)
+            await self._settle(reservation, outcome)
+            self._learn(req, decision, outcome, extra)
             raise attempt.failure
         result = CompletionResult(request_id=decision.request_id, text=attempt.resp.text,
                                   decision=decision, outcome=outcome)
 
         def learn() -> CompletionResult:
+            """Off the answer's path (the bookkeeping thread, for the service)."""
             if self._closed:
                 self._landed(decision.request_id)
                 return result
-            final, rewards = self._learn(req, decision, outcome, extra, reservation)
+            self.limiter.reconcile(reservation, outcome.cost_usd)
+            final, rewards = self._learn(req, decision, outcome, extra)
             return msgspec.structs.replace(result, decision=final, rewards=tuple(rewards))
 
         return result, learn
@@ -332,8 +337,9 @@ class Conductor:
                 self._landed(decision.request_id)
         assert attempt is not None
         outcome = attempt.outcome(decision, self.settings, self.clock())
+        await self._settle(reservation, outcome)
         final, rewards = self._learn(req, decision, outcome,
-                                     attempt.resp.extra if attempt.resp else {}, reservation)
+                                     attempt.resp.extra if attempt.resp else {})
         if attempt.resp is None:
             raise attempt.failure
         yield CompletionResult(request_id=decision.request_id, text=attempt.resp.text,

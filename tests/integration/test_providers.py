@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
@@ -26,8 +27,9 @@ from conductor.errors import (
 from conductor.execution.executor import Plan
 from conductor.providers.base import ProviderCall
 from conductor.providers.openai import OpenAIProvider, parse_retry_after
+from conductor.rate_limiter import RateLimitConfig, RateLimiter, WindowLedger
 from conductor.testing import FakeUpstream
-from conductor.types import CompletionRequest, Message, Outcome, Reward
+from conductor.types import CompletionRequest, CompletionResult, Message, Outcome, Reward
 from tests.integration.conftest import fake_settings
 
 T = TypeVar("T")
@@ -405,3 +407,35 @@ async def test_a_fallback_the_budget_refuses_is_skipped_for_one_that_fits(
     upstream.behaviour.fail_models = {"cheap", "strong"}
     attempt = await c.executor.run(request, msgspec.structs.replace(plan, request_id="r3"))
     assert attempt.resp is None and not isinstance(attempt.failure, RateLimitedError)
+
+
+class _ThreadRecordingLedger(WindowLedger):
+    """This process's ledger, noting which thread settles each reservation."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.settled_on: list[int] = []
+
+    def reconcile(self, reservation_id: int, client_id: str, usd: float) -> None:
+        self.settled_on.append(threading.get_ident())
+        super().reconcile(reservation_id, client_id, usd)
+
+
+async def test_a_limited_clients_settlement_never_runs_on_the_event_loop(
+        upstream: FakeUpstream, closing: Closing[Any]) -> None:
+    """A stream settles before its last chunk and a failed request before its error, not
+    later on the bookkeeping thread; a limited client's ledger may wait on a database,
+    so that wait happens in a worker thread, never on the loop every request shares."""
+    ledger = _ThreadRecordingLedger()
+    limiter = RateLimiter({"acme": RateLimitConfig(requests_per_minute=100)}, ledger=ledger)
+    c = closing(Conductor(fake_settings(upstream.base_url), seed=1, evaluators=[],
+                          limiter=limiter))
+    loop_thread = threading.get_ident()
+    req = c.make_request("hi", task_type="chat", client_id="acme")
+    items = [x async for x in c.astream(req, strategy="direct-cheap")]
+    assert isinstance(items[-1], CompletionResult) and items[-1].outcome.cost_usd > 0
+    upstream.behaviour.fail_statuses = [400]  # the client's fault: no retry, no fallback
+    with pytest.raises(ProviderBadRequestError):
+        await c.acomplete("hi", task_type="chat", client_id="acme", strategy="direct-cheap")
+    assert len(ledger.settled_on) == 2 and loop_thread not in ledger.settled_on
+    assert limiter.spent_last_hour("acme") == pytest.approx(items[-1].outcome.cost_usd)
