@@ -240,21 +240,22 @@ class Learner:
                     return
                 post = self.posteriors[event.task_type]
                 target = self.targets[event.task_type]
+                # The per-prompt model learns when the reward carries its prompt's
+                # features, scored against the task level before either learns from it.
                 context = self.contexts.get(event.task_type)
-                z = np.asarray(event.features) if context is not None and (
-                    len(event.features) == context.size) else None
-                if context is not None and z is not None:  # scored against the task
+                if context is not None and len(event.features) == context.size:
+                    z = np.asarray(event.features)
                     baseline = float(post.quality_mean()[post.index[event.strategy]])
-                if event.previous is None:  # level before either learns from it
-                    if context is not None and z is not None:
+                    if event.previous is None:
                         context.observe(event.strategy, z, event.effective, self.gamma,
                                         baseline=baseline)
+                    else:
+                        context.correct(event.strategy, z, event.previous, event.effective,
+                                        baseline=baseline)
+                if event.previous is None:
                     post.observe_reward(event.strategy, event.effective)
                     target.observe(event.effective, self.target_gamma)
                 else:
-                    if context is not None and z is not None:
-                        context.correct(event.strategy, z, event.previous, event.effective,
-                                        baseline=baseline)
                     post.correct_reward(event.strategy, event.previous, event.effective)
                     target.correct(event.previous, event.effective)
             case PolicyEvent():
