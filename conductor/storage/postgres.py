@@ -13,9 +13,8 @@ psycopg is an optional dependency: ``pip install 'conductor-router[postgres]'``.
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from conductor.errors import SchemaVersionError, StorageError
@@ -296,12 +295,13 @@ def _fetch(cur: Any) -> list[Any]:
     return cur.fetchall() if cur.description is not None else []
 
 
-def _on_connection(pool: ConnectionPool, fn: Callable[[Any], T]) -> T:
+def _on_connection(pool: ConnectionPool, fn: Callable[[Any], T],
+                   repeatable: Callable[[], bool] = lambda: True) -> T:
     """``fn(connection)`` on a pooled connection, and once more on another if that one
-    turns out to be lost: a restart or failover of the server cuts every pooled
-    connection, and the pool finds out only when one is used (checking each on checkout
-    would cost a round trip per query). The pool then checks its idle ones. For what
-    may run twice: reads, and single statements whose repeat errs on the safe side."""
+    turns out to be lost (and ``repeatable()`` says a repeat is safe): a restart or
+    failover of the server cuts every pooled connection, and the pool finds out only
+    when one is used (checking each on checkout would cost a round trip per query). The
+    pool then checks its idle ones."""
     import psycopg
 
     for attempt in (0, 1):
@@ -309,7 +309,7 @@ def _on_connection(pool: ConnectionPool, fn: Callable[[Any], T]) -> T:
             try:
                 return fn(conn)
             except psycopg.Error:
-                if attempt or not conn.broken:
+                if attempt or not conn.broken or not repeatable():
                     raise
         pool.check()
     raise AssertionError("unreachable")
@@ -332,15 +332,19 @@ class _Tx:
             cur.executemany(self.render(sql), rows)
 
 
-def _connect(url: str, size: int, timeout_s: float, *, options: str = "") -> ConnectionPool:
+def _connect(url: str, size: int, timeout_s: float, *, options: str = "",
+             probe: bool = True) -> ConnectionPool:
+    """A pool on ``url``. ``probe``: try one connection first, whose error says why
+    (refused, no such database, authentication), where the pool would only time out."""
     try:
         import psycopg
         from psycopg_pool import ConnectionPool
     except ImportError:
         raise StorageError(f"{redact(url)}: PostgreSQL needs psycopg: "
                            "pip install 'conductor-router[postgres]'") from None
-    try:  # one connection first: its error says why (refused, no such database, auth)
-        psycopg.connect(url, connect_timeout=max(1, round(timeout_s))).close()
+    try:
+        if probe:
+            psycopg.connect(url, connect_timeout=max(1, round(timeout_s))).close()
     except psycopg.Error as exc:
         raise StorageError(f"{redact(url)}: cannot connect: {_one_line(exc)}") from exc
     kwargs: dict[str, Any] = {"autocommit": True, "row_factory": _rows}
@@ -409,20 +413,18 @@ class PostgresStore(SQLStore):
         self.errors = (psycopg.Error,)
         try:
             _migrate(self._pool, self.where)
+            # Limits on connections of their own: their commits do not wait for the WAL
+            # to reach the disk (a crash of the database server may forget the last few
+            # ms of admissions; feedback and policy commits stay synchronous).
+            self._limits = PostgresLimits(
+                _connect(url, pool_size, connect_timeout_s,
+                         options="-c synchronous_commit=off", probe=False), self.where)
         except psycopg.Error as exc:
             self._pool.close()
             raise StorageError(f"{self.where}: cannot migrate the schema: {exc}") from exc
         except BaseException:
             self._pool.close()
             raise
-        # Limits on connections of their own: their commits do not wait for the WAL to
-        # reach the disk (a crash of the database server may forget the last few ms of
-        # admissions; feedback and policy commits stay synchronous on the store's pool).
-        self._committing = False  # the writer's transaction is committing
-        self._tx_conn: Any = None  # and the connection it runs on
-        self._limits = PostgresLimits(
-            _connect(url, pool_size, connect_timeout_s, options="-c synchronous_commit=off"),
-            self.where)
         self._start()
 
     def render_insert(self, table: str, columns: tuple[str, ...], key: str | None) -> str:
@@ -440,29 +442,21 @@ class PostgresStore(SQLStore):
         except self.errors as exc:
             raise StorageError(f"{self.where}: read failed: {exc}") from exc
 
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[_Tx]:
-        with self._pool.connection() as conn:
-            self._tx_conn = conn
-            with conn.pipeline(), conn.transaction():
-                yield _Tx(conn, self._render)
-                self._committing = True  # from here a lost connection leaves it unknown
-
     def _write(self, batch: list[Any]) -> None:
-        """As ``SQLStore._write``; written again at once on another connection if the
-        first was found lost before the commit was sent (a server restart cuts pooled
-        connections). A commit whose outcome is unknown is not repeated: the batch goes
-        to the backlog, as any failed write does."""
-        for attempt in (0, 1):
-            self._committing, self._tx_conn = False, None
-            try:
-                super()._write(batch)
-                return
-            except self.errors:
-                conn = self._tx_conn
-                if attempt or self._committing or conn is None or not conn.broken:
-                    raise
-            self._pool.check()
+        """Commit a batch in one pipelined transaction; written again at once on another
+        connection if the first was found lost before the commit was sent (a server
+        restart cuts pooled connections). A commit whose outcome is unknown is not
+        repeated: the batch goes to the backlog, as any failed write does."""
+        committing = False
+
+        def write(conn: Any) -> None:
+            nonlocal committing
+            committing = False
+            with conn.pipeline(), conn.transaction():
+                self._write_rows(_Tx(conn, self._render), batch)
+                committing = True  # from here a lost connection leaves the commit unknown
+
+        _on_connection(self._pool, write, repeatable=lambda: not committing)
 
     def limit_ledger(self) -> PostgresLimits:
         """The limits every replica on this database shares."""

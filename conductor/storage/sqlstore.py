@@ -187,7 +187,6 @@ class SQLStore(BaseLogStore):
 
     # -- what a backend provides ---------------------------------------------------------------
 
-    # Transactions and queries take ``?``/``:name`` parameters, whatever the backend's style.
     # How stored decisions are ordered when their times tie (the insertion order).
     decision_order = "created_at, rowid"
 
@@ -200,6 +199,7 @@ class SQLStore(BaseLogStore):
         raise NotImplementedError
 
     def _transaction(self) -> contextlib.AbstractContextManager[Transaction]:
+        """A transaction (``?``/``:name`` parameters, whatever the backend's style)."""
         raise NotImplementedError
 
     def _close_backend(self) -> None:
@@ -399,17 +399,21 @@ class SQLStore(BaseLogStore):
                 return
 
     def _write(self, batch: list[_Item]) -> None:
+        """Commit a batch in one transaction."""
         with self._transaction() as tx:
-            events = [i.row for i in batch if i.table in _EVENT_TABLES]
-            if events:  # log positions in commit order: the row lock is held until commit
-                (last,) = tx.one("UPDATE log_position SET n = n + :k RETURNING n",
-                                 {"k": len(events)})
-                for k, row in enumerate(events, start=last - len(events) + 1):
-                    row["pos"] = k
-            # Consecutive rows of one table go in one executemany (same order).
-            for table, items in itertools.groupby(batch, key=lambda i: i.table):
-                if table != _BARRIER:
-                    tx.many(self._sql[table], [i.row for i in items])
+            self._write_rows(tx, batch)
+
+    def _write_rows(self, tx: Transaction, batch: list[_Item]) -> None:
+        events = [i.row for i in batch if i.table in _EVENT_TABLES]
+        if events:  # log positions in commit order: the row lock is held until commit
+            (last,) = tx.one("UPDATE log_position SET n = n + :k RETURNING n",
+                             {"k": len(events)})
+            for k, row in enumerate(events, start=last - len(events) + 1):
+                row["pos"] = k
+        # Consecutive rows of one table go in one executemany (same order).
+        for table, items in itertools.groupby(batch, key=lambda i: i.table):
+            if table != _BARRIER:
+                tx.many(self._sql[table], [i.row for i in items])
 
     def _retry_backlog(self) -> None:
         """Write what waited while writes failed, oldest first, in batches."""
