@@ -19,44 +19,16 @@ from conductor.storage.base import LogMark
 from conductor.storage.postgres import PostgresStore
 from conductor.storage.sqlite import SQLiteStore
 from conductor.storage.sqlstore import SQLStore
-from conductor.types import (
-    CallRecord,
-    CompletionRequest,
-    Constraints,
-    Decision,
-    Mode,
-    Outcome,
-    PolicyEvent,
-    PolicyKnobs,
-    Reward,
-    StrategySample,
-)
+from conductor.types import PolicyEvent, PolicyKnobs, Reward
+from tests.records import decision, outcome, request
 
 
 def _write(store: SQLStore) -> None:
-    """One of everything a store keeps, with values that survive only an exact round trip
-    (float64, bytes, JSON, NULLs)."""
+    """One of everything a store keeps (tests/records.py: values that survive only an
+    exact round trip)."""
     for k, rid in enumerate(("r1", "r2")):
-        store.record_decision(Decision(
-            request_id=rid, task_type="classify", strategy="turbo-cheap", model="gpt-4o-mini",
-            mode=Mode.DIRECT, predicted_quality=0.91 + k / 3, predicted_latency_ms=812.5,
-            predicted_cost_usd=1.25e-5, propensity=1 / 3, explored=True,
-            constraint_relaxed=False, policy_version="v7", routed_by="policy",
-            policy_choice="turbo-cheap", constraints=Constraints(min_quality=0.85),
-            client_id="acme", input_tokens=42, features=(0.1, -2.5e-7, 3.0),
-            samples=(StrategySample(strategy="turbo-cheap", quality=0.93,
-                                    latency_p95_ms=1500.0, cost_usd=1.25e-5,
-                                    feasible=True),),
-            created_at=1000.0 + k, set_aside={"turbo-quality": "dominated"}),
-            CompletionRequest(prompt="Great value!", task_type="classify", request_id=rid,
-                              client_id="acme", metadata={"labels": ["a", "b"]}))
-        store.record_outcome(Outcome(
-            request_id=rid, strategy="turbo-cheap", model="gpt-4o-mini", latency_ms=640.0,
-            input_tokens=42, output_tokens=3, cost_usd=8.1e-6, cost_estimated=True,
-            error=None, fallback_used=False, fallback_chain=("turbo-cheap",), sla_met=True,
-            escalated=False, calls=(CallRecord(strategy="turbo-cheap", model="gpt-4o-mini",
-                                               latency_ms=640.0, cost_usd=8.1e-6),),
-            text="positive", finish_reason="stop", created_at=1001.0 + k))
+        store.record_decision(decision(rid, 1000.0 + k), request(rid))
+        store.record_outcome(outcome(rid), task_type="classify")
         store.record_reward(Reward(request_id=rid, source="judge", score=0.7 + k / 7,
                                    task_type="classify", strategy="turbo-cheap",
                                    created_at=1002.0 + k))

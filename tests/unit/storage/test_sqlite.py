@@ -16,55 +16,15 @@ from conductor.errors import SchemaVersionError, StorageError
 from conductor.storage.base import LogMark
 from conductor.storage.schema import build_migrations
 from conductor.storage.sqlite import SQLiteStore, sha256
-from conductor.types import (
-    CallRecord,
-    CompletionRequest,
-    Constraints,
-    Decision,
-    Mode,
-    Outcome,
-    PolicyEvent,
-    PolicyKnobs,
-    Reward,
-    StrategySample,
-)
-
-
-def _decision(rid: str, t: float = 1000.0) -> Decision:
-    return Decision(
-        request_id=rid, task_type="classify", strategy="turbo-cheap", model="gpt-4o-mini",
-        mode=Mode.DIRECT, predicted_quality=0.91, predicted_latency_ms=812.5,
-        predicted_cost_usd=1.25e-5, propensity=0.4375, explored=True, constraint_relaxed=False,
-        policy_version="v7", routed_by="policy", policy_choice="turbo-cheap",
-        constraints=Constraints(min_quality=0.85, max_latency_ms=3000.0), client_id="acme",
-        input_tokens=42,
-        samples=(StrategySample(strategy="turbo-cheap", quality=0.93, latency_p95_ms=1500.0,
-                                cost_usd=1.25e-5, feasible=True),),
-        created_at=t)
-
-
-def _outcome(rid: str) -> Outcome:
-    return Outcome(
-        request_id=rid, strategy="turbo-cheap", model="gpt-4o-mini", latency_ms=640.0,
-        input_tokens=42, output_tokens=3, cost_usd=8.1e-6, cost_estimated=True, error=None,
-        fallback_used=True, fallback_chain=("batch-cheap", "turbo-cheap"), sla_met=True,
-        escalated=False,
-        calls=(CallRecord(strategy="batch-cheap", model="gpt-4o-mini", error="timeout"),
-               CallRecord(strategy="turbo-cheap", model="gpt-4o-mini", latency_ms=640.0,
-                          input_tokens=42, output_tokens=3, cost_usd=8.1e-6)),
-        text="positive", finish_reason="stop", created_at=1001.0)
-
-
-def _request(rid: str) -> CompletionRequest:
-    return CompletionRequest(prompt="Great value!", task_type="classify", request_id=rid,
-                             client_id="acme", metadata={"labels": ["positive", "negative"]})
+from conductor.types import PolicyEvent, PolicyKnobs, Reward
+from tests.records import decision, outcome, request
 
 
 def test_every_record_type_round_trips(tmp_path: Path) -> None:
     path = tmp_path / "c.db"
     store = SQLiteStore(path, store_text=True)
-    store.record_decision(_decision("r1"), _request("r1"))
-    store.record_outcome(_outcome("r1"), task_type="classify")
+    store.record_decision(decision("r1"), request("r1"))
+    store.record_outcome(outcome("r1"), task_type="classify")
     auto = Reward(request_id="r1", source="heuristic", score=1.0, task_type="classify",
                   strategy="turbo-cheap", created_at=1002.0)
     user = Reward(request_id="r1", source="user", score=0.75, rater="ann",
@@ -85,8 +45,8 @@ def test_every_record_type_round_trips(tmp_path: Path) -> None:
     again = SQLiteStore(path)
     rec = again.get_request("r1")
     assert rec is not None
-    assert rec.decision == _decision("r1")
-    assert rec.outcome == _outcome("r1")
+    assert rec.decision == decision("r1")
+    assert rec.outcome == outcome("r1")
     assert rec.rewards == [auto, user]
     assert rec.prompt == "Great value!"
     row = again.query("SELECT prompt_sha256, metadata FROM requests")[0]
@@ -103,8 +63,8 @@ def test_every_record_type_round_trips(tmp_path: Path) -> None:
 
 def test_text_is_hashed_not_stored_by_default(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "c.db")
-    store.record_decision(_decision("r1"), _request("r1"))
-    store.record_outcome(_outcome("r1"), task_type="classify")
+    store.record_decision(decision("r1"), request("r1"))
+    store.record_outcome(outcome("r1"), task_type="classify")
     store.flush()
     row = store.query("SELECT r.prompt, o.response, o.response_sha256 FROM requests r "
                       "JOIN outcomes o USING (request_id)")[0]
@@ -114,10 +74,10 @@ def test_text_is_hashed_not_stored_by_default(tmp_path: Path) -> None:
 
 def test_a_request_is_readable_before_its_rows_commit(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "c.db", batch_interval_s=5.0, batch_rows=10_000)
-    store.record_decision(_decision("r1"), _request("r1"))
+    store.record_decision(decision("r1"), request("r1"))
     assert store.query("SELECT count(*) FROM decisions")[0][0] == 0  # still queued
     rec = store.get_request("r1")
-    assert rec is not None and rec.decision == _decision("r1")
+    assert rec is not None and rec.decision == decision("r1")
     store.close()
     assert SQLiteStore(tmp_path / "c.db").query("SELECT count(*) FROM decisions")[0][0] == 1
 
@@ -160,7 +120,7 @@ def _three_thousand_decisions_in_one_file(path: Path) -> int:
     """A database of 3,000 decisions with its WAL folded in; returns the page size."""
     store = SQLiteStore(path)
     for i in range(3000):
-        store.record_decision(_decision(f"r{i}"), _request(f"r{i}"))
+        store.record_decision(decision(f"r{i}"), request(f"r{i}"))
     store.close()
     conn = sqlite3.connect(path)
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -219,8 +179,8 @@ def test_eight_threads_writing_for_five_seconds_lose_nothing(tmp_path: Path) -> 
             i = 0
             while time.monotonic() < stop:
                 rid = f"t{k}-{i}"
-                store.record_decision(_decision(rid), _request(rid))
-                store.record_outcome(_outcome(rid), task_type="classify")
+                store.record_decision(decision(rid), request(rid))
+                store.record_outcome(outcome(rid), task_type="classify")
                 source = "user" if i % 50 == 0 else "heuristic"  # some durable writes too
                 store.record_reward(Reward(request_id=rid, source=source, score=0.5,
                                            task_type="classify", strategy="turbo-cheap"))
