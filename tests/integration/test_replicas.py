@@ -25,7 +25,7 @@ import pytest
 from conductor import Conductor
 from conductor.config import load_settings
 from conductor.storage.postgres import PostgresStore
-from tests.integration.conftest import free_port, wait_for
+from tests.integration.conftest import free_port, states_close, wait_for
 from tests.postgres import Cluster
 
 pytestmark = pytest.mark.slow
@@ -147,7 +147,7 @@ def test_replicas_share_policy_and_learning_and_restart_as_a_rebuild(
         # Both hold every event. Each applied its own first, and evidence decays per
         # observation (half-life 5,000), so they agree to ~2e-3, not bit for bit; an event
         # missed or applied twice moves a count by a whole reward.
-        wait_for(lambda: _close(_posterior(ca), _posterior(cb), TOLERANCE), "A and B agree")
+        wait_for(lambda: states_close(_posterior(ca), _posterior(cb), TOLERANCE), "A and B agree")
 
     # After a restart of both, the policy is still in force, and each posterior equals
     # a rebuild from an empty state (every committed event, no snapshot).
@@ -166,16 +166,8 @@ def test_replicas_share_policy_and_learning_and_restart_as_a_rebuild(
         expected = rebuilt.learner.quality_intervals()
     finally:
         rebuilt.close()
-    assert _close(after_a, expected, TOLERANCE) and _close(after_b, expected, TOLERANCE)
+    assert states_close(after_a, expected, TOLERANCE) and states_close(after_b, expected, TOLERANCE)
     assert any(s["rewards"] > 10 for s in expected["classify"].values())
-
-
-def _close(x: Any, y: Any, rel: float) -> bool:
-    if isinstance(x, dict) and isinstance(y, dict):
-        return x.keys() == y.keys() and all(_close(x[k], y[k], rel) for k in x)
-    if isinstance(x, float | int) and isinstance(y, float | int):
-        return abs(x - y) <= rel * max(1.0, abs(x), abs(y))
-    return bool(x == y)
 
 
 async def _burst(replicas: tuple[Replica, Replica], who: str, n: int) -> list[int]:
