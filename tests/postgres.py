@@ -13,13 +13,14 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.integration.conftest import free_port
 
 
 def server_bin() -> Path | None:
@@ -32,12 +33,6 @@ def server_bin() -> Path | None:
     return Path(versions[-1]).parent if versions else None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Cluster:
     """One started cluster; ``new_database()`` gives each test an empty database."""
 
@@ -45,7 +40,7 @@ class Cluster:
         self.bindir = bindir
         self.dir = Path(tempfile.mkdtemp(prefix="conductor-pg-"))
         self.data = self.dir / "data"
-        self.port = _free_port()
+        self.port = free_port()
         self._user: dict[str, Any] = {}
         if os.geteuid() == 0:  # initdb and postgres refuse root
             self._user = {"user": "nobody", "group": "nogroup"}
