@@ -102,14 +102,18 @@ async def load(url: str | list[str], body: dict, n: int, concurrency: int,
 
 
 def start_conductor(port: int, upstream_port: int, workdir: Path,
-                    workers: int = 1, server: str = "granian") -> subprocess.Popen[bytes]:
+                    workers: int = 1, server: str = "granian", *, db: str | None = None,
+                    extra_config: str = "") -> subprocess.Popen[bytes]:
+    """`conductor serve` on the fake upstream: on ``db`` (default: a SQLite file in
+    ``workdir``), with ``extra_config`` appended to the config (clients, say)."""
     cfg = workdir / "bench.toml"
-    cfg.write_text(CONFIG.format(port=upstream_port))
+    cfg.write_text(CONFIG.format(port=upstream_port) + extra_config)
     p = subprocess.Popen([sys.executable, "-m", "conductor.cli", "serve", "--config", str(cfg),
-                          "--port", str(port), "--db", str(workdir / "bench.db"),
+                          "--port", str(port), "--db", db or str(workdir / "bench.db"),
                           "--workers", str(workers), "--server", server],
-                         stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONWARNINGS": "ignore"})
-    wait_port(port)
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    wait_port(port, timeout_s=60)
     return p
 
 

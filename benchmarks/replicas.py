@@ -29,15 +29,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
-from gateway_overhead import CONFIG, DIRECT_BODY, load
-from loopback import free_port, start_upstream, wait_port
+from gateway_overhead import DIRECT_BODY, load, start_conductor
+from loopback import free_port, start_upstream
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = {"free": "sk-bench-free", "acme": "sk-bench-acme"}
@@ -57,14 +56,8 @@ def run(urls: list[str], body: dict, n: int, c: int,
 
 
 def start(db: str, upstream_port: int, work: Path) -> tuple[subprocess.Popen[bytes], str]:
-    cfg = work / "replicas.toml"
-    cfg.write_text(CONFIG.format(port=upstream_port) + CLIENTS)
     port = free_port()
-    p = subprocess.Popen([sys.executable, "-m", "conductor.cli", "serve", "--config", str(cfg),
-                          "--port", str(port), "--db", db], stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL,
-                         env={**os.environ, "PYTHONWARNINGS": "ignore"})
-    wait_port(port, timeout_s=60)
+    p = start_conductor(port, upstream_port, work, db=db, extra_config=CLIENTS)
     return p, f"http://127.0.0.1:{port}/v1/chat/completions"
 
 
