@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import socket
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from conductor.config import Settings, settings_from_dict
@@ -131,3 +136,38 @@ class ServedApp:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(15)
+
+
+class Serve:
+    """A `conductor serve` process of its own (``args`` after ``serve``) on a free port,
+    its output in ``tmp_path/name.log``; ``stop`` signals its whole process group."""
+
+    def __init__(self, name: str, args: list[str], tmp_path: Path) -> None:
+        self.name, self.args = name, args
+        self.port = free_port()
+        self.logfile = tmp_path / f"{name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.base = f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Serve:
+        root = Path(__file__).resolve().parents[2]
+        with self.logfile.open("a") as log:
+            self.proc = subprocess.Popen(
+                [str(Path(sys.executable).with_name("conductor")), "serve", *self.args,
+                 "--port", str(self.port)], cwd=self.logfile.parent, stdout=log, stderr=log,
+                env={**os.environ, "PYTHONPATH": str(root)}, start_new_session=True)
+        wait_for(self._ready, f"{self.name} is ready", 60.0)
+        return self
+
+    def _ready(self) -> bool:
+        assert self.proc is not None and self.proc.poll() is None, self.logfile.read_text()
+        try:
+            return httpx.get(self.base + "/readyz", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            self.proc.wait(timeout=30)
+        self.proc = None

@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import signal
-import subprocess
-import sys
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -25,7 +22,7 @@ import pytest
 from conductor import Conductor
 from conductor.config import load_settings
 from conductor.storage.postgres import PostgresStore
-from tests.integration.conftest import free_port, states_close, wait_for
+from tests.integration.conftest import Serve, states_close, wait_for
 from tests.postgres import Cluster
 
 pytestmark = pytest.mark.slow
@@ -51,43 +48,16 @@ def _config(tmp_path: Path) -> Path:
     return path
 
 
-class Replica:
+class Replica(Serve):
     """One `conductor serve` process on the shared database."""
 
     def __init__(self, name: str, config: Path, url: str, tmp_path: Path) -> None:
-        self.name, self.config, self.db = name, config, url
-        self.port = free_port()
-        self.logfile = tmp_path / f"{name}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.base = f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> Replica:
-        log = self.logfile.open("a")
-        self.proc = subprocess.Popen(
-            [str(Path(sys.executable).with_name("conductor")), "serve", "--config",
-             str(self.config), "--db", self.db, "--port", str(self.port)],
-            stdout=log, stderr=log, env={**os.environ, "PYTHONPATH": str(ROOT)},
-            start_new_session=True)
-        log.close()
-        wait_for(self._ready, f"replica {self.name} is ready", 60.0)
-        return self
-
-    def _ready(self) -> bool:
-        assert self.proc is not None and self.proc.poll() is None, self.logfile.read_text()
-        try:
-            return httpx.get(self.base + "/readyz", timeout=2).status_code == 200
-        except httpx.TransportError:
-            return False
+        super().__init__(name, ["--config", str(config), "--db", url], tmp_path)
+        self.config, self.db = config, url
 
     def client(self, who: str = "app") -> httpx.Client:
         return httpx.Client(base_url=self.base, timeout=30,
                             headers={"Authorization": f"Bearer {KEYS[who]}"})
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, sig)
-            self.proc.wait(timeout=30)
-        self.proc = None
 
 
 @pytest.fixture

@@ -5,43 +5,25 @@ A keep-alive connection stays with the worker that accepted it, so one client pe
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.integration.conftest import free_port, wait_for
+from tests.integration.conftest import Serve, wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
 MESSAGES = [{"role": "user", "content": "Is this review positive? Great value!"}]
 
 
 @pytest.fixture
 def two_workers(tmp_path: Path) -> Iterator[tuple[httpx.Client, httpx.Client]]:
-    port = free_port()
-    log = (tmp_path / "serve.log").open("w")
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).with_name("conductor")), "serve", "--workers", "2",
-         "--port", str(port), "--db", str(tmp_path / "shared.db")], cwd=tmp_path,
-        stdout=log, stderr=log, env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    serve = Serve("serve", ["--workers", "2", "--db", str(tmp_path / "shared.db")], tmp_path)
     clients: dict[int, httpx.Client] = {}
     try:
-        def up() -> bool:
-            try:
-                return httpx.get(url + "/readyz", timeout=2).status_code == 200
-            except httpx.TransportError:
-                assert proc.poll() is None, (tmp_path / "serve.log").read_text()
-                return False
-
-        wait_for(up, "the workers are ready", 60.0)
+        serve.start()
         for _ in range(200):  # new connections until both workers have one
-            client = httpx.Client(base_url=url, timeout=30)
+            client = httpx.Client(base_url=serve.base, timeout=30)
             pid = client.get("/healthz").json()["pid"]
             if pid in clients:
                 client.close()
@@ -55,10 +37,7 @@ def two_workers(tmp_path: Path) -> Iterator[tuple[httpx.Client, httpx.Client]]:
     finally:
         for client in clients.values():
             client.close()
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=30)
-        log.close()
+        serve.stop()
 
 
 @pytest.mark.slow
