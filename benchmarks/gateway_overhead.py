@@ -7,8 +7,8 @@ aiohttp) are separate processes on 127.0.0.1, sharing the machine. Measured the 
 - forwarder: a bare Litestar handler forwarding through the same httpx-on-aiohttp client
   (benchmarks/bare_forwarder.py): the floor of the stack, before any routing;
 - conductor, hints: `model: "auto"` with a task type and a quality floor;
-- conductor, plain: `model: "auto"` and nothing else (no floor: the propensity has no
-  product form and is estimated by Monte Carlo, after the answer);
+- conductor, plain: `model: "auto"` and nothing else (no floor: the propensity is the
+  one-dimensional integral of the no-floor rule, computed after the answer);
 - litellm (with ``--litellm PATH``): LiteLLM's proxy, one worker, no database.
 - the same forwarder and Conductor under uvicorn (the server before Granian); "vs fwd"
   compares each with the first forwarder row (Granian).

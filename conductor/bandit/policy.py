@@ -154,10 +154,12 @@ def predict_costs(table: StrategyTable, post: TaskPosterior, input_tokens: int) 
 
 
 class ThompsonPolicy:
-    """Decides for one task type's posterior; holds no state of its own."""
+    """Decides for one task type's posterior; holds no state of its own (only a memo of
+    the quality tables the exact propensities read, keyed by the posterior's numbers)."""
 
     def __init__(self, params: PolicyParams) -> None:
         self.params = params
+        self._tables: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
 
     # -- draws -----------------------------------------------------------------------------
 
@@ -427,8 +429,11 @@ class ThompsonPolicy:
         P(i) = P(F_i) * prod over cheaper j of (1 - P(F_j)) (+ P(no F) for the relaxed choice),
         with P(F_i) = P(q_i >= m) P(p95_i <= L) [cost_i <= C]; the Beta tail is exact and
         the latency term a 64-point quantile quadrature over sigma^2 (error < 0.002).
+        Without a floor, "most quality net of priced cost" is a one-dimensional integral
+        (``_priced_probabilities``, error < 0.003), several times cheaper than the draws.
         ``mc``: Monte Carlo over the same draws the decision uses; standard error at most
-        0.5 / sqrt(n) (0.0079 at 4000). ``auto`` takes ``exact`` where it applies.
+        0.5 / sqrt(n) (0.0079 at 4000). ``auto`` takes ``exact`` where it applies (not with
+        a prompt's context).
         Temperature 0 gives the exact one-hot vector.
 
         With a ``target`` the rule has no product form: Monte Carlo over posterior draws,
@@ -487,14 +492,15 @@ class ThompsonPolicy:
                        cost: np.ndarray, extra: np.ndarray, relaxed: Callable[[], int],
                        draws: int | None, method: str,
                        context: PromptContext | None = None) -> np.ndarray:
-        if t > 0 and method != "mc" and constraints.min_quality is not None and (
-                context is None):
-            costs = cost[eligible].tolist()
-            if len(set(costs)) == len(costs):
+        if t > 0 and method != "mc" and context is None:
+            if constraints.min_quality is None:
+                return self._priced_probabilities(post, extra, cost, eligible, constraints, t,
+                                                  relaxed)
+            if len(set(costs := cost[eligible].tolist())) == len(costs):
                 return self._exact_probabilities(post, extra, cost, eligible, constraints, t,
                                                  relaxed)
         if method == "exact" and t > 0:
-            raise ValueError("exact propensities need a quality floor and distinct costs")
+            raise ValueError("exact propensities with a quality floor need distinct costs")
         n = 1 if t <= 0 else (draws or self.params.propensity_draws)
         q, p95 = self._draw(post, extra, n, t, rng, constraints.min_quality, context=context)
         idx, _, _ = self._choose(q, p95, cost, eligible, constraints, relaxed)
@@ -529,6 +535,86 @@ class ThompsonPolicy:
         if c.max_cost_usd is not None:
             p = p * (cost <= c.max_cost_usd)
         return p
+
+    def _quality_tables(self, post: TaskPosterior, eligible: np.ndarray, t: float,
+                        points: int) -> tuple[np.ndarray, np.ndarray]:
+        """Nodes and CDF values of every strategy's quality draw (``_priced_probabilities``
+        says where the nodes go). Remembered for the last posteriors seen: until a quality
+        reward arrives, every request of a task type reads the same tables."""
+        a, b = post.quality_params()
+        wide = self._wide(post, t, None) if self.params.wide_posterior_trials > 0 else (
+            np.zeros(len(a), dtype=bool))
+        key = b"".join(x.tobytes() for x in (a, b, wide, eligible, np.array([t, points]),
+                                              post.prior["q_a0"], post.prior["q_b0"]))
+        memo = self._tables.get(key)
+        if memo is not None:
+            return memo
+        a, b = a / t, b / t
+        k = (post.prior["q_a0"] + post.prior["q_b0"]) / ((a + b) * t)
+        a2, b2 = a * k, b * k  # a wide posterior's optimistic second draw
+        sd = np.sqrt(a * b / ((a + b) ** 2 * (a + b + 1.0)))
+        mean = a / (a + b)
+        lo, hi = np.maximum(mean - 8.0 * sd, 0.0), np.minimum(mean + 8.0 * sd, 1.0)
+        grid = lo[:, None] + (hi - lo)[:, None] * np.linspace(0.0, 1.0, points)[None, :]
+        grid[:, 0], grid[:, -1] = lo, hi
+        rough = np.flatnonzero(eligible & ((a < 1.0) | (b < 1.0) | wide))
+        if rough.size:
+            half = points // 2 + 1
+            u1, u2 = np.linspace(0.0, 1.0, half), np.linspace(0.0, 1.0, points - half)
+            q1 = special.betaincinv(a[rough, None], b[rough, None], u1[None, :])
+            # A wide posterior's nodes: half at each of its two draws' quantiles.
+            a_, b_ = np.where(wide, a2, a)[rough, None], np.where(wide, b2, b)[rough, None]
+            q2 = special.betaincinv(a_, b_, u2[None, :])
+            grid[rough] = np.sort(np.concatenate((q1, q2), axis=1), axis=1)
+        cdf = special.betainc(a[:, None], b[:, None], grid)
+        if wide.any():
+            cdf = np.where(wide[:, None],
+                           cdf * special.betainc(a2[:, None], b2[:, None], grid), cdf)
+        cdf[:, 0] = np.where(grid[:, 0] <= 0.0, 0.0, cdf[:, 0])
+        cdf[:, -1] = np.where(grid[:, -1] >= 1.0, 1.0, cdf[:, -1])
+        if len(self._tables) >= 64:
+            self._tables.clear()
+        self._tables[key] = (grid, cdf)
+        return grid, cdf
+
+    def _priced_probabilities(self, post: TaskPosterior, extra_ms: np.ndarray,
+                              cost: np.ndarray, eligible: np.ndarray, c: Constraints, t: float,
+                              relaxed: Callable[[], int], points: int = 129) -> np.ndarray:
+        """The rule without a floor (the feasible strategy with the most q - k x cost, k =
+        ``quality_per_usd``) in product-integral form: the draws are independent, so
+
+            P(i) = P(F_i) integral dG_i(x) prod over j != i of
+                   (1 - P(F_j) + P(F_j) G_j(x + k (cost_j - cost_i)))
+
+        (+ P(no F) for the relaxed choice), with G_j the CDF of strategy j's quality draw
+        (for a wide posterior, the larger of two Beta draws: the product of their CDFs) and
+        P(F_j) its chance of passing the latency and cost limits. Each G_j is tabulated on
+        ``points`` nodes and read between them linearly; the integral is the midpoint sum
+        over the cells, weighted by their exact mass. A density that stays finite gets
+        nodes evenly over its mean +- 8 standard deviations; one unbounded at 0 or 1 (a
+        Beta parameter under 1, as a young posterior at a high temperature has) and a wide
+        posterior get them at quantiles, where the mass is. Error under 0.002 against
+        Monte Carlo (tested); ties have probability 0 (continuous draws)."""
+        s = len(post.strategies)
+        grid, cdf = self._quality_tables(post, eligible, t, points)
+        pf = np.where(eligible, self.feasible_probabilities(post, extra_ms, cost, c, t), 0.0)
+        mass = np.diff(cdf, axis=1)  # (S, points - 1)
+        mid = 0.5 * (grid[:, 1:] + grid[:, :-1])
+        live = np.flatnonzero(pf > 0.0)
+        h = np.ones_like(mid)
+        price = self.params.quality_per_usd * cost
+        for j in live:
+            y = mid + (price[j] - price)[:, None]
+            g = np.interp(y.ravel(), grid[j], cdf[j], left=0.0, right=1.0).reshape(y.shape)
+            term = 1.0 - pf[j] + pf[j] * g
+            term[j] = 1.0
+            h *= term
+        probs = np.zeros(s)
+        probs[live] = pf[live] * np.einsum("ij,ij->i", mass[live], h[live])
+        none = float(np.prod(1.0 - pf[eligible]))
+        if none > 1e-12:
+            probs[relaxed()] += none
+        return probs
 
     def _exact_probabilities(self, post: TaskPosterior, extra_ms: np.ndarray, cost: np.ndarray,
                              eligible: np.ndarray, c: Constraints, t: float,

@@ -170,3 +170,58 @@ def test_exact_propensities_agree_with_monte_carlo(t: float, max_latency: float 
     print("exact", exact.round(4), "mc", mc.round(4))
     assert exact.sum() == pytest.approx(1.0)
     assert np.all(np.abs(exact - mc) < 0.006)
+
+
+def _young_and_old_posterior(table_size: int = 4) -> tuple:
+    """s1 and s3 young (the wide-posterior guard is on, and at a high temperature their
+    densities are unbounded at 1), s0 and s2 well measured."""
+    table = cost_table([4e-4, 3e-4, 2e-4, 1e-4][:table_size])
+    post = flat_posterior(table.names, latency_ms=400.0)
+    world = np.random.default_rng(5)
+    for name, q, n, lat in (("s0", 0.95, 60, 300.0), ("s1", 0.9, 8, 500.0),
+                            ("s2", 0.86, 300, 800.0), ("s3", 0.7, 25, 350.0)):
+        for _ in range(n):
+            post.observe_reward(name, float(world.random() < q))
+            post.observe_outcome(name, lat * math.exp(world.normal(0, 0.4)), 1, None, 1.0)
+    return table, post
+
+
+@pytest.mark.parametrize("t", [0.5, 1.0, 2.0])
+@pytest.mark.parametrize("max_latency", [None, 700.0, 500.0])
+@pytest.mark.parametrize("quality_per_usd", [0.0, 400.0])
+def test_exact_propensities_without_a_floor_agree_with_monte_carlo(
+        t: float, max_latency: float | None, quality_per_usd: float) -> None:
+    # Without a floor the rule is "most quality net of priced cost"; its propensity is a
+    # one-dimensional integral (the plain request's path), not 4,000 draws. At 500 ms no
+    # strategy is feasible in about 40% of the draws: the relaxed choice takes those.
+    table, post = _young_and_old_posterior()
+    c = Constraints(max_latency_ms=max_latency)
+    eligible = np.ones(4, dtype=bool)
+    policy = ThompsonPolicy(PolicyParams(quality_per_usd=quality_per_usd))
+    exact = policy.choice_probabilities(post, table, eligible, c, 1, t,
+                                        np.random.default_rng(0), method="exact")
+    mc = policy.choice_probabilities(post, table, eligible, c, 1, t, np.random.default_rng(1),
+                                     draws=400_000, method="mc")
+    print("exact", exact.round(4), "mc", mc.round(4))
+    assert exact.sum() == pytest.approx(1.0, abs=0.003)
+    assert np.all(np.abs(exact - mc) < 0.004)
+    if max_latency != 500.0:
+        assert 0.05 < exact.max() < 0.95  # a real contest, not a foregone one
+
+
+def test_exact_propensity_without_a_floor_follows_the_posterior() -> None:
+    # The quality tables are remembered per posterior: a reward must change the answer
+    # exactly as a fresh policy computes it.
+    table, post = _young_and_old_posterior()
+    eligible = np.ones(4, dtype=bool)
+    policy = ThompsonPolicy(PolicyParams())
+    before = policy.choice_probabilities(post, table, eligible, Constraints(), 1, 1.0,
+                                         np.random.default_rng(0))
+    for _ in range(30):
+        post.observe_reward("s1", 0.0)
+    after = policy.choice_probabilities(post, table, eligible, Constraints(), 1, 1.0,
+                                        np.random.default_rng(0))
+    fresh = ThompsonPolicy(PolicyParams()).choice_probabilities(
+        post, table, eligible, Constraints(), 1, 1.0, np.random.default_rng(0))
+    np.testing.assert_array_equal(after, fresh)
+    assert after[1] < before[1] - 0.1  # s1 failed 30 times: it is chosen far less
