@@ -265,6 +265,26 @@ def _progress(total: int, label: str) -> Any:
     return Lines()
 
 
+def _world_priors(path: Path, world: Any) -> dict[str, dict[str, Any]]:
+    """A calibrate priors file for a replayed world: every task type and model in it must
+    be the world's (a misspelled name is an error naming it, never silently ignored)."""
+    from conductor.coefficients import load_coefficients
+
+    try:
+        priors = load_coefficients(path)
+    except ConfigError as exc:
+        raise InvalidRequestError(str(exc), field="priors") from None
+    for task, row in priors.items():
+        if task not in world.tasks():
+            raise InvalidRequestError(f"{path}: task type {task!r} is not in the world "
+                                      f"({', '.join(world.tasks())})", field="priors")
+        unknown = sorted(set(row) - set(world.models))
+        if unknown:
+            raise InvalidRequestError(f"{path}: {task}: model(s) {', '.join(unknown)} are "
+                                      "not in the world", field="priors")
+    return priors
+
+
 def _replay_log(path: Path, json_out: Path | None, config_path: Path | None) -> None:
     """Logged traffic: estimates of each strategy alone and of Conductor at the replay's
     temperatures, from the logged propensities."""
@@ -321,12 +341,16 @@ def _replay_log(path: Path, json_out: Path | None, config_path: Path | None) -> 
               help="Write frontier.png and regret.png here.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               help="For logged traffic: the config it was served with (default: built-in).")
+@click.option("--priors", "priors_file",
+              type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="Priors from `conductor calibrate` (fitted on other traffic, such as "
+              "another split of the table): Conductor starts from them, not from flat ones.")
 def replay(worlds: tuple[Path, ...], quality_bar: float, seeds: int, judge_noise: float,
            judge_flip: float, judge_false_positive: float, judge_false_negative: float,
            judge_length_bias: float, judge_cost: float, user_feedback_rate: float,
            user_feedback_delay: int, max_latency_ms: float | None,
            constraints_file: Path | None, json_out: Path | None, plots_dir: Path | None,
-           config_path: Path | None) -> None:
+           config_path: Path | None, priors_file: Path | None) -> None:
     """Replay outcome tables (JSONL or RouterBench CSV) through Conductor and baselines;
     without a world, the built-in demo world (3,000 prompts of the demo workload with every
     demo model's outcome, generated from the package's own data).
@@ -349,6 +373,10 @@ def replay(worlds: tuple[Path, ...], quality_bar: float, seeds: int, judge_noise
 
     _check_writable(json_out, dirs=(plots_dir,))
     logs = [w for w in worlds if _is_log(w)]
+    if logs and priors_file is not None:
+        raise InvalidRequestError("--priors applies to outcome tables; for logged traffic "
+                                  "use conductor compare --policy priors=FILE",
+                                  field="priors")
     if logs:
         if len(worlds) > 1:
             raise InvalidRequestError("replay reads one log (a database or an export) or "
@@ -376,13 +404,15 @@ def replay(worlds: tuple[Path, ...], quality_bar: float, seeds: int, judge_noise
                                           field="constraints")
             if "min_quality" in c:
                 floors[task] = c["min_quality"]
+    priors = _world_priors(priors_file, world) if priors_file is not None else {}
     cfg = ReplayConfig(quality_bar=quality_bar, seeds=seeds, judge_noise=judge_noise,
                        judge_flip=judge_flip, judge_false_positive=judge_false_positive,
                        judge_false_negative=judge_false_negative,
                        judge_length_bias=judge_length_bias, judge_cost=judge_cost,
                        user_feedback_rate=user_feedback_rate,
                        user_feedback_delay=user_feedback_delay, max_latency_ms=max_latency_ms,
-                       min_quality=floors)
+                       min_quality=floors, priors=priors,
+                       priors_from=str(priors_file) if priors_file is not None else None)
     total = seeds * len(default_policies(world, cfg)) + 4 * len(cfg.sweep)
     with _progress(total, "replaying") as bar:
         report = run_replay(world, cfg, progress=bar.update)
@@ -396,17 +426,20 @@ def replay(worlds: tuple[Path, ...], quality_bar: float, seeds: int, judge_noise
 
 
 @main.command()
-@click.option("--log-file", "source", type=click.Path(dir_okay=False, path_type=Path),
-              required=True, help="A database, a JSONL export or log, or an outcome table.")
+@click.option("--log-file", "sources", type=click.Path(dir_okay=False, path_type=Path),
+              required=True, multiple=True,
+              help="A database, a JSONL export or log, or an outcome table (repeat the "
+              "option for several outcome tables).")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Where to write the priors (JSON).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               help="The config whose priors are the defaults (default: built-in).")
 @click.option("--weight-cap", type=click.FloatRange(min=1), default=20.0, show_default=True,
               help="At most this many pseudo-observations per prior.")
-def calibrate(source: Path, output: Path, config_path: Path | None, weight_cap: float) -> None:
+def calibrate(sources: tuple[Path, ...], output: Path, config_path: Path | None,
+              weight_cap: float) -> None:
     """Fit priors (quality, latency, output tokens per task type and strategy) from logs
-    or an outcome table, with capped weight, and check them on the last 20%.
+    or outcome tables, with capped weight, and check them on the last 20%.
 
     Example: conductor calibrate --log-file traffic.jsonl --output priors.json
     """
@@ -417,9 +450,14 @@ def calibrate(source: Path, output: Path, config_path: Path | None, weight_cap: 
 
     _check_writable(output)
     settings = load_settings(config_path) if config_path else default_settings()
-    data = read_logged(source) if _is_log(source) else build_world(read_rows([source]))
-    result = fit(data, settings if _is_log(source) else None, cap=weight_cap)
-    if _is_log(source):
+    is_log = any(_is_log(s) for s in sources)
+    if is_log and len(sources) > 1:
+        raise InvalidRequestError("calibrate reads one log (a database or an export) or "
+                                  "outcome tables, not several logs or both",
+                                  field="log_file")
+    data = read_logged(sources[0]) if is_log else build_world(read_rows(sources))
+    result = fit(data, settings if is_log else None, cap=weight_cap)
+    if is_log:
         result["judge_error_rates"] = judge_error_rates(data)  # type: ignore[arg-type]
     write_priors(result, output)
     r = result["report"]

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from msgspec import Struct
 
+from conductor.bandit.posterior import Prior
 from conductor.replay.policies import (
     UCB1,
     AlwaysModel,
@@ -49,6 +50,10 @@ class ReplayConfig(Struct, kw_only=True):
     default_temperature: float = 0.5  # the built-in default's exploration: "conductor"
     min_quality: dict[str, float] = {}  # per task type, overriding quality_bar
     sweep: tuple[float, ...] = (0.80, 0.85, 0.90, 0.925, 0.95, 0.975, 1.0)
+    # Conductor's starting priors per task type and model (``conductor calibrate`` on other
+    # traffic); empty: flat priors, everything learned from the replayed stream itself.
+    priors: dict[str, dict[str, Prior]] = {}
+    priors_from: str | None = None  # where they came from, for the report
 
 
 def strongest_model(world: World) -> str:
@@ -212,14 +217,15 @@ def frontier_aiq(points: Sequence[Sequence[float]], lo: float, hi: float) -> flo
 
 def default_policies(world: World, cfg: ReplayConfig) -> list[Callable[[], ReplayPolicy]]:
     ref = strongest_model(world)
+    priors = cfg.priors or None
     out: list[Callable[[], ReplayPolicy]] = [
         partial(ConductorPolicy, t, max_latency_ms=cfg.max_latency_ms, reference=ref,
-                name="conductor" if t == cfg.default_temperature else None)
+                priors=priors, name="conductor" if t == cfg.default_temperature else None)
         for t in cfg.temperatures]
     if any(world.prompts):  # per-prompt routing needs the prompts' text
         out.append(partial(ConductorPolicy, cfg.default_temperature,
                            max_latency_ms=cfg.max_latency_ms, reference=ref, context=True,
-                           name="conductor, per prompt"))
+                           priors=priors, name="conductor, per prompt"))
     out += [partial(AlwaysModel, m) for m in world.models]
     out += [RandomPolicy, EpsilonGreedy, UCB1, BestFixedPerTask, Oracle]
     return out
@@ -279,7 +285,8 @@ def run_replay(world: World, cfg: ReplayConfig,
         "judge_length_bias": cfg.judge_length_bias, "judge_cost": cfg.judge_cost,
         "user_feedback_rate": cfg.user_feedback_rate,
         "user_feedback_delay": cfg.user_feedback_delay,
-        "calibrated": cfg.user_feedback_rate > 0, "policies": {}}
+        "calibrated": cfg.user_feedback_rate > 0, "priors_from": cfg.priors_from,
+        "policies": {}}
     for name, recs in per_policy.items():
         report["policies"][name] = {
             "overall": _mean_std([r["overall"] for r in recs]),
@@ -311,7 +318,8 @@ def aiq_report(world: World, cfg: ReplayConfig,
     makers: dict[str, Callable[[], ReplayPolicy]] = {
         "conductor": lambda: ConductorPolicy(cfg.default_temperature,
                                              max_latency_ms=cfg.max_latency_ms,
-                                             reference=strongest_model(world)),
+                                             reference=strongest_model(world),
+                                             priors=cfg.priors or None),
         "epsilon-greedy": EpsilonGreedy, "ucb1": UCB1, "best-fixed-per-task": BestFixedPerTask}
     strongest = world.models.index(strongest_model(world))
     for name, make in makers.items():

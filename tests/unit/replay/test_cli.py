@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import msgspec
+import numpy as np
 from click.testing import CliRunner
 
 from conductor.cli import main
@@ -179,3 +180,73 @@ def test_serve_on_a_bad_database_path_is_one_line(tmp_path: Path) -> None:
         assert r.output.strip().count("\n") == 0 and says in r.output, r.output
         assert "Traceback" not in r.output
     assert junk.read_text() == "not a database"  # untouched
+
+
+def _many_models_world(path: Path, n: int, seed: int) -> Path:
+    """One task type, five cheap models that are mostly wrong, one cheap model that is
+    good enough and a strong, dear one: the shape of RouterBench, where finding out which
+    cheap models fail is most of what learning from scratch costs."""
+    models = {**{f"weak{k}": (0.3, 0.001) for k in range(5)}, "good": (0.93, 0.002),
+              "strong": (0.96, 0.05)}
+    rng = np.random.default_rng(seed)
+    lines = [msgspec.json.encode({
+        "id": f"{path.stem}-{i}", "task_type": "qa", "prompt": "x",
+        "outcomes": {m: {"quality": float(rng.random() < q), "cost_usd": c,
+                         "output_tokens": 50} for m, (q, c) in models.items()}})
+        for i in range(n)]
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path
+
+
+def test_calibrated_priors_warm_start_the_replay(tmp_path: Path) -> None:
+    # Priors fitted on two older tables (the option repeated) start Conductor where they
+    # left off: on a new stream it does not pay again to find the weak models weak.
+    old = [_many_models_world(tmp_path / f"old{k}.jsonl", 400, seed=10 + k) for k in range(2)]
+    new = _many_models_world(tmp_path / "new.jsonl", 300, seed=3)
+    priors, cold, warm = tmp_path / "p.json", tmp_path / "cold.json", tmp_path / "warm.json"
+    runner = CliRunner()
+    r = runner.invoke(main, ["calibrate", "--log-file", str(old[0]), "--log-file", str(old[1]),
+                             "--output", str(priors), "--weight-cap", "200"])
+    assert r.exit_code == 0, r.output
+    result = msgspec.json.decode(priors.read_bytes())
+    assert result["report"]["observations"]["qa/good"] == 800  # both tables' rows
+    fitted = result["priors"]["qa"]
+    assert fitted["good"]["quality_alpha"] + fitted["good"]["quality_beta"] == 200.0  # capped
+    assert abs(fitted["good"]["quality_alpha"] / 200.0 - 0.93) < 0.03
+    for out, extra in ((cold, []), (warm, ["--priors", str(priors)])):
+        r = runner.invoke(main, ["replay", str(new), "--seeds", "3", "--json", str(out),
+                                 *extra])
+        assert r.exit_code == 0, r.output
+    assert f"starts from the priors in {priors}" in r.output
+    c = msgspec.json.decode(cold.read_bytes())["policies"]["conductor"]["overall"]
+    w = msgspec.json.decode(warm.read_bytes())["policies"]["conductor"]["overall"]
+    print("cold", c["quality_vs_strongest"], c["cost_vs_strongest"],
+          "warm", w["quality_vs_strongest"], w["cost_vs_strongest"])
+    assert w["cost_vs_strongest"] < 0.5 * c["cost_vs_strongest"]
+    assert w["quality_vs_strongest"] >= 0.95
+
+
+def test_replay_priors_must_name_the_worlds_task_types_and_models(tmp_path: Path,
+                                                                  world_file: Path) -> None:
+    runner = CliRunner()
+    priors = tmp_path / "p.json"
+    assert runner.invoke(main, ["calibrate", "--log-file", str(world_file), "--output",
+                                str(priors)]).exit_code == 0
+    data = msgspec.json.decode(priors.read_bytes())
+    data["priors"]["easy"]["gpt-9"] = data["priors"]["easy"]["small"]
+    priors.write_bytes(msgspec.json.encode(data))
+    r = runner.invoke(main, ["replay", str(world_file), "--priors", str(priors)])
+    assert r.exit_code == 2 and "easy: model(s) gpt-9 are not in the world" in r.output
+    assert r.output.count("error:") == 1
+    del data["priors"]["easy"]["gpt-9"]
+    data["priors"]["chat"] = data["priors"].pop("easy")
+    priors.write_bytes(msgspec.json.encode(data))
+    r = runner.invoke(main, ["replay", str(world_file), "--priors", str(priors)])
+    assert r.exit_code == 2 and "task type 'chat' is not in the world" in r.output
+    db = tmp_path / "c.db"
+    assert runner.invoke(main, ["demo", "--requests", "30", "--db", str(db)]).exit_code == 0
+    r = runner.invoke(main, ["replay", str(db), "--priors", str(priors)])
+    assert r.exit_code == 2 and "--priors applies to outcome tables" in r.output
+    r = runner.invoke(main, ["calibrate", "--log-file", str(db), "--log-file",
+                             str(world_file), "--output", str(tmp_path / "q.json")])
+    assert r.exit_code == 2 and "not several logs or both" in r.output
