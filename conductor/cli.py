@@ -17,6 +17,7 @@ import click
 import msgspec
 import numpy as np
 
+from conductor.coefficients import configured_coefficients
 from conductor.config import default_settings, load_settings
 from conductor.errors import ConductorError, ConfigError, InvalidRequestError, StorageError
 from conductor.replay.demo import DemoWorkload
@@ -169,6 +170,7 @@ def serve(config_path: Path | None, host: str, port: int, workers: int,
     from conductor.service.app import serve_default_settings
 
     settings = load_settings(config_path) if config_path else serve_default_settings()
+    configured_coefficients(settings)  # a bad [policy] priors file: one line, here
     # Open the database once here, so a bad path is one line, not a failed startup.
     open_database(db_path or database_of(settings), store_text=settings.storage.store_text,
                   check=not skip_db_check, pool_size=2).close()

@@ -43,3 +43,15 @@ def load_coefficients(path: str | Path, settings: Settings | None = None) -> Coe
             if not prior.is_valid():
                 raise ConfigError(f"{path}: {task}/{strategy}: invalid prior {prior}")
     return out
+
+
+def configured_coefficients(settings: Settings) -> Coefficients | None:
+    """The priors file named by ``[policy] priors`` (None when it names none), checked
+    against the config; a problem with it is a config error that names the setting."""
+    path = settings.policy.priors
+    if not path:
+        return None
+    try:
+        return load_coefficients(path, settings)
+    except ConfigError as exc:
+        raise ConfigError(f"policy.priors: {exc}") from exc.__cause__

@@ -265,6 +265,10 @@ class PolicyConfig(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True
     # better than the task level by `context_min_gain` in mean squared error.
     context_min_gain: float = 0.002
     context_min_rewards: NonNegative = 50.0
+    # A priors file written by `conductor calibrate`: where every (task type, strategy) it
+    # names starts, instead of its configured prior_quality (the path as given, relative
+    # to the working directory). Evidence learned since stays on top of it after restarts.
+    priors: str | None = None
 
     def gamma(self) -> float:
         """Per-observation decay of the posteriors' evidence (1: no decay)."""

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from conductor.bandit.priors import Coefficients, build_priors
+from conductor.coefficients import configured_coefficients
 from conductor.config import Settings, default_settings, load_settings
 from conductor.deciding import Decider, Pending, make_request
 from conductor.errors import RateLimitedError, StorageError
@@ -65,7 +66,8 @@ class Conductor:
 
     Args:
         config: Settings, a TOML path, or None for the built-in default.
-        coefficients: fitted priors (``load_coefficients``), overriding the config's priors.
+        coefficients: fitted priors (``load_coefficients``), overriding the config's priors
+            (default: the file ``[policy] priors`` names, if any).
         policy_version: overrides ``policy.version``; recorded with every decision.
         log_store: where decisions, outcomes and rewards go: a store, a SQLite file path
             (``"conductor.db"``), ``"config"`` for the config's ``[storage] path``, or None
@@ -92,6 +94,8 @@ class Conductor:
         self.log_store: LogStore = open_store(log_store, settings)
         self.dry_run = dry_run
         self.clock = clock
+        if coefficients is None:
+            coefficients = configured_coefficients(settings)
         self.learner = Learner(settings, build_priors(settings, coefficients), self.log_store,
                                clock=clock)
         self.health = Health(settings)

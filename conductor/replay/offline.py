@@ -15,7 +15,7 @@ from conductor.bandit.ope import evaluate
 from conductor.bandit.policy import ThompsonPolicy, eligible_mask
 from conductor.bandit.posterior import PosteriorState, Prior
 from conductor.bandit.priors import build_priors, build_strategy_table, policy_params
-from conductor.coefficients import load_coefficients
+from conductor.coefficients import configured_coefficients, load_coefficients
 from conductor.config import Settings
 from conductor.errors import InvalidRequestError
 from conductor.evaluators.calibration import JudgeErrorRates
@@ -139,7 +139,8 @@ def _candidate_probabilities(cand: Candidate, records: list[LoggedRecord], setti
             pi[i] = el / el.sum()
         return pi
     # A Thompson candidate that learns from the logged traffic as it goes.
-    coefficients = load_coefficients(cand.priors, settings) if cand.priors else None
+    coefficients = (load_coefficients(cand.priors, settings) if cand.priors
+                    else configured_coefficients(settings))
     post = PosteriorState(build_priors(settings, coefficients))
     table = build_strategy_table(settings)
     policy = ThompsonPolicy(policy_params(settings.policy))

@@ -91,3 +91,16 @@ def test_export_bad_input_is_one_line_and_non_zero(tmp_path: Path) -> None:
     since = runner.invoke(main, ["export", "--db", str(garbage), "--out", "o.jsonl",
                                  "--since", "soon"])
     assert since.exit_code == 2 and "--since 'soon'" in since.output
+
+
+def test_serve_with_a_bad_priors_file_is_one_line(tmp_path: Path) -> None:
+    from importlib import resources
+
+    text = resources.files("conductor.data").joinpath("default.toml").read_text("utf-8")
+    assert "\n[policy]\n" in text
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(text.replace("\n[policy]\n", f'\n[policy]\npriors = "{tmp_path}/no.json"\n'))
+    r = CliRunner().invoke(main, ["serve", "--config", str(cfg), "--db", str(tmp_path / "c.db"),
+                                  "--port", "1"])
+    assert r.exit_code == 2 and r.output.strip().count("\n") == 0
+    assert "policy.priors:" in r.output and "no.json" in r.output

@@ -275,3 +275,25 @@ def test_where_the_log_goes_is_explicit(tmp_path, monkeypatch) -> None:
     with Conductor(seed=1, log_store=tmp_path / "conductor.db") as again:
         assert again.log_store.get_request(rid) is not None
         assert again.posteriors["chat"].observations >= 1
+
+
+def test_the_configs_priors_file_is_where_the_posterior_starts(tmp_path) -> None:
+    # `conductor calibrate` writes priors; `[policy] priors` makes `serve` start from them.
+    import msgspec
+
+    from conductor.errors import ConfigError
+
+    priors = tmp_path / "p.json"
+    fitted = {"quality_alpha": 19.0, "quality_beta": 1.0, "latency_mu": 6.0}
+    priors.write_bytes(msgspec.json.encode({"priors": {"classify": {"turbo-quality": fitted}}}))
+    post = Conductor(_settings(priors=str(priors)), seed=1).posteriors["classify"]
+    flat = Conductor(_settings(), seed=1).posteriors["classify"]
+    quality, cheap = post.index["turbo-quality"], post.index["turbo-cheap"]
+    assert post.quality_mean()[quality] == pytest.approx(0.95)
+    assert flat.quality_mean()[quality] != pytest.approx(0.95)
+    assert post.quality_mean()[cheap] == flat.quality_mean()[cheap]  # not in the file
+    priors.write_bytes(msgspec.json.encode({"priors": {"classify": {"gpt-9": fitted}}}))
+    with pytest.raises(ConfigError, match=r"policy\.priors: .*unknown strategy 'gpt-9'"):
+        Conductor(_settings(priors=str(priors)))
+    with pytest.raises(ConfigError, match=r"policy\.priors: .*cannot read priors"):
+        Conductor(_settings(priors=str(tmp_path / "missing.json")))

@@ -62,6 +62,19 @@ def test_calibrate_compare_and_tune_on_a_logged_database(tmp_path: Path,
     assert q["dr"]["low"] <= q["dr"]["value"] <= q["dr"]["high"]
     r = runner.invoke(main, ["compare", "--log-file", str(db), "--policy", "strategy=gpt-9"])
     assert r.exit_code == 2 and "unknown strategy 'gpt-9'" in r.output
+    # The config's [policy] priors is the candidates' starting point too: the same as
+    # naming the file in the candidate.
+    from importlib import resources
+    text = resources.files("conductor.data").joinpath("default.toml").read_text("utf-8")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(text.replace("\n[policy]\n", f'\n[policy]\npriors = "{priors}"\n'))
+    out2 = tmp_path / "ope2.json"
+    r = runner.invoke(main, ["compare", "--log-file", str(db), "--config", str(cfg),
+                             "--policy", "temperature=0.5", "--json", str(out2)])
+    assert r.exit_code == 0, r.output
+    via_config = msgspec.json.decode(out2.read_bytes())["temperature=0.5"]["quality"]["ips"]
+    assert via_config["value"] == res[f"priors={priors}"]["quality"]["ips"]["value"]
+    assert via_config["value"] != res["temperature=0.5"]["quality"]["ips"]["value"]
     r = runner.invoke(main, ["tune", str(world_file), "--seeds", "1"])
     assert r.exit_code == 0, r.output
     assert r.output.count("<- recommended") == 2
