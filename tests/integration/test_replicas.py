@@ -137,7 +137,10 @@ def test_replicas_share_policy_and_learning_and_restart_as_a_rebuild(
     finally:
         rebuilt.close()
     assert states_close(after_a, expected, TOLERANCE) and states_close(after_b, expected, TOLERANCE)
-    assert any(s["rewards"] > 10 for s in expected["classify"].values())
+    # Not a vacuous comparison: the rebuilt classify posterior holds the requests' rewards
+    # (14 classify requests; at exploration 7 they spread over the strategies, so no one
+    # strategy is sure to hold many of them).
+    assert sum(s["rewards"] for s in expected["classify"].values()) > 10
 
 
 async def _burst(replicas: tuple[Replica, Replica], who: str, n: int) -> list[int]:
