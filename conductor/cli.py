@@ -407,13 +407,18 @@ def replay(worlds: tuple[Path, ...], quality_bar: float, seeds: int, judge_noise
             if "min_quality" in c:
                 floors[task] = c["min_quality"]
     priors = _world_priors(priors_file, world) if priors_file is not None else {}
+    context_priors = None
+    if priors_file is not None:
+        from conductor.coefficients import load_context_priors
+
+        context_priors = load_context_priors(priors_file)
     cfg = ReplayConfig(quality_bar=quality_bar, seeds=seeds, judge_noise=judge_noise,
                        judge_flip=judge_flip, judge_false_positive=judge_false_positive,
                        judge_false_negative=judge_false_negative,
                        judge_length_bias=judge_length_bias, judge_cost=judge_cost,
                        user_feedback_rate=user_feedback_rate,
                        user_feedback_delay=user_feedback_delay, max_latency_ms=max_latency_ms,
-                       min_quality=floors, priors=priors,
+                       min_quality=floors, priors=priors, context_priors=context_priors or {},
                        priors_from=str(priors_file) if priors_file is not None else None)
     total = seeds * len(default_policies(world, cfg)) + 4 * len(cfg.sweep)
     with _progress(total, "replaying") as bar:

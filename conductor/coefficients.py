@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -55,3 +56,20 @@ def configured_coefficients(settings: Settings) -> Coefficients | None:
         return load_coefficients(path, settings)
     except ConfigError as exc:
         raise ConfigError(f"policy.priors: {exc}") from exc.__cause__
+
+
+def load_context_priors(path: str | Path) -> dict[str, Any] | None:
+    """The per-prompt models ``conductor calibrate`` fitted on an outcome table with
+    prompts (``{"dim", "seed", "tasks": {task_type: state}}``), or None when the file has
+    none (fitted from logs, or from a table without prompts)."""
+    try:
+        data = msgspec.json.decode(Path(path).read_bytes())
+    except (OSError, msgspec.DecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read priors: {exc}") from exc
+    context = data.get("context") if isinstance(data, dict) else None
+    if context is None:
+        return None
+    if not (isinstance(context, dict) and isinstance(context.get("tasks"), dict)
+            and isinstance(context.get("dim"), int) and isinstance(context.get("seed"), int)):
+        raise ConfigError(f"{path}: its 'context' is not what conductor calibrate writes")
+    return context

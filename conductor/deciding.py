@@ -23,6 +23,7 @@ from conductor.bandit.policy import (
     eligible_mask,
     mix_propensity,
     predict_costs,
+    prompt_candidates,
     solve_price,
 )
 from conductor.bandit.posterior import TaskPosterior
@@ -215,6 +216,10 @@ class Decider:
                 eligible &= ~eligible_mask(names, list(set_aside))
             z = self.featurizer(request.text()) if self.featurizer is not None else None
             context = self.prompt_context(task, post, z, eligible, input_tokens, spec)
+            if context is not None and context.candidates is not None and strategy is None:
+                set_aside = {**set_aside, **{
+                    names[i]: "per prompt: under the task type's cost-quality frontier"
+                    for i in np.flatnonzero(eligible & ~context.candidates)}}
             choice, greedy = self.policy.decide_full(post, self.table, eligible, constraints,
                                                      input_tokens, t, self.rng, spec, context)
             q_mean = post.quality_mean() if context is None else context.mean
@@ -285,17 +290,18 @@ class Decider:
         if not model.active:
             return None
         mean, var, _ = model.predict(z)
+        candidates = prompt_candidates(post, cost, eligible, spec.safe if spec else -1)
         if spec is None:
-            return PromptContext(mean=mean, var=var)
+            return PromptContext(mean=mean, var=var, candidates=candidates)
         key = (int(post.observations // PRICE_EVERY), round(spec.target, 3))
         cached = self._prices.get(task)
         if cached is None or cached[1] != key:
             means = model.predict_means(np.array([x for x, _ in recent]))
             costs = np.array([c / max(c[spec.safe], 1e-300) for _, c in recent])
-            cached = self._prices[task] = (solve_price(means, costs, eligible, spec.target),
-                                           key)
+            cached = self._prices[task] = (
+                solve_price(means, costs, eligible & candidates, spec.target), key)
         return PromptContext(mean=mean, var=var, price=cached[0],
-                             cost_scale=float(cost[spec.safe]))
+                             cost_scale=float(cost[spec.safe]), candidates=candidates)
 
     def with_propensity(self, decision: Decision, pending: Pending | None) -> Decision:
         """The decision with its propensity: P(policy picks it) mixed with the rollout."""

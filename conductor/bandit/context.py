@@ -139,6 +139,18 @@ class ContextModel:
             return 0.0
         return float((self.sq_error[0] - self.sq_error[1]) / self.scored)
 
+    def cap(self, weight: float) -> None:
+        """Keep each strategy's evidence to at most ``weight`` rewards: its statistics
+        scaled down (the same means, less certainty), so a warm start fitted offline can
+        still be moved by the traffic it is then served."""
+        scale = np.minimum(1.0, weight / np.maximum(self.n, 1e-300))
+        self.n = self.n * scale
+        self.sz = self.sz * scale[:, None]
+        self.szz = self.szz * scale[:, None, None]
+        self.sr = self.sr * scale
+        self.szr = self.szr * scale[:, None]
+        self._cache = None
+
     # -- posterior ---------------------------------------------------------------------------
 
     def posterior(self) -> tuple[np.ndarray, np.ndarray]:

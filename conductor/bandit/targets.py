@@ -128,15 +128,11 @@ def cheapest_mix(q: np.ndarray, cost: np.ndarray, feasible: np.ndarray,
     return low, high, p, met
 
 
-def mix_row(q: list[float], cost: list[float], feasible: list[bool],
-            target: float) -> tuple[int, int, float, bool]:
-    """``cheapest_mix`` for one draw, by walking the efficient frontier (the upper concave
-    hull of (cost, quality), cheapest first): the LP optimum is where it crosses the
-    target. Plain Python: for a handful of strategies it is many times faster than the
-    array form, and the request path makes one draw."""
+def frontier(q: list[float], cost: list[float], feasible: list[bool]) -> list[int]:
+    """The efficient frontier among the feasible strategies: the upper concave hull of
+    (cost, quality), cheapest first. A strategy under it is beaten, at its cost, by a mix
+    of two on it."""
     order = sorted((i for i, ok in enumerate(feasible) if ok), key=lambda i: (cost[i], -q[i], i))
-    if not order:
-        return -1, -1, 0.0, False
     hull: list[int] = []
     for i in order:
         if hull and q[i] <= q[hull[-1]]:
@@ -148,6 +144,18 @@ def mix_row(q: list[float], cost: list[float], feasible: list[bool],
             else:
                 break
         hull.append(i)
+    return hull
+
+
+def mix_row(q: list[float], cost: list[float], feasible: list[bool],
+            target: float) -> tuple[int, int, float, bool]:
+    """``cheapest_mix`` for one draw, by walking the efficient frontier (``frontier``,
+    cheapest first): the LP optimum is where it crosses the target. Plain Python: for a
+    handful of strategies it is many times faster than the array form, and the request
+    path makes one draw."""
+    hull = frontier(q, cost, feasible)
+    if not hull:
+        return -1, -1, 0.0, False
     if q[hull[0]] >= target:
         return hull[0], hull[0], 0.0, True
     for a, b in itertools.pairwise(hull):

@@ -54,6 +54,9 @@ class ReplayConfig(Struct, kw_only=True):
     # traffic); empty: flat priors, everything learned from the replayed stream itself.
     priors: dict[str, dict[str, Prior]] = {}
     priors_from: str | None = None  # where they came from, for the report
+    # and the per-prompt models fitted with them (``conductor calibrate`` on a table with
+    # prompts): per-prompt routing starts from these
+    context_priors: dict[str, Any] = {}
 
 
 def strongest_model(world: World) -> str:
@@ -225,7 +228,8 @@ def default_policies(world: World, cfg: ReplayConfig) -> list[Callable[[], Repla
     if any(world.prompts):  # per-prompt routing needs the prompts' text
         out.append(partial(ConductorPolicy, cfg.default_temperature,
                            max_latency_ms=cfg.max_latency_ms, reference=ref, context=True,
-                           priors=priors, name="conductor, per prompt"))
+                           priors=priors, context_priors=cfg.context_priors or None,
+                           name="conductor, per prompt"))
     out += [partial(AlwaysModel, m) for m in world.models]
     out += [RandomPolicy, EpsilonGreedy, UCB1, BestFixedPerTask, Oracle]
     return out

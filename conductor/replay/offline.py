@@ -11,12 +11,14 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from conductor.bandit.context import ContextModel
+from conductor.bandit.features import Featurizer
 from conductor.bandit.ope import evaluate
 from conductor.bandit.policy import ThompsonPolicy, eligible_mask
-from conductor.bandit.posterior import PosteriorState, Prior
+from conductor.bandit.posterior import PosteriorState, Prior, TaskPosterior
 from conductor.bandit.priors import build_priors, build_strategy_table, policy_params
 from conductor.coefficients import configured_coefficients, load_coefficients
-from conductor.config import Settings
+from conductor.config import PolicyConfig, Settings
 from conductor.errors import InvalidRequestError
 from conductor.evaluators.calibration import JudgeErrorRates
 from conductor.replay.harness import ReplayConfig, run_policy, strongest_model, task_bars
@@ -273,11 +275,47 @@ def calibrate(source: list[LoggedRecord] | World, settings: Settings | None, *,
     for (task, strategy), o in obs_all.items():
         priors.setdefault(task, {})[strategy] = fit_prior(
             o, defaults.get(task, {}).get(strategy), cap)
+    contexts = None
+    if isinstance(source, World) and source.prompts and all(source.prompts):
+        policy = settings.policy if settings is not None else PolicyConfig(
+            default_strategy="-")
+        contexts = fit_contexts(source, priors, policy, cap)
     report = {"observations": {f"{t}/{s}": len(o.q) for (t, s), o in obs_all.items()},
               "weight_cap": cap, "holdout_fraction": holdout, "holdout_observations": n_obs,
               "holdout_loglik_per_obs_fitted": ll_fit / n_obs if n_obs else None,
               "holdout_loglik_per_obs_default": ll_def / n_obs if n_obs else None}
-    return {"priors": priors, "report": report}
+    out: dict[str, Any] = {"priors": priors, "report": report}
+    if contexts is not None:
+        out["context"] = contexts
+    return out
+
+
+def fit_contexts(world: World, priors: dict[str, dict[str, Prior]], policy: PolicyConfig,
+                 cap: float) -> dict[str, Any]:
+    """Per task type, the per-prompt quality model (``ContextModel``) fitted on every
+    outcome of an outcome table with prompts (each row teaches every model's outcome:
+    full information, as no online learner gets), its evidence capped at ``cap`` rewards
+    per strategy. Its prior is the task-level prior just fitted, and each reward is first
+    scored against it, so the saved model says whether the prompt's words predicted
+    better than the task level (``active``) as the live one does."""
+    featurize = Featurizer(policy.context_dim, policy.context_seed)
+    tasks: dict[str, Any] = {}
+    for task in world.tasks():
+        rows = np.flatnonzero(world.task_index(task))
+        post = TaskPosterior(world.models, [priors.get(task, {}).get(m) or Prior(
+            quality_alpha=1.0, quality_beta=1.0, latency_mu=math.log(1000.0))
+            for m in world.models])
+        model = ContextModel.for_task(post, policy)
+        base = post.quality_mean()
+        for i in rows:
+            z = featurize(world.prompts[i])
+            for j, m in enumerate(world.models):
+                q = world.quality[i, j]
+                if not np.isnan(q):
+                    model.observe(m, z, float(q), 1.0, baseline=float(base[j]))
+        model.cap(cap)
+        tasks[task] = model.to_dict()
+    return {"dim": policy.context_dim, "seed": policy.context_seed, "tasks": tasks}
 
 
 def _slice_world(w: World, s: slice) -> World:

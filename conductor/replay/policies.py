@@ -8,7 +8,7 @@ mean qualities (``min_quality``).
 from __future__ import annotations
 
 import math
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -19,6 +19,7 @@ from conductor.bandit.policy import (
     StrategyTable,
     TargetSpec,
     ThompsonPolicy,
+    prompt_candidates,
     solve_price,
 )
 from conductor.bandit.posterior import Prior, TaskPosterior
@@ -60,7 +61,8 @@ class ConductorPolicy:
                  max_latency_ms: float | None = None,
                  priors: dict[str, dict[str, Prior]] | None = None,
                  reference: str | None = None, floors: bool = False,
-                 params: PolicyConfig | None = None, context: bool | None = None) -> None:
+                 params: PolicyConfig | None = None, context: bool | None = None,
+                 context_priors: dict[str, Any] | None = None) -> None:
         self.t = temperature
         self.name = name or f"conductor(t={temperature:g})"
         self.prior_quality = prior_quality
@@ -74,6 +76,7 @@ class ConductorPolicy:
         self.policy = ThompsonPolicy(policy_params(self.params))
         self.gamma = self.params.target_gamma()
         self.context = self.params.context if context is None else context
+        self.context_priors = context_priors
         if context is not None and name is None:
             self.name += ", per prompt" if context else ", per task"
 
@@ -127,6 +130,11 @@ class ConductorPolicy:
             p = self.params
             self.contexts = {task: ContextModel.for_task(self.posts[task], p)
                              for task in world.tasks()}
+            warm = self.context_priors
+            if warm and (warm["dim"], warm["seed"]) == (p.context_dim, p.context_seed):
+                for task, model in self.contexts.items():
+                    if task in warm["tasks"]:
+                        model.load(warm["tasks"][task])
 
     def spec(self, task: str, eligible: np.ndarray) -> TargetSpec | None:
         return None if self.floors else self.policy.target_spec(
@@ -157,18 +165,22 @@ class ConductorPolicy:
             model = self.contexts[task]
             m, v, _ = model.predict(self.features[i])
             price = None
+            cost = self.posts[task].output_tokens()  # the cost rides in this slot
+            candidates = prompt_candidates(self.posts[task], cost, el,
+                                           spec.safe if spec is not None else -1)
             if spec is not None:
                 key = (post_version(self.posts[task]), round(spec.target, 3))
                 if self.priced.get(task, (None, None))[1] != key:
                     means = model.predict_means(self.features[recent])
-                    cost = self.posts[task].output_tokens()  # the cost rides in this slot
                     price = solve_price(means, np.broadcast_to(cost / cost[spec.safe],
-                                                               means.shape), el, spec.target)
+                                                               means.shape),
+                                        el & candidates, spec.target)
                     self.priced[task] = (price, key)
                 price = self.priced[task][0]
-                ref_cost = float(self.posts[task].output_tokens()[spec.safe])
+                ref_cost = float(cost[spec.safe])
             context = PromptContext(mean=m, var=v, price=price,
-                                    cost_scale=ref_cost if spec is not None else 1.0)
+                                    cost_scale=ref_cost if spec is not None else 1.0,
+                                    candidates=candidates)
         choice, _ = self.policy.decide_full(self.posts[task], self.table, el,
                                             self.constraints[task], 0, self.t, self.rng, spec,
                                             context)

@@ -211,3 +211,39 @@ def test_a_per_prompt_decisions_propensity_waits_for_the_answer(tmp_path) -> Non
     assert logged.propensity is not None and 0.0 < logged.propensity <= 1.0
     assert c.log_store.get_request(answered.request_id).decision == logged
     asyncio.set_event_loop(None)
+
+
+def test_per_prompt_decisions_say_which_strategies_are_off_the_frontier(tmp_path) -> None:
+    # A third model, dearer than the cheap one and worse on average: per prompt it is not a
+    # candidate (its predictions may err high on some prompt), and the trace says why.
+    from conductor.config import settings_from_dict
+
+    world = tmp_path / "words.toml"
+    world.write_text(
+        'judge_noise = 0.1\n[difficulty]\nhard_words = ["eigenvalue", "theorem", "lemma"]\n'
+        '[models.strong]\nttft_ms = 300\ntokens_per_s = 100\nquality = { chat = 0.98 }\n'
+        '[models.cheap]\nttft_ms = 300\ntokens_per_s = 100\nquality = { chat = 0.97 }\n'
+        'hard_prompt_delta = -0.87\n'
+        '[models.middling]\nttft_ms = 300\ntokens_per_s = 100\nquality = { chat = 0.5 }\n'
+        '[output_tokens]\nchat = 20\n')
+    prices = {"strong": 46.0, "cheap": 1.0, "middling": 20.0}
+    settings = settings_from_dict({
+        "providers": {"sim": {"kind": "demo", "world": str(world), "seed": 2}},
+        "models": {m: {"provider": "sim", "input_usd_per_1m": p, "output_usd_per_1m": p}
+                   for m, p in prices.items()},
+        "strategies": {m: {"model": m, "prior_quality": 0.5} for m in prices},
+        "task_types": {"chat": {"quality_target": {"relative_to": "strong", "ratio": 0.97}}},
+        "policy": {"default_strategy": "strong", "default_exploration": 0.5, "context": True},
+    })
+    c = Conductor(settings, seed=2)
+    rng = np.random.default_rng(5)
+    per_prompt = []
+    for k in range(1500):
+        d = c.complete(_prompt(rng)[0], task_type="chat").decision
+        if k >= 1000 and d.per_prompt:
+            per_prompt.append(d)
+    assert len(per_prompt) > 250
+    reason = "per prompt: under the task type's cost-quality frontier"
+    assert all(d.set_aside.get("middling") == reason for d in per_prompt)
+    assert all(d.strategy != "middling" for d in per_prompt)
+    assert all(0.0 < (d.propensity or 0.0) <= 1.0 for d in per_prompt)

@@ -11,7 +11,14 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from scipy.optimize import linprog
 
-from conductor.bandit.policy import PolicyParams, TargetSpec, ThompsonPolicy
+from conductor.bandit.policy import (
+    PolicyParams,
+    PromptContext,
+    TargetSpec,
+    ThompsonPolicy,
+    predict_costs,
+    prompt_candidates,
+)
 from conductor.bandit.posterior import Prior, TaskPosterior
 from conductor.bandit.simulate import cost_table
 from conductor.bandit.targets import (
@@ -164,3 +171,57 @@ def test_propensities_of_mixed_decisions_match_the_choice_frequencies(surplus: f
     np.testing.assert_allclose(counts / 20_000, probs, atol=0.015)
     if surplus == 0.0:
         assert probs[0] > 0.9  # nothing to spend: the safe strategy serves
+
+
+def _prompt(mean: list[float], sd: float, price: float, post, table, spec) -> PromptContext:
+    """A prompt's predicted qualities, with the candidates the router would allow."""
+    cost = predict_costs(table, post, 1)
+    return PromptContext(mean=np.array(mean), var=np.full(len(mean), sd ** 2), price=price,
+                         cost_scale=float(cost[spec.safe]),
+                         candidates=prompt_candidates(post, cost, np.ones(len(mean), bool),
+                                                      spec.safe))
+
+
+def test_a_prompt_the_cheap_model_is_predicted_to_pass_is_not_held_back_in_deficit() -> None:
+    # Per prompt, a prediction is uncertain (sd 0.1 here), so mean - sd is under the target
+    # for every prompt. The greedy choice for an easy prompt, predicted above the target,
+    # is served even in deficit; a hard prompt's cheap choice is held back (to s0).
+    post = _posterior([0.86, 0.64], 400)
+    table = cost_table([46.0, 1.0])
+    policy = ThompsonPolicy(PolicyParams(wide_posterior_trials=0))
+    el = np.ones(2, dtype=bool)
+    broke = TargetSpec(target=0.817, base=0.817, surplus=-2.0, safe=0)
+    rng = np.random.default_rng(3)
+    for mean, served in (([0.90, 0.95], 1), ([0.90, 0.70], 0)):
+        ctx = _prompt(mean, 0.1, 0.5, post, table, broke)
+        picks = [policy.decide_full(post, table, el, Constraints(), 1, 0.25, rng, broke,
+                                    ctx)[0] for _ in range(400)]
+        share = np.mean([c.index == served for c in picks])
+        probs = policy.choice_probabilities(post, table, el, Constraints(), 1, 0.25, rng,
+                                            draws=20_000, target=broke, context=ctx)
+        print(mean, "served", served, share, "propensity", probs.round(3))
+        assert share > 0.75
+        assert probs[served] == pytest.approx(share, abs=0.05)
+    hard = _prompt([0.90, 0.70], 0.1, 0.5, post, table, broke)
+    assert any(policy.decide_full(post, table, el, Constraints(), 1, 0.25, rng, broke,
+                                  hard)[0].held_back for _ in range(400))
+
+
+def test_per_prompt_choices_stay_on_the_task_types_frontier() -> None:
+    # s1 is dearer than s2 and no better at the task level: whatever a prompt's prediction
+    # says about it (a prediction that errs high is the one an argmax picks), the prompt
+    # is served by a frontier strategy, and s1's propensity is 0.
+    post = _posterior([0.9, 0.7, 0.75], 400)
+    table = cost_table([40.0, 10.0, 2.0])
+    policy = ThompsonPolicy(PolicyParams(wide_posterior_trials=0))
+    el = np.ones(3, dtype=bool)
+    spec = TargetSpec(target=0.8, base=0.8, surplus=5.0, safe=0)
+    ctx = _prompt([0.9, 0.99, 0.75], 0.02, 0.5, post, table, spec)
+    assert ctx.candidates is not None and ctx.candidates.tolist() == [True, False, True]
+    rng = np.random.default_rng(5)
+    picks = {policy.decide_full(post, table, el, Constraints(), 1, 0.5, rng, spec, ctx)[0]
+             .index for _ in range(300)}
+    assert 1 not in picks and picks
+    probs = policy.choice_probabilities(post, table, el, Constraints(), 1, 0.5, rng,
+                                        target=spec, context=ctx)
+    assert probs[1] == 0.0 and probs.sum() == pytest.approx(1.0)
