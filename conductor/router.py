@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from conductor.bandit.priors import Coefficients, build_priors
-from conductor.coefficients import configured_coefficients
+from conductor.coefficients import configured_coefficients, load_context_priors
 from conductor.config import Settings, default_settings, load_settings
 from conductor.deciding import Decider, Pending, make_request
 from conductor.errors import RateLimitedError, StorageError
@@ -117,6 +117,10 @@ class Conductor:
                                seed=seed if seed is not None else settings.policy.seed,
                                dry_run=dry_run, clock=clock)
         self.learner.reward_listeners.append(self._notify_reward)
+        if settings.policy.context and settings.policy.priors:
+            warm = load_context_priors(settings.policy.priors)
+            if warm is not None:
+                self.learner.warm_start_contexts(warm)
         self.learner.restore()
         if policy_version is not None:
             self.learner.knobs = msgspec.structs.replace(self.learner.knobs,

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from conductor import Conductor, default_settings
+from conductor.errors import ConfigError
 
 
 def _conductor(**policy: object) -> Conductor:
@@ -247,3 +248,49 @@ def test_per_prompt_decisions_say_which_strategies_are_off_the_frontier(tmp_path
     assert all(d.set_aside.get("middling") == reason for d in per_prompt)
     assert all(d.strategy != "middling" for d in per_prompt)
     assert all(0.0 < (d.propensity or 0.0) <= 1.0 for d in per_prompt)
+
+
+def test_serve_starts_per_prompt_routing_from_calibrated_models(tmp_path) -> None:
+    # `conductor calibrate` on an outcome table with prompts fits the per-prompt models;
+    # `[policy] priors` starts the router from them: easy prompts go cheap from the first
+    # requests, where a cold start spends its first hundreds learning the words.
+    from click.testing import CliRunner
+
+    from conductor.cli import main
+
+    rng = np.random.default_rng(8)
+    lines = []
+    for i in range(1500):
+        text, hard = _prompt(rng)
+        lines.append(msgspec.json.encode({
+            "id": f"t{i}", "task_type": "chat", "prompt": text,
+            "outcomes": {"strong": {"quality": float(rng.random() < 0.98), "cost_usd": 46e-6},
+                         "cheap": {"quality": float(rng.random() < (0.1 if hard else 0.97)),
+                                   "cost_usd": 1e-6}}}))
+    table, priors = tmp_path / "table.jsonl", tmp_path / "priors.json"
+    table.write_bytes(b"\n".join(lines) + b"\n")
+    r = CliRunner().invoke(main, ["calibrate", "--log-file", str(table), "--output",
+                                  str(priors), "--weight-cap", "500"])
+    assert r.exit_code == 0, r.output
+    cold, warm = _per_prompt_conductor(tmp_path), _per_prompt_conductor(tmp_path)
+    warm = Conductor(msgspec.structs.replace(warm.settings, policy=msgspec.structs.replace(
+        warm.settings.policy, priors=str(priors))), seed=2)
+    assert warm.learner.contexts["chat"].active and not cold.learner.contexts["chat"].active
+    assert warm.learner.contexts["chat"].n.tolist() == [500.0, 500.0]
+    shares = {}
+    for name, c in (("cold", cold), ("warm", warm)):
+        rng = np.random.default_rng(6)
+        easy_cheap = []
+        for _ in range(200):
+            text, hard = _prompt(rng)
+            if not hard:
+                easy_cheap.append(c.complete(text, task_type="chat").outcome.strategy == "cheap")
+            else:
+                c.complete(text, task_type="chat")
+        shares[name] = float(np.mean(easy_cheap))
+    print(shares)
+    assert shares["warm"] > 0.8 and shares["warm"] > shares["cold"] + 0.2
+    bad = msgspec.structs.replace(warm.settings, policy=msgspec.structs.replace(
+        warm.settings.policy, context_dim=32))
+    with pytest.raises(ConfigError, match="fitted with context_dim 64"):
+        Conductor(bad)
