@@ -7,9 +7,10 @@ from typing import Any
 
 import msgspec
 
+from conductor.bandit.context import ContextModel
 from conductor.bandit.posterior import Prior
 from conductor.bandit.priors import Coefficients
-from conductor.config import Settings
+from conductor.config import PolicyConfig, Settings
 from conductor.errors import ConfigError
 
 
@@ -73,3 +74,23 @@ def load_context_priors(path: str | Path) -> dict[str, Any] | None:
             and isinstance(context.get("dim"), int) and isinstance(context.get("seed"), int)):
         raise ConfigError(f"{path}: its 'context' is not what conductor calibrate writes")
     return context
+
+
+def warm_start_contexts(contexts: dict[str, ContextModel], policy: PolicyConfig) -> None:
+    """Start the per-prompt models from what ``conductor calibrate`` fitted on an outcome
+    table with prompts, when ``[policy] priors`` names such a file. Done before the log is
+    restored: a snapshot replaces them (it holds them, with what was learned since) and
+    events are applied on top."""
+    if not contexts or not policy.priors:
+        return
+    warm = load_context_priors(policy.priors)
+    if warm is None:
+        return
+    if (warm["dim"], warm["seed"]) != (policy.context_dim, policy.context_seed):
+        raise ConfigError(f"policy.priors: its per-prompt models were fitted with "
+                          f"context_dim {warm['dim']} and context_seed {warm['seed']}; the "
+                          f"config has {policy.context_dim} and {policy.context_seed}")
+    for task, model in contexts.items():
+        saved = warm["tasks"].get(task)
+        for problem in model.load(saved) if saved is not None else []:
+            raise ConfigError(f"policy.priors: {task}: {problem}")

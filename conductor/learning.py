@@ -25,8 +25,9 @@ from conductor.bandit.context import ContextModel
 from conductor.bandit.posterior import PosteriorState
 from conductor.bandit.priors import Coefficients
 from conductor.bandit.targets import TargetState
+from conductor.coefficients import warm_start_contexts
 from conductor.config import Settings
-from conductor.errors import ConfigError, InvalidRequestError, NotFoundError
+from conductor.errors import InvalidRequestError, NotFoundError
 from conductor.evaluators.calibration import JudgeCalibration
 from conductor.evaluators.fusion import RewardFusion
 from conductor.storage.base import LogMark, LogStore
@@ -195,6 +196,7 @@ class Learner:
         p = settings.policy
         self.contexts = {t: ContextModel.for_task(post, p)
                          for t, post in self.posteriors.tasks.items()} if p.context else {}
+        warm_start_contexts(self.contexts, p)  # before restore: a snapshot replaces it
         self.target_gamma = settings.target_gamma()
         self.calibrations = {t: JudgeCalibration(min_pairs=settings.judge.min_calibration_pairs)
                              for t in settings.task_types}
@@ -485,23 +487,6 @@ class Learner:
             self.knobs = self.configured
             return
         self.apply(event)
-
-    def warm_start_contexts(self, warm: dict[str, Any]) -> None:
-        """Start the per-prompt models from what ``conductor calibrate`` fitted on an
-        outcome table (``load_context_priors``), before ``restore``: a snapshot replaces
-        them (it holds them, with what was learned since), events are applied on top."""
-        p = self.settings.policy
-        if (warm.get("dim"), warm.get("seed")) != (p.context_dim, p.context_seed):
-            raise ConfigError(f"policy.priors: its per-prompt models were fitted with "
-                              f"context_dim {warm.get('dim')} and context_seed "
-                              f"{warm.get('seed')}; the config has {p.context_dim} and "
-                              f"{p.context_seed}")
-        with self.lock:
-            for task, model in self.contexts.items():
-                saved = warm["tasks"].get(task)
-                if saved is not None:
-                    for problem in model.load(saved):
-                        raise ConfigError(f"policy.priors: {task}: {problem}")
 
     def restore(self) -> list[str]:
         """Rebuild from the store: its last snapshot plus every event after it, through

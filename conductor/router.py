@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from conductor.bandit.priors import Coefficients, build_priors
-from conductor.coefficients import configured_coefficients, load_context_priors
+from conductor.coefficients import configured_coefficients
 from conductor.config import Settings, default_settings, load_settings
 from conductor.deciding import Decider, Pending, make_request
 from conductor.errors import RateLimitedError, StorageError
@@ -66,8 +66,7 @@ class Conductor:
 
     Args:
         config: Settings, a TOML path, or None for the built-in default.
-        coefficients: fitted priors (``load_coefficients``), overriding the config's priors
-            (default: the file ``[policy] priors`` names, if any).
+        coefficients: fitted priors (``load_coefficients``; default: ``[policy] priors``).
         policy_version: overrides ``policy.version``; recorded with every decision.
         log_store: where decisions, outcomes and rewards go: a store, a SQLite file path
             (``"conductor.db"``), ``"config"`` for the config's ``[storage] path``, or None
@@ -94,10 +93,9 @@ class Conductor:
         self.log_store: LogStore = open_store(log_store, settings)
         self.dry_run = dry_run
         self.clock = clock
-        if coefficients is None:
-            coefficients = configured_coefficients(settings)
-        self.learner = Learner(settings, build_priors(settings, coefficients), self.log_store,
-                               clock=clock)
+        priors = build_priors(settings, configured_coefficients(settings)
+                              if coefficients is None else coefficients)
+        self.learner = Learner(settings, priors, self.log_store, clock=clock)
         self.health = Health(settings)
         self.upstream = Upstream(settings, providers if providers is not None
                                  else open_providers(settings), self.health)
@@ -117,10 +115,6 @@ class Conductor:
                                seed=seed if seed is not None else settings.policy.seed,
                                dry_run=dry_run, clock=clock)
         self.learner.reward_listeners.append(self._notify_reward)
-        if settings.policy.context and settings.policy.priors:
-            warm = load_context_priors(settings.policy.priors)
-            if warm is not None:
-                self.learner.warm_start_contexts(warm)
         self.learner.restore()
         if policy_version is not None:
             self.learner.knobs = msgspec.structs.replace(self.learner.knobs,

@@ -34,6 +34,11 @@ from scipy import special
 
 from conductor.bandit.context import draw_prompt_quality
 from conductor.bandit.posterior import TaskPosterior
+from conductor.bandit.propensity import (
+    QualityTables,
+    floor_probabilities,
+    priced_probabilities,
+)
 from conductor.bandit.targets import (
     TargetState,
     cheapest_mix,
@@ -161,7 +166,7 @@ class ThompsonPolicy:
 
     def __init__(self, params: PolicyParams) -> None:
         self.params = params
-        self._tables: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
+        self._tables = QualityTables()
 
     # -- draws -----------------------------------------------------------------------------
 
@@ -214,35 +219,6 @@ class ThompsonPolicy:
         # Clipped: a very wide (hot) draw means "could be any latency", not an overflow.
         p95 = np.exp(np.minimum(m + Z95 * np.sqrt(sigma2), 50.0)) + extra_ms
         return q, p95
-
-    def _meet_log_probability(self, post: TaskPosterior, extra_ms: np.ndarray, cost: np.ndarray,
-                          c: Constraints) -> np.ndarray:
-        """log P(strategy meets the constraints) under the posterior, for the relaxed choice.
-
-        Quality: the Beta tail; latency: the Student-t predictive of the mean log latency at
-        the posterior-mean sigma; cost: a large penalty growing with the overshoot.
-        """
-        # Log-probabilities, so that two tiny probabilities still rank (no underflow ties).
-        logp = np.zeros(len(post.strategies))
-        if c.min_quality is not None:
-            a, b = post.quality_params()
-            p_q = special.betaincc(a, b, c.min_quality)
-            z_q = (a / (a + b) - c.min_quality) / post.quality_std()
-            logp += np.where(p_q > 1e-300, np.log(np.maximum(p_q, 1e-300)), special.log_ndtr(z_q))
-        if c.max_latency_ms is not None:
-            mu, kappa, la, lb = post.latency_params()
-            room = c.max_latency_ms - extra_ms
-            sigma = np.sqrt(lb / np.maximum(la - 1.0, 0.5))
-            with np.errstate(divide="ignore", invalid="ignore"):
-                z = (np.log(np.maximum(room, 1e-9)) - Z95 * sigma - mu) / np.sqrt(lb / (la * kappa))
-            p_l = special.stdtr(2.0 * la, z)
-            logp += np.where(room > 0, np.where(p_l > 1e-300, np.log(np.maximum(p_l, 1e-300)),
-                                                special.log_ndtr(z)), -1e6)
-        if c.max_cost_usd is not None:
-            over = np.maximum(cost / max(c.max_cost_usd, 1e-300), 1.0)
-            logp -= np.where(cost <= c.max_cost_usd, 0.0, 50.0 + np.log(over))
-        # Ties: prefer the cheaper one.
-        return logp - 1e-9 * cost / (1.0 + cost.max())
 
     @staticmethod
     def _feasible(q: np.ndarray, p95: np.ndarray, cost: np.ndarray, eligible: np.ndarray,
@@ -340,7 +316,7 @@ class ThompsonPolicy:
 
     def relaxed_choice(self, post: TaskPosterior, table: StrategyTable, eligible: np.ndarray,
                        constraints: Constraints, cost: np.ndarray) -> int:
-        p = self._meet_log_probability(post, np.asarray(table.extra_latency_ms), cost, constraints)
+        p = meet_log_probability(post, np.asarray(table.extra_latency_ms), cost, constraints)
         return int(np.argmax(np.where(eligible, p, -np.inf)))
 
     def _held_back(self, post: TaskPosterior, spec: TargetSpec | None,
@@ -349,18 +325,10 @@ class ThompsonPolicy:
         """Strategies the conservative check replaces by ``spec.safe`` right now (judged
         on this prompt's predicted quality when the contextual posterior has one).
 
-        Per prompt, the strategy the greedy choice would take for this prompt
-        (``greedy``, at the predicted means) is not held back when its predicted quality
-        meets the target: serving it does not draw on the surplus in expectation. A
-        prompt's prediction is much less certain than a task type's mean (dozens of
-        weights against one), so mean - std fell below the target for nearly every prompt
-        and the check sent them all to ``safe``, easy prompts too. Measured: on RouterBench's
-        test split warm-started from its train split, per-prompt routing's cost fell from
-        0.53 to 0.43 of GPT-4's (with ``prompt_candidates``); on the generated word world
-        of the tests, from 0.44-0.47 to 0.32-0.40, the target kept in every seed. Exempting
-        every greedy choice, even one predicted below the target, left a seed 0.001 under
-        it. The task-level rule keeps the check for every choice (exempting its greedy mix
-        did not lower the cost)."""
+        Per prompt, the greedy choice (``greedy``, at the predicted means) is not held
+        back when its predicted quality meets the target: it does not draw on the surplus
+        in expectation, while mean - std of a many-weight model is under the target for
+        nearly every prompt, easy ones too (benchmarks/RESULTS.md, "Warm start")."""
         n = len(post.strategies)
         if spec is None or spec.safe < 0 or not eligible[spec.safe]:
             return np.zeros(n, dtype=bool)
@@ -464,7 +432,7 @@ class ThompsonPolicy:
         with P(F_i) = P(q_i >= m) P(p95_i <= L) [cost_i <= C]; the Beta tail is exact and
         the latency term a 64-point quantile quadrature over sigma^2 (error < 0.002).
         Without a floor, "most quality net of priced cost" is a one-dimensional integral
-        (``_priced_probabilities``, error < 0.003 at the usual temperatures), several times
+        (``conductor.bandit.propensity``, error < 0.003 at the usual temperatures), several times
         cheaper than the draws.
         ``mc``: Monte Carlo over the same draws the decision uses; standard error at most
         0.5 / sqrt(n) (0.0079 at 4000). ``auto`` takes ``exact`` where it applies (not with
@@ -532,13 +500,11 @@ class ThompsonPolicy:
                        cost: np.ndarray, extra: np.ndarray, relaxed: Callable[[], int],
                        draws: int | None, method: str,
                        context: PromptContext | None = None) -> np.ndarray:
-        if t > 0 and method != "mc" and context is None:
-            if constraints.min_quality is None:
-                return self._priced_probabilities(post, extra, cost, eligible, constraints, t,
-                                                  relaxed)
-            if len(set(costs := cost[eligible].tolist())) == len(costs):
-                return self._exact_probabilities(post, extra, cost, eligible, constraints, t,
-                                                 relaxed)
+        if t > 0 and method != "mc" and context is None and (
+                constraints.min_quality is None
+                or len(set(costs := cost[eligible].tolist())) == len(costs)):
+            return self._exact_probabilities(post, extra, cost, eligible, constraints, t,
+                                             relaxed)
         if method == "exact" and t > 0:
             raise ValueError("exact propensities with a quality floor need distinct costs")
         n = 1 if t <= 0 else (draws or self.params.propensity_draws)
@@ -576,98 +542,53 @@ class ThompsonPolicy:
             p = p * (cost <= c.max_cost_usd)
         return p
 
-    def _quality_tables(self, post: TaskPosterior, eligible: np.ndarray, t: float,
-                        points: int) -> tuple[np.ndarray, np.ndarray]:
-        """Nodes and CDF values of every strategy's quality draw (``_priced_probabilities``
-        says where the nodes go). Remembered for the last posteriors seen: until a quality
-        reward arrives, every request of a task type reads the same tables."""
-        a, b = post.quality_params()
-        wide = self._wide(post, t, None) if self.params.wide_posterior_trials > 0 else (
-            np.zeros(len(a), dtype=bool))
-        key = b"".join(x.tobytes() for x in (a, b, wide, eligible, np.array([t, points]),
-                                              post.prior["q_a0"], post.prior["q_b0"]))
-        memo = self._tables.get(key)
-        if memo is not None:
-            return memo
-        a, b = a / t, b / t
-        k = (post.prior["q_a0"] + post.prior["q_b0"]) / ((a + b) * t)
-        a2, b2 = a * k, b * k  # a wide posterior's optimistic second draw
-        sd = np.sqrt(a * b / ((a + b) ** 2 * (a + b + 1.0)))
-        mean = a / (a + b)
-        lo, hi = np.maximum(mean - 8.0 * sd, 0.0), np.minimum(mean + 8.0 * sd, 1.0)
-        grid = lo[:, None] + (hi - lo)[:, None] * np.linspace(0.0, 1.0, points)[None, :]
-        grid[:, 0], grid[:, -1] = lo, hi
-        rough = np.flatnonzero(eligible & ((a < 1.0) | (b < 1.0) | wide))
-        if rough.size:
-            half = points // 2 + 1
-            u1, u2 = np.linspace(0.0, 1.0, half), np.linspace(0.0, 1.0, points - half)
-            q1 = special.betaincinv(a[rough, None], b[rough, None], u1[None, :])
-            # A wide posterior's nodes: half at each of its two draws' quantiles.
-            a_, b_ = np.where(wide, a2, a)[rough, None], np.where(wide, b2, b)[rough, None]
-            q2 = special.betaincinv(a_, b_, u2[None, :])
-            grid[rough] = np.sort(np.concatenate((q1, q2), axis=1), axis=1)
-        cdf = special.betainc(a[:, None], b[:, None], grid)
-        if wide.any():
-            cdf = np.where(wide[:, None],
-                           cdf * special.betainc(a2[:, None], b2[:, None], grid), cdf)
-        cdf[:, 0] = np.where(grid[:, 0] <= 0.0, 0.0, cdf[:, 0])
-        cdf[:, -1] = np.where(grid[:, -1] >= 1.0, 1.0, cdf[:, -1])
-        if len(self._tables) >= 64:
-            self._tables.clear()
-        self._tables[key] = (grid, cdf)
-        return grid, cdf
-
-    def _priced_probabilities(self, post: TaskPosterior, extra_ms: np.ndarray,
-                              cost: np.ndarray, eligible: np.ndarray, c: Constraints, t: float,
-                              relaxed: Callable[[], int], points: int = 129) -> np.ndarray:
-        """The rule without a floor (the feasible strategy with the most q - k x cost, k =
-        ``quality_per_usd``) in product-integral form: the draws are independent, so
-
-            P(i) = P(F_i) integral dG_i(x) prod over j != i of
-                   (1 - P(F_j) + P(F_j) G_j(x + k (cost_j - cost_i)))
-
-        (+ P(no F) for the relaxed choice), with G_j the CDF of strategy j's quality draw
-        (for a wide posterior, the larger of two Beta draws: the product of their CDFs) and
-        P(F_j) its chance of passing the latency and cost limits. Each G_j is tabulated on
-        ``points`` nodes and read between them linearly; the integral is the midpoint sum
-        over the cells, weighted by their exact mass. A density that stays finite gets
-        nodes evenly over its mean +- 8 standard deviations; one unbounded at 0 or 1 (a
-        Beta parameter under 1, as a young posterior at a high temperature has) and a wide
-        posterior get them at quantiles, where the mass is. Error against Monte Carlo
-        under 0.003 at temperatures 0.5-2 (tested), up to 0.006 at 7-50 (flat posteriors
-        made nearly two-valued), inside 4,000 draws' 0.008; ties have probability 0."""
-        s = len(post.strategies)
-        grid, cdf = self._quality_tables(post, eligible, t, points)
-        pf = np.where(eligible, self.feasible_probabilities(post, extra_ms, cost, c, t), 0.0)
-        mass = np.diff(cdf, axis=1)  # (S, points - 1)
-        mid = 0.5 * (grid[:, 1:] + grid[:, :-1])
-        live = np.flatnonzero(pf > 0.0)
-        h = np.ones_like(mid)
-        price = self.params.quality_per_usd * cost
-        for j in live:
-            y = mid + (price[j] - price)[:, None]
-            g = np.interp(y.ravel(), grid[j], cdf[j], left=0.0, right=1.0).reshape(y.shape)
-            term = 1.0 - pf[j] + pf[j] * g
-            term[j] = 1.0
-            h *= term
-        probs = np.zeros(s)
-        probs[live] = pf[live] * np.einsum("ij,ij->i", mass[live], h[live])
-        none = float(np.prod(1.0 - pf[eligible]))
-        if none > 1e-12:
-            probs[relaxed()] += none
-        return probs
-
     def _exact_probabilities(self, post: TaskPosterior, extra_ms: np.ndarray, cost: np.ndarray,
                              eligible: np.ndarray, c: Constraints, t: float,
                              relaxed: Callable[[], int]) -> np.ndarray:
+        """Exact propensities (``conductor.bandit.propensity``): with a floor the product
+        form, without one the one-dimensional integral; P(none feasible) to the relaxed
+        choice."""
         pf = np.where(eligible, self.feasible_probabilities(post, extra_ms, cost, c, t), 0.0)
-        order = np.argsort(cost, kind="stable")
-        none_cheaper = np.cumprod(np.concatenate(([1.0], 1.0 - pf[order])))
-        probs = np.zeros(pf.size)
-        probs[order] = pf[order] * none_cheaper[:-1]
-        if none_cheaper[-1] > 1e-12:  # the relaxed choice only matters when it can happen
-            probs[relaxed()] += none_cheaper[-1]
+        if c.min_quality is not None:
+            probs, none = floor_probabilities(pf, cost)
+        else:
+            wide = self._wide(post, t, None) if self.params.wide_posterior_trials > 0 else (
+                np.zeros(len(pf), dtype=bool))
+            grid, cdf = self._tables.get(post, eligible, wide, t)
+            probs = priced_probabilities(grid, cdf, pf, self.params.quality_per_usd * cost)
+            none = float(np.prod(1.0 - pf[eligible]))
+        if none > 1e-12:  # the relaxed choice only matters when it can happen
+            probs[relaxed()] += none
         return probs
+
+def meet_log_probability(post: TaskPosterior, extra_ms: np.ndarray, cost: np.ndarray,
+                         c: Constraints) -> np.ndarray:
+    """log P(strategy meets the constraints) under the posterior, for the relaxed choice.
+
+    Quality: the Beta tail; latency: the Student-t predictive of the mean log latency at
+    the posterior-mean sigma; cost: a large penalty growing with the overshoot.
+    """
+    # Log-probabilities, so that two tiny probabilities still rank (no underflow ties).
+    logp = np.zeros(len(post.strategies))
+    if c.min_quality is not None:
+        a, b = post.quality_params()
+        p_q = special.betaincc(a, b, c.min_quality)
+        z_q = (a / (a + b) - c.min_quality) / post.quality_std()
+        logp += np.where(p_q > 1e-300, np.log(np.maximum(p_q, 1e-300)), special.log_ndtr(z_q))
+    if c.max_latency_ms is not None:
+        mu, kappa, la, lb = post.latency_params()
+        room = c.max_latency_ms - extra_ms
+        sigma = np.sqrt(lb / np.maximum(la - 1.0, 0.5))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = (np.log(np.maximum(room, 1e-9)) - Z95 * sigma - mu) / np.sqrt(lb / (la * kappa))
+        p_l = special.stdtr(2.0 * la, z)
+        logp += np.where(room > 0, np.where(p_l > 1e-300, np.log(np.maximum(p_l, 1e-300)),
+                                            special.log_ndtr(z)), -1e6)
+    if c.max_cost_usd is not None:
+        over = np.maximum(cost / max(c.max_cost_usd, 1e-300), 1.0)
+        logp -= np.where(cost <= c.max_cost_usd, 0.0, 50.0 + np.log(over))
+    # Ties: prefer the cheaper one.
+    return logp - 1e-9 * cost / (1.0 + cost.max())
 
 
 def priced_choice(q: np.ndarray, cost: np.ndarray, feasible: np.ndarray,
