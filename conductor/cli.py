@@ -470,6 +470,12 @@ def calibrate(sources: tuple[Path, ...], output: Path, config_path: Path | None,
     r = result["report"]
     n_pairs = sum(len(v) for v in result["priors"].values())
     click.echo(f"wrote {n_pairs} priors to {output}")
+    context = result.get("context")
+    if context:
+        active = sorted(t for t, m in context["tasks"].items() if m.get("active"))
+        click.echo(f"and per-prompt models for {len(context['tasks'])} task type(s), "
+                   f"predicting better than the task level on: {', '.join(active) or 'none'}"
+                   " (served with [policy] context = true and priors = this file)")
     if r["holdout_observations"]:
         fitted = r['holdout_loglik_per_obs_fitted']
         default = r['holdout_loglik_per_obs_default']

@@ -35,6 +35,7 @@ class LoggedRecord(Struct, kw_only=True):
     error: bool = False
     judge: float | None = None  # the judge's raw score, when it judged this request
     user: float | None = None  # the users' mean rating, when they rated it
+    features: tuple[float, ...] = ()  # the prompt's features, when decided per prompt
 
 
 def _record(decision: dict[str, Any], outcome: dict[str, Any] | None,
@@ -60,7 +61,8 @@ def _record(decision: dict[str, Any], outcome: dict[str, Any] | None,
         latency_ms=outcome.get("latency_ms") if outcome else None,
         output_tokens=outcome.get("output_tokens") if outcome else None,
         error=bool(outcome.get("error")) if outcome else False, quality=quality,
-        judge=judge[-1] if judge else None, user=sum(user) / len(user) if user else None)
+        judge=judge[-1] if judge else None, user=sum(user) / len(user) if user else None,
+        features=tuple(float(x) for x in decision.get("features") or ()))
 
 
 def read_logged(path: str | Path) -> list[LoggedRecord]:

@@ -280,6 +280,8 @@ def calibrate(source: list[LoggedRecord] | World, settings: Settings | None, *,
         policy = settings.policy if settings is not None else PolicyConfig(
             default_strategy="-")
         contexts = fit_contexts(source, priors, policy, cap)
+    elif not isinstance(source, World) and settings is not None:
+        contexts = fit_contexts_from_logs(source, priors, settings, cap)
     report = {"observations": {f"{t}/{s}": len(o.q) for (t, s), o in obs_all.items()},
               "weight_cap": cap, "holdout_fraction": holdout, "holdout_observations": n_obs,
               "holdout_loglik_per_obs_fitted": ll_fit / n_obs if n_obs else None,
@@ -316,6 +318,37 @@ def fit_contexts(world: World, priors: dict[str, dict[str, Prior]], policy: Poli
         model.cap(cap)
         tasks[task] = model.to_dict()
     return {"dim": policy.context_dim, "seed": policy.context_seed, "tasks": tasks}
+
+
+def fit_contexts_from_logs(records: list[LoggedRecord], priors: dict[str, dict[str, Prior]],
+                           settings: Settings, cap: float) -> dict[str, Any] | None:
+    """The per-prompt models from logged traffic: each request teaches the strategy that
+    served it its reward, on the prompt's logged features (bandit feedback, as the live
+    model learns). None when no request logged features of the configured size (they are
+    logged while ``[policy] context`` is on)."""
+    policy = settings.policy
+    size = policy.context_dim + 1
+    names = list(settings.strategies)
+    models: dict[str, tuple[ContextModel, np.ndarray]] = {}
+    for r in records:
+        strategy = r.executed if r.executed in settings.strategies else r.action
+        if (len(r.features) != size or r.quality is None or strategy not in settings.strategies
+                or r.task_type not in settings.task_types):
+            continue
+        if r.task_type not in models:
+            post = TaskPosterior(names, [priors.get(r.task_type, {}).get(n) or Prior(
+                quality_alpha=1.0, quality_beta=1.0, latency_mu=math.log(1000.0))
+                for n in names])
+            models[r.task_type] = (ContextModel.for_task(post, policy), post.quality_mean())
+        model, base = models[r.task_type]
+        model.observe(strategy, np.asarray(r.features), r.quality, 1.0,
+                      baseline=float(base[model.index[strategy]]))
+    if not models:
+        return None
+    for model, _ in models.values():
+        model.cap(cap)
+    return {"dim": policy.context_dim, "seed": policy.context_seed,
+            "tasks": {t: m.to_dict() for t, (m, _) in models.items()}}
 
 
 def _slice_world(w: World, s: slice) -> World:

@@ -294,3 +294,46 @@ def test_serve_starts_per_prompt_routing_from_calibrated_models(tmp_path) -> Non
         warm.settings.policy, context_dim=32))
     with pytest.raises(ConfigError, match="fitted with context_dim 64"):
         Conductor(bad)
+
+
+def test_calibrate_fits_the_per_prompt_models_from_logged_traffic(tmp_path) -> None:
+    # Traffic served per prompt logs each prompt's features; calibrate learns the per-prompt
+    # models from it (each request teaches the strategy that served it), and a new router
+    # started from that file sends easy prompts cheap from its first requests.
+    from conductor.replay.logs import read_logged
+    from conductor.replay.offline import calibrate, write_priors
+    from conductor.storage.sqlite import SQLiteStore
+
+    db = tmp_path / "served.db"
+    served = _per_prompt_conductor(tmp_path, SQLiteStore(db))
+    rng = np.random.default_rng(12)
+    for _ in range(1500):
+        served.complete(_prompt(rng)[0], task_type="chat")
+    served.close()
+    result = calibrate(read_logged(db), served.settings, cap=300)
+    chat = result["context"]["tasks"]["chat"]
+    assert max(chat["n"]) == 300.0 and sum(chat["n"]) > 300.0  # capped; both strategies
+    priors = tmp_path / "priors.json"
+    write_priors(result, priors)
+    settings = served.settings
+    warm = Conductor(msgspec.structs.replace(settings, policy=msgspec.structs.replace(
+        settings.policy, priors=str(priors))), seed=3)
+    model = warm.learner.contexts["chat"]
+    cheap = model.index["cheap"]
+    easy = model.predict(warm.decider.featurizer("refund my order parcel please help"))[0]
+    hard = model.predict(warm.decider.featurizer("eigenvalue theorem lemma proof please"))[0]
+    print("cheap predicted on an easy prompt", easy[cheap], "on a hard one", hard[cheap],
+          "active", model.active)
+    assert easy[cheap] > 0.8 and hard[cheap] < easy[cheap] - 0.3
+    shares = {}
+    for name, c in (("warm", warm), ("cold", _per_prompt_conductor(tmp_path))):
+        rng = np.random.default_rng(6)
+        easy_cheap = []
+        for _ in range(150):
+            text, is_hard = _prompt(rng)
+            strategy = c.complete(text, task_type="chat").outcome.strategy
+            if not is_hard:
+                easy_cheap.append(strategy == "cheap")
+        shares[name] = float(np.mean(easy_cheap))
+    print("easy prompts served cheap in the first 150:", shares)
+    assert shares["warm"] > 0.7 and shares["warm"] > shares["cold"] + 0.3
