@@ -14,10 +14,20 @@ import numpy as np
 from conductor.bandit.context import ContextModel
 from conductor.bandit.features import Featurizer
 from conductor.bandit.ope import evaluate
-from conductor.bandit.policy import ThompsonPolicy, eligible_mask
+from conductor.bandit.policy import (
+    PromptContext,
+    ThompsonPolicy,
+    eligible_mask,
+    predict_costs,
+    prompt_candidates,
+)
 from conductor.bandit.posterior import PosteriorState, Prior, TaskPosterior
 from conductor.bandit.priors import build_priors, build_strategy_table, policy_params
-from conductor.coefficients import configured_coefficients, load_coefficients
+from conductor.coefficients import (
+    configured_coefficients,
+    load_coefficients,
+    warm_start_contexts,
+)
 from conductor.config import PolicyConfig, Settings
 from conductor.errors import InvalidRequestError
 from conductor.evaluators.calibration import JudgeErrorRates
@@ -41,6 +51,7 @@ class Candidate:
     temperature: float | None = None
     min_quality: float | None = None
     priors: str | None = None
+    context: bool = False  # decide per prompt, on the logged features
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -53,7 +64,7 @@ class Candidate:
             if "=" not in part:
                 raise InvalidRequestError(
                     f"policy {spec!r}: expected key=value pairs (strategy=, temperature=, "
-                    "min_quality=, priors=) or 'random'", field="policy")
+                    "min_quality=, priors=, context=) or 'random'", field="policy")
             key, value = (x.strip() for x in part.split("=", 1))
             try:
                 if key == "strategy":
@@ -64,10 +75,15 @@ class Candidate:
                     c.min_quality = float(value)
                 elif key == "priors":
                     c.priors = value
+                elif key == "context" and value.lower() in ("true", "1", "false", "0"):
+                    c.context = value.lower() in ("true", "1")
+                elif key == "context":
+                    raise InvalidRequestError(f"policy {spec!r}: context must be true or "
+                                              "false", field="policy")
                 else:
                     raise InvalidRequestError(f"policy {spec!r}: unknown key {key!r}; known: "
-                                              "strategy, temperature, min_quality, priors",
-                                              field="policy")
+                                              "strategy, temperature, min_quality, priors, "
+                                              "context", field="policy")
             except ValueError:
                 raise InvalidRequestError(f"policy {spec!r}: {key} must be a number",
                                           field="policy") from None
@@ -148,6 +164,12 @@ def _candidate_probabilities(cand: Candidate, records: list[LoggedRecord], setti
     policy = ThompsonPolicy(policy_params(settings.policy))
     rng = np.random.default_rng(seed)
     gamma = settings.policy.gamma()
+    # Per prompt: the live router's contextual models, learned from the log as it goes
+    # (and started from [policy] priors' models, as the router is), on logged features.
+    contexts = {t: ContextModel.for_task(tp, settings.policy)
+                for t, tp in post.tasks.items()} if cand.context else {}
+    warm_start_contexts(contexts, settings.policy)
+    size = settings.policy.context_dim + 1
     for i, r in enumerate(records):
         tp = post[r.task_type]
         el = eligible_mask(names, settings.strategies_for(r.task_type))
@@ -156,11 +178,22 @@ def _candidate_probabilities(cand: Candidate, records: list[LoggedRecord], setti
                         max_cost_usd=r.max_cost_usd)
         t = cand.temperature if cand.temperature is not None else settings.temperature(
             r.task_type)
-        pi[i] = policy.choice_probabilities(tp, table, el, c, r.input_tokens, t, rng)
+        model = contexts.get(r.task_type) if len(r.features) == size else None
+        z = np.asarray(r.features) if model is not None else None
+        context = None
+        if model is not None and z is not None and model.active:
+            mean, var, _ = model.predict(z)
+            context = PromptContext(mean=mean, var=var, candidates=prompt_candidates(
+                tp, predict_costs(table, tp, r.input_tokens), el))
+        pi[i] = policy.choice_probabilities(tp, table, el, c, r.input_tokens, t, rng,
+                                            context=context)
         strategy = r.executed if r.executed in tp.index else r.action
         tp.observe_outcome(strategy, None if r.error else r.latency_ms,
                            None if r.error else r.output_tokens, None, gamma)
         if r.quality is not None:
+            if model is not None and z is not None:
+                model.observe(strategy, z, r.quality, gamma,
+                              baseline=float(tp.quality_mean()[tp.index[strategy]]))
             tp.observe_reward(strategy, r.quality)
     return pi
 

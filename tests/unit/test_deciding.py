@@ -337,3 +337,28 @@ def test_calibrate_fits_the_per_prompt_models_from_logged_traffic(tmp_path) -> N
         shares[name] = float(np.mean(easy_cheap))
     print("easy prompts served cheap in the first 150:", shares)
     assert shares["warm"] > 0.7 and shares["warm"] > shares["cold"] + 0.3
+
+
+def test_compare_evaluates_a_per_prompt_candidate_on_the_logged_features(tmp_path) -> None:
+    # Off the log of per-prompt traffic, a per-prompt candidate (it learns the contextual
+    # models from the log as the router did) is estimated to keep quality that the same
+    # policy deciding per task type loses: on hard prompts the cheap model fails.
+    from conductor.replay.logs import read_logged
+    from conductor.replay.offline import Candidate, compare
+    from conductor.storage.sqlite import SQLiteStore
+
+    db = tmp_path / "served.db"
+    served = _per_prompt_conductor(tmp_path, SQLiteStore(db))
+    rng = np.random.default_rng(12)
+    for _ in range(1500):
+        served.complete(_prompt(rng)[0], task_type="chat")
+    served.close()
+    specs = ["temperature=0.5", "temperature=0.5,context=true"]
+    res = compare(read_logged(db), served.settings, [Candidate.parse(s) for s in specs],
+                  resamples=200)
+    task_level, per_prompt = (res[s]["quality"].snips.value for s in specs)
+    logged = res["logged"]["quality"].snips.value
+    print("estimated quality: logged", logged, "task level", task_level,
+          "per prompt", per_prompt)
+    assert per_prompt > task_level + 0.02
+    assert abs(per_prompt - logged) < 0.05  # it is, near enough, the policy that logged
