@@ -296,12 +296,8 @@ def test_serve_starts_per_prompt_routing_from_calibrated_models(tmp_path) -> Non
         Conductor(bad)
 
 
-def test_calibrate_fits_the_per_prompt_models_from_logged_traffic(tmp_path) -> None:
-    # Traffic served per prompt logs each prompt's features; calibrate learns the per-prompt
-    # models from it (each request teaches the strategy that served it), and a new router
-    # started from that file sends easy prompts cheap from its first requests.
-    from conductor.replay.logs import read_logged
-    from conductor.replay.offline import calibrate, write_priors
+def _served_per_prompt(tmp_path):
+    """1,500 requests served per prompt on the word world, logged to a SQLite file."""
     from conductor.storage.sqlite import SQLiteStore
 
     db = tmp_path / "served.db"
@@ -310,6 +306,17 @@ def test_calibrate_fits_the_per_prompt_models_from_logged_traffic(tmp_path) -> N
     for _ in range(1500):
         served.complete(_prompt(rng)[0], task_type="chat")
     served.close()
+    return db, served
+
+
+def test_calibrate_fits_the_per_prompt_models_from_logged_traffic(tmp_path) -> None:
+    # Traffic served per prompt logs each prompt's features; calibrate learns the per-prompt
+    # models from it (each request teaches the strategy that served it), and a new router
+    # started from that file sends easy prompts cheap from its first requests.
+    from conductor.replay.logs import read_logged
+    from conductor.replay.offline import calibrate, write_priors
+
+    db, served = _served_per_prompt(tmp_path)
     result = calibrate(read_logged(db), served.settings, cap=300)
     chat = result["context"]["tasks"]["chat"]
     assert max(chat["n"]) == 300.0 and sum(chat["n"]) > 300.0  # capped; both strategies
@@ -345,14 +352,8 @@ def test_compare_evaluates_a_per_prompt_candidate_on_the_logged_features(tmp_pat
     # policy deciding per task type loses: on hard prompts the cheap model fails.
     from conductor.replay.logs import read_logged
     from conductor.replay.offline import Candidate, compare
-    from conductor.storage.sqlite import SQLiteStore
 
-    db = tmp_path / "served.db"
-    served = _per_prompt_conductor(tmp_path, SQLiteStore(db))
-    rng = np.random.default_rng(12)
-    for _ in range(1500):
-        served.complete(_prompt(rng)[0], task_type="chat")
-    served.close()
+    db, served = _served_per_prompt(tmp_path)
     specs = ["temperature=0.5", "temperature=0.5,context=true"]
     res = compare(read_logged(db), served.settings, [Candidate.parse(s) for s in specs],
                   resamples=200)
