@@ -446,7 +446,8 @@ def replay(worlds: tuple[Path, ...], quality_bar: float, seeds: int, judge_noise
 def calibrate(sources: tuple[Path, ...], output: Path, config_path: Path | None,
               weight_cap: float) -> None:
     """Fit priors (quality, latency, output tokens per task type and strategy) from logs
-    or outcome tables, with capped weight, and check them on the last 20%.
+    or outcome tables, with capped weight, and check them on held-out data (the last 20% of
+    logged requests, a random 20% of a table's rows).
 
     Example: conductor calibrate --log-file traffic.jsonl --output priors.json
     """
@@ -482,7 +483,7 @@ def calibrate(sources: tuple[Path, ...], output: Path, config_path: Path | None,
         verdict = ("the fitted priors predict it better" if fitted > default else
                    "the defaults predict it as well or better: keep them, or log more")
         click.echo(f"held-out log-likelihood per observation ({r['holdout_observations']} "
-                   f"observations, the last 20%; higher is better): fitted {fitted:.4f}, "
+                   f"observations, {r['holdout']}; higher is better): fitted {fitted:.4f}, "
                    f"defaults {default:.4f}: {verdict}")
     rates = result.get("judge_error_rates")
     if rates is not None and not rates:

@@ -276,13 +276,16 @@ def _loglik(p: Prior, o: _Obs) -> tuple[float, int]:
 
 def calibrate(source: list[LoggedRecord] | World, settings: Settings | None, *,
               cap: float = 20.0, holdout: float = 0.2) -> dict[str, Any]:
-    """Fitted priors and a held-out check (last ``holdout`` of the data) against the
-    defaults. Returns {"priors": {task: {strategy: Prior}}, "report": {...}}."""
+    """Fitted priors and a held-out check against the defaults: on logs the last
+    ``holdout`` of the requests (what comes next), on outcome tables a seeded random
+    ``holdout`` of the rows (tables have no order: the last rows of several concatenated
+    tables would be one table's). Returns {"priors": {task: {strategy: Prior}},
+    "report": {...}}."""
     if isinstance(source, World):
         n = len(source.ids)
         cut = int(n * (1 - holdout))
-        fit_world = _slice_world(source, slice(0, cut))
-        test_world = _slice_world(source, slice(cut, n))
+        rows = np.random.default_rng(0).permutation(n)
+        fit_world, test_world = _take_world(source, rows[:cut]), _take_world(source, rows[cut:])
         obs_fit, obs_all = _observations_from_world(fit_world), _observations_from_world(source)
         obs_test = _observations_from_world(test_world)
     else:
@@ -317,6 +320,9 @@ def calibrate(source: list[LoggedRecord] | World, settings: Settings | None, *,
         contexts = fit_contexts_from_logs(source, priors, settings, cap)
     report = {"observations": {f"{t}/{s}": len(o.q) for (t, s), o in obs_all.items()},
               "weight_cap": cap, "holdout_fraction": holdout, "holdout_observations": n_obs,
+              "holdout": (f"a random {holdout:.0%} of the rows" if isinstance(source, World)
+                          else f"the last {holdout:.0%} of the requests"),
+              "holdout_task_types": sorted({t for t, _ in obs_test}),
               "holdout_loglik_per_obs_fitted": ll_fit / n_obs if n_obs else None,
               "holdout_loglik_per_obs_default": ll_def / n_obs if n_obs else None}
     out: dict[str, Any] = {"priors": priors, "report": report}
@@ -384,9 +390,10 @@ def fit_contexts_from_logs(records: list[LoggedRecord], priors: dict[str, dict[s
             "tasks": {t: m.to_dict() for t, (m, _) in models.items()}}
 
 
-def _slice_world(w: World, s: slice) -> World:
-    return World(ids=w.ids[s], task_types=w.task_types[s], models=w.models,
-                 quality=w.quality[s], cost=w.cost[s], latency_ms=w.latency_ms[s])
+def _take_world(w: World, rows: np.ndarray) -> World:
+    return World(ids=[w.ids[i] for i in rows], task_types=[w.task_types[i] for i in rows],
+                 models=w.models, quality=w.quality[rows], cost=w.cost[rows],
+                 latency_ms=w.latency_ms[rows])
 
 
 # -- tune ---------------------------------------------------------------------------------

@@ -317,3 +317,18 @@ def test_calibrate_warm_starts_per_prompt_routing_from_a_table_with_prompts(
           "warm", warm["quality_vs_strongest"], warm["cost_vs_strongest"])
     assert warm["quality_vs_strongest"] >= 0.95
     assert warm["cost_vs_strongest"] < 0.7 * cold["cost_vs_strongest"]
+
+
+def test_calibrate_holds_out_a_random_part_of_several_tables(tmp_path: Path,
+                                                              world_file: Path) -> None:
+    # Tables have no order: the check's held-out rows come from both tables, not from the
+    # tail of the last one (which here has only task type "qa").
+    other = _many_models_world(tmp_path / "qa.jsonl", 300, seed=1)
+    out = tmp_path / "p.json"
+    r = CliRunner().invoke(main, ["calibrate", "--log-file", str(world_file), "--log-file",
+                                  str(other), "--output", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "a random 20% of the rows" in r.output
+    report = msgspec.json.decode(out.read_bytes())["report"]
+    assert report["holdout_task_types"] == ["easy", "hard", "qa"]
+
