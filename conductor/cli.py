@@ -17,7 +17,7 @@ import click
 import msgspec
 import numpy as np
 
-from conductor.coefficients import configured_coefficients
+from conductor.coefficients import configured_priors
 from conductor.config import default_settings, load_settings
 from conductor.errors import ConductorError, ConfigError, InvalidRequestError, StorageError
 from conductor.replay.demo import DemoWorkload
@@ -170,7 +170,7 @@ def serve(config_path: Path | None, host: str, port: int, workers: int,
     from conductor.service.app import serve_default_settings
 
     settings = load_settings(config_path) if config_path else serve_default_settings()
-    configured_coefficients(settings)  # a bad [policy] priors file: one line, here
+    configured_priors(settings)  # a bad [policy] priors file: one line, here
     # Open the database once here, so a bad path is one line, not a failed startup.
     open_database(db_path or database_of(settings), store_text=settings.storage.store_text,
                   check=not skip_db_check, pool_size=2).close()
@@ -267,13 +267,14 @@ def _progress(total: int, label: str) -> Any:
     return Lines()
 
 
-def _world_priors(path: Path, world: Any) -> dict[str, dict[str, Any]]:
-    """A calibrate priors file for a replayed world: every task type and model in it must
-    be the world's (a misspelled name is an error naming it, never silently ignored)."""
-    from conductor.coefficients import load_coefficients
+def _world_priors(path: Path, world: Any) -> tuple[dict[str, dict[str, Any]], Any]:
+    """A calibrate priors file for a replayed world, and the per-prompt models in it: every
+    task type and model must be the world's (a misspelled name is an error naming it,
+    never silently ignored)."""
+    from conductor.coefficients import read_priors_file
 
     try:
-        priors = load_coefficients(path)
+        priors, context = read_priors_file(path)
     except ConfigError as exc:
         raise InvalidRequestError(str(exc), field="priors") from None
     for task, row in priors.items():
@@ -284,7 +285,7 @@ def _world_priors(path: Path, world: Any) -> dict[str, dict[str, Any]]:
         if unknown:
             raise InvalidRequestError(f"{path}: {task}: model(s) {', '.join(unknown)} are "
                                       "not in the world", field="priors")
-    return priors
+    return priors, context
 
 
 def _replay_log(path: Path, json_out: Path | None, config_path: Path | None) -> None:
@@ -406,19 +407,15 @@ def replay(worlds: tuple[Path, ...], quality_bar: float, seeds: int, judge_noise
                                           field="constraints")
             if "min_quality" in c:
                 floors[task] = c["min_quality"]
-    priors = _world_priors(priors_file, world) if priors_file is not None else {}
-    context_priors = None
-    if priors_file is not None:
-        from conductor.coefficients import load_context_priors
-
-        context_priors = load_context_priors(priors_file)
+    priors, context_priors = (_world_priors(priors_file, world) if priors_file is not None
+                              else ({}, None))
     cfg = ReplayConfig(quality_bar=quality_bar, seeds=seeds, judge_noise=judge_noise,
                        judge_flip=judge_flip, judge_false_positive=judge_false_positive,
                        judge_false_negative=judge_false_negative,
                        judge_length_bias=judge_length_bias, judge_cost=judge_cost,
                        user_feedback_rate=user_feedback_rate,
                        user_feedback_delay=user_feedback_delay, max_latency_ms=max_latency_ms,
-                       min_quality=floors, priors=priors, context_priors=context_priors or {},
+                       min_quality=floors, priors=priors, context_priors=context_priors,
                        priors_from=str(priors_file) if priors_file is not None else None)
     total = seeds * len(default_policies(world, cfg)) + 4 * len(cfg.sweep)
     with _progress(total, "replaying") as bar:
@@ -473,8 +470,8 @@ def calibrate(sources: tuple[Path, ...], output: Path, config_path: Path | None,
     click.echo(f"wrote {n_pairs} priors to {output}")
     context = result.get("context")
     if context:
-        active = sorted(t for t, m in context["tasks"].items() if m.get("active"))
-        click.echo(f"and per-prompt models for {len(context['tasks'])} task type(s), "
+        active = sorted(t for t, m in context.tasks.items() if m.get("active"))
+        click.echo(f"and per-prompt models for {len(context.tasks)} task type(s), "
                    f"predicting better than the task level on: {', '.join(active) or 'none'}"
                    " (served with [policy] context = true and priors = this file)")
     if r["holdout_observations"]:

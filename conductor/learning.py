@@ -25,7 +25,7 @@ from conductor.bandit.context import ContextModel
 from conductor.bandit.posterior import PosteriorState
 from conductor.bandit.priors import Coefficients
 from conductor.bandit.targets import TargetState
-from conductor.coefficients import warm_start_contexts
+from conductor.coefficients import ContextPriors, start_contexts
 from conductor.config import Settings
 from conductor.errors import InvalidRequestError, NotFoundError
 from conductor.evaluators.calibration import JudgeCalibration
@@ -184,10 +184,12 @@ class Learner:
         priors: per (task type, strategy), from ``conductor.bandit.priors.build_priors``.
         store: where events are logged and restored from.
         clock: wall-clock seconds.
+        warm: per-prompt models fitted offline, to start from (``[policy] priors``).
     """
 
     def __init__(self, settings: Settings, priors: Coefficients, store: LogStore, *,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 warm: ContextPriors | None = None) -> None:
         self.settings = settings
         self.store = store
         self.clock = clock
@@ -196,7 +198,7 @@ class Learner:
         p = settings.policy
         self.contexts = {t: ContextModel.for_task(post, p)
                          for t, post in self.posteriors.tasks.items()} if p.context else {}
-        warm_start_contexts(self.contexts, p)  # before restore: a snapshot replaces it
+        start_contexts(self.contexts, warm, p)  # before restore: a snapshot replaces it
         self.target_gamma = settings.target_gamma()
         self.calibrations = {t: JudgeCalibration(min_pairs=settings.judge.min_calibration_pairs)
                              for t in settings.task_types}

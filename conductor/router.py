@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from conductor.bandit.priors import Coefficients, build_priors
-from conductor.coefficients import configured_coefficients
+from conductor.coefficients import configured_priors
 from conductor.config import Settings, default_settings, load_settings
 from conductor.deciding import Decider, Pending, make_request
 from conductor.errors import RateLimitedError, StorageError
@@ -93,9 +93,9 @@ class Conductor:
         self.log_store: LogStore = open_store(log_store, settings)
         self.dry_run = dry_run
         self.clock = clock
-        priors = build_priors(settings, configured_coefficients(settings)
-                              if coefficients is None else coefficients)
-        self.learner = Learner(settings, priors, self.log_store, clock=clock)
+        fitted, warm = configured_priors(settings)
+        priors = build_priors(settings, fitted if coefficients is None else coefficients)
+        self.learner = Learner(settings, priors, self.log_store, clock=clock, warm=warm)
         self.health = Health(settings)
         self.upstream = Upstream(settings, providers if providers is not None
                                  else open_providers(settings), self.health)

@@ -561,6 +561,7 @@ class ThompsonPolicy:
             probs[relaxed()] += none
         return probs
 
+
 def meet_log_probability(post: TaskPosterior, extra_ms: np.ndarray, cost: np.ndarray,
                          c: Constraints) -> np.ndarray:
     """log P(strategy meets the constraints) under the posterior, for the relaxed choice.

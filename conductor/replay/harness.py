@@ -21,6 +21,7 @@ import numpy as np
 from msgspec import Struct
 
 from conductor.bandit.posterior import Prior
+from conductor.coefficients import ContextPriors
 from conductor.replay.policies import (
     UCB1,
     AlwaysModel,
@@ -56,7 +57,7 @@ class ReplayConfig(Struct, kw_only=True):
     priors_from: str | None = None  # where they came from, for the report
     # and the per-prompt models fitted with them (``conductor calibrate`` on a table with
     # prompts): per-prompt routing starts from these
-    context_priors: dict[str, Any] = {}
+    context_priors: ContextPriors | None = None
 
 
 def strongest_model(world: World) -> str:
@@ -228,7 +229,7 @@ def default_policies(world: World, cfg: ReplayConfig) -> list[Callable[[], Repla
     if any(world.prompts):  # per-prompt routing needs the prompts' text
         out.append(partial(ConductorPolicy, cfg.default_temperature,
                            max_latency_ms=cfg.max_latency_ms, reference=ref, context=True,
-                           priors=priors, context_priors=cfg.context_priors or None,
+                           priors=priors, context_priors=cfg.context_priors,
                            name="conductor, per prompt"))
     out += [partial(AlwaysModel, m) for m in world.models]
     out += [RandomPolicy, EpsilonGreedy, UCB1, BestFixedPerTask, Oracle]

@@ -24,9 +24,10 @@ from conductor.bandit.policy import (
 from conductor.bandit.posterior import PosteriorState, Prior, TaskPosterior
 from conductor.bandit.priors import build_priors, build_strategy_table, policy_params
 from conductor.coefficients import (
-    configured_coefficients,
-    load_coefficients,
-    warm_start_contexts,
+    ContextPriors,
+    configured_priors,
+    read_priors_file,
+    start_contexts,
 )
 from conductor.config import PolicyConfig, Settings
 from conductor.errors import InvalidRequestError
@@ -157,18 +158,18 @@ def _candidate_probabilities(cand: Candidate, records: list[LoggedRecord], setti
             pi[i] = el / el.sum()
         return pi
     # A Thompson candidate that learns from the logged traffic as it goes.
-    coefficients = (load_coefficients(cand.priors, settings) if cand.priors
-                    else configured_coefficients(settings))
+    coefficients, warm = (read_priors_file(cand.priors, settings) if cand.priors
+                          else configured_priors(settings))
     post = PosteriorState(build_priors(settings, coefficients))
     table = build_strategy_table(settings)
     policy = ThompsonPolicy(policy_params(settings.policy))
     rng = np.random.default_rng(seed)
     gamma = settings.policy.gamma()
     # Per prompt: the live router's contextual models, learned from the log as it goes
-    # (and started from [policy] priors' models, as the router is), on logged features.
+    # (and started from the priors file's models, as the router is), on logged features.
     contexts = {t: ContextModel.for_task(tp, settings.policy)
                 for t, tp in post.tasks.items()} if cand.context else {}
-    warm_start_contexts(contexts, settings.policy)
+    start_contexts(contexts, warm, settings.policy)
     size = settings.policy.context_dim + 1
     for i, r in enumerate(records):
         tp = post[r.task_type]
@@ -234,10 +235,15 @@ def _observations_from_world(world: World) -> dict[tuple[str, str], _Obs]:
     return out
 
 
+def _flat_prior() -> Prior:
+    """What a (task type, strategy) starts from when neither config nor data says more."""
+    return Prior(quality_alpha=1.0, quality_beta=1.0, latency_mu=math.log(1000.0))
+
+
 def fit_prior(o: _Obs, default: Prior | None, cap: float) -> Prior:
     """A prior from observations, with weight capped at ``cap`` pseudo-observations so
     online learning can still move it."""
-    base = default or Prior(quality_alpha=1.0, quality_beta=1.0, latency_mu=math.log(1000.0))
+    base = default or _flat_prior()
     qa, qb = base.quality_alpha, base.quality_beta
     if o.q:
         m = min(0.99, max(0.01, float(np.mean(o.q))))
@@ -299,8 +305,7 @@ def calibrate(source: list[LoggedRecord] | World, settings: Settings | None, *,
     ll_fit = ll_def = 0.0
     n_obs = 0
     for key, o in obs_test.items():
-        d = defaults.get(key[0], {}).get(key[1]) or Prior(
-            quality_alpha=1.0, quality_beta=1.0, latency_mu=math.log(1000.0))
+        d = defaults.get(key[0], {}).get(key[1]) or _flat_prior()
         f = fitted_check.get(key, d)
         lf, nf = _loglik(f, o)
         ld, _ = _loglik(d, o)
@@ -331,63 +336,64 @@ def calibrate(source: list[LoggedRecord] | World, settings: Settings | None, *,
     return out
 
 
+def _context_model(names: list[str], priors: dict[str, Prior],
+                   policy: PolicyConfig) -> tuple[ContextModel, np.ndarray]:
+    """A task type's per-prompt model whose prior is the task-level prior just fitted, and
+    that prior's mean quality per strategy (what each reward is first scored against, so
+    the saved model says whether the prompt's words predicted better, ``active``, as the
+    live one does)."""
+    post = TaskPosterior(names, [priors.get(n) or _flat_prior() for n in names])
+    return ContextModel.for_task(post, policy), post.quality_mean()
+
+
+def _context_priors(models: dict[str, ContextModel], policy: PolicyConfig,
+                    cap: float) -> ContextPriors:
+    for model in models.values():
+        model.cap(cap)
+    return ContextPriors(dim=policy.context_dim, seed=policy.context_seed,
+                         tasks={t: m.to_dict() for t, m in models.items()})
+
+
 def fit_contexts(world: World, priors: dict[str, dict[str, Prior]], policy: PolicyConfig,
-                 cap: float) -> dict[str, Any]:
-    """Per task type, the per-prompt quality model (``ContextModel``) fitted on every
-    outcome of an outcome table with prompts (each row teaches every model's outcome:
-    full information, as no online learner gets), its evidence capped at ``cap`` rewards
-    per strategy. Its prior is the task-level prior just fitted, and each reward is first
-    scored against it, so the saved model says whether the prompt's words predicted
-    better than the task level (``active``) as the live one does."""
+                 cap: float) -> ContextPriors:
+    """Per task type, the per-prompt quality model fitted on every outcome of an outcome
+    table with prompts (each row teaches every model's outcome: full information, as no
+    online learner gets), its evidence capped at ``cap`` rewards per strategy."""
     featurize = Featurizer(policy.context_dim, policy.context_seed)
-    tasks: dict[str, Any] = {}
+    models: dict[str, ContextModel] = {}
     for task in world.tasks():
-        rows = np.flatnonzero(world.task_index(task))
-        post = TaskPosterior(world.models, [priors.get(task, {}).get(m) or Prior(
-            quality_alpha=1.0, quality_beta=1.0, latency_mu=math.log(1000.0))
-            for m in world.models])
-        model = ContextModel.for_task(post, policy)
-        base = post.quality_mean()
-        for i in rows:
+        model, base = _context_model(world.models, priors.get(task, {}), policy)
+        for i in np.flatnonzero(world.task_index(task)):
             z = featurize(world.prompts[i])
             for j, m in enumerate(world.models):
-                q = world.quality[i, j]
-                if not np.isnan(q):
-                    model.observe(m, z, float(q), 1.0, baseline=float(base[j]))
-        model.cap(cap)
-        tasks[task] = model.to_dict()
-    return {"dim": policy.context_dim, "seed": policy.context_seed, "tasks": tasks}
+                if not np.isnan(world.quality[i, j]):
+                    model.observe(m, z, float(world.quality[i, j]), 1.0,
+                                  baseline=float(base[j]))
+        models[task] = model
+    return _context_priors(models, policy, cap)
 
 
 def fit_contexts_from_logs(records: list[LoggedRecord], priors: dict[str, dict[str, Prior]],
-                           settings: Settings, cap: float) -> dict[str, Any] | None:
+                           settings: Settings, cap: float) -> ContextPriors | None:
     """The per-prompt models from logged traffic: each request teaches the strategy that
     served it its reward, on the prompt's logged features (bandit feedback, as the live
     model learns). None when no request logged features of the configured size (they are
     logged while ``[policy] context`` is on)."""
     policy = settings.policy
-    size = policy.context_dim + 1
     names = list(settings.strategies)
     models: dict[str, tuple[ContextModel, np.ndarray]] = {}
     for r in records:
         strategy = r.executed if r.executed in settings.strategies else r.action
-        if (len(r.features) != size or r.quality is None or strategy not in settings.strategies
-                or r.task_type not in settings.task_types):
+        if (len(r.features) != policy.context_dim + 1 or r.quality is None
+                or strategy not in settings.strategies or r.task_type not in settings.task_types):
             continue
         if r.task_type not in models:
-            post = TaskPosterior(names, [priors.get(r.task_type, {}).get(n) or Prior(
-                quality_alpha=1.0, quality_beta=1.0, latency_mu=math.log(1000.0))
-                for n in names])
-            models[r.task_type] = (ContextModel.for_task(post, policy), post.quality_mean())
+            models[r.task_type] = _context_model(names, priors.get(r.task_type, {}), policy)
         model, base = models[r.task_type]
         model.observe(strategy, np.asarray(r.features), r.quality, 1.0,
                       baseline=float(base[model.index[strategy]]))
-    if not models:
-        return None
-    for model, _ in models.values():
-        model.cap(cap)
-    return {"dim": policy.context_dim, "seed": policy.context_seed,
-            "tasks": {t: m.to_dict() for t, (m, _) in models.items()}}
+    return _context_priors({t: m for t, (m, _) in models.items()}, policy, cap) if (
+        models) else None
 
 
 def _take_world(w: World, rows: np.ndarray) -> World:

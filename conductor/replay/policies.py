@@ -8,7 +8,7 @@ mean qualities (``min_quality``).
 from __future__ import annotations
 
 import math
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -25,6 +25,7 @@ from conductor.bandit.policy import (
 from conductor.bandit.posterior import Prior, TaskPosterior
 from conductor.bandit.priors import policy_params
 from conductor.bandit.targets import TargetState
+from conductor.coefficients import ContextPriors, start_contexts
 from conductor.config import PolicyConfig
 from conductor.evaluators.calibration import JudgeErrorRates
 from conductor.replay.world import World
@@ -62,7 +63,7 @@ class ConductorPolicy:
                  priors: dict[str, dict[str, Prior]] | None = None,
                  reference: str | None = None, floors: bool = False,
                  params: PolicyConfig | None = None, context: bool | None = None,
-                 context_priors: dict[str, Any] | None = None) -> None:
+                 context_priors: ContextPriors | None = None) -> None:
         self.t = temperature
         self.name = name or f"conductor(t={temperature:g})"
         self.prior_quality = prior_quality
@@ -130,11 +131,7 @@ class ConductorPolicy:
             p = self.params
             self.contexts = {task: ContextModel.for_task(self.posts[task], p)
                              for task in world.tasks()}
-            warm = self.context_priors
-            if warm and (warm["dim"], warm["seed"]) == (p.context_dim, p.context_seed):
-                for task, model in self.contexts.items():
-                    if task in warm["tasks"]:
-                        model.load(warm["tasks"][task])
+            start_contexts(self.contexts, self.context_priors, p)
 
     def spec(self, task: str, eligible: np.ndarray) -> TargetSpec | None:
         return None if self.floors else self.policy.target_spec(

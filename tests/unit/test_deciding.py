@@ -318,7 +318,7 @@ def test_calibrate_fits_the_per_prompt_models_from_logged_traffic(tmp_path) -> N
 
     db, served = _served_per_prompt(tmp_path)
     result = calibrate(read_logged(db), served.settings, cap=300)
-    chat = result["context"]["tasks"]["chat"]
+    chat = result["context"].tasks["chat"]
     assert max(chat["n"]) == 300.0 and sum(chat["n"]) > 300.0  # capped; both strategies
     priors = tmp_path / "priors.json"
     write_priors(result, priors)
