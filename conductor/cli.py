@@ -17,7 +17,7 @@ import click
 import msgspec
 import numpy as np
 
-from conductor.coefficients import configured_priors
+from conductor.coefficients import ContextPriors, configured_priors
 from conductor.config import default_settings, load_settings
 from conductor.errors import ConductorError, ConfigError, InvalidRequestError, StorageError
 from conductor.replay.demo import DemoWorkload
@@ -267,7 +267,8 @@ def _progress(total: int, label: str) -> Any:
     return Lines()
 
 
-def _world_priors(path: Path, world: Any) -> tuple[dict[str, dict[str, Any]], Any]:
+def _world_priors(path: Path, world: Any) -> tuple[dict[str, dict[str, Any]],
+                                                   ContextPriors | None]:
     """A calibrate priors file for a replayed world, and the per-prompt models in it: every
     task type and model must be the world's (a misspelled name is an error naming it,
     never silently ignored)."""
