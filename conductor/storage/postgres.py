@@ -462,7 +462,7 @@ class PostgresStore(SQLStore):
         """The limits every replica on this database shares."""
         return self._limits
 
-    def _close_backend(self) -> None:
+    def _close_backend(self, drained: bool) -> None:
         self._limits.close()
         self._pool.close()
 

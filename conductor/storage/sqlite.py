@@ -134,8 +134,8 @@ class SQLiteStore(SQLStore):
         """The limits every process on this file shares."""
         return self._limits
 
-    def _close_backend(self) -> None:
-        if not self._writer.is_alive():
+    def _close_backend(self, drained: bool) -> None:
+        if drained:
             self._db.conn.close()
         with self._readers_lock:
             for conn in self._readers:

@@ -1,7 +1,7 @@
 """What every SQL log store does, whatever the database: the write queue, the reads.
 
-One writer thread commits queued rows in batches (up to ``batch_rows`` rows or
-``batch_interval_s``). Durability contract:
+One writer thread (``writer.WriteQueue``) commits queued rows in batches (up to
+``batch_rows`` rows or ``batch_interval_s``). Durability contract:
 
 * decisions and outcomes may be acknowledged before they commit (they are queued);
 * user rewards, snapshots and policy changes return only after their batch committed;
@@ -24,14 +24,13 @@ import contextlib
 import hashlib
 import itertools
 import logging
-import queue
 import re
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -40,6 +39,7 @@ import numpy as np
 
 from conductor.errors import StorageError
 from conductor.storage.base import BaseLogStore, LogMark, RequestRecord
+from conductor.storage.writer import BARRIER, QueuedRow, WriteQueue
 from conductor.types import (
     CallRecord,
     CompletionRequest,
@@ -92,7 +92,6 @@ STATEMENTS = {
 _EVENT_TABLES = frozenset({"outcomes", "rewards", "policy_history"})
 _json = msgspec.json.Encoder()
 KEEP_SNAPSHOTS = 3
-_BARRIER = "_barrier"  # a queue marker: commit everything before it, write nothing
 
 
 def sha256(text: str) -> str:
@@ -121,12 +120,6 @@ class Transaction(Protocol):
     def many(self, sql: str, rows: list[dict[str, Any]]) -> None: ...
 
 
-class _Item(msgspec.Struct):
-    table: str
-    row: dict[str, Any]
-    done: Future[None] | None = None
-
-
 class SQLStore(BaseLogStore):
     """A log store on a SQL database; a backend subclass opens it, then calls ``_start``.
 
@@ -153,22 +146,14 @@ class SQLStore(BaseLogStore):
         self.origin = uuid.uuid4().hex[:16]  # this process's events, among others'
         self.shared = True
         self.store_text = store_text
-        self.batch_rows = batch_rows
-        self.batch_interval_s = batch_interval_s
-        self.drain_timeout_s = drain_timeout_s
         self.clock = clock
-        self._queue: queue.Queue[_Item | None] = queue.Queue()
+        self._writer = partial(WriteQueue, batch_rows=batch_rows,
+                               batch_interval_s=batch_interval_s,
+                               drain_timeout_s=drain_timeout_s,
+                               max_backlog_rows=max_backlog_rows,
+                               retry_interval_s=retry_interval_s)
         self._pending: dict[str, RequestRecord] = {}  # queued, not yet committed
         self._pending_lock = threading.Lock()
-        self.rows_written = 0
-        self.rows_failed = 0  # rows in commits that failed (each retry counts again)
-        self.rows_dropped = 0  # rows lost: beyond the backlog bound, or unwritten at close
-        self.write_failures = 0  # failed commits
-        self.max_backlog_rows = max_backlog_rows
-        self.retry_interval_s = retry_interval_s
-        self._backlog: deque[_Item] = deque()  # rows waiting for writes to work again
-        self.failing_since: float | None = None  # monotonic; None while writes work
-        self._closed = False
         self._seq_lock = threading.Lock()
         self._last_seq = 0
         self._seq = itertools.count(1)
@@ -181,9 +166,7 @@ class SQLStore(BaseLogStore):
                     for t in _EVENT_TABLES)
         self._seq = itertools.count(start + 1)
         self._last_seq = start
-        self._writer = threading.Thread(target=self._run, name="conductor-store-writer",
-                                        daemon=True)
-        self._writer.start()
+        self.writer = self._writer(self.where, self._write, self.errors, self._written)
 
     # -- what a backend provides ---------------------------------------------------------------
 
@@ -202,7 +185,8 @@ class SQLStore(BaseLogStore):
         """A transaction (``?``/``:name`` parameters, whatever the backend's style)."""
         raise NotImplementedError
 
-    def _close_backend(self) -> None:
+    def _close_backend(self, drained: bool) -> None:
+        """Close the connections (``drained``: the writer has finished with its own)."""
         raise NotImplementedError
 
     # -- reads -----------------------------------------------------------------------------
@@ -354,56 +338,19 @@ class SQLStore(BaseLogStore):
         return [event for _, _, event in rows]
 
 
-    # -- writer ----------------------------------------------------------------------------
+    # -- writing ---------------------------------------------------------------------------
 
     def write_health(self) -> dict[str, Any]:
         """``writable`` is false from a failed commit until one succeeds (``/readyz``
         answers 503 meanwhile); then the counters and the rows waiting in memory."""
-        since = self.failing_since
-        return {"writable": since is None,
-                "failing_for_s": 0.0 if since is None else time.monotonic() - since,
-                "write_failures": self.write_failures, "rows_failed": self.rows_failed,
-                "rows_dropped": self.rows_dropped, "backlog_rows": len(self._backlog),
-                "rows_written": self.rows_written}
+        return self.writer.health()
 
-    def _run(self) -> None:
-        while True:
-            try:  # while failing, wake up to retry the backlog
-                first = self._queue.get(timeout=self.retry_interval_s if self._backlog
-                                        else None)
-            except queue.Empty:
-                self._retry_backlog()
-                continue
-            if first is None:
-                self._retry_backlog()
-                return
-            batch = [first]
-            deadline = time.monotonic() + self.batch_interval_s
-            stop = False
-            while len(batch) < self.batch_rows:
-                timeout = deadline - time.monotonic()
-                if timeout <= 0:
-                    break
-                try:
-                    item = self._queue.get(timeout=timeout)
-                except queue.Empty:
-                    break
-                if item is None:
-                    stop = True
-                    break
-                batch.append(item)
-                if item.done is not None:  # someone waits: commit now
-                    break
-            self._commit(batch)
-            if stop:
-                return
-
-    def _write(self, batch: list[_Item]) -> None:
+    def _write(self, batch: list[QueuedRow]) -> None:
         """Commit a batch in one transaction."""
         with self._transaction() as tx:
             self._write_rows(tx, batch)
 
-    def _write_rows(self, tx: Transaction, batch: list[_Item]) -> None:
+    def _write_rows(self, tx: Transaction, batch: list[QueuedRow]) -> None:
         events = [i.row for i in batch if i.table in _EVENT_TABLES]
         if events:  # log positions in commit order: the row lock is held until commit
             (last,) = tx.one("UPDATE log_position SET n = n + :k RETURNING n",
@@ -412,81 +359,16 @@ class SQLStore(BaseLogStore):
                 row["pos"] = k
         # Consecutive rows of one table go in one executemany (same order).
         for table, items in itertools.groupby(batch, key=lambda i: i.table):
-            if table != _BARRIER:
+            if table != BARRIER:
                 tx.many(self._sql[table], [i.row for i in items])
 
-    def _retry_backlog(self) -> None:
-        """Write what waited while writes failed, oldest first, in batches."""
-        while self._backlog:
-            batch = [self._backlog.popleft()
-                     for _ in range(min(self.batch_rows, len(self._backlog)))]
-            try:
-                self._write(batch)
-            except self.errors:
-                self.write_failures += 1
-                self.rows_failed += len(batch)
-                self._backlog.extendleft(reversed(batch))
-                return
-            self._written(batch)
-
-    def _failed(self, batch: list[_Item], exc: Exception | str) -> None:
-        """A commit failed: durable rows fail their callers, the rest wait in the backlog
-        (bounded: the oldest beyond it are dropped, counted). Logged once per burst."""
-        self.write_failures += 1
-        self.rows_failed += len(batch)
-        if self.failing_since is None:
-            self.failing_since = time.monotonic()
-            log.error("%s: writes are failing (%s); rows wait in memory (up to %d) and are "
-                      "retried every %.1f s", self.where, exc, self.max_backlog_rows,
-                      self.retry_interval_s)
-        for item in batch:
-            if item.done is not None:
-                item.done.set_exception(StorageError(f"{self.where}: write failed: {exc}"))
-            elif item.table != _BARRIER:
-                self._backlog.append(item)
-        while len(self._backlog) > self.max_backlog_rows:
-            self._backlog.popleft()
-            self.rows_dropped += 1
-
-    def _commit(self, batch: list[_Item]) -> None:
-        if self._backlog:  # keep the order: the backlog goes first
-            self._retry_backlog()
-            if self._backlog:
-                self._failed(batch, "the rows before them could not be written yet")
-                return
-        try:
-            self._write(batch)
-        except self.errors as exc:
-            self._failed(batch, exc)
-            return
-        self._written(batch)
-
-    def _written(self, batch: list[_Item]) -> None:
-        if self.failing_since is not None and not self._backlog:
-            log.warning("%s: writes work again after %.0f s (%d rows dropped meanwhile)",
-                        self.where, time.monotonic() - self.failing_since, self.rows_dropped)
-            self.failing_since = None
-        self.rows_written += len(batch)
+    def _written(self, batch: list[QueuedRow]) -> None:
+        """Committed: reads find these requests in the database now."""
         with self._pending_lock:
             for item in batch:
                 rid = item.row.get("request_id")
                 if item.table == "outcomes" and rid in self._pending:
                     del self._pending[rid]
-        for item in batch:
-            if item.done is not None:
-                item.done.set_result(None)
-
-    def _put(self, table: str, row: dict[str, Any], *, durable: bool = False,
-             wait: bool = True) -> Future[None] | None:
-        """Queue a row. A durable row gets a future resolved on commit; ``wait`` blocks on it."""
-        if self._closed:
-            raise StorageError(f"{self.where}: store is closed")
-        done: Future[None] | None = Future() if durable else None
-        self._queue.put(_Item(table=table, row=row, done=done))
-        if done is not None and wait:
-            done.result()
-            return None
-        return done
 
     def next_seq(self) -> int:
         """The next event sequence number (the order events reach the posterior)."""
@@ -507,13 +389,13 @@ class SQLStore(BaseLogStore):
             self._pending[decision.request_id] = RequestRecord(
                 request_id=decision.request_id, decision=decision, rewards=[],
                 prompt=text if self.store_text else None)
-        self._put("requests", {
+        self.writer.put("requests", {
             "request_id": decision.request_id, "created_at": decision.created_at,
             "client_id": request.client_id, "task_type": request.task_type,
             "constraints": constraints,
             "prompt_sha256": sha256(text), "prompt": text if self.store_text else None,
             "metadata": _json.encode(request.metadata).decode() if request.metadata else None})
-        self._put("decisions", {
+        self.writer.put("decisions", {
             "request_id": decision.request_id, "created_at": decision.created_at,
             "task_type": decision.task_type, "client_id": decision.client_id,
             "strategy": decision.strategy, "model": decision.model,
@@ -542,7 +424,7 @@ class SQLStore(BaseLogStore):
                 rec.outcome = outcome if self.store_text else msgspec.structs.replace(
                     outcome, text="")
                 task_type = task_type or (rec.decision.task_type if rec.decision else "")
-        self._put("outcomes", {
+        self.writer.put("outcomes", {
             "request_id": outcome.request_id, "seq": self.next_seq(),
             "created_at": outcome.created_at, "task_type": task_type,
             "strategy": outcome.strategy, "model": outcome.model,
@@ -567,7 +449,7 @@ class SQLStore(BaseLogStore):
             rec = self._pending.get(reward.request_id)
             if rec is not None:
                 rec.rewards.append(reward)
-        return self._put("rewards", {
+        return self.writer.put("rewards", {
             "seq": self.next_seq(), "request_id": reward.request_id,
             "created_at": reward.created_at, "task_type": reward.task_type,
             "strategy": reward.strategy, "source": reward.source, "score": reward.score,
@@ -582,18 +464,18 @@ class SQLStore(BaseLogStore):
     def record_pending_feedback(self, request_id: str, score: float, rater: str,
                                 created_at: float) -> None:
         """Durable: feedback for a request not stored yet, applied when it lands."""
-        self._put("pending_feedback", {"request_id": request_id, "created_at": created_at,
+        self.writer.put("pending_feedback", {"request_id": request_id, "created_at": created_at,
                                        "score": score, "rater": rater}, durable=True)
 
     def clear_pending_feedback(self, request_id: str) -> None:
-        self._put("pending_feedback_done", {"request_id": request_id})
+        self.writer.put("pending_feedback_done", {"request_id": request_id})
 
     def record_judge_call(self, row: dict[str, Any]) -> None:
-        self._put("judge_calls", row)
+        self.writer.put("judge_calls", row)
 
     def record_policy_change(self, event: PolicyEvent) -> None:
         """Durable: returns after the change is committed."""
-        self._put("policy_history", {
+        self.writer.put("policy_history", {
             "created_at": self.clock(), "actor": event.actor, "seq": self.next_seq(),
             "settings": _json.encode(event.knobs).decode(),
             "configured": _json.encode(event.configured).decode()
@@ -603,31 +485,21 @@ class SQLStore(BaseLogStore):
     def save_snapshot(self, seq: int, state: dict[str, Any], *, wait: bool = False) -> None:
         """Queue a snapshot; the oldest are pruned (the newest few are kept, so an
         unreadable newest one falls back to the one before)."""
-        self._put("posterior_snapshots", {"created_at": self.clock(), "seq": seq,
+        self.writer.put("posterior_snapshots", {"created_at": self.clock(), "seq": seq,
                                           "state": _json.encode(state).decode()}, durable=wait)
-        self._put("posterior_snapshots_prune", {"keep": KEEP_SNAPSHOTS})
+        self.writer.put("posterior_snapshots_prune", {"keep": KEEP_SNAPSHOTS})
 
     def flush(self) -> None:
         """Return when everything queued so far is committed."""
-        self._put(_BARRIER, {}, durable=True)
+        self.writer.flush()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def close(self) -> None:
         """Drain the queue (bounded by ``drain_timeout_s``), then close connections."""
-        if self._closed:
+        if self.writer.closed:
             return
-        self._closed = True
-        before = self.rows_written
-        self._queue.put(None)
-        self._writer.join(self.drain_timeout_s)
-        if self._writer.is_alive():
-            log.error("%s: drain timed out after %.1fs with about %d rows unwritten",
-                      self.where, self.drain_timeout_s, self._queue.qsize())
-        else:
-            log.info("%s: drained %d queued rows on close (%d rows written in all)",
-                     self.where, self.rows_written - before, self.rows_written)
-        self._close_backend()
+        self._close_backend(drained=self.writer.close())
 
 
 def _policy_event(r: Row) -> PolicyEvent:

@@ -47,7 +47,7 @@ def main() -> None:
             i += 1
     finally:
         conductor.close()
-    print(f"CLOSED {store.rows_written}", flush=True)
+    print(f"CLOSED {store.writer.rows_written}", flush=True)
 
 
 if __name__ == "__main__":
