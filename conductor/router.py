@@ -10,27 +10,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 import weakref
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import msgspec
 
 from conductor.bandit.priors import Coefficients, build_priors
 from conductor.coefficients import configured_priors
 from conductor.config import Settings, default_settings, load_settings
-from conductor.deciding import Decider, Pending, make_request
-from conductor.errors import RateLimitedError, StorageError
+from conductor.deciding import Decider, make_request
+from conductor.errors import StorageError
 from conductor.evaluators.base import Evaluator, SimulatedQualityEvaluator
 from conductor.evaluators.judge import Judge
 from conductor.evaluators.pipeline import Evaluation
 from conductor.execution import Attempt, Executor, Health, Plan, Upstream, build_modes
-from conductor.execution.costs import cost_upper_bound
 from conductor.learning import Bookkeeper, Follower, Learner, rating_to_score
+from conductor.lifecycle import Admission, InFlight
 from conductor.metrics import RouterListener, RouterStats
 from conductor.providers.base import Provider
 from conductor.providers.registry import open_providers
@@ -48,17 +47,8 @@ from conductor.types import (
 )
 
 log = logging.getLogger("conductor.router")
-T = TypeVar("T")
 FEEDBACK_WAIT_S = 5.0  # how long a rating waits for a request it raced
 MAX_LEARNING_BACKLOG = 1000  # answered requests waiting to be logged and learned from
-
-
-class _InFlight:
-    """A request being served: what computes its propensity, and whether it has landed."""
-
-    def __init__(self, pending: Pending | None) -> None:
-        self.pending = pending
-        self.landed = threading.Event()
 
 
 class Conductor:
@@ -106,11 +96,11 @@ class Conductor:
             clock=clock)
         self.executor = Executor(settings, build_modes(settings, self.upstream,
                                                        self.evaluation.score_draft), self.health)
-        self.limiter = limiter or RateLimiter.for_clients(settings.clients,
-                                                          self.log_store.limit_ledger())
         self._switched_off: set[str] = set()
-        self._in_flight: dict[str, _InFlight] = {}
+        self._flights = InFlight()
         self._listeners: list[RouterListener] = []
+        self.admission = Admission(settings, limiter or RateLimiter.for_clients(
+            settings.clients, self.log_store.limit_ledger()), self._listeners)
         self.decider = Decider(settings, self.learner, self.unavailable,
                                seed=seed if seed is not None else settings.policy.seed,
                                dry_run=dry_run, clock=clock)
@@ -171,28 +161,11 @@ class Conductor:
         propensity (computed now; on the request path it is computed after the answer)."""
         return self.decider.with_propensity(*self.decider.decide(request, strategy))
 
-    # -- admission and cost ----------------------------------------------------------------
+    # -- cost ------------------------------------------------------------------------------
 
     def cost_upper_bound(self, strategy: str, request: CompletionRequest) -> float:
         """The most ``strategy`` can cost for ``request`` (what admission reserves)."""
-        return cost_upper_bound(self.settings, strategy, request)
-
-    async def _limits(self, client_id: str, call: Callable[..., T], *args: Any) -> T:
-        """A limiter call. A limited client's runs off the event loop: its ledger may wait
-        on a lock, or on the store other workers share."""
-        if self.limiter.limited(client_id):
-            return await asyncio.to_thread(call, *args)
-        return call(*args)
-
-    async def _admit(self, request: CompletionRequest, strategy: str) -> Reservation:
-        """Reserve the strategy's upper-bound cost against the client's limits."""
-        try:
-            return await self._limits(request.client_id, self.limiter.acquire,
-                                      request.client_id, self.cost_upper_bound(strategy, request))
-        except RateLimitedError as exc:
-            for listener in self._listeners:
-                listener.on_rate_limited(request.client_id, exc.limit)
-            raise
+        return self.admission.cost_upper_bound(strategy, request)
 
     def default_cost(self, outcome: Outcome) -> float:
         """What an outcome's tokens would have cost on the default strategy's model."""
@@ -207,33 +180,24 @@ class Conductor:
         decision, pending = self.decider.decide(request, strategy)
         first = (self.learner.knobs.default_strategy if decision.routed_by == "shadow"
                  else decision.strategy)
-        reservation = await self._admit(request, first)
+        reservation = await self.admission.admit(request, first)
         if not request.request_id:
             request = msgspec.structs.replace(request, request_id=decision.request_id)
-        self._in_flight[decision.request_id] = _InFlight(pending)
+        self._flights.begin(decision.request_id, pending)
         rest = [] if strategy is not None else [
             s for s in self.decider.fallback_order(decision) if s != first]
         max_ms = decision.constraints.max_latency_ms
         plan = Plan(request_id=decision.request_id, candidates=(first, *rest),
                     deadline=time.monotonic() + max_ms / 1000.0 if max_ms else None,
-                    before_fallback=lambda cand, spent: self._limits(  # before it runs
-                        request.client_id, self.limiter.rebase, reservation,
-                        spent + self.cost_upper_bound(cand, request), cand))
+                    before_fallback=partial(self.admission.rebase, request, reservation))
         return request, decision, plan, reservation
-
-    async def _settle(self, reservation: Reservation, outcome: Outcome) -> None:
-        """The reservation becomes the actual cost, off the event loop for a limited
-        client (its ledger may be a database). Until then it holds the upper bound."""
-        await self._limits(reservation.client_id, self.limiter.reconcile, reservation,
-                           outcome.cost_usd)
 
     def _learn(self, req: CompletionRequest, decision: Decision, outcome: Outcome,
                extra: dict[str, Any]) -> tuple[Decision, list[Reward]]:
         """Log the decision (with its propensity) and the outcome, learn from them, score
         the answer, queue the judge, apply feedback that arrived while it ran."""
         rid = decision.request_id
-        flight = self._in_flight.get(rid)
-        decision = self.decider.with_propensity(decision, flight.pending if flight else None)
+        decision = self.decider.with_propensity(decision, self._flights.pending(rid))
         self.log_store.record_decision(decision, req)
         self.learner.record_outcome(req.task_type, outcome)
         # A request this process just served has no rewards elsewhere (kept feedback is
@@ -252,15 +216,10 @@ class Conductor:
             rewards.append(self.learner.user_reward(decision, outcome.strategy, score, rater))
         if pending:
             self.log_store.clear_pending_feedback(rid)
-        self._landed(rid)
+        self._flights.landed(rid)
         for listener in self._listeners:
             listener.on_outcome(req, decision, outcome)
         return decision, rewards
-
-    def _landed(self, request_id: str) -> None:
-        flight = self._in_flight.pop(request_id, None)
-        if flight is not None:
-            flight.landed.set()
 
     async def acomplete_then_learn(self, request: CompletionRequest, *,
                                    strategy: str | None = None
@@ -273,12 +232,12 @@ class Conductor:
         try:
             attempt = await self.executor.run(req, plan)
         except BaseException:  # cancelled: the reservation stays, as an upper bound
-            self._landed(decision.request_id)
+            self._flights.landed(decision.request_id)
             raise
         outcome = attempt.outcome(decision, self.settings, self.clock())
         extra = attempt.resp.extra if attempt.resp is not None else {}
         if attempt.resp is None:
-            await self._settle(reservation, outcome)
+            await self.admission.settle(reservation, outcome.cost_usd)
             self._learn(req, decision, outcome, extra)
             raise attempt.failure
         result = CompletionResult(request_id=decision.request_id, text=attempt.resp.text,
@@ -287,9 +246,9 @@ class Conductor:
         def learn() -> CompletionResult:
             """Off the answer's path (the bookkeeping thread, for the service)."""
             if self._closed:
-                self._landed(decision.request_id)
+                self._flights.landed(decision.request_id)
                 return result
-            self.limiter.reconcile(reservation, outcome.cost_usd)
+            self.admission.limiter.reconcile(reservation, outcome.cost_usd)
             final, rewards = self._learn(req, decision, outcome, extra)
             return msgspec.structs.replace(result, decision=final, rewards=tuple(rewards))
 
@@ -336,10 +295,10 @@ class Conductor:
                     attempt = item
         finally:
             if attempt is None:  # abandoned: the reservation stays, as an upper bound
-                self._landed(decision.request_id)
+                self._flights.landed(decision.request_id)
         assert attempt is not None
         outcome = attempt.outcome(decision, self.settings, self.clock())
-        await self._settle(reservation, outcome)
+        await self.admission.settle(reservation, outcome.cost_usd)
         final, rewards = self._learn(req, decision, outcome,
                                      attempt.resp.extra if attempt.resp else {})
         if attempt.resp is None:
@@ -375,11 +334,9 @@ class Conductor:
         unknown id with ``pending_ok``. Otherwise an unknown id raises NotFoundError.
         """
         value = rating_to_score(rating, stars=stars, thumbs=thumbs, score=score)
-        flight = self._in_flight.get(request_id)
-        if flight is not None:  # answered, being logged: wait a moment for it to land
-            flight.landed.wait(FEEDBACK_WAIT_S)
-        return self.learner.feedback(request_id, value, rater,
-                                     in_flight=request_id in self._in_flight,
+        # Answered, being logged: wait a moment for it to land.
+        in_flight = self._flights.wait(request_id, FEEDBACK_WAIT_S)
+        return self.learner.feedback(request_id, value, rater, in_flight=in_flight,
                                      pending_ok=pending_ok)
 
     async def afeedback(self, request_id: str, rating: bool | str | None = None,

@@ -1,0 +1,99 @@
+"""A request between its decision and its learning: admission against the client's limits,
+and the record of requests answered but not yet logged (what a racing rating waits on)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from conductor.config import Settings
+from conductor.deciding import Pending
+from conductor.errors import RateLimitedError
+from conductor.execution.costs import cost_upper_bound
+from conductor.metrics import RouterListener
+from conductor.rate_limiter import RateLimiter, Reservation
+from conductor.types import CompletionRequest
+
+T = TypeVar("T")
+
+
+class Admission:
+    """Reserves a strategy's upper-bound cost against the client's limits before it runs,
+    rebases the reservation before a fallback, and settles it to the actual cost."""
+
+    def __init__(self, settings: Settings, limiter: RateLimiter,
+                 listeners: Sequence[RouterListener]) -> None:
+        self.settings = settings
+        self.limiter = limiter
+        self._listeners = listeners  # the router's list: listeners added later count
+
+    def cost_upper_bound(self, strategy: str, request: CompletionRequest) -> float:
+        """The most ``strategy`` can cost for ``request`` (what admission reserves)."""
+        return cost_upper_bound(self.settings, strategy, request)
+
+    async def _limits(self, client_id: str, call: Callable[..., T], *args: Any) -> T:
+        """A limiter call. A limited client's runs off the event loop: its ledger may wait
+        on a lock, or on the store other workers share."""
+        if self.limiter.limited(client_id):
+            return await asyncio.to_thread(call, *args)
+        return call(*args)
+
+    async def admit(self, request: CompletionRequest, strategy: str) -> Reservation:
+        """Reserve the strategy's upper-bound cost; RateLimitedError if it does not fit."""
+        try:
+            return await self._limits(request.client_id, self.limiter.acquire,
+                                      request.client_id, self.cost_upper_bound(strategy, request))
+        except RateLimitedError as exc:
+            for listener in self._listeners:
+                listener.on_rate_limited(request.client_id, exc.limit)
+            raise
+
+    async def rebase(self, request: CompletionRequest, reservation: Reservation,
+                     strategy: str, spent: float) -> None:
+        """Before a fallback to ``strategy`` runs: reserve what was spent plus its bound."""
+        await self._limits(request.client_id, self.limiter.rebase, reservation,
+                           spent + self.cost_upper_bound(strategy, request), strategy)
+
+    async def settle(self, reservation: Reservation, cost_usd: float) -> None:
+        """The reservation becomes the actual cost, off the event loop for a limited
+        client (its ledger may be a database). Until then it holds the upper bound."""
+        await self._limits(reservation.client_id, self.limiter.reconcile, reservation,
+                           cost_usd)
+
+
+class _Flight:
+    def __init__(self, pending: Pending | None) -> None:
+        self.pending = pending
+        self.landed = threading.Event()
+
+
+class InFlight:
+    """Requests being served: what computes each one's propensity, and whether it has
+    landed in the log (a rating that races its request waits for that)."""
+
+    def __init__(self) -> None:
+        self._flights: dict[str, _Flight] = {}
+
+    def begin(self, request_id: str, pending: Pending | None) -> None:
+        self._flights[request_id] = _Flight(pending)
+
+    def pending(self, request_id: str) -> Pending | None:
+        flight = self._flights.get(request_id)
+        return flight.pending if flight is not None else None
+
+    def landed(self, request_id: str) -> None:
+        """Logged (or abandoned): a rating waiting for it goes on."""
+        flight = self._flights.pop(request_id, None)
+        if flight is not None:
+            flight.landed.set()
+
+    def wait(self, request_id: str, timeout: float) -> bool:
+        """Wait up to ``timeout`` for a request in flight to land; True if it is still in
+        flight afterwards (False at once for one not in flight)."""
+        flight = self._flights.get(request_id)
+        if flight is None:
+            return False
+        flight.landed.wait(timeout)
+        return request_id in self._flights
