@@ -18,7 +18,7 @@ import pytest
 from conductor.config import settings_from_dict
 from conductor.service.app import create_app
 from conductor.testing import FakeUpstream
-from tests.integration.conftest import ServedApp, fake_settings
+from tests.integration.conftest import ServedApp, fake_settings, wait_for
 
 USER_KEY, ADMIN_KEY, LIMITED_KEY = "sk-user-123", "sk-admin-456", "sk-limited-789"
 FRUGAL_KEY = "sk-frugal-000"
@@ -293,6 +293,10 @@ def test_health_ready_models_stats_openapi(served, upstream: FakeUpstream) -> No
         assert [r.status_code for r in answers] == [200, 200, 200]
         assert {r.json()["choices"][0]["message"]["content"] for r in answers} == {"fine"}
         spent = sum(float(r.headers["x-conductor-cost-usd"]) for r in answers)
+        # Answers go out before their bookkeeping: the stats count a request once it is
+        # logged, a moment after its answer.
+        wait_for(lambda: h.get("/v1/stats").json()["counters"]["outcomes_total"] >= 3,
+                 "the three answers counted")
         stats = h.get("/v1/stats").json()
         assert stats["counters"]["outcomes_total"] == 3
         assert stats["counters"]["errors_total"] == 0
