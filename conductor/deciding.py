@@ -27,7 +27,7 @@ from conductor.bandit.policy import (
     solve_price,
 )
 from conductor.bandit.posterior import TaskPosterior
-from conductor.bandit.priors import build_strategy_table, policy_params
+from conductor.bandit.priors import build_strategy_table, policy_params, target_base
 from conductor.config import RelativeTarget, Settings
 from conductor.errors import InvalidRequestError, NoStrategyAvailableError, UnknownStrategyError
 from conductor.learning import Learner
@@ -139,18 +139,8 @@ class Decider:
         """This decision's quality target: the task type's (absolute, or relative to its
         reference strategy), or the client's or the request's when stricter; None when none
         sets one. Callers hold the lock."""
-        configured = self.settings.task_types[task].quality_target
-        safe, base = -1, None
-        if isinstance(configured, RelativeTarget):
-            safe = self.table.names.index(configured.relative_to)
-            base = self.policy.reference_target(post, safe, configured.ratio)
-        elif configured is not None:
-            base = configured
-        client = self.settings.clients.get(client_id)
-        for stricter in (constraints.quality_target,
-                         client.quality_targets.get(task) if client else None):
-            if stricter is not None:
-                base = max(base or 0.0, stricter)
+        base, safe = target_base(self.settings, self.policy, task, post, client_id,
+                                 constraints.quality_target)
         return self.policy.target_spec(base, self.learner.targets[task], post, eligible, safe)
 
     def set_aside(self, task: str, post: TaskPosterior, constraints: Constraints,

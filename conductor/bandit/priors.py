@@ -10,9 +10,9 @@ import math
 
 import msgspec
 
-from conductor.bandit.policy import PolicyParams, StrategyTable
-from conductor.bandit.posterior import Prior
-from conductor.config import PolicyConfig, Settings, VerifiedStrategy
+from conductor.bandit.policy import PolicyParams, StrategyTable, ThompsonPolicy
+from conductor.bandit.posterior import Prior, TaskPosterior
+from conductor.config import PolicyConfig, RelativeTarget, Settings, VerifiedStrategy
 
 Coefficients = dict[str, dict[str, Prior]]
 
@@ -68,6 +68,27 @@ def build_strategy_table(settings: Settings) -> StrategyTable:
     return StrategyTable(names=names, input_price=tuple(pin), output_price=tuple(pout),
                          discount=tuple(disc), extra_latency_ms=tuple(extra),
                          draft=tuple(draft), escalate=tuple(esc), judge=judge)
+
+
+def target_base(settings: Settings, policy: ThompsonPolicy, task: str, post: TaskPosterior,
+                client_id: str = "default", requested: float | None = None
+                ) -> tuple[float | None, int]:
+    """A decision's quality target before the controller moves it, and its reference
+    strategy's index (-1: none): the task type's (absolute, or ``ratio`` x a cautious
+    estimate of the reference), or the client's or the request's when stricter; None when
+    none sets one."""
+    configured = settings.task_types[task].quality_target
+    safe, base = -1, None
+    if isinstance(configured, RelativeTarget):
+        safe = post.index[configured.relative_to]
+        base = policy.reference_target(post, safe, configured.ratio)
+    elif configured is not None:
+        base = configured
+    client = settings.clients.get(client_id)
+    for stricter in (requested, client.quality_targets.get(task) if client else None):
+        if stricter is not None:
+            base = max(base or 0.0, stricter)
+    return base, safe
 
 
 def policy_params(p: PolicyConfig) -> PolicyParams:

@@ -27,6 +27,8 @@ class LoggedRecord(Struct, kw_only=True):
     max_latency_ms: float | None
     max_cost_usd: float | None
     input_tokens: int
+    quality_target: float | None = None  # the request's own target (a hint), if it set one
+    client_id: str = "default"
     executed: str | None = None
     quality: float | None = None  # the request's fused reward (None: no reward yet)
     cost_usd: float | None = None
@@ -56,6 +58,7 @@ def _record(decision: dict[str, Any], outcome: dict[str, Any] | None,
         propensity=float(decision["propensity"]), routed_by=decision.get("routed_by", "policy"),
         min_quality=c.get("min_quality"), max_latency_ms=c.get("max_latency_ms"),
         max_cost_usd=c.get("max_cost_usd"), input_tokens=int(decision.get("input_tokens", 0)),
+        quality_target=c.get("quality_target"), client_id=decision.get("client_id") or "default",
         executed=outcome.get("strategy") if outcome else None,
         cost_usd=outcome.get("cost_usd") if outcome else None,
         latency_ms=outcome.get("latency_ms") if outcome else None,

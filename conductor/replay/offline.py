@@ -22,7 +22,8 @@ from conductor.bandit.policy import (
     prompt_candidates,
 )
 from conductor.bandit.posterior import PosteriorState, Prior, TaskPosterior
-from conductor.bandit.priors import build_priors, build_strategy_table, policy_params
+from conductor.bandit.priors import build_priors, build_strategy_table, policy_params, target_base
+from conductor.bandit.targets import TargetState
 from conductor.coefficients import (
     ContextPriors,
     configured_priors,
@@ -44,13 +45,15 @@ from conductor.types import Constraints
 @dataclass
 class Candidate:
     """A policy to evaluate on logged traffic. ``spec`` examples: ``strategy=turbo-cheap``,
-    ``random``, ``temperature=0.5``, ``temperature=2,min_quality=0.9``, ``priors=p.json``."""
+    ``random``, ``temperature=0.5``, ``temperature=2,min_quality=0.9``, ``priors=p.json``,
+    ``quality_target=0.9`` (every task type's target, in place of the configured ones)."""
 
     spec: str
     strategy: str | None = None
     uniform: bool = False
     temperature: float | None = None
     min_quality: float | None = None
+    quality_target: float | None = None
     priors: str | None = None
     context: bool = False  # decide per prompt, on the logged features
     extra: dict[str, str] = field(default_factory=dict)
@@ -65,7 +68,8 @@ class Candidate:
             if "=" not in part:
                 raise InvalidRequestError(
                     f"policy {spec!r}: expected key=value pairs (strategy=, temperature=, "
-                    "min_quality=, priors=, context=) or 'random'", field="policy")
+                    "min_quality=, quality_target=, priors=, context=) or 'random'",
+                    field="policy")
             key, value = (x.strip() for x in part.split("=", 1))
             try:
                 if key == "strategy":
@@ -74,6 +78,11 @@ class Candidate:
                     c.temperature = float(value)
                 elif key == "min_quality":
                     c.min_quality = float(value)
+                elif key == "quality_target":
+                    c.quality_target = float(value)
+                    if not 0.0 <= c.quality_target <= 1.0:
+                        raise InvalidRequestError(f"policy {spec!r}: quality_target must be "
+                                                  "in [0, 1]", field="policy")
                 elif key == "priors":
                     c.priors = value
                 elif key == "context" and value.lower() in ("true", "1", "false", "0"):
@@ -83,8 +92,9 @@ class Candidate:
                                               "false", field="policy")
                 else:
                     raise InvalidRequestError(f"policy {spec!r}: unknown key {key!r}; known: "
-                                              "strategy, temperature, min_quality, priors, "
-                                              "context", field="policy")
+                                              "strategy, temperature, min_quality, "
+                                              "quality_target, priors, context",
+                                              field="policy")
             except ValueError:
                 raise InvalidRequestError(f"policy {spec!r}: {key} must be a number",
                                           field="policy") from None
@@ -157,14 +167,17 @@ def _candidate_probabilities(cand: Candidate, records: list[LoggedRecord], setti
             el = eligible_mask(names, settings.strategies_for(r.task_type))
             pi[i] = el / el.sum()
         return pi
-    # A Thompson candidate that learns from the logged traffic as it goes.
+    # A Thompson candidate that learns from the logged traffic as it goes, under the
+    # config's quality targets (or its own) as the router decides: each task type's
+    # controller follows the logged rewards, as the live one did.
     coefficients, warm = (read_priors_file(cand.priors, settings) if cand.priors
                           else configured_priors(settings))
     post = PosteriorState(build_priors(settings, coefficients))
     table = build_strategy_table(settings)
     policy = ThompsonPolicy(policy_params(settings.policy))
     rng = np.random.default_rng(seed)
-    gamma = settings.policy.gamma()
+    gamma, target_gamma = settings.policy.gamma(), settings.policy.target_gamma()
+    targets = {t: TargetState() for t in post.tasks}
     # Per prompt: the live router's contextual models, learned from the log as it goes
     # (and started from the priors file's models, as the router is), on logged features.
     contexts = {t: ContextModel.for_task(tp, settings.policy)
@@ -186,8 +199,14 @@ def _candidate_probabilities(cand: Candidate, records: list[LoggedRecord], setti
             mean, var, _ = model.predict(z)
             context = PromptContext(mean=mean, var=var, candidates=prompt_candidates(
                 tp, predict_costs(table, tp, r.input_tokens), el))
+        base, safe = target_base(settings, policy, r.task_type, tp, r.client_id,
+                                 r.quality_target)
+        if cand.quality_target is not None:
+            base = cand.quality_target
+        spec = None if base is None else policy.target_spec(base, targets[r.task_type], tp,
+                                                            el, safe)
         pi[i] = policy.choice_probabilities(tp, table, el, c, r.input_tokens, t, rng,
-                                            context=context)
+                                            target=spec, context=context)
         strategy = r.executed if r.executed in tp.index else r.action
         tp.observe_outcome(strategy, None if r.error else r.latency_ms,
                            None if r.error else r.output_tokens, None, gamma)
@@ -196,6 +215,7 @@ def _candidate_probabilities(cand: Candidate, records: list[LoggedRecord], setti
                 model.observe(strategy, z, r.quality, gamma,
                               baseline=float(tp.quality_mean()[tp.index[strategy]]))
             tp.observe_reward(strategy, r.quality)
+            targets[r.task_type].observe(r.quality, target_gamma)
     return pi
 
 

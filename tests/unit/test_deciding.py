@@ -363,3 +363,43 @@ def test_compare_evaluates_a_per_prompt_candidate_on_the_logged_features(tmp_pat
           "per prompt", per_prompt)
     assert per_prompt > task_level + 0.02
     assert abs(per_prompt - logged) < 0.05  # it is, near enough, the policy that logged
+
+
+def test_compare_decides_under_the_configured_quality_target(tmp_path) -> None:
+    # Traffic served under a relative target mixes the cheap model in; a candidate equal to
+    # the live policy, evaluated on that log, decides under the same target with its own
+    # controller following the logged rewards, so its probabilities are the logged
+    # propensities (importance weights ~1): the estimate is the logged mean, from nearly
+    # every record. Evaluated with the no-target rule it would put its weight elsewhere.
+    from conductor.replay.logs import read_logged
+    from conductor.replay.offline import Candidate, compare
+    from conductor.storage.sqlite import SQLiteStore
+
+    world = tmp_path / "world.toml"
+    world.write_text(
+        '[models.strong]\nttft_ms = 300\ntokens_per_s = 100\nquality = { chat = 0.86 }\n'
+        '[models.cheap]\nttft_ms = 300\ntokens_per_s = 100\nquality = { chat = 0.64 }\n'
+        '[output_tokens]\nchat = 20\n')
+    db = tmp_path / "target.db"
+    settings = _two_model_settings(str(world), 4, {"relative_to": "strong", "ratio": 0.95})
+    served = Conductor(settings, seed=4, log_store=SQLiteStore(db))
+    strategies = [served.complete("hello", task_type="chat").outcome.strategy
+                  for _ in range(600)]
+    served.close()
+    cheap_share = strategies[300:].count("cheap") / 300
+    assert 0.05 < cheap_share < 0.5  # a mix, not one strategy
+    records = read_logged(db)
+    res = compare(records, settings, [Candidate.parse("temperature=0.5"),
+                                      Candidate.parse("temperature=0.5,quality_target=0.6")],
+                  resamples=200)
+    live, lower = res["temperature=0.5"], res["temperature=0.5,quality_target=0.6"]
+    logged = res["logged"]
+    n = live["used_records"]
+    print("ess", live["quality"].ess, "of", n, "max weight", live["quality"].max_weight,
+          "quality", live["quality"].snips.value, "logged", logged["quality"].snips.value,
+          "cost", live["cost_usd"].snips.value, "lower target's cost",
+          lower["cost_usd"].snips.value)
+    assert live["quality"].ess > 0.95 * n
+    assert abs(live["quality"].snips.value - logged["quality"].snips.value) < 0.01
+    # A target the cheap model meets alone: estimated cheaper than what was served.
+    assert lower["cost_usd"].dr.value < 0.5 * logged["cost_usd"].dr.value
