@@ -497,8 +497,9 @@ def calibrate(sources: tuple[Path, ...], output: Path, config_path: Path | None,
               required=True, help="A database, a JSONL export or a JSONL log.")
 @click.option("--policy", "policies", multiple=True, required=True,
               help="A candidate: strategy=NAME, random, temperature=T, min_quality=Q, "
-                   "priors=FILE, context=true (per prompt, on the logged features) "
-                   "(comma-joined). Repeat for several.")
+                   "quality_target=X (in place of the config's targets), priors=FILE, "
+                   "context=true (per prompt, on the logged features) (comma-joined). "
+                   "Repeat for several.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               help="The config the traffic was served with (default: built-in).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path))

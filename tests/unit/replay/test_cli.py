@@ -64,6 +64,8 @@ def test_calibrate_compare_and_tune_on_a_logged_database(tmp_path: Path,
     assert r.exit_code == 2 and "unknown strategy 'gpt-9'" in r.output
     r = runner.invoke(main, ["compare", "--log-file", str(db), "--policy", "context=maybe"])
     assert r.exit_code == 2 and "context must be true or false" in r.output
+    r = runner.invoke(main, ["compare", "--log-file", str(db), "--policy", "quality_target=1.5"])
+    assert r.exit_code == 2 and "quality_target must be in [0, 1]" in r.output
     # The config's [policy] priors is the candidates' starting point too: the same as
     # naming the file in the candidate.
     from importlib import resources
