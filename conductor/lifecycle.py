@@ -63,37 +63,39 @@ class Admission:
                            cost_usd)
 
 
-class _Flight:
-    def __init__(self, pending: Pending | None) -> None:
-        self.pending = pending
-        self.landed = threading.Event()
-
-
 class InFlight:
     """Requests being served: what computes each one's propensity, and whether it has
-    landed in the log (a rating that races its request waits for that)."""
+    landed in the log (a rating that races its request waits for that). A rating that
+    waits gets an event of its own; the rest of the requests create none."""
 
     def __init__(self) -> None:
-        self._flights: dict[str, _Flight] = {}
+        self._pending: dict[str, Pending | None] = {}
+        self._waiters: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
 
     def begin(self, request_id: str, pending: Pending | None) -> None:
-        self._flights[request_id] = _Flight(pending)
+        with self._lock:
+            self._pending[request_id] = pending
 
     def pending(self, request_id: str) -> Pending | None:
-        flight = self._flights.get(request_id)
-        return flight.pending if flight is not None else None
+        with self._lock:
+            return self._pending.get(request_id)
 
     def landed(self, request_id: str) -> None:
         """Logged (or abandoned): a rating waiting for it goes on."""
-        flight = self._flights.pop(request_id, None)
-        if flight is not None:
-            flight.landed.set()
+        with self._lock:
+            self._pending.pop(request_id, None)
+            waiter = self._waiters.pop(request_id, None)
+        if waiter is not None:
+            waiter.set()
 
     def wait(self, request_id: str, timeout: float) -> bool:
         """Wait up to ``timeout`` for a request in flight to land; True if it is still in
         flight afterwards (False at once for one not in flight)."""
-        flight = self._flights.get(request_id)
-        if flight is None:
-            return False
-        flight.landed.wait(timeout)
-        return request_id in self._flights
+        with self._lock:
+            if request_id not in self._pending:
+                return False
+            waiter = self._waiters.setdefault(request_id, threading.Event())
+        waiter.wait(timeout)
+        with self._lock:
+            return request_id in self._pending

@@ -184,10 +184,10 @@ class Conductor:
         if not request.request_id:
             request = msgspec.structs.replace(request, request_id=decision.request_id)
         self._flights.begin(decision.request_id, pending)
-        rest = [] if strategy is not None else [
-            s for s in self.decider.fallback_order(decision) if s != first]
         max_ms = decision.constraints.max_latency_ms
-        plan = Plan(request_id=decision.request_id, candidates=(first, *rest),
+        plan = Plan(request_id=decision.request_id, candidates=(first,),
+                    fallbacks=None if strategy is not None else lambda: [
+                        s for s in self.decider.fallback_order(decision) if s != first],
                     deadline=time.monotonic() + max_ms / 1000.0 if max_ms else None,
                     before_fallback=partial(self.admission.rebase, request, reservation))
         return request, decision, plan, reservation

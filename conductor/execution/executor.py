@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 
 from msgspec import Struct
 
@@ -36,14 +36,22 @@ DEADLINE_SLACK_S = 0.005
 class Plan(Struct, kw_only=True, frozen=True):
     """What to try for one request: the candidates in order (the decided strategy, then
     its fallbacks) and the deadline (monotonic seconds) that bounds every attempt.
-    ``before_fallback`` is awaited with a fallback candidate and what the failed ones
-    cost, before it is tried (to reserve its cost); it may raise RateLimitedError to stop
-    there."""
+    ``fallbacks``, if given, orders the candidates after ``candidates``: called only when
+    those have all failed (most requests never need it), so it sees the circuits as they
+    are then. ``before_fallback`` is awaited with a fallback candidate and what the failed
+    ones cost, before it is tried (to reserve its cost); it may raise RateLimitedError to
+    stop there."""
 
     request_id: str
     candidates: tuple[str, ...]
+    fallbacks: Callable[[], Sequence[str]] | None = None
     deadline: float | None = None
     before_fallback: Callable[[str, float], Awaitable[None]] | None = None
+
+    def tries(self) -> Iterator[str]:
+        yield from self.candidates
+        if self.fallbacks is not None:
+            yield from self.fallbacks()
 
 
 class Attempt:
@@ -172,7 +180,7 @@ class Executor:
         """Execute whole; the attempt says what answered (``resp`` None: every candidate
         failed, ``last_exc`` says why). No candidate starts after the deadline."""
         attempt = Attempt(plan)
-        for i, cand in enumerate(plan.candidates):
+        for i, cand in enumerate(plan.tries()):
             if i > 0 and not await self._may_fall_back(plan, attempt, cand):
                 continue
             try:
@@ -191,7 +199,7 @@ class Executor:
         """Text deltas, then the Attempt. Modes that cannot stream answer in one delta. A
         stream that ends without its final answer is a failure of that candidate."""
         attempt = Attempt(plan)
-        for i, cand in enumerate(plan.candidates):
+        for i, cand in enumerate(plan.tries()):
             if i > 0 and not await self._may_fall_back(plan, attempt, cand):
                 continue
             answered = False
