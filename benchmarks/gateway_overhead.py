@@ -9,6 +9,9 @@ aiohttp) are separate processes on 127.0.0.1, sharing the machine. Measured the 
 - conductor, hints: `model: "auto"` with a task type and a quality floor;
 - conductor, plain: `model: "auto"` and nothing else (no floor: the propensity is the
   one-dimensional integral of the no-floor rule, computed after the answer);
+- conductor, target: `model: "auto"` and a task type whose quality target is 0.95 of the
+  strong strategy's quality, as every task type of the built-in config has (the cheapest
+  mix meeting the target; its propensity is a Monte Carlo estimate, after the answer);
 - litellm (with ``--litellm PATH``): LiteLLM's proxy, one worker, no database.
 - the same forwarder and Conductor under uvicorn (the server before Granian); "vs fwd"
   compares each with the first forwarder row (Granian).
@@ -62,6 +65,11 @@ MESSAGES = [{"role": "user", "content": "Classify: great value"}]
 BODY = {"model": "auto", "messages": MESSAGES,
         "conductor": {"task_type": "classify", "min_quality": 0.8}}
 PLAIN_BODY = {"model": "auto", "messages": MESSAGES}
+TARGET_BODY = {"model": "auto", "messages": MESSAGES, "conductor": {"task_type": "classify"}}
+TARGET_CONFIG = """
+[task_types.classify]
+quality_target = { relative_to = "strong", ratio = 0.95 }
+"""
 DIRECT_BODY = {"model": "small", "messages": MESSAGES}
 
 
@@ -163,6 +171,9 @@ def phase(concurrent: bool, up: int, n: int, args: argparse.Namespace, work: Pat
         ("conductor, hints", lambda port: start_conductor(port, up, work, args.workers), BODY),
         ("conductor, plain", lambda port: start_conductor(port, up, work, args.workers),
          PLAIN_BODY),
+        ("conductor, target", lambda port: start_conductor(
+            port, up, work, args.workers, db=str(work / "target.db"),
+            extra_config=TARGET_CONFIG), TARGET_BODY),
         ("fwd, uvicorn", lambda port: start_forwarder(port, up, "uvicorn"), DIRECT_BODY),
         ("cond., hints, uvic.", lambda port: start_conductor(port, up, work, args.workers,
                                                               "uvicorn"), BODY)]
