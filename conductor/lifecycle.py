@@ -62,6 +62,10 @@ class Admission:
         await self._limits(reservation.client_id, self.limiter.reconcile, reservation,
                            cost_usd)
 
+    def settle_here(self, reservation: Reservation, cost_usd: float) -> None:
+        """``settle`` on this thread (off the event loop already: the bookkeeping one)."""
+        self.limiter.reconcile(reservation, cost_usd)
+
 
 class InFlight:
     """Requests being served: what computes each one's propensity, and whether it has

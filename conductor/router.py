@@ -248,7 +248,7 @@ class Conductor:
             if self._closed:
                 self._flights.landed(decision.request_id)
                 return result
-            self.admission.limiter.reconcile(reservation, outcome.cost_usd)
+            self.admission.settle_here(reservation, outcome.cost_usd)
             final, rewards = self._learn(req, decision, outcome, extra)
             return msgspec.structs.replace(result, decision=final, rewards=tuple(rewards))
 

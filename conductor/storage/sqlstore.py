@@ -147,11 +147,11 @@ class SQLStore(BaseLogStore):
         self.shared = True
         self.store_text = store_text
         self.clock = clock
-        self._writer = partial(WriteQueue, batch_rows=batch_rows,
-                               batch_interval_s=batch_interval_s,
-                               drain_timeout_s=drain_timeout_s,
-                               max_backlog_rows=max_backlog_rows,
-                               retry_interval_s=retry_interval_s)
+        self._open_writer = partial(WriteQueue, batch_rows=batch_rows,
+                                    batch_interval_s=batch_interval_s,
+                                    drain_timeout_s=drain_timeout_s,
+                                    max_backlog_rows=max_backlog_rows,
+                                    retry_interval_s=retry_interval_s)
         self._pending: dict[str, RequestRecord] = {}  # queued, not yet committed
         self._pending_lock = threading.Lock()
         self._seq_lock = threading.Lock()
@@ -166,7 +166,7 @@ class SQLStore(BaseLogStore):
                     for t in _EVENT_TABLES)
         self._seq = itertools.count(start + 1)
         self._last_seq = start
-        self.writer = self._writer(self.where, self._write, self.errors, self._written)
+        self.writer = self._open_writer(self.where, self._write, self.errors, self._written)
 
     # -- what a backend provides ---------------------------------------------------------------
 

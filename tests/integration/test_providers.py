@@ -421,6 +421,26 @@ class _ThreadRecordingLedger(WindowLedger):
         super().reconcile(reservation_id, client_id, usd)
 
 
+async def test_an_answered_request_settles_its_reservation_to_what_it_cost(
+        upstream: FakeUpstream, closing: Closing[Any]) -> None:
+    """Admission reserves the strategy's upper bound (max_tokens at its price); once the
+    answer is learned from, the client's hourly spend is what it actually cost, on the
+    Python API's path and on the service's (answered first, settled by the bookkeeping
+    thread). Left unsettled, every request would count at its bound."""
+    limiter = RateLimiter({"acme": RateLimitConfig(max_cost_per_hour_usd=10.0)})
+    c = closing(Conductor(fake_settings(upstream.base_url), seed=1, evaluators=[],
+                          limiter=limiter))
+    req = c.make_request("hi", task_type="chat", client_id="acme", max_tokens=4000)
+    bound = c.cost_upper_bound("direct-strong", req)
+    first = await c.acomplete(request=req, strategy="direct-strong")
+    assert 0 < first.outcome.cost_usd < bound / 10
+    assert limiter.spent_last_hour("acme") == pytest.approx(first.outcome.cost_usd)
+    later = await c.acomplete_later(req, strategy="direct-strong")
+    assert c.wait_for_learning()
+    assert limiter.spent_last_hour("acme") == pytest.approx(
+        first.outcome.cost_usd + later.outcome.cost_usd)
+
+
 async def test_a_limited_clients_settlement_never_runs_on_the_event_loop(
         upstream: FakeUpstream, closing: Closing[Any]) -> None:
     """A stream settles before its last chunk and a failed request before its error, not
