@@ -137,6 +137,37 @@ def test_a_relative_target_follows_the_reference(tmp_path) -> None:
     assert c.learner.targets["chat"].mean() >= c.target_of("chat") - 0.01
 
 
+def test_a_held_back_decision_says_so_and_serves_the_reference(tmp_path) -> None:
+    # Early under a relative target, the mix often wants the cheap model before it is
+    # known to keep the target: the conservative check serves the reference instead,
+    # and the trace says so.
+    c = _two_model_conductor(tmp_path, {"relative_to": "strong", "ratio": 0.95})
+    decisions = [c.complete("hello", task_type="chat").decision for _ in range(300)]
+    held = [d for d in decisions if d.held_back]
+    assert held and all(d.strategy == d.policy_choice == "strong" for d in held)
+    assert any(d.strategy == "cheap" for d in decisions)  # not everything is held back
+
+
+def test_under_a_partial_rollout_the_propensity_mixes_in_the_default(tmp_path) -> None:
+    # At 25%, a request reaches the policy with probability 0.25 and the default
+    # strategy otherwise: P(strategy) = 0.25 P_policy(strategy) + 0.75 [it is the default].
+    c = _two_model_conductor(tmp_path, None)  # no target: both strategies get chosen
+    default = c.policy_settings().default_strategy
+    c.update_policy("test", rollout_percent=25)
+    req = c.make_request("x", task_type="chat")
+    seen = {"default": [], "other": []}
+    for _ in range(300):
+        d = c.decide(req)
+        seen["default" if d.strategy == default else "other"].append(d.propensity)
+    assert seen["other"] and seen["default"]
+    assert all(0.0 < p <= 0.25 + 1e-9 for p in seen["other"])
+    assert all(0.75 - 1e-9 <= p <= 1.0 for p in seen["default"])
+    # and they add up: the chosen strategies' propensities estimate how often each is
+    # chosen (the default's share here is 0.75 + 0.25 P_policy(default))
+    share = len(seen["default"]) / 300
+    assert share == pytest.approx(float(np.mean(seen["default"])), abs=0.08)
+
+
 def _per_prompt_conductor(tmp_path, store=None) -> Conductor:
     world = tmp_path / "words.toml"
     world.write_text(
