@@ -35,6 +35,7 @@ class Behaviour:
     stream_cut_after: int | None = None  # chunks sent before the connection is dropped
     stream_chunks: int = 4
     fail_models: set[str] = field(default_factory=set)  # always 500 for these models
+    hang_models: set[str] = field(default_factory=set)  # never answer for these models
 
 
 class FakeUpstream:
@@ -70,7 +71,7 @@ class FakeUpstream:
         body = await request.json()
         self.requests.append(body)
         b = self.behaviour
-        if b.hang:
+        if b.hang or body.get("model") in b.hang_models:
             fut = asyncio.get_running_loop().create_future()
             self._hung.append(fut)
             await fut  # never resolved until stop(): the client must time out

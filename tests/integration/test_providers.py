@@ -322,6 +322,20 @@ async def test_a_verified_draft_below_the_score_escalates_and_both_costs_count(
     assert not r2.outcome.escalated and len(r2.outcome.calls) == 1
 
 
+async def test_a_verified_draft_is_the_answer_when_the_escalation_runs_out_of_time(
+        upstream: FakeUpstream, closing: Closing[Any]) -> None:
+    """The draft scores below the bar, the escalation's model never answers: at the
+    request's deadline the draft is served (the best answer there is), not an error."""
+    upstream.behaviour.answer = "a bad draft"
+    upstream.behaviour.hang_models = {"strong"}
+    c = closing(Conductor(fake_settings(upstream.base_url, first_byte_s=30.0, total_s=60.0),
+                          seed=1, evaluators=[_BadDraftEvaluator()]))
+    r = await c.acomplete("Write it", task_type="chat", strategy="verified",
+                          max_latency_ms=2000)
+    assert r.text == "a bad draft" and not r.outcome.escalated and r.outcome.error is None
+    assert [body["model"] for body in upstream.requests] == ["cheap", "strong"]
+
+
 def _two_direct(up: FakeUpstream) -> Any:
     tt = {"chat": {"strategies": ["direct-cheap", "direct-strong"], "min_quality": 0.01}}
     return Conductor(fake_settings(up.base_url, attempts=1, task_types=tt), seed=1,
