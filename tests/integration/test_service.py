@@ -79,6 +79,11 @@ def test_openai_sdk_non_streaming_with_extra_body_hints(served, upstream: FakeUp
     assert raw.headers["x-conductor-request-id"] == trace["request_id"]
     assert float(raw.headers["x-conductor-cost-usd"]) == pytest.approx(trace["cost_usd"])
     assert resp.model == trace["model"]
+    # The SDK's newer name for the answer's length limit reaches the upstream, forced
+    # to a direct strategy so that one upstream call answers.
+    client.chat.completions.create(model="direct-cheap", max_completion_tokens=7,
+                                   messages=[{"role": "user", "content": "Great value!"}])
+    assert upstream.requests[-1]["max_tokens"] == 7
     client.close()
 
 
@@ -157,7 +162,8 @@ def test_httpx_header_hints_native_route_and_audit(served, upstream: FakeUpstrea
     with _http(s) as h:
         r = h.post("/v1/chat/completions", headers={
             "X-Conductor-Task-Type": "classify", "X-Conductor-Min-Quality": "0.5"},
-            json={"messages": [{"role": "user", "content": "Broke in a day."}]})
+            json={"messages": [{"role": "user", "content": "Broke in a day."}],
+                  "metadata": {"team": "search"}})
         assert r.status_code == 200, r.text
         rid = r.headers["x-conductor-request-id"]
         before = len(upstream.requests)
@@ -167,9 +173,11 @@ def test_httpx_header_hints_native_route_and_audit(served, upstream: FakeUpstrea
         assert route.json()["constraints"]["min_quality"] == 0.9
         assert len(upstream.requests) == before  # a dry run calls nothing
         native = h.post("/v1/complete", json={"prompt": "Label it", "task_type": "classify",
-                                              "strategy": "direct-strong"})
+                                              "strategy": "direct-strong",
+                                              "request_id": "ticket-4711"})
         assert native.status_code == 200 and native.json()["text"] == "negative"
         assert native.json()["decision"]["routed_by"] == "forced"
+        assert native.json()["request_id"] == "ticket-4711"  # the caller's id is kept
         audit = h.get(f"/v1/requests/{rid}")
         assert audit.status_code == 200
         body = audit.json()
@@ -178,6 +186,17 @@ def test_httpx_header_hints_native_route_and_audit(served, upstream: FakeUpstrea
         assert body["outcome"]["text"] == "" and body["outcome"]["strategy"]
         assert [x["source"] for x in body["rewards"]] == ["heuristic"]  # "negative" is a label
         assert h.get("/v1/requests/nope").status_code == 404
+
+    def stored_metadata() -> Any:  # the OpenAI body's metadata, stored with the request
+        conn = sqlite3.connect(_db)
+        try:
+            return conn.execute("SELECT metadata FROM requests WHERE request_id = ?",
+                                (rid,)).fetchone()
+        finally:
+            conn.close()
+
+    wait_for(lambda: stored_metadata() is not None, "the request row committed")
+    assert msgspec.json.decode(stored_metadata()[0]) == {"team": "search"}
 
 
 def test_feedback_is_idempotent_pending_and_404(served, upstream: FakeUpstream) -> None:
