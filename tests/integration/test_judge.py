@@ -49,6 +49,26 @@ def test_judge_replies_become_rewards(upstream: FakeUpstream, reply: str, score:
         assert c.stats().judge_cost_usd > 0
 
 
+def test_a_sampled_judge_logs_the_probability_it_was_sampled_with(
+        upstream: FakeUpstream) -> None:
+    # At a 5% base rate, boosted while the posterior is wide: each judged reward carries
+    # the probability its request was judged with (what reweights the judged subset),
+    # high at first and falling as the strategy becomes known.
+    upstream.behaviour.answer = lambda b: "Score: 8" if _is_judge(b) else "Monday."
+    data = msgspec.to_builtins(_judged(upstream.base_url))
+    data["task_types"]["chat"]["judge_sample_rate"] = 0.05
+    with Conductor(settings_from_dict(data), seed=1, evaluators=[]) as c:
+        ids = [c.complete("Where is my order?", task_type="chat",
+                          strategy="direct-cheap").request_id for _ in range(60)]
+        assert c.wait_for_judges(10)
+        probs = [x.sampling_probability for rid in ids
+                 for x in c.log_store.get_request(rid).rewards if x.source == "judge"]
+    print("sampling probabilities of the judged requests:", [round(p, 3) for p in probs])
+    assert len(probs) >= 5
+    assert all(0.05 <= p < 1.0 for p in probs)
+    assert probs[-1] < probs[0]  # the boost shrinks with the posterior
+
+
 def test_malformed_and_failing_judges_are_counted_and_never_reach_the_caller(
         upstream: FakeUpstream) -> None:
     upstream.behaviour.answer = lambda b: "I cannot grade this." if _is_judge(b) else "ok"
