@@ -146,6 +146,10 @@ def test_calibrated_priors_are_used_by_conductor(tmp_path: Path) -> None:
     assert len(served[most]) > 20
     prior = fitted[most]
     assert prior.quality_alpha + prior.quality_beta == pytest.approx(20.0)
+    # Latency and output tokens are capped at the same weight, so live traffic moves them.
+    assert prior.latency_kappa == pytest.approx(20.0)
+    assert prior.latency_a == pytest.approx(1.0 + 20.0 / 2.0)
+    assert prior.output_tokens_weight == pytest.approx(20.0)
     assert prior.quality_alpha / 20.0 == pytest.approx(
         min(0.99, max(0.01, float(np.mean(served[most])))))
     fresh.close()
