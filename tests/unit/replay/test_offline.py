@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -165,3 +166,25 @@ def test_tune_recommends_a_temperature_per_task(world_file: Path) -> None:
         meeting = {t: v for t, v in sweep.items() if v["meets_bar"]} or sweep
         best = max(meeting, key=lambda t: meeting[t]["utility"])
         assert result["recommended"][task] == float(best)
+
+
+@pytest.mark.parametrize(("content", "needle"), [
+    ({"priors": {"classify": {}}}, "no priors in the file"),
+    ({"priors": {"classify": {"turbo-cheap": {
+        "quality_alpha": -1.0, "quality_beta": 2.0, "latency_mu": 6.9}}}}, "invalid prior"),
+    ({"priors": {"poetry": {"turbo-cheap": {
+        "quality_alpha": 1.0, "quality_beta": 2.0, "latency_mu": 6.9}}}},
+     "unknown task type 'poetry'"),
+    ([1, 2], "not a priors file"),
+])
+def test_a_priors_file_that_would_change_nothing_or_break_routing_is_refused(
+        tmp_path: Path, content: object, needle: str) -> None:
+    import json
+
+    from conductor import default_settings
+    from conductor.errors import ConfigError
+
+    path = tmp_path / "priors.json"
+    path.write_text(json.dumps(content))
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        load_coefficients(path, default_settings())
