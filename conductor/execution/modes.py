@@ -154,6 +154,7 @@ class VerifiedMode(_WholeAnswer):
         self.accept_score = st.verified.accept_score
         self.draft = draft
         self.escalate = escalate
+        self.escalate_model = settings.strategies[st.verified.escalate_to].model
         self.scorer = scorer
 
     async def run(self, request: CompletionRequest, run: Run,
@@ -164,9 +165,14 @@ class VerifiedMode(_WholeAnswer):
             return draft, False
         try:
             final, _ = await self.escalate.run(request, run, "escalation")
-        except ProviderTimeoutError:
+        except ProviderTimeoutError as exc:
             if run.deadline is not None and time.monotonic() >= run.deadline:
-                return draft, False  # out of time: the draft is the best answer there is
+                # Out of time: the draft is the best answer there is. The escalation was
+                # sent all the same, so the trace keeps it.
+                run.calls.append(CallRecord(
+                    strategy=self.escalate.strategy, model=self.escalate_model,
+                    role="escalation", error=f"{type(exc).__name__}: {exc}"))
+                return draft, False
             raise
         return final, True
 

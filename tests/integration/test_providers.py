@@ -334,6 +334,11 @@ async def test_a_verified_draft_is_the_answer_when_the_escalation_runs_out_of_ti
                           max_latency_ms=2000)
     assert r.text == "a bad draft" and not r.outcome.escalated and r.outcome.error is None
     assert [body["model"] for body in upstream.requests] == ["cheap", "strong"]
+    draft, escalation = r.outcome.calls  # the trace keeps the call that ran out of time
+    assert (draft.role, draft.model, draft.error) == ("draft", "cheap", None)
+    assert (escalation.role, escalation.model) == ("escalation", "strong")
+    assert escalation.error and "Timeout" in escalation.error
+    assert r.outcome.cost_usd == pytest.approx(draft.cost_usd)
 
 
 def _two_direct(up: FakeUpstream) -> Any:
