@@ -23,11 +23,10 @@ from conductor.bandit.policy import (
     eligible_mask,
     mix_propensity,
     predict_costs,
-    prompt_candidates,
-    solve_price,
 )
 from conductor.bandit.posterior import TaskPosterior
 from conductor.bandit.priors import build_strategy_table, policy_params, target_base
+from conductor.bandit.prompts import PromptPricer
 from conductor.config import RelativeTarget, Settings
 from conductor.errors import InvalidRequestError, NoStrategyAvailableError, UnknownStrategyError
 from conductor.learning import Learner
@@ -63,9 +62,6 @@ def make_request(prompt: str | None = None, *, messages: Any = None,
     except msgspec.ValidationError as exc:
         raise InvalidRequestError(str(exc)) from exc
 
-
-
-PRICE_EVERY = 25  # observations of a task type between re-solving its price of quality
 
 
 class Pending(msgspec.Struct, kw_only=True, frozen=True):
@@ -116,8 +112,7 @@ class Decider:
         self.shortlist_rng = np.random.default_rng(None if seed is None else [seed, 2])
         p = settings.policy
         self.featurizer = Featurizer(p.context_dim, p.context_seed) if p.context else None
-        self._recent: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
-        self._prices: dict[str, tuple[float, tuple[int, float]]] = {}
+        self._pricers = {t: PromptPricer(p.context_reservoir) for t in settings.task_types}
         # Per task type: the observation count it was computed at, and what is set aside.
         self._shortlists: dict[str, tuple[float, dict[str, str]]] = {}
 
@@ -272,26 +267,9 @@ class Decider:
         model = self.learner.contexts.get(task)
         if model is None or z is None:
             return None
-        p = self.settings.policy
-        recent = self._recent.setdefault(task, [])
-        cost = predict_costs(self.table, post, input_tokens)
-        recent.append((z, cost))
-        del recent[:-p.context_reservoir]
-        if not model.active:
-            return None
-        mean, var, _ = model.predict(z)
-        candidates = prompt_candidates(post, cost, eligible, spec.safe if spec else -1)
-        if spec is None:
-            return PromptContext(mean=mean, var=var, candidates=candidates)
-        key = (int(post.observations // PRICE_EVERY), round(spec.target, 3))
-        cached = self._prices.get(task)
-        if cached is None or cached[1] != key:
-            means = model.predict_means(np.array([x for x, _ in recent]))
-            costs = np.array([c / max(c[spec.safe], 1e-300) for _, c in recent])
-            cached = self._prices[task] = (
-                solve_price(means, costs, eligible & candidates, spec.target), key)
-        return PromptContext(mean=mean, var=var, price=cached[0],
-                             cost_scale=float(cost[spec.safe]), candidates=candidates)
+        return self._pricers[task].context(model, post, z,
+                                           predict_costs(self.table, post, input_tokens),
+                                           eligible, spec)
 
     def with_propensity(self, decision: Decision, pending: Pending | None) -> Decision:
         """The decision with its propensity: P(policy picks it) mixed with the rollout."""

@@ -15,14 +15,13 @@ from conductor.bandit.context import ContextModel
 from conductor.bandit.features import Featurizer
 from conductor.bandit.ope import evaluate
 from conductor.bandit.policy import (
-    PromptContext,
     ThompsonPolicy,
     eligible_mask,
     predict_costs,
-    prompt_candidates,
 )
 from conductor.bandit.posterior import PosteriorState, Prior, TaskPosterior
 from conductor.bandit.priors import build_priors, build_strategy_table, policy_params, target_base
+from conductor.bandit.prompts import PromptPricer
 from conductor.bandit.targets import TargetState
 from conductor.coefficients import (
     ContextPriors,
@@ -183,6 +182,7 @@ def _candidate_probabilities(cand: Candidate, records: list[LoggedRecord], setti
     contexts = {t: ContextModel.for_task(tp, settings.policy)
                 for t, tp in post.tasks.items()} if cand.context else {}
     start_contexts(contexts, warm, settings.policy)
+    pricers = {t: PromptPricer(settings.policy.context_reservoir) for t in contexts}
     size = settings.policy.context_dim + 1
     for i, r in enumerate(records):
         tp = post[r.task_type]
@@ -192,26 +192,23 @@ def _candidate_probabilities(cand: Candidate, records: list[LoggedRecord], setti
                         max_cost_usd=r.max_cost_usd)
         t = cand.temperature if cand.temperature is not None else settings.temperature(
             r.task_type)
-        model = contexts.get(r.task_type) if len(r.features) == size else None
-        z = np.asarray(r.features) if model is not None else None
-        context = None
-        if model is not None and z is not None and model.active:
-            mean, var, _ = model.predict(z)
-            context = PromptContext(mean=mean, var=var, candidates=prompt_candidates(
-                tp, predict_costs(table, tp, r.input_tokens), el))
         base, safe = target_base(settings, policy, r.task_type, tp, r.client_id,
                                  r.quality_target)
         if cand.quality_target is not None:
             base = cand.quality_target
         spec = None if base is None else policy.target_spec(base, targets[r.task_type], tp,
                                                             el, safe)
+        model = contexts.get(r.task_type) if len(r.features) == size else None
+        z = np.asarray(r.features)
+        context = None if model is None else pricers[r.task_type].context(
+            model, tp, z, predict_costs(table, tp, r.input_tokens), el, spec)
         pi[i] = policy.choice_probabilities(tp, table, el, c, r.input_tokens, t, rng,
                                             target=spec, context=context)
         strategy = r.executed if r.executed in tp.index else r.action
         tp.observe_outcome(strategy, None if r.error else r.latency_ms,
                            None if r.error else r.output_tokens, None, gamma)
         if r.quality is not None:
-            if model is not None and z is not None:
+            if model is not None:
                 model.observe(strategy, z, r.quality, gamma,
                               baseline=float(tp.quality_mean()[tp.index[strategy]]))
             tp.observe_reward(strategy, r.quality)

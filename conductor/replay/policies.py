@@ -15,15 +15,13 @@ import numpy as np
 from conductor.bandit.context import ContextModel
 from conductor.bandit.features import Featurizer
 from conductor.bandit.policy import (
-    PromptContext,
     StrategyTable,
     TargetSpec,
     ThompsonPolicy,
-    prompt_candidates,
-    solve_price,
 )
 from conductor.bandit.posterior import Prior, TaskPosterior
 from conductor.bandit.priors import policy_params
+from conductor.bandit.prompts import PromptPricer
 from conductor.bandit.targets import TargetState
 from conductor.coefficients import ContextPriors, start_contexts
 from conductor.config import PolicyConfig
@@ -122,8 +120,8 @@ class ConductorPolicy:
         self.shortlist: dict[str, tuple[float, np.ndarray]] = {}
         self.deficits: dict[str, list[float]] = {task: [] for task in world.tasks()}
         self.features: np.ndarray | None = None
-        self.recent: dict[str, list[int]] = {task: [] for task in world.tasks()}
-        self.priced: dict[str, tuple[float | None, tuple[int, float] | None]] = {}
+        self.pricers = {task: PromptPricer(self.params.context_reservoir)
+                        for task in world.tasks()}
         if self.context:
             featurize = Featurizer(self.params.context_dim, self.params.context_seed)
             self.features = np.array([featurize(text) for text in world.prompts]) if (
@@ -155,29 +153,9 @@ class ConductorPolicy:
             el = eligible
         context = None
         if self.features is not None:
-            recent = self.recent[task]
-            recent.append(i)
-            del recent[:-self.params.context_reservoir]
-        if self.features is not None and self.contexts[task].active:
-            model = self.contexts[task]
-            m, v, _ = model.predict(self.features[i])
-            price = None
-            cost = self.posts[task].output_tokens()  # the cost rides in this slot
-            candidates = prompt_candidates(self.posts[task], cost, el,
-                                           spec.safe if spec is not None else -1)
-            if spec is not None:
-                key = (post_version(self.posts[task]), round(spec.target, 3))
-                if self.priced.get(task, (None, None))[1] != key:
-                    means = model.predict_means(self.features[recent])
-                    price = solve_price(means, np.broadcast_to(cost / cost[spec.safe],
-                                                               means.shape),
-                                        el & candidates, spec.target)
-                    self.priced[task] = (price, key)
-                price = self.priced[task][0]
-                ref_cost = float(cost[spec.safe])
-            context = PromptContext(mean=m, var=v, price=price,
-                                    cost_scale=ref_cost if spec is not None else 1.0,
-                                    candidates=candidates)
+            post = self.posts[task]  # the cost rides in the output-token slot
+            context = self.pricers[task].context(self.contexts[task], post, self.features[i],
+                                                 post.output_tokens(), el, spec)
         choice, _ = self.policy.decide_full(self.posts[task], self.table, el,
                                             self.constraints[task], 0, self.t, self.rng, spec,
                                             context)
@@ -254,11 +232,6 @@ class _Evidence:
         self.labelled_n = np.zeros(k)
         self.labelled_sum = np.zeros(k)
         self.fed = np.zeros(k)
-
-
-def post_version(post: TaskPosterior) -> int:
-    """Changes every ``every`` observations (the prompt price is re-solved then)."""
-    return int(post.observations // 25)
 
 
 class _Means:
