@@ -27,7 +27,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
-import msgspec
 import numpy as np
 from msgspec import Struct
 from scipy import special
@@ -113,17 +112,19 @@ class TargetSpec(Struct, kw_only=True, frozen=True):
 
 class PromptContext(Struct, kw_only=True, frozen=True):
     """What the contextual posterior says about this prompt, per strategy: its quality's
-    mean and variance (drawn from in place of the task-level Beta), and how much harder or
-    easier the prompt is for the target's reference than its average prompt (``shift``:
-    the target for this prompt moves with it, so the target holds over the traffic while
-    easy prompts go cheap)."""
+    mean and variance (drawn from in place of the task-level Beta), the strategies it may
+    choose among, and under a target the price of quality (``conductor.bandit.prompts``)."""
 
     mean: np.ndarray
     var: np.ndarray
-    shift: float = 0.0
     price: float | None = None  # quality per unit of cost, in units of cost_scale
     cost_scale: float = 1.0
     candidates: np.ndarray | None = None  # what the prompt's choice may take (None: all)
+
+    def price_per_cost(self) -> float:
+        """The price of quality per unit of (unscaled) cost; call only with a price."""
+        assert self.price is not None
+        return self.price / max(self.cost_scale, 1e-300)
 
 
 class Choice(Struct, kw_only=True, frozen=True):
@@ -370,8 +371,6 @@ class ThompsonPolicy:
             return memo[0]
 
         q, p95 = self._draw(post, extra, 1, t, rng, constraints.min_quality, target, context)
-        if context is not None and target is not None:
-            target = msgspec.structs.replace(target, target=target.target + context.shift)
         if target is None:
             idx, none, feas = self._choose(q, p95, cost, eligible, constraints, relaxed)
             gq, gp95 = self._draw(post, extra, 1, 0.0, None, context=context)
@@ -382,8 +381,7 @@ class ThompsonPolicy:
         feas = self._feasible(q, p95, cost, eligible, constraints)
         mix: tuple[int, int, float] | None = None
         if context is not None and context.price is not None:
-            scale = context.price / max(context.cost_scale, 1e-300)
-            index = int(priced_choice(q, cost, feas, scale)[0])
+            index = int(priced_choice(q, cost, feas, context.price_per_cost())[0])
             unmet = index < 0
             if unmet:
                 index = relaxed()
@@ -411,8 +409,7 @@ class ThompsonPolicy:
         gq, gp95 = self._draw(post, extra, 1, 0.0, None, context=context)
         gfeas = self._feasible(gq, gp95, cost, eligible, constraints)
         if context is not None and context.price is not None:
-            scale = context.price / max(context.cost_scale, 1e-300)
-            g = int(priced_choice(gq, cost, gfeas, scale)[0])
+            g = int(priced_choice(gq, cost, gfeas, context.price_per_cost())[0])
             return frozenset({g if g >= 0 else relaxed()})
         glow, ghigh, _, _ = mix_row(gq[0].tolist(), cost.tolist(), gfeas[0].tolist(),
                                     target.target)
@@ -455,8 +452,6 @@ class ThompsonPolicy:
         if target is None:
             return self._probabilities(post, eligible, constraints, t, rng, cost, extra,
                                        relaxed, draws, method, context)
-        if context is not None:
-            target = msgspec.structs.replace(target, target=target.target + context.shift)
         if t <= 0:
             q, p95 = self._draw(post, extra, 1, 0.0, None, context=context)
             feas = self._feasible(q, p95, cost, eligible, constraints)
@@ -477,7 +472,7 @@ class ThompsonPolicy:
             if constraints.min_quality is not None:
                 feas &= q >= constraints.min_quality
         if context is not None and context.price is not None:
-            low = priced_choice(q, cost, feas, context.price / max(context.cost_scale, 1e-300))
+            low = priced_choice(q, cost, feas, context.price_per_cost())
             high, p = low, np.zeros(len(low))
         else:
             low, high, p, _ = cheapest_mix(q, cost, feas, target.target)
