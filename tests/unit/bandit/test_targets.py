@@ -225,3 +225,15 @@ def test_per_prompt_choices_stay_on_the_task_types_frontier() -> None:
     probs = policy.choice_probabilities(post, table, el, Constraints(), 1, 0.5, rng,
                                         target=spec, context=ctx)
     assert probs[1] == 0.0 and probs.sum() == pytest.approx(1.0)
+
+
+def test_the_targets_reference_stays_a_per_prompt_candidate_off_the_frontier() -> None:
+    # s0 is the reference but a cheaper s1 is better at the task level, so s0 is off the
+    # frontier; it stays a candidate all the same (a held-back choice is served by it).
+    post = _posterior([0.85, 0.9, 0.6], 400)
+    cost = predict_costs(cost_table([40.0, 10.0, 1.0]), post, 1)
+    el = np.ones(3, dtype=bool)
+    assert prompt_candidates(post, cost, el).tolist() == [False, True, True]
+    assert prompt_candidates(post, cost, el, safe=0).tolist() == [True, True, True]
+    assert prompt_candidates(post, cost, np.array([False, True, True]), safe=0).tolist() == [
+        False, True, True]  # but not when it is not eligible
