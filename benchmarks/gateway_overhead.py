@@ -18,10 +18,11 @@ aiohttp) are separate processes on 127.0.0.1, sharing the machine. Measured the 
 
 1. Sequential requests against a 0 ms upstream: p50/p99 added to direct.
 2. 64 concurrent requests against a 50 ms upstream: throughput and p99 against direct and
-   against the forwarder; errors; resident memory after the load.
+   against the forwarder; errors; resident memory after the load; the CPU the gateway's
+   processes spent per request (less noisy than throughput on a shared machine).
 
     .venv/bin/python benchmarks/gateway_overhead.py [--sequential 2000] [--concurrent 5000]
-        [--litellm /path/to/venv/bin/litellm]
+        [--litellm /path/to/venv/bin/litellm] [--only "forwarder;conductor, target"]
 """
 
 from __future__ import annotations
@@ -73,12 +74,27 @@ quality_target = { relative_to = "strong", ratio = 0.95 }
 DIRECT_BODY = {"model": "small", "messages": MESSAGES}
 
 
+def _tree(pid: int) -> list[int]:
+    """A process and its children (Granian serves from a child)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    kids = children.read_text().split() if children.exists() else []
+    return [pid, *map(int, kids)]
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process and its children so far (all threads)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for p in _tree(pid):
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
 def rss_mib(pid: int) -> float:
     """Resident memory of a process and its children (Granian serves from a child)."""
     total = 0.0
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    kids = children.read_text().split() if children.exists() else []
-    for p in (pid, *map(int, kids)):
+    for p in _tree(pid):
         for line in Path(f"/proc/{p}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 total += int(line.split()[1]) / 1024
@@ -158,9 +174,17 @@ def start_forwarder(port: int, upstream_port: int,
     return p
 
 
-def run(url: str, body: dict, n: int, c: int) -> tuple[float, np.ndarray, int]:
+def run(url: str, body: dict, n: int, c: int, pid: int | None = None
+        ) -> tuple[float, np.ndarray, int, float]:
+    """Warm up, then ``n`` requests: throughput, latencies, errors and the CPU the process
+    ``pid`` (and its children) spent per request, in ms (NaN without a pid)."""
     asyncio.run(load(url, body, 300, c))  # warm up
-    return asyncio.run(load(url, body, n, c))
+    before = cpu_s(pid) if pid else float("nan")
+    rps, lat, errors = asyncio.run(load(url, body, n, c))
+    if pid:
+        time.sleep(1.0)  # the bookkeeping after the last answer counts too
+    used = cpu_s(pid) - before if pid else float("nan")
+    return rps, lat, errors, used / n * 1000
 
 
 def phase(concurrent: bool, up: int, n: int, args: argparse.Namespace, work: Path) -> None:
@@ -177,20 +201,24 @@ def phase(concurrent: bool, up: int, n: int, args: argparse.Namespace, work: Pat
         ("fwd, uvicorn", lambda port: start_forwarder(port, up, "uvicorn"), DIRECT_BODY),
         ("cond., hints, uvic.", lambda port: start_conductor(port, up, work, args.workers,
                                                               "uvicorn"), BODY)]
+    if args.only:
+        gateways = [g for g in gateways if g[0] in args.only.split(";")]
     if args.litellm:
         gateways.append(("litellm", lambda port: start_litellm(args.litellm, port, up, work),
                          {"model": "small", "messages": MESSAGES}))
-    d_rps, d_lat, _ = run(direct_url, DIRECT_BODY, n, c)
+    d_rps, d_lat, _, _ = run(direct_url, DIRECT_BODY, n, c)
     d50, d99 = np.percentile(d_lat, [50, 99])
     print(f"{'gateway':<18} {'req/s':>7} {'vs direct':>9} {'vs fwd':>7} {'p50 ms':>8} "
-          f"{'+p50':>6} {'p99 ms':>8} {'+p99':>7} {'p99/direct':>10} {'errors':>6} {'MiB':>5}")
+          f"{'+p50':>6} {'p99 ms':>8} {'+p99':>7} {'p99/direct':>10} {'errors':>6} {'MiB':>5} "
+          f"{'CPU ms/req':>10}")
     print(f"{'direct':<18} {d_rps:>7.0f} {1:>9.2f} {'':>7} {d50:>8.2f} {'':>6} {d99:>8.2f}")
     fwd_rps = None
     for name, start, body in gateways:
         port = free_port()
         proc = start(port)
         try:
-            rps, lat, errs = run(f"http://127.0.0.1:{port}/v1/chat/completions", body, n, c)
+            rps, lat, errs, cpu = run(f"http://127.0.0.1:{port}/v1/chat/completions", body,
+                                      n, c, proc.pid)
             mib = rss_mib(proc.pid)
         finally:
             proc.terminate()
@@ -199,7 +227,7 @@ def phase(concurrent: bool, up: int, n: int, args: argparse.Namespace, work: Pat
         fwd_rps = fwd_rps or rps
         print(f"{name:<18} {rps:>7.0f} {rps / d_rps:>9.2f} {rps / fwd_rps:>7.2f} {g50:>8.2f} "
               f"{g50 - d50:>+6.2f} {g99:>8.2f} {g99 - d99:>+7.2f} {g99 / d99:>10.2f} "
-              f"{errs:>6} {mib:>5.0f}")
+              f"{errs:>6} {mib:>5.0f} {cpu:>10.2f}")
 
 
 def main() -> None:
@@ -210,6 +238,7 @@ def main() -> None:
                     help="Conductor worker processes.")
     ap.add_argument("--litellm", help="Path to a `litellm` proxy binary (its own venv) to "
                                       "measure beside Conductor.")
+    ap.add_argument("--only", help="Gateway rows to run, separated by semicolons (default: all).")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         work = Path(d)
