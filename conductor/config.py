@@ -227,6 +227,10 @@ class PolicyConfig(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True
     propensity_draws: Annotated[int, Meta(ge=100, le=1_000_000)] = 4000
     # Under a quality target (coin integrated out, so fewer draws give the same precision).
     mix_propensity_draws: Annotated[int, Meta(ge=100, le=1_000_000)] = 1000
+    # A logged decision's own propensity under a target: drawn in chunks until its
+    # standard error is within this share of it, at most `mix_propensity_max_draws` draws.
+    mix_propensity_rel_se: Annotated[float, Meta(gt=0.0, le=1.0)] = 0.03
+    mix_propensity_max_draws: Annotated[int, Meta(ge=100, le=1_000_000)] = 4000
     wide_posterior_trials: NonNegative = 40.0
     guard_floor: Probability = 0.001
     seed: int | None = None

@@ -278,7 +278,7 @@ class Decider:
         probs = self.policy.choice_probabilities(
             pending.post, self.table, pending.eligible, pending.constraints,
             pending.input_tokens, pending.temperature, self.propensity_rng,
-            target=pending.target, context=pending.context)
+            target=pending.target, context=pending.context, focus=pending.index)
         p = mix_propensity(float(probs[pending.index]), pending.index == pending.default,
                            pending.share)
         return msgspec.structs.replace(decision, propensity=p)

@@ -61,6 +61,9 @@ class PolicyParams(Struct, kw_only=True, frozen=True):
     guard_floor: float = 0.001
     propensity_draws: int = 4000
     mix_propensity_draws: int = 1000
+    mix_propensity_max_draws: int = 4000
+    mix_propensity_chunk: int = 250
+    mix_propensity_rel_se: float = 0.03
     target_gain: float = 0.01
     target_surplus_cap: float = 0.05
     target_margin: float = 0.002
@@ -420,7 +423,8 @@ class ThompsonPolicy:
                              t: float, rng: np.random.Generator,
                              draws: int | None = None, method: str = "auto",
                              target: TargetSpec | None = None,
-                             context: PromptContext | None = None) -> np.ndarray:
+                             context: PromptContext | None = None,
+                             focus: int | None = None) -> np.ndarray:
         """P(each strategy is chosen) for this context.
 
         ``exact``: with a quality floor and no tied costs, the rule "cheapest feasible" over
@@ -440,6 +444,12 @@ class ThompsonPolicy:
         with each draw's mixing coin integrated out (its two strategies get 1 - p and p,
         so the estimate varies less than counting sampled choices), composed with the
         deterministic conservative check (what it holds back goes to ``target.safe``).
+        With ``focus`` (the strategy a decision chose: the one whose probability the log
+        needs) the draws come in chunks of ``mix_propensity_chunk`` and stop once that
+        probability's standard error is within ``mix_propensity_rel_se`` of it, or at
+        ``draws`` (default ``mix_propensity_max_draws``; without a focus all of ``draws``,
+        default ``mix_propensity_draws``): a likely choice needs few draws, a rare one,
+        whose importance weight is large, gets many.
         """
         cost = predict_costs(table, post, input_tokens)
         extra = np.asarray(table.extra_latency_ms)
@@ -452,43 +462,66 @@ class ThompsonPolicy:
         if target is None:
             return self._probabilities(post, eligible, constraints, t, rng, cost, extra,
                                        relaxed, draws, method, context)
-        if t <= 0:
-            q, p95 = self._draw(post, extra, 1, 0.0, None, context=context)
-            feas = self._feasible(q, p95, cost, eligible, constraints)
-        else:
-            # Latency enters only through feasibility, independently of quality: draw that
-            # as a coin with the exact P(p95 <= limit) rather than drawing latencies.
-            n = draws or self.params.mix_propensity_draws
-            a, b = post.quality_params()
-            if context is None:
-                q = rng.beta(a / t, b / t, size=(n, a.size))
-            else:
-                q = draw_prompt_quality(context.mean, context.var, n, t, rng)
-            free = Constraints(max_cost_usd=constraints.max_cost_usd,
-                               max_latency_ms=constraints.max_latency_ms)
-            p_ok = np.where(eligible, self.feasible_probabilities(post, extra, cost, free, t),
-                            0.0)
-            feas = rng.random((n, a.size)) < p_ok
-            if constraints.min_quality is not None:
-                feas &= q >= constraints.min_quality
-        if context is not None and context.price is not None:
-            low = priced_choice(q, cost, feas, context.price_per_cost())
-            high, p = low, np.zeros(len(low))
-        else:
-            low, high, p, _ = cheapest_mix(q, cost, feas, target.target)
-        probs = mix_shares(low, high, p, len(post.strategies))
-        unmet = float(np.mean(low < 0))
-        if unmet > 0:
-            probs[relaxed()] += unmet
         greedy = (self._greedy_under_target(post, extra, cost, eligible, constraints, target,
                                             context, relaxed)
                   if context is not None else frozenset())
         held = self._held_back(post, target, eligible, context, greedy)
+        if t <= 0:
+            q, p95 = self._draw(post, extra, 1, 0.0, None, context=context)
+            feas = self._feasible(q, p95, cost, eligible, constraints)
+            return self._mix_rows(q, cost, feas, target, context, held, relaxed).sum(axis=0)
+        # Latency enters only through feasibility, independently of quality: draw that as a
+        # coin with the exact P(p95 <= limit) rather than drawing latencies.
+        a, b = post.quality_params()
+        free = Constraints(max_cost_usd=constraints.max_cost_usd,
+                           max_latency_ms=constraints.max_latency_ms)
+        p_ok = np.where(eligible, self.feasible_probabilities(post, extra, cost, free, t), 0.0)
+        most = draws or (self.params.mix_propensity_draws if focus is None
+                         else self.params.mix_propensity_max_draws)
+        chunk = most if focus is None else min(most, self.params.mix_propensity_chunk)
+        total, used, s1, s2 = np.zeros(a.size), 0, 0.0, 0.0
+        while used < most:
+            n = min(chunk, most - used)
+            if context is None:
+                q = rng.beta(a / t, b / t, size=(n, a.size))
+            else:
+                q = draw_prompt_quality(context.mean, context.var, n, t, rng)
+            feas = rng.random((n, a.size)) < p_ok
+            if constraints.min_quality is not None:
+                feas &= q >= constraints.min_quality
+            rows = self._mix_rows(q, cost, feas, target, context, held, relaxed)
+            total += rows.sum(axis=0)
+            used += n
+            if focus is None:
+                continue
+            v = rows[:, focus]
+            s1, s2 = s1 + float(v.sum()), s2 + float(v @ v)
+            mean = s1 / used
+            se = math.sqrt(max(s2 / used - mean * mean, 0.0) / used)
+            if mean > 0 and se <= self.params.mix_propensity_rel_se * mean:
+                break
+        return total / used
+
+    def _mix_rows(self, q: np.ndarray, cost: np.ndarray, feas: np.ndarray, target: TargetSpec,
+                  context: PromptContext | None, held: np.ndarray,
+                  relaxed: Callable[[], int]) -> np.ndarray:
+        """Per row of draws, each strategy's share of the choice (n, S): the mix's two
+        strategies get 1 - p and p (the coin integrated out), the relaxed choice takes a
+        row where nothing is feasible, and what the conservative check holds back goes to
+        ``target.safe``."""
+        n, size = q.shape
+        if context is not None and context.price is not None:
+            low = priced_choice(q, cost, feas, context.price_per_cost())
+            high, p = low, np.zeros(n)
+        else:
+            low, high, p, _ = cheapest_mix(q, cost, feas, target.target)
+        out = mix_shares(low, high, p, size)
+        if (low < 0).any():
+            out[low < 0, relaxed()] = 1.0
         if held.any():
-            moved = float(probs[held].sum())
-            probs[held] = 0.0
-            probs[target.safe] += moved
-        return probs
+            out[:, target.safe] += out[:, held].sum(axis=1)
+            out[:, held] = 0.0
+        return out
 
     def _probabilities(self, post: TaskPosterior, eligible: np.ndarray,
                        constraints: Constraints, t: float, rng: np.random.Generator,

@@ -97,6 +97,8 @@ def policy_params(p: PolicyConfig) -> PolicyParams:
         quality_per_usd=p.quality_per_usd, wide_posterior_trials=p.wide_posterior_trials,
         guard_floor=p.guard_floor, propensity_draws=p.propensity_draws,
         mix_propensity_draws=p.mix_propensity_draws,
+        mix_propensity_max_draws=p.mix_propensity_max_draws,
+        mix_propensity_rel_se=p.mix_propensity_rel_se,
         target_gain=p.target_gain, target_surplus_cap=p.target_surplus_cap,
         target_margin=p.target_margin, target_confidence=p.target_confidence,
         target_reference_z=p.target_reference_z, shortlist_min_share=p.shortlist_min_share,

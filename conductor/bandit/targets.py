@@ -166,10 +166,12 @@ def mix_row(q: list[float], cost: list[float], feasible: list[bool],
 
 
 def mix_shares(low: np.ndarray, high: np.ndarray, p: np.ndarray, size: int) -> np.ndarray:
-    """How often each strategy is chosen, averaged over the rows (exact given the rows:
-    the mixing coin is integrated out, not sampled)."""
-    shares = np.zeros(size)
+    """Each strategy's share of the choice per row of draws, shape (n, size): the mix's
+    two strategies get 1 - p and p (the coin integrated out, not sampled); a row with
+    nothing feasible (low = -1) is all zeros."""
+    out = np.zeros((len(low), size))
     ok = low >= 0
-    np.add.at(shares, low[ok], 1.0 - p[ok])
-    np.add.at(shares, high[ok], p[ok])
-    return shares / max(len(low), 1)
+    rows = np.flatnonzero(ok)
+    out[rows, low[ok]] = 1.0 - p[ok]
+    out[rows, high[ok]] += p[ok]
+    return out

@@ -100,9 +100,10 @@ def test_the_mix_is_the_linear_programs_optimum(points: list[tuple[float, float]
 
 
 def test_mix_shares_integrate_the_coin() -> None:
-    shares = mix_shares(np.array([1, 2, -1]), np.array([0, 2, -1]), np.array([0.25, 0.0, 0.0]),
-                        3)
-    assert shares.tolist() == pytest.approx([0.25 / 3, 0.75 / 3, 1 / 3])
+    rows = mix_shares(np.array([1, 2, -1, 0]), np.array([0, 2, -1, 2]),
+                      np.array([0.25, 0.0, 0.0, 0.5]), 3)
+    assert rows.tolist() == [[0.25, 0.75, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0],
+                             [0.5, 0.0, 0.5]]
 
 
 def test_the_controller_raises_the_target_by_the_deficit_and_caps_a_surplus() -> None:
@@ -171,6 +172,39 @@ def test_propensities_of_mixed_decisions_match_the_choice_frequencies(surplus: f
     np.testing.assert_allclose(counts / 20_000, probs, atol=0.015)
     if surplus == 0.0:
         assert probs[0] > 0.9  # nothing to spend: the safe strategy serves
+
+
+def test_a_decisions_own_propensity_is_drawn_until_it_is_precise() -> None:
+    """The logged propensity (``focus``) stops after one chunk of draws when every draw
+    agrees on it (a well-measured mix: the coin is integrated out) and keeps drawing for a
+    rare choice, until its standard error is within 3% of it."""
+    table = cost_table([20.0, 4.0, 1.0])
+    policy = ThompsonPolicy(PolicyParams())
+    el = np.ones(3, dtype=bool)
+    spec = TargetSpec(target=0.85, base=0.85, surplus=5.0, safe=0)
+    chunk = PolicyParams().mix_propensity_chunk
+
+    def estimate(post: TaskPosterior, focus: int | None, draws: int | None,
+                 seed: int) -> np.ndarray:
+        return policy.choice_probabilities(post, table, el, Constraints(), 1, 1.0,
+                                           np.random.default_rng(seed), draws=draws,
+                                           target=spec, focus=focus)
+
+    measured = _posterior([0.9, 0.8, 0.6], 5000)
+    once = estimate(measured, 1, None, 3)
+    assert once[1] == pytest.approx(0.5, abs=0.05)
+    # One chunk: the same draws, so the same estimate, as a fixed budget of one chunk.
+    np.testing.assert_array_equal(once, estimate(measured, None, chunk, 3))
+
+    young = _posterior([0.9, 0.8, 0.6], 25)
+    truth = estimate(young, None, 400_000, 0)
+    rare = int(np.argmin(truth))
+    assert 0.01 < truth[rare] < 0.2
+    rare_runs = np.array([estimate(young, rare, None, s)[rare] for s in range(40)])
+    fixed_runs = np.array([estimate(young, None, chunk, s)[rare] for s in range(40)])
+    assert abs(rare_runs.mean() / truth[rare] - 1) < 0.02
+    assert rare_runs.std() / truth[rare] < 0.045  # 3% asked; the bound is estimated
+    assert fixed_runs.std() > 2 * rare_runs.std()  # it drew well beyond the first chunk
 
 
 def _prompt(mean: list[float], sd: float, price: float, post, table, spec) -> PromptContext:
