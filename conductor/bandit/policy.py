@@ -209,16 +209,16 @@ class ThompsonPolicy:
             p95 = np.broadcast_to(np.exp(mu + Z95 * sigma) + extra_ms, (n, a.size))
             return q, p95
         size = (n, a.size)
-        q = rng.beta(a / t, b / t, size=size)
+        q = _beta(rng, a / t, b / t, n)
         if self.params.wide_posterior_trials > 0 and target is None:
             wide = self._wide(post, t, min_quality)
             if wide.any():
                 # Optimistic second draw from the posterior shrunk to the prior's weight.
                 a0, b0 = post.prior["q_a0"], post.prior["q_b0"]
                 k = (a0 + b0) / (a + b)
-                q2 = rng.beta(a * k / t, b * k / t, size=size)
+                q2 = _beta(rng, a * k / t, b * k / t, n)
                 q = np.where(wide, np.maximum(q, q2), q)
-        sigma2 = (lb / t) / rng.gamma(la / t, 1.0, size=size)
+        sigma2 = (lb / t) / _gamma(rng, la / t, n)
         m = mu + rng.standard_normal(size) * np.sqrt(sigma2 * t / kappa)
         # Clipped: a very wide (hot) draw means "could be any latency", not an overflow.
         p95 = np.exp(np.minimum(m + Z95 * np.sqrt(sigma2), 50.0)) + extra_ms
@@ -466,6 +466,8 @@ class ThompsonPolicy:
                                             context, relaxed)
                   if context is not None else frozenset())
         held = self._held_back(post, target, eligible, context, greedy)
+        if held.sum() == held.size - 1:  # all but the safe one: it takes every draw's share
+            return (np.arange(held.size) == target.safe).astype(float)
         if t <= 0:
             q, p95 = self._draw(post, extra, 1, 0.0, None, context=context)
             feas = self._feasible(q, p95, cost, eligible, constraints)
@@ -588,6 +590,23 @@ class ThompsonPolicy:
         if none > 1e-12:  # the relaxed choice only matters when it can happen
             probs[relaxed()] += none
         return probs
+
+
+def _beta(rng: np.random.Generator, a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
+    """``rng.beta(a, b, size=(n, S))``. One row (a decision) is drawn value by value: the
+    same numbers from the same stream, 5x faster for a handful of strategies (numpy's
+    broadcasting of array parameters costs ~8 us a call, a scalar draw ~0.8 us)."""
+    if n == 1:
+        return np.array([[rng.beta(x, y) for x, y in zip(a.tolist(), b.tolist(),
+                                                         strict=True)]])
+    return rng.beta(a, b, size=(n, a.size))
+
+
+def _gamma(rng: np.random.Generator, shape: np.ndarray, n: int) -> np.ndarray:
+    """``rng.gamma(shape, 1.0, size=(n, S))``, a single row value by value (see ``_beta``)."""
+    if n == 1:
+        return np.array([[rng.gamma(x, 1.0) for x in shape.tolist()]])
+    return rng.gamma(shape, 1.0, size=(n, shape.size))
 
 
 def meet_log_probability(post: TaskPosterior, extra_ms: np.ndarray, cost: np.ndarray,

@@ -225,3 +225,22 @@ def test_exact_propensity_without_a_floor_follows_the_posterior() -> None:
         post, table, eligible, Constraints(), 1, 1.0, np.random.default_rng(0))
     np.testing.assert_array_equal(after, fresh)
     assert after[1] < before[1] - 0.1  # s1 failed 30 times: it is chosen far less
+
+
+@pytest.mark.parametrize("t", [0.5, 1.0])
+def test_a_decision_draws_each_quality_from_its_tempered_beta_posterior(t: float) -> None:
+    """The decision's draw is Beta(alpha / t, beta / t) per strategy, in strategy order
+    from the given stream: the same numbers numpy's vectorised draw gives (the decision
+    draws one row value by value because that is faster)."""
+    table = cost_table([3.0, 2.0, 1.0])
+    post = flat_posterior(table.names)
+    for name, wins, losses in (("s0", 40, 3), ("s1", 7, 9), ("s2", 2, 30)):
+        for r in [1.0] * wins + [0.0] * losses:
+            post.observe_reward(name, r)
+    a, b = post.quality_params()
+    policy = ThompsonPolicy(PolicyParams(wide_posterior_trials=0))
+    for seed in range(5):
+        choice = policy.decide(post, table, np.ones(3, dtype=bool), Constraints(), 1, t,
+                               np.random.default_rng(seed))
+        expected = np.random.default_rng(seed).beta(a / t, b / t, size=(1, 3))[0]
+        np.testing.assert_array_equal(choice.quality, expected)

@@ -142,6 +142,11 @@ def test_the_conservative_check_serves_the_safe_strategy_without_a_surplus() -> 
              for _ in range(300)]
     assert all(c.index == 0 for c in picks)
     assert any(c.held_back for c in picks)  # the mix wanted s1 sometimes; it was held back
+    # Everything but the safe strategy held back: its propensity is exactly 1, no draws.
+    before = rng.bit_generator.state
+    probs = policy.choice_probabilities(post, table, el, Constraints(), 1, 1.0, rng,
+                                        target=broke, focus=0)
+    assert probs.tolist() == [1.0, 0.0] and rng.bit_generator.state == before
     rich = TargetSpec(target=0.817, base=0.817, surplus=5.0, safe=0)
     share = np.mean([policy.decide_full(post, table, el, Constraints(), 1, 1.0, rng, rich)[0]
                      .index == 1 for _ in range(3000)])
