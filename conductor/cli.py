@@ -349,12 +349,16 @@ def _replay_log(path: Path, json_out: Path | None, config_path: Path | None) -> 
               type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="Priors from `conductor calibrate` (fitted on other traffic, such as "
               "another split of the table): Conductor starts from them, not from flat ones.")
+@click.option("--models", "models_csv",
+              help="Only these models of the tables, comma-separated: replay the shortlist "
+              "a deployment would configure (the bar is then the strongest of them).")
 def replay(worlds: tuple[Path, ...], quality_bar: float, seeds: int, judge_noise: float,
            judge_flip: float, judge_false_positive: float, judge_false_negative: float,
            judge_length_bias: float, judge_cost: float, user_feedback_rate: float,
            user_feedback_delay: int, max_latency_ms: float | None,
            constraints_file: Path | None, json_out: Path | None, plots_dir: Path | None,
-           config_path: Path | None, priors_file: Path | None) -> None:
+           config_path: Path | None, priors_file: Path | None,
+           models_csv: str | None) -> None:
     """Replay outcome tables (JSONL or RouterBench CSV) through Conductor and baselines;
     without a world, the built-in demo world (3,000 prompts of the demo workload with every
     demo model's outcome, generated from the package's own data).
@@ -377,6 +381,9 @@ def replay(worlds: tuple[Path, ...], quality_bar: float, seeds: int, judge_noise
 
     _check_writable(json_out, dirs=(plots_dir,))
     logs = [w for w in worlds if _is_log(w)]
+    if logs and models_csv is not None:
+        raise InvalidRequestError("--models applies to outcome tables; logged traffic has "
+                                  "the strategies it was served with", field="models")
     if logs and priors_file is not None:
         raise InvalidRequestError("--priors applies to outcome tables; for logged traffic "
                                   "use conductor compare --policy priors=FILE",
@@ -393,6 +400,8 @@ def replay(worlds: tuple[Path, ...], quality_bar: float, seeds: int, judge_noise
         click.echo("no world given: replaying the built-in demo world (conductor/data/"
                    "demo_world.toml, 3,000 prompts)", err=True)
         world = build_world(demo_rows(load_world("builtin"), default_settings()))
+    if models_csv is not None:
+        world = world.restricted([m.strip() for m in models_csv.split(",") if m.strip()])
     floors: dict[str, float] = {}
     if constraints_file is not None:
         try:

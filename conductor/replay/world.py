@@ -63,6 +63,30 @@ class World(Struct, kw_only=True):
     def task_index(self, task: str) -> np.ndarray:
         return np.array([t == task for t in self.task_types])
 
+    def restricted(self, models: list[str]) -> World:
+        """The same prompts with only ``models`` (as a deployment that configures only
+        them would see them); prompts none of them answered are dropped."""
+        unknown = [m for m in models if m not in self.models]
+        if unknown:
+            raise InvalidRequestError(
+                f"model(s) {', '.join(map(repr, unknown))} not in the world; it has: "
+                f"{', '.join(self.models)}", field="models")
+        cols = np.array([self.models.index(m) for m in dict.fromkeys(models)], dtype=np.intp)
+        rows = np.flatnonzero(~np.isnan(self.quality[:, cols]).all(axis=1))
+        if not len(rows):
+            raise InvalidRequestError("none of the prompts has an outcome of these models",
+                                      field="models")
+        tokens = self.output_tokens[np.ix_(rows, cols)] if self.output_tokens.size else (
+            self.output_tokens)
+        return World(ids=[self.ids[i] for i in rows],
+                     task_types=[self.task_types[i] for i in rows],
+                     models=[self.models[int(j)] for j in cols],
+                     quality=self.quality[np.ix_(rows, cols)],
+                     cost=self.cost[np.ix_(rows, cols)],
+                     latency_ms=self.latency_ms[np.ix_(rows, cols)],
+                     prompts=[self.prompts[i] for i in rows] if self.prompts else [],
+                     output_tokens=tokens)
+
 
 ROUTERBENCH_TASKS = {"arc-challenge": "classify", "winogrande": "classify",
                      "mbpp": "generate_long"}

@@ -107,6 +107,26 @@ def test_replay_takes_per_task_floors_from_a_file(tmp_path: Path, world_file: Pa
     assert bad.exit_code == 2 and "task type 'poetry' is not in the world" in bad.output
 
 
+def test_replay_restricted_to_the_models_a_deployment_would_configure(
+        tmp_path: Path, world_file: Path) -> None:
+    out = tmp_path / "r.json"
+    r = CliRunner().invoke(main, ["replay", str(world_file), "--seeds", "1", "--models",
+                                  "small, medium", "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    report = msgspec.json.decode(out.read_bytes())
+    singles = {p for p in report["policies"] if p.startswith("always:")}
+    assert singles == {"always:small", "always:medium"}
+    assert report["strongest_model"] == "medium"  # the bar: the strongest of those kept
+    assert report["prompts"] == 600
+    r = CliRunner().invoke(main, ["replay", str(world_file), "--seeds", "1", "--models",
+                                  "large", "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    assert msgspec.json.decode(out.read_bytes())["prompts"] == 599  # one it never answered
+    r = CliRunner().invoke(main, ["replay", str(world_file), "--models", "small,gpt-9"])
+    assert r.exit_code == 2 and r.output.count("error:") == 1
+    assert "'gpt-9' not in the world; it has: large, medium, small" in r.output
+
+
 def test_replay_without_a_world_replays_the_built_in_demo_world(tmp_path: Path,
                                                                 monkeypatch) -> None:
     """A fresh clone has no ../shared: the package's own demo world is the default."""
