@@ -496,9 +496,12 @@ def calibrate(sources: tuple[Path, ...], output: Path, config_path: Path | None,
     if rates is not None and not rates:
         click.echo("judge error rates: no request has both a judge score and a user rating")
     for task, e in (rates or {}).items():
-        click.echo(f"judge on {task}: false positives {e['false_positive']:.3f}, false "
-                   f"negatives {e['false_negative']:.3f} (from {e['pairs']} requests with a "
-                   "user rating; a verdict is a score >= 0.5)")
+        (fp_lo, fp_hi), (fn_lo, fn_hi) = e["false_positive_90"], e["false_negative_90"]
+        click.echo(f"judge on {task}: false positives {e['false_positive']:.3f} (90%: "
+                   f"{fp_lo:.2f}-{fp_hi:.2f}, from {e['wrong_labels']} wrong answers), false "
+                   f"negatives {e['false_negative']:.3f} (90%: {fn_lo:.2f}-{fn_hi:.2f}, from "
+                   f"{e['right_labels']} right ones); from {e['pairs']} requests with a user "
+                   "rating; a verdict is a score >= 0.5")
 
 
 @main.command()

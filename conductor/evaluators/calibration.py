@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy import special
 
 
 class JudgeCalibration:
@@ -129,7 +130,23 @@ class JudgeErrorRates:
         fp, _ = self.rates()
         return min(1.0, max(0.0, (judged_rate - fp) / self.informativeness()))
 
-    def report(self) -> dict[str, float | int | None]:
+    def intervals(self, level: float = 0.9) -> tuple[tuple[float, float], tuple[float, float]]:
+        """Central ``level`` credible intervals of the (false positive, false negative)
+        rates from this judge's own pairs (Jeffreys' prior): how little a handful of wrong
+        answers with a label pins a false-positive rate down."""
+        lo, hi = (1.0 - level) / 2.0, (1.0 + level) / 2.0
+        fp_a, fp_b = self.wrong_passed + 0.5, self.wrong - self.wrong_passed + 0.5
+        fn_a, fn_b = self.right - self.right_passed + 0.5, self.right_passed + 0.5
+        q = special.betaincinv([fp_a, fp_a, fn_a, fn_a], [fp_b, fp_b, fn_b, fn_b],
+                               [lo, hi, lo, hi])
+        return (float(q[0]), float(q[1])), (float(q[2]), float(q[3]))
+
+    def report(self) -> dict[str, object]:
+        """Rates, their 90% intervals and the labels they rest on (wrong answers for the
+        false positives, right ones for the false negatives)."""
         fp, fn = self.rates() if self.pairs else (None, None)
+        fp90, fn90 = self.intervals() if self.pairs else (None, None)
         return {"pairs": self.pairs, "false_positive": fp, "false_negative": fn,
+                "false_positive_90": fp90, "false_negative_90": fn90,
+                "wrong_labels": self.wrong, "right_labels": self.right,
                 "active": self.active}

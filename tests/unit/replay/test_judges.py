@@ -41,6 +41,33 @@ def test_error_rates_turn_a_judged_pass_rate_into_true_quality() -> None:
     assert rates.true_quality(judged_rate) == pytest.approx(0.6, abs=0.05)
 
 
+def test_the_error_rates_intervals_say_how_few_labels_they_rest_on() -> None:
+    """90% intervals from the judge's own pairs: over 300 runs of 7 wrong answers with a
+    label (what 2% labels give a task type of ~2,700 requests), the false-positive interval
+    covers the true 0.2 as often as it should and is wide; 400 wrong answers narrow it."""
+    rng = np.random.default_rng(5)
+    covered, widths = 0, []
+    for _ in range(300):
+        rates = JudgeErrorRates()
+        for _ in range(7):
+            rates.add(float(rng.random() < 0.2), 0.0)  # a wrong answer the judge may pass
+        rates.add(1.0, 1.0)
+        (lo, hi), _ = rates.intervals()
+        assert lo <= rates.rates()[0] <= hi
+        covered += lo <= 0.2 <= hi
+        widths.append(hi - lo)
+    # 7 trials are discrete: 0-3 passes cover 0.2 (P = 0.967), 4 or more do not.
+    assert 0.93 <= covered / 300 <= 0.99
+    assert min(widths) > 0.2 and np.mean(widths) > 0.4
+    many = JudgeErrorRates()
+    for _ in range(400):
+        many.add(float(rng.random() < 0.2), 0.0)
+    (lo, hi), _ = many.intervals()
+    assert lo < 0.2 < hi and hi - lo < 0.07
+    report = many.report()
+    assert report["wrong_labels"] == 400 and report["right_labels"] == 0
+
+
 def _lenient_run(seed: int, cfg: ReplayConfig) -> tuple[ConductorPolicy, np.ndarray, object]:
     w = two_model_world(seed, n=3000)
     order = np.random.default_rng([seed, 0]).permutation(len(w.ids))
@@ -135,3 +162,9 @@ def test_calibrate_reports_the_judges_error_rates_from_logged_pairs(tmp_path) ->
     fp, fn = (float(x) for x in re.findall(r"false \w+ (\d\.\d+)", line))
     pairs = int(re.search(r"from (\d+) requests", line).group(1))  # type: ignore[union-attr]
     assert pairs >= 100 and fp <= 0.15 and fn <= 0.1, line
+    wrong = int(re.search(r"from (\d+) wrong answers", line).group(1))  # type: ignore[union-attr]
+    right = int(re.search(r"from (\d+) right ones", line).group(1))  # type: ignore[union-attr]
+    assert wrong + right == pairs and wrong > 0 and right > 0, line
+    lo, hi = (float(x) for x in re.search(r"false positives [\d.]+ \(90%: ([\d.]+)-([\d.]+)",
+                                          line).groups())  # type: ignore[union-attr]
+    assert lo <= fp <= hi, line
