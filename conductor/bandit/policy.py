@@ -62,7 +62,7 @@ class PolicyParams(Struct, kw_only=True, frozen=True):
     propensity_draws: int = 4000
     mix_propensity_draws: int = 1000
     mix_propensity_max_draws: int = 4000
-    mix_propensity_chunk: int = 250
+    mix_propensity_chunk: int = 100
     mix_propensity_rel_se: float = 0.03
     target_gain: float = 0.01
     target_surplus_cap: float = 0.05
@@ -446,7 +446,8 @@ class ThompsonPolicy:
         deterministic conservative check (what it holds back goes to ``target.safe``).
         With ``focus`` (the strategy a decision chose: the one whose probability the log
         needs) the draws come in chunks of ``mix_propensity_chunk`` and stop once that
-        probability's standard error is within ``mix_propensity_rel_se`` of it, or at
+        probability's standard error (at least 3 / draws, for what the draws may not have
+        shown yet) is within ``mix_propensity_rel_se`` of it, or at
         ``draws`` (default ``mix_propensity_max_draws``; without a focus all of ``draws``,
         default ``mix_propensity_draws``): a likely choice needs few draws, a rare one,
         whose importance weight is large, gets many.
@@ -500,7 +501,9 @@ class ThompsonPolicy:
             v = rows[:, focus]
             s1, s2 = s1 + float(v.sum()), s2 + float(v @ v)
             mean = s1 / used
-            se = math.sqrt(max(s2 / used - mean * mean, 0.0) / used)
+            # Draws that all agree show no variance, but a share under 3 / n could be
+            # unseen in n of them (the rule of three, 95%): the error is at least that.
+            se = max(math.sqrt(max(s2 / used - mean * mean, 0.0) / used), 3.0 / used)
             if mean > 0 and se <= self.params.mix_propensity_rel_se * mean:
                 break
         return total / used
@@ -559,9 +562,8 @@ class ThompsonPolicy:
             p = p * p_q
         if c.max_latency_ms is not None:
             mu, kappa, la, lb = post.latency_params()
-            u = (np.arange(64) + 0.5) / 64.0
             # sigma^2 ~ InvGamma(la/t, lb/t) at its quantiles u: (lb/t) / Gamma(la/t).ppf(1-u).
-            g = special.gammainccinv(la[None, :] / t, u[:, None])
+            g = gamma_upper_quantiles(la / t)
             sigma = np.sqrt((lb / t)[None, :] / np.maximum(g, 1e-300))
             room = np.log(np.maximum(c.max_latency_ms - extra_ms, 1e-300))
             # log p95 = m + Z95 sigma with m ~ N(mu, sigma^2 t / kappa); capped as in _draw.
@@ -591,6 +593,21 @@ class ThompsonPolicy:
         if none > 1e-12:  # the relaxed choice only matters when it can happen
             probs[relaxed()] += none
         return probs
+
+
+def gamma_upper_quantiles(shape: np.ndarray, exact_below: float = 10.0) -> np.ndarray:
+    """Gamma(shape).ppf(1 - u) at 64 midpoint quantiles u, shape (64, S). At a shape of
+    ``exact_below`` or more (a latency posterior's shape grows by a half per observation),
+    the Wilson-Hilferty cube: relative error 5e-3 at 10, 3e-4 at 50, falling as
+    1 / shape^2, which moves P(p95 <= limit) by under 1e-3; 8 µs for four strategies where
+    ``gammainccinv`` takes 136 µs."""
+    u = (np.arange(64) + 0.5) / 64.0
+    c = 1.0 / (9.0 * np.maximum(shape, 1e-300))
+    out = shape[None, :] * (1.0 - c + special.ndtri(1.0 - u)[:, None] * np.sqrt(c)) ** 3
+    small = shape < exact_below
+    if small.any():
+        out[:, small] = special.gammainccinv(shape[None, small], u[:, None])
+    return out
 
 
 def _rows(x: np.ndarray, n: int) -> np.ndarray:

@@ -244,3 +244,18 @@ def test_a_decision_draws_each_quality_from_its_tempered_beta_posterior(t: float
                                np.random.default_rng(seed))
         expected = np.random.default_rng(seed).beta(a / t, b / t, size=(1, 3))[0]
         np.testing.assert_array_equal(choice.quality, expected)
+
+
+def test_gamma_quantiles_are_exact_for_small_shapes_and_close_for_large() -> None:
+    """The latency quadrature's quantiles of sigma^2: scipy's inverse below a shape of 10,
+    the Wilson-Hilferty cube above (a posterior's shape grows by a half per observation)."""
+    from scipy import special
+
+    from conductor.bandit.policy import gamma_upper_quantiles
+    shapes = np.array([0.7, 3.0, 9.9, 10.0, 25.0, 100.0, 4000.0])
+    u = (np.arange(64) + 0.5) / 64.0
+    exact = special.gammainccinv(shapes[None, :], u[:, None])
+    ours = gamma_upper_quantiles(shapes)
+    np.testing.assert_array_equal(ours[:, :3], exact[:, :3])
+    rel = np.abs(ours[:, 3:] / exact[:, 3:] - 1.0).max(axis=0)
+    assert np.all(rel < [6e-3, 1e-3, 1e-4, 1e-6]) and np.all(np.diff(rel) < 0)
