@@ -473,19 +473,15 @@ class ThompsonPolicy:
         if t <= 0:
             q, p95 = self._draw(post, extra, 1, 0.0, None, context=context)
             feas = self._feasible(q, p95, cost, eligible, constraints)
-            return self._mix_rows(q, cost, feas, target, context, held, relaxed).sum(axis=0)
+            return _mix_rows(q, cost, feas, target, context, held, relaxed).sum(axis=0)
         # Latency enters only through feasibility, independently of quality: draw that as a
         # coin with the exact P(p95 <= limit) rather than drawing latencies.
         a, b = post.quality_params()
         free = Constraints(max_cost_usd=constraints.max_cost_usd,
                            max_latency_ms=constraints.max_latency_ms)
         p_ok = np.where(eligible, self.feasible_probabilities(post, extra, cost, free, t), 0.0)
-        most = draws or (self.params.mix_propensity_draws if focus is None
-                         else self.params.mix_propensity_max_draws)
-        chunk = most if focus is None else min(most, self.params.mix_propensity_chunk)
-        total, used, s1, s2 = np.zeros(a.size), 0, 0.0, 0.0
-        while used < most:
-            n = min(chunk, most - used)
+
+        def rows(n: int) -> np.ndarray:
             if context is None:
                 q = rng.beta(a / t, b / t, size=(n, a.size))
             else:
@@ -493,41 +489,12 @@ class ThompsonPolicy:
             feas = rng.random((n, a.size)) < p_ok
             if constraints.min_quality is not None:
                 feas &= q >= constraints.min_quality
-            rows = self._mix_rows(q, cost, feas, target, context, held, relaxed)
-            total += rows.sum(axis=0)
-            used += n
-            if focus is None:
-                continue
-            v = rows[:, focus]
-            s1, s2 = s1 + float(v.sum()), s2 + float(v @ v)
-            mean = s1 / used
-            # Draws that all agree show no variance, but a share under 3 / n could be
-            # unseen in n of them (the rule of three, 95%): the error is at least that.
-            se = max(math.sqrt(max(s2 / used - mean * mean, 0.0) / used), 3.0 / used)
-            if mean > 0 and se <= self.params.mix_propensity_rel_se * mean:
-                break
-        return total / used
+            return _mix_rows(q, cost, feas, target, context, held, relaxed)
 
-    def _mix_rows(self, q: np.ndarray, cost: np.ndarray, feas: np.ndarray, target: TargetSpec,
-                  context: PromptContext | None, held: np.ndarray,
-                  relaxed: Callable[[], int]) -> np.ndarray:
-        """Per row of draws, each strategy's share of the choice (n, S): the mix's two
-        strategies get 1 - p and p (the coin integrated out), the relaxed choice takes a
-        row where nothing is feasible, and what the conservative check holds back goes to
-        ``target.safe``."""
-        n, size = q.shape
-        if context is not None and context.price is not None:
-            low = priced_choice(q, cost, feas, context.price_per_cost())
-            high, p = low, np.zeros(n)
-        else:
-            low, high, p, _ = cheapest_mix(q, cost, feas, target.target)
-        out = mix_shares(low, high, p, size)
-        if (low < 0).any():
-            out[low < 0, relaxed()] = 1.0
-        if held.any():
-            out[:, target.safe] += out[:, held].sum(axis=1)
-            out[:, held] = 0.0
-        return out
+        p = self.params
+        most = draws or (p.mix_propensity_draws if focus is None else p.mix_propensity_max_draws)
+        chunk = most if focus is None else min(most, p.mix_propensity_chunk)
+        return _drawn_shares(rows, a.size, most, chunk, focus, p.mix_propensity_rel_se)
 
     def _probabilities(self, post: TaskPosterior, eligible: np.ndarray,
                        constraints: Constraints, t: float, rng: np.random.Generator,
@@ -593,6 +560,52 @@ class ThompsonPolicy:
         if none > 1e-12:  # the relaxed choice only matters when it can happen
             probs[relaxed()] += none
         return probs
+
+
+def _mix_rows(q: np.ndarray, cost: np.ndarray, feas: np.ndarray, target: TargetSpec,
+              context: PromptContext | None, held: np.ndarray,
+              relaxed: Callable[[], int]) -> np.ndarray:
+    """Per row of draws, each strategy's share of the target rule's choice (n, S): the
+    mix's two strategies get 1 - p and p (the coin integrated out), the relaxed choice
+    takes a row where nothing is feasible, and what the conservative check holds back goes
+    to ``target.safe``."""
+    n, size = q.shape
+    if context is not None and context.price is not None:
+        low = priced_choice(q, cost, feas, context.price_per_cost())
+        high, p = low, np.zeros(n)
+    else:
+        low, high, p, _ = cheapest_mix(q, cost, feas, target.target)
+    out = mix_shares(low, high, p, size)
+    if (low < 0).any():
+        out[low < 0, relaxed()] = 1.0
+    if held.any():
+        out[:, target.safe] += out[:, held].sum(axis=1)
+        out[:, held] = 0.0
+    return out
+
+
+def _drawn_shares(rows: Callable[[int], np.ndarray], size: int, most: int, chunk: int,
+                  focus: int | None, rel_se: float) -> np.ndarray:
+    """The mean share per strategy over ``most`` rows of draws, made ``chunk`` at a time;
+    with a ``focus``, stopping once that strategy's share has a standard error within
+    ``rel_se`` of it."""
+    total, used, s1, s2 = np.zeros(size), 0, 0.0, 0.0
+    while used < most:
+        n = min(chunk, most - used)
+        block = rows(n)
+        total += block.sum(axis=0)
+        used += n
+        if focus is None:
+            continue
+        v = block[:, focus]
+        s1, s2 = s1 + float(v.sum()), s2 + float(v @ v)
+        mean = s1 / used
+        # Draws that all agree show no variance, but a share under 3 / n could be unseen
+        # in n of them (the rule of three, 95%): the error is at least that.
+        se = max(math.sqrt(max(s2 / used - mean * mean, 0.0) / used), 3.0 / used)
+        if mean > 0 and se <= rel_se * mean:
+            break
+    return total / used
 
 
 def gamma_upper_quantiles(shape: np.ndarray, exact_below: float = 10.0) -> np.ndarray:
