@@ -66,6 +66,8 @@ class World(Struct, kw_only=True):
     def restricted(self, models: list[str]) -> World:
         """The same prompts with only ``models`` (as a deployment that configures only
         them would see them); prompts none of them answered are dropped."""
+        if not models:
+            raise InvalidRequestError("name at least one model", field="models")
         unknown = [m for m in models if m not in self.models]
         if unknown:
             raise InvalidRequestError(

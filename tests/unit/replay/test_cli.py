@@ -125,6 +125,8 @@ def test_replay_restricted_to_the_models_a_deployment_would_configure(
     r = CliRunner().invoke(main, ["replay", str(world_file), "--models", "small,gpt-9"])
     assert r.exit_code == 2 and r.output.count("error:") == 1
     assert "'gpt-9' not in the world; it has: large, medium, small" in r.output
+    r = CliRunner().invoke(main, ["replay", str(world_file), "--models", " , "])
+    assert r.exit_code == 2 and "error: name at least one model" in r.output
 
 
 def test_replay_without_a_world_replays_the_built_in_demo_world(tmp_path: Path,
