@@ -273,6 +273,8 @@ def run_replay(world: World, cfg: ReplayConfig,
             if isinstance(policy, ConductorPolicy):  # its own estimate, on its own scale
                 for t in tasks:
                     rec["by_task"][t]["estimated_quality"] = policy.estimated_quality(t)
+                    if cfg.user_feedback_rate > 0:  # what it made of the judge's errors
+                        rec["by_task"][t].update(policy.judge_error_estimate(t))
             per_policy.setdefault(policy.name, []).append(rec)
             if seed == 0:
                 regret_curves[policy.name] = cumulative_regret(world, chosen, best_fixed,

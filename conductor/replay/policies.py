@@ -221,6 +221,17 @@ class ConductorPolicy:
         """What the policy believes the traffic it served is worth (the target's window)."""
         return self.targets[task].mean()
 
+    def judge_error_estimate(self, task: str) -> dict[str, float]:
+        """The judge's false-positive and false-negative rates as this task type's
+        calibration uses them, the 90% interval of the false-positive rate from its own
+        labels, and how many wrong and right answers were labelled."""
+        cal = self.calibration[task]
+        fp, fn = cal.rates()
+        (fp_lo, fp_hi), _ = cal.intervals()
+        return {"judge_fp_estimate": fp, "judge_fn_estimate": fn, "judge_fp_90_low": fp_lo,
+                "judge_fp_90_high": fp_hi, "wrong_labels": float(cal.wrong),
+                "right_labels": float(cal.right)}
+
 
 class _Evidence:
     """Per strategy: judged-only answers (count, sum of scores), labelled answers (count,

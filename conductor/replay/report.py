@@ -55,6 +55,19 @@ def replay_table(report: dict[str, Any]) -> str:
                 cells.append(f"{task} true {o['quality']:.3f} judged {o['judged_quality']:.3f}"
                              + (f" [{est:.3f}]" if est is not None and est == est else ""))
             lines.append(f"  {name[:34]:<34} " + "; ".join(cells))
+        if report.get("calibrated"):
+            lines.append(f"the judge's errors as Conductor estimated them from the labels "
+                         f"(true: false positives {report['judge_false_positive']:.2f}, false "
+                         f"negatives {report['judge_false_negative']:.2f}; means over seeds):")
+            for name, p in report["policies"].items():
+                cells = [f"{task} false positives {o['judge_fp_estimate']:.2f} (90% from its "
+                         f"own labels {o['judge_fp_90_low']:.2f}-{o['judge_fp_90_high']:.2f}; "
+                         f"labelled wrong answers: {o['wrong_labels']:.0f}), false negatives "
+                         f"{o['judge_fn_estimate']:.2f} (labelled right: "
+                         f"{o['right_labels']:.0f})"
+                         for task, o in p["by_task"].items() if "judge_fp_estimate" in o]
+                if cells:
+                    lines.append(f"  {name[:34]:<34} " + "; ".join(cells))
     aiq = report.get("aiq", {})
     if aiq:
         lines.append("AIQ (area under the cost-quality frontier, log cost): " + ", ".join(

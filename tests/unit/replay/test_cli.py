@@ -129,6 +129,24 @@ def test_replay_restricted_to_the_models_a_deployment_would_configure(
     assert r.exit_code == 2 and "error: name at least one model" in r.output
 
 
+def test_replay_with_user_labels_reports_the_judges_errors_as_estimated(
+        tmp_path: Path, world_file: Path) -> None:
+    out = tmp_path / "r.json"
+    r = CliRunner().invoke(main, ["replay", str(world_file), "--seeds", "2",
+                                  "--judge-false-positive", "0.3", "--user-feedback-rate",
+                                  "0.2", "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "the judge's errors as Conductor estimated them from the labels (true: false " \
+           "positives 0.30, false negatives 0.00" in r.output
+    hard = msgspec.json.decode(out.read_bytes())["policies"]["conductor"]["by_task"]["hard"]
+    assert hard["wrong_labels"] >= 5  # 20% of ~200 "hard" prompts, some answered wrong
+    assert hard["judge_fp_90_low"] < hard["judge_fp_estimate"] < hard["judge_fp_90_high"]
+    assert abs(hard["judge_fp_estimate"] - 0.3) < 0.25 and hard["judge_fn_estimate"] < 0.15
+    r = CliRunner().invoke(main, ["replay", str(world_file), "--seeds", "1",
+                                  "--judge-false-positive", "0.3"])
+    assert r.exit_code == 0 and "as Conductor estimated them" not in r.output  # no labels
+
+
 def test_replay_without_a_world_replays_the_built_in_demo_world(tmp_path: Path,
                                                                 monkeypatch) -> None:
     """A fresh clone has no ../shared: the package's own demo world is the default."""
