@@ -143,3 +143,8 @@ class StorageError(ConductorError):
 
 class SchemaVersionError(StorageError):
     """The database was written by a newer Conductor."""
+
+
+def describe(exc: BaseException) -> str:
+    """How a failed call is recorded in traces and logs: the exception's class and message."""
+    return f"{type(exc).__name__}: {exc}"

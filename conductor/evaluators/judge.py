@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from msgspec import Struct
 
 from conductor.config import Settings
-from conductor.errors import JudgeError, ProviderError
+from conductor.errors import JudgeError, ProviderError, describe
 from conductor.providers.base import ProviderCall, ProviderResponse
 from conductor.types import CallRecord, Message
 
@@ -144,7 +144,7 @@ class Judge:
         try:
             resp = await self.send(call)
         except ProviderError as exc:
-            error = f"{type(exc).__name__}: {exc}"
+            error = describe(exc)
             return JudgeResult(score=None, self_graded=self_graded, error=error,
                                call=CallRecord(strategy=self.strategy, model=self.model,
                                                role="judge", error=error))

@@ -13,6 +13,7 @@ from conductor.errors import (
     ProviderStreamError,
     ProviderTimeoutError,
     RateLimitedError,
+    describe,
 )
 from conductor.execution.health import Health
 from conductor.execution.modes import ExecutionMode, Run
@@ -94,7 +95,7 @@ class Attempt:
         """A candidate failed; ``usage``: the (input, output tokens, USD) it used anyway,
         estimated (a stream cut after text went out)."""
         self.last_exc = exc
-        self.error = f"{type(exc).__name__}: {exc}"
+        self.error = describe(exc)
         tokens_in, tokens_out, usd = usage or (0, 0, 0.0)
         self.estimated |= usage is not None
         self.run.calls.append(CallRecord(strategy=strategy, model=model, error=self.error,

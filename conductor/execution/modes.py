@@ -14,7 +14,7 @@ from typing import Protocol
 from msgspec import Struct
 
 from conductor.config import BatchStrategy, Settings, VerifiedStrategy
-from conductor.errors import ProviderTimeoutError
+from conductor.errors import ProviderTimeoutError, describe
 from conductor.execution.upstream import Upstream
 from conductor.providers.base import ProviderResponse
 from conductor.providers.batching import MicroBatcher
@@ -171,7 +171,7 @@ class VerifiedMode(_WholeAnswer):
                 # sent all the same, so the trace keeps it.
                 run.calls.append(CallRecord(
                     strategy=self.escalate.strategy, model=self.escalate_model,
-                    role="escalation", error=f"{type(exc).__name__}: {exc}"))
+                    role="escalation", error=describe(exc)))
                 return draft, False
             raise
         return final, True

@@ -35,6 +35,7 @@ from conductor.errors import (
     ProviderServerError,
     ProviderStreamError,
     ProviderTimeoutError,
+    describe,
 )
 from conductor.providers.base import (
     ProviderCall,
@@ -197,7 +198,7 @@ class OpenAIProvider:
             raise ProviderTimeoutError(
                 f"{self.name}: no response within {first_byte:.3g}s", provider=self.name) from None
         except httpx.TimeoutException as exc:
-            raise ProviderTimeoutError(f"{self.name}: {type(exc).__name__}: {exc}",
+            raise ProviderTimeoutError(f"{self.name}: {describe(exc)}",
                                        provider=self.name) from exc
         except httpx.HTTPError as exc:
             raise ProviderServerError(f"{self.name}: connection failed: {exc}",
