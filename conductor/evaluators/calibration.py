@@ -118,8 +118,14 @@ class JudgeErrorRates:
             w = self.pooled_weight
             return ((self.wrong_passed + w * pfp) / (self.wrong + w),
                     (self.right - self.right_passed + w * pfn) / (self.right + w))
-        return ((self.wrong_passed + 0.5) / (self.wrong + 1.0),  # Jeffreys: few wrong
-                (self.right - self.right_passed + 0.5) / (self.right + 1.0))  # labels
+        (fp_a, fp_b), (fn_a, fn_b) = self._jeffreys()
+        return fp_a / (fp_a + fp_b), fn_a / (fn_a + fn_b)
+
+    def _jeffreys(self) -> tuple[tuple[float, float], tuple[float, float]]:
+        """The Beta posteriors of the (false positive, false negative) rates from this
+        judge's own pairs under Jeffreys' Beta(1/2, 1/2) prior."""
+        return ((self.wrong_passed + 0.5, self.wrong - self.wrong_passed + 0.5),
+                (self.right - self.right_passed + 0.5, self.right_passed + 0.5))
 
     def informativeness(self) -> float:
         fp, fn = self.rates()
@@ -135,8 +141,7 @@ class JudgeErrorRates:
         rates from this judge's own pairs (Jeffreys' prior): how little a handful of wrong
         answers with a label pins a false-positive rate down."""
         lo, hi = (1.0 - level) / 2.0, (1.0 + level) / 2.0
-        fp_a, fp_b = self.wrong_passed + 0.5, self.wrong - self.wrong_passed + 0.5
-        fn_a, fn_b = self.right - self.right_passed + 0.5, self.right_passed + 0.5
+        (fp_a, fp_b), (fn_a, fn_b) = self._jeffreys()
         q = special.betaincinv([fp_a, fp_a, fn_a, fn_a], [fp_b, fp_b, fn_b, fn_b],
                                [lo, hi, lo, hi])
         return (float(q[0]), float(q[1])), (float(q[2]), float(q[3]))
