@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from conductor import Conductor, default_settings
+from conductor.config import ClientConfig
 from conductor.errors import ConfigError
 
 
@@ -434,3 +435,28 @@ def test_compare_decides_under_the_configured_quality_target(tmp_path) -> None:
     assert abs(live["quality"].snips.value - logged["quality"].snips.value) < 0.01
     # A target the cheap model meets alone: estimated cheaper than what was served.
     assert lower["cost_usd"].dr.value < 0.5 * logged["cost_usd"].dr.value
+
+
+def test_a_client_or_request_may_only_make_the_target_stricter(tmp_path) -> None:
+    # The task type's target is 0.6; a request's own target and its client's apply when
+    # stricter, never when laxer. The trace's target is the one the mix was solved for
+    # (the margin added; nothing served yet, so the controller has not moved it).
+    world = tmp_path / "world.toml"
+    world.write_text('[models.strong]\nttft_ms = 300\ntokens_per_s = 100\n'
+                     'quality = { chat = 0.86 }\n[models.cheap]\nttft_ms = 300\n'
+                     'tokens_per_s = 100\nquality = { chat = 0.64 }\n[output_tokens]\nchat = 20\n')
+    settings = _two_model_settings(str(world), 4, 0.6)
+    settings = msgspec.structs.replace(settings, clients={
+        **settings.clients, "acme": ClientConfig(quality_targets={"chat": 0.75})})
+    c = Conductor(settings, seed=4)
+    margin = settings.policy.target_margin
+
+    def target(**kw: object) -> float:
+        return c.decide(c.make_request("x", task_type="chat", **kw)).quality_target
+
+    assert target() == pytest.approx(0.6 + margin)
+    assert target(quality_target=0.8) == pytest.approx(0.8 + margin)
+    assert target(quality_target=0.5) == pytest.approx(0.6 + margin)
+    assert target(client_id="acme") == pytest.approx(0.75 + margin)
+    assert target(client_id="acme", quality_target=0.7) == pytest.approx(0.75 + margin)
+    assert target(client_id="acme", quality_target=0.9) == pytest.approx(0.9 + margin)
