@@ -460,3 +460,62 @@ def test_a_client_or_request_may_only_make_the_target_stricter(tmp_path) -> None
     assert target(client_id="acme") == pytest.approx(0.75 + margin)
     assert target(client_id="acme", quality_target=0.7) == pytest.approx(0.75 + margin)
     assert target(client_id="acme", quality_target=0.9) == pytest.approx(0.9 + margin)
+
+
+def test_compare_decides_under_the_logged_request_and_client_targets(tmp_path) -> None:
+    # Served under requests' own stricter target (0.8 where the task type says 0.6), the
+    # traffic mixes in the strong model; a candidate equal to the live policy must decide
+    # under the same logged targets to find its probabilities equal to the logged ones.
+    from conductor.replay.logs import read_logged
+    from conductor.replay.offline import Candidate, compare
+    from conductor.storage.sqlite import SQLiteStore
+
+    world = tmp_path / "world.toml"
+    world.write_text('[models.strong]\nttft_ms = 300\ntokens_per_s = 100\n'
+                     'quality = { chat = 0.86 }\n[models.cheap]\nttft_ms = 300\n'
+                     'tokens_per_s = 100\nquality = { chat = 0.64 }\n[output_tokens]\nchat = 20\n')
+    settings = _two_model_settings(str(world), 4, 0.6)
+    settings = msgspec.structs.replace(settings, clients={
+        **settings.clients, "acme": ClientConfig(quality_targets={"chat": 0.8})})
+    db = tmp_path / "hinted.db"
+    served = Conductor(settings, seed=4, log_store=SQLiteStore(db))
+    for i in range(400):  # half by a client with its own target, half with a request's
+        if i % 2:
+            served.complete("hello", task_type="chat", client_id="acme")
+        else:
+            served.complete("hello", task_type="chat", quality_target=0.8)
+    served.close()
+    records = read_logged(db)
+    assert {r.client_id for r in records} == {"acme", "default"}
+    assert {r.quality_target for r in records} == {None, 0.8}
+    live = compare(records, settings, [Candidate.parse("temperature=0.5")],
+                   resamples=50)["temperature=0.5"]
+    print("ess", live["quality"].ess, "of", live["used_records"])
+    assert live["quality"].ess > 0.95 * live["used_records"]
+
+
+def test_the_logged_propensity_draws_only_until_the_chosen_strategy_is_precise(
+        tmp_path) -> None:
+    # Under a target the log's propensity is the chosen strategy's probability, drawn 100
+    # at a time until it is precise: here fewer draws than the 1,000 a whole vector takes.
+    c = _two_model_conductor(tmp_path, 0.6)  # the cheap model (0.64) keeps it alone
+    for _ in range(300):
+        c.complete("hello", task_type="chat")
+    d = c.decider
+    decision, pending = d.decide(c.make_request("x", task_type="chat"))
+    assert pending is not None and pending.target is not None
+    state = d.propensity_rng.bit_generator.state
+    logged = d.with_propensity(decision, pending).propensity
+    used = d.propensity_rng.bit_generator.state
+    replay = np.random.default_rng()
+    replay.bit_generator.state = state
+    chunks = 0
+    while replay.bit_generator.state != used and chunks < 40:  # one chunk of 100 a call
+        d.policy.choice_probabilities(pending.post, d.table, pending.eligible,
+                                      pending.constraints, pending.input_tokens,
+                                      pending.temperature, replay, draws=100,
+                                      target=pending.target)
+        chunks += 1
+    print("propensity", logged, "chunks of 100", chunks)
+    assert replay.bit_generator.state == used and 1 <= chunks < 10
+    assert 0.0 < logged <= 1.0
