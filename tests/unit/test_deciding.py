@@ -437,17 +437,23 @@ def test_compare_decides_under_the_configured_quality_target(tmp_path) -> None:
     assert lower["cost_usd"].dr.value < 0.5 * logged["cost_usd"].dr.value
 
 
-def test_a_client_or_request_may_only_make_the_target_stricter(tmp_path) -> None:
-    # The task type's target is 0.6; a request's own target and its client's apply when
-    # stricter, never when laxer. The trace's target is the one the mix was solved for
-    # (the margin added; nothing served yet, so the controller has not moved it).
+def _acme_settings(tmp_path, acme_target: float) -> object:
+    """The two-model world with the task type's target at 0.6, and a client "acme" whose
+    own target for chat is ``acme_target``."""
     world = tmp_path / "world.toml"
     world.write_text('[models.strong]\nttft_ms = 300\ntokens_per_s = 100\n'
                      'quality = { chat = 0.86 }\n[models.cheap]\nttft_ms = 300\n'
                      'tokens_per_s = 100\nquality = { chat = 0.64 }\n[output_tokens]\nchat = 20\n')
     settings = _two_model_settings(str(world), 4, 0.6)
-    settings = msgspec.structs.replace(settings, clients={
-        **settings.clients, "acme": ClientConfig(quality_targets={"chat": 0.75})})
+    return msgspec.structs.replace(settings, clients={
+        **settings.clients, "acme": ClientConfig(quality_targets={"chat": acme_target})})
+
+
+def test_a_client_or_request_may_only_make_the_target_stricter(tmp_path) -> None:
+    # The task type's target is 0.6; a request's own target and its client's apply when
+    # stricter, never when laxer. The trace's target is the one the mix was solved for
+    # (the margin added; nothing served yet, so the controller has not moved it).
+    settings = _acme_settings(tmp_path, 0.75)
     c = Conductor(settings, seed=4)
     margin = settings.policy.target_margin
 
@@ -470,13 +476,7 @@ def test_compare_decides_under_the_logged_request_and_client_targets(tmp_path) -
     from conductor.replay.offline import Candidate, compare
     from conductor.storage.sqlite import SQLiteStore
 
-    world = tmp_path / "world.toml"
-    world.write_text('[models.strong]\nttft_ms = 300\ntokens_per_s = 100\n'
-                     'quality = { chat = 0.86 }\n[models.cheap]\nttft_ms = 300\n'
-                     'tokens_per_s = 100\nquality = { chat = 0.64 }\n[output_tokens]\nchat = 20\n')
-    settings = _two_model_settings(str(world), 4, 0.6)
-    settings = msgspec.structs.replace(settings, clients={
-        **settings.clients, "acme": ClientConfig(quality_targets={"chat": 0.8})})
+    settings = _acme_settings(tmp_path, 0.8)
     db = tmp_path / "hinted.db"
     served = Conductor(settings, seed=4, log_store=SQLiteStore(db))
     for i in range(400):  # half by a client with its own target, half with a request's
