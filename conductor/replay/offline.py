@@ -308,7 +308,7 @@ def calibrate(source: list[LoggedRecord] | World, settings: Settings | None, *,
         n = len(source.ids)
         cut = int(n * (1 - holdout))
         rows = np.random.default_rng(0).permutation(n)
-        fit_world, test_world = _take_world(source, rows[:cut]), _take_world(source, rows[cut:])
+        fit_world, test_world = source.take(rows[:cut]), source.take(rows[cut:])
         obs_fit, obs_all = _observations_from_world(fit_world), _observations_from_world(source)
         obs_test = _observations_from_world(test_world)
     else:
@@ -411,12 +411,6 @@ def fit_contexts_from_logs(records: list[LoggedRecord], priors: dict[str, dict[s
                       baseline=float(base[model.index[strategy]]))
     return _context_priors({t: m for t, (m, _) in models.items()}, policy, cap) if (
         models) else None
-
-
-def _take_world(w: World, rows: np.ndarray) -> World:
-    return World(ids=[w.ids[i] for i in rows], task_types=[w.task_types[i] for i in rows],
-                 models=w.models, quality=w.quality[rows], cost=w.cost[rows],
-                 latency_ms=w.latency_ms[rows])
 
 
 # -- tune ---------------------------------------------------------------------------------

@@ -78,16 +78,21 @@ class World(Struct, kw_only=True):
         if not len(rows):
             raise InvalidRequestError("none of the prompts has an outcome of these models",
                                       field="models")
-        tokens = self.output_tokens[np.ix_(rows, cols)] if self.output_tokens.size else (
-            self.output_tokens)
+        return self.take(rows, cols)
+
+    def take(self, rows: np.ndarray, cols: np.ndarray | None = None) -> World:
+        """The prompts at ``rows`` (in that order), with the models at ``cols`` (all of
+        them when None): every per-prompt field taken alike."""
+        cols = np.arange(len(self.models)) if cols is None else cols
+        grid = np.ix_(rows, cols)
         return World(ids=[self.ids[i] for i in rows],
                      task_types=[self.task_types[i] for i in rows],
                      models=[self.models[int(j)] for j in cols],
-                     quality=self.quality[np.ix_(rows, cols)],
-                     cost=self.cost[np.ix_(rows, cols)],
-                     latency_ms=self.latency_ms[np.ix_(rows, cols)],
+                     quality=self.quality[grid], cost=self.cost[grid],
+                     latency_ms=self.latency_ms[grid],
                      prompts=[self.prompts[i] for i in rows] if self.prompts else [],
-                     output_tokens=tokens)
+                     output_tokens=self.output_tokens[grid] if self.output_tokens.size
+                     else self.output_tokens)
 
 
 ROUTERBENCH_TASKS = {"arc-challenge": "classify", "winogrande": "classify",

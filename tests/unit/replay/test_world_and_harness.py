@@ -9,7 +9,7 @@ import pytest
 
 from conductor.errors import InvalidRequestError
 from conductor.replay.harness import ReplayConfig, frontier_aiq, run_replay, task_bars
-from conductor.replay.world import build_world, read_rows
+from conductor.replay.world import World, build_world, read_rows
 
 
 def test_outcome_table_unknown_quality_is_ineligible(world_file: Path) -> None:
@@ -18,6 +18,27 @@ def test_outcome_table_unknown_quality_is_ineligible(world_file: Path) -> None:
     assert np.isnan(w.quality[5, 0]) and not np.isnan(w.quality[5, 1])
     assert w.cost[0, 2] == 0.001
     assert (w.latency_ms[~np.isnan(w.quality)] > 0).all()  # drawn from the profiles
+
+
+def test_a_restricted_world_keeps_each_prompts_values_under_its_own_model() -> None:
+    # Every array holds a distinct value per (prompt, model), so a row or a column taken
+    # out of step shows. Prompt 1 was answered only by "c", which is left out.
+    v = np.arange(12, dtype=float).reshape(4, 3)
+    quality = v / 100
+    quality[1, :2] = np.nan
+    w = World(ids=["p0", "p1", "p2", "p3"], task_types=["x", "y", "x", "y"],
+              models=["a", "b", "c"], quality=quality, cost=v + 100, latency_ms=v + 200,
+              prompts=["w0", "w1", "w2", "w3"], output_tokens=v + 300)
+    r = w.restricted(["b", "a", "b"])  # a name given twice counts once
+    keep, cols = [0, 2, 3], [1, 0]
+    assert r.models == ["b", "a"] and r.ids == ["p0", "p2", "p3"]
+    assert r.task_types == ["x", "x", "y"] and r.prompts == ["w0", "w2", "w3"]
+    for got, full in ((r.quality, quality), (r.cost, w.cost), (r.latency_ms, w.latency_ms),
+                      (r.output_tokens, w.output_tokens)):
+        assert np.array_equal(got, full[np.ix_(keep, cols)])
+    back = w.take(np.array([3, 0]))  # rows only: every model, in the order asked
+    assert back.ids == ["p3", "p0"] and back.models == w.models
+    assert np.array_equal(back.latency_ms, w.latency_ms[[3, 0]])
 
 
 def test_costs_come_from_prices_when_the_table_has_none(tmp_path: Path) -> None:
