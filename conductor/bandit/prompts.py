@@ -10,6 +10,8 @@ when the target moves. The router, the replay harness and ``compare`` each keep 
 
 from __future__ import annotations
 
+from collections import deque
+
 import numpy as np
 
 from conductor.bandit.context import ContextModel
@@ -24,8 +26,7 @@ class PromptPricer:
     ``reservoir``) and its price of quality."""
 
     def __init__(self, reservoir: int) -> None:
-        self.reservoir = reservoir
-        self._recent: list[tuple[np.ndarray, np.ndarray]] = []
+        self._recent: deque[tuple[np.ndarray, np.ndarray]] = deque(maxlen=reservoir)
         self._price: tuple[float, tuple[int, float]] | None = None
 
     def context(self, model: ContextModel, post: TaskPosterior, z: np.ndarray,
@@ -35,7 +36,6 @@ class PromptPricer:
         predicts better than the task level (``active``); None until then, when the
         task-level rule decides. Every prompt joins the recent ones either way."""
         self._recent.append((z, cost))
-        del self._recent[:-self.reservoir]
         if not model.active:
             return None
         mean, var, _ = model.predict(z)
