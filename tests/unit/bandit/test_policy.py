@@ -130,6 +130,22 @@ def test_ineligible_strategies_are_never_chosen() -> None:
     assert probs.sum() == pytest.approx(1.0)
 
 
+def test_a_decisions_feasibility_row_cannot_write_through_to_the_eligible_mask() -> None:
+    # With no constraint to apply, a decision's feasibility row is the caller's eligible
+    # mask itself, seen as one row (no copy, on the request path): a read-only view, so a
+    # change to the trace's row cannot change which strategies the router may use.
+    table = cost_table([3.0, 2.0, 1.0])
+    post = flat_posterior(table.names)
+    eligible = np.array([True, True, False])
+    for t in (0.0, 1.0):
+        choice = ThompsonPolicy(PolicyParams()).decide(
+            post, table, eligible, Constraints(), 1, t, np.random.default_rng(0))
+        assert choice.feasible.tolist() == [True, True, False]
+        with pytest.raises(ValueError, match="read-only"):
+            choice.feasible[2] = True
+        assert eligible.tolist() == [True, True, False]
+
+
 def test_cost_prediction_uses_tokens_prices_discount_and_escalation() -> None:
     from conductor.bandit.policy import StrategyTable
     from conductor.bandit.posterior import Prior, TaskPosterior

@@ -143,8 +143,11 @@ def test_replay_with_user_labels_reports_the_judges_errors_as_estimated(
     assert hard["judge_fp_90_low"] < hard["judge_fp_estimate"] < hard["judge_fp_90_high"]
     assert abs(hard["judge_fp_estimate"] - 0.3) < 0.25 and hard["judge_fn_estimate"] < 0.15
     r = CliRunner().invoke(main, ["replay", str(world_file), "--seeds", "1",
-                                  "--judge-false-positive", "0.3"])
+                                  "--judge-false-positive", "0.3", "--json", str(out)])
     assert r.exit_code == 0 and "as Conductor estimated them" not in r.output  # no labels
+    # and no estimate in the JSON either: without labels it would be the prior's
+    unlabelled = msgspec.json.decode(out.read_bytes())["policies"]["conductor"]["by_task"]
+    assert not any("judge_fp_estimate" in o for o in unlabelled.values())
 
 
 def test_replay_without_a_world_replays_the_built_in_demo_world(tmp_path: Path,
