@@ -202,7 +202,12 @@ def phase(concurrent: bool, up: int, n: int, args: argparse.Namespace, work: Pat
         ("cond., hints, uvic.", lambda port: start_conductor(port, up, work, args.workers,
                                                               "uvicorn"), BODY)]
     if args.only:
-        gateways = [g for g in gateways if g[0] in args.only.split(";")]
+        wanted = [w.strip() for w in args.only.split(";")]
+        unknown = set(wanted) - {g[0] for g in gateways}
+        if unknown:
+            raise SystemExit(f"--only: no gateway row named {', '.join(sorted(unknown))}; "
+                             f"the rows: {'; '.join(g[0] for g in gateways)}")
+        gateways = [g for g in gateways if g[0] in wanted]
     if args.litellm:
         gateways.append(("litellm", lambda port: start_litellm(args.litellm, port, up, work),
                          {"model": "small", "messages": MESSAGES}))
