@@ -312,6 +312,8 @@ def test_replay_priors_must_name_the_worlds_task_types_and_models(tmp_path: Path
     assert runner.invoke(main, ["demo", "--requests", "30", "--db", str(db)]).exit_code == 0
     r = runner.invoke(main, ["replay", str(db), "--priors", str(priors)])
     assert r.exit_code == 2 and "--priors applies to outcome tables" in r.output
+    r = runner.invoke(main, ["replay", str(db), "--models", "small"])
+    assert r.exit_code == 2 and "--models applies to outcome tables" in r.output
     r = runner.invoke(main, ["calibrate", "--log-file", str(db), "--log-file",
                              str(world_file), "--output", str(tmp_path / "q.json")])
     assert r.exit_code == 2 and "not several logs or both" in r.output
