@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from conductor.bandit.policy import PolicyParams, ThompsonPolicy, predict_costs
+from conductor.bandit.priors import policy_params
 from conductor.bandit.simulate import cost_table, flat_posterior, run_bernoulli_world
 from conductor.types import Constraints
 
@@ -275,3 +276,20 @@ def test_gamma_quantiles_are_exact_for_small_shapes_and_close_for_large() -> Non
     np.testing.assert_array_equal(ours[:, :3], exact[:, :3])
     rel = np.abs(ours[:, 3:] / exact[:, 3:] - 1.0).max(axis=0)
     assert np.all(rel < [6e-3, 1e-3, 1e-4, 1e-6]) and np.all(np.diff(rel) < 0)
+
+
+def test_every_policy_setting_of_the_config_reaches_the_policy() -> None:
+    # Each [policy] setting the policy reads, set away from its default, arrives there
+    # (a setting added to the config but not passed on would silently keep the default).
+    import msgspec
+
+    from conductor.config import PolicyConfig
+
+    shared = [f for f in PolicyParams.__struct_fields__ if f in PolicyConfig.__struct_fields__]
+    assert len(shared) >= 15
+    default = PolicyConfig(default_strategy="s0")
+    moved = {f: (getattr(default, f) + 1 if isinstance(getattr(default, f), int)
+                 else getattr(default, f) * 0.5) for f in shared}
+    config = msgspec.convert({"default_strategy": "s0", **moved}, PolicyConfig)
+    params = policy_params(config)
+    assert {f: getattr(params, f) for f in shared} == moved
