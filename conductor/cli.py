@@ -314,7 +314,8 @@ def _replay_log(path: Path, json_out: Path | None, config_path: Path | None) -> 
 @main.command()
 @click.argument("worlds", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--quality-bar", type=click.FloatRange(0, 1), default=0.95, show_default=True,
-              help="min_quality per task = this x the strongest single model's quality there.")
+              help="The quality target per task type = this x the strongest single model's "
+              "quality there (the mean quality served; Conductor mixes to meet it).")
 @click.option("--seeds", type=click.IntRange(1, 1000), default=3, show_default=True)
 @click.option("--judge-noise", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="Observed reward = quality + N(0, noise), clipped (a simulated judge).")
@@ -337,12 +338,14 @@ def _replay_log(path: Path, json_out: Path | None, config_path: Path | None) -> 
               help="A latency constraint for every request (SLA compliance is reported).")
 @click.option("--constraints", "constraints_file",
               type=click.Path(dir_okay=False, exists=True, path_type=Path),
-              help='JSON {"<task type>": {"min_quality": 0.8}}: per-task floors that '
-                   "override --quality-bar.")
+              help='JSON {"<task type>": {"quality_target": 0.8, "min_quality": 0.7}}: a '
+                   "task type's target (overriding --quality-bar there) and a floor on each "
+                   "of its requests' predicted quality (Conductor's policies).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the full report as JSON.")
 @click.option("--plots", "plots_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Write frontier.png and regret.png here.")
+              help="Write frontier.png, regret.png and deficit.png (the quality deficit "
+              "of Conductor's targets) here.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               help="For logged traffic: the config it was served with (default: built-in).")
 @click.option("--priors", "priors_file",
@@ -402,6 +405,7 @@ def replay(worlds: tuple[Path, ...], quality_bar: float, seeds: int, judge_noise
         world = build_world(demo_rows(load_world("builtin"), default_settings()))
     if models_csv is not None:
         world = world.restricted([m.strip() for m in models_csv.split(",") if m.strip()])
+    targets: dict[str, float] = {}
     floors: dict[str, float] = {}
     if constraints_file is not None:
         try:
@@ -415,6 +419,18 @@ def replay(worlds: tuple[Path, ...], quality_bar: float, seeds: int, judge_noise
                 raise InvalidRequestError(f"{constraints_file}: task type {task!r} is not in "
                                           f"the world ({', '.join(world.tasks())})",
                                           field="constraints")
+            unknown = sorted(set(c) - {"quality_target", "min_quality"})
+            if unknown:
+                raise InvalidRequestError(
+                    f"{constraints_file}: task type {task!r}: unknown key(s) "
+                    f"{', '.join(map(repr, unknown))}; give quality_target and/or min_quality",
+                    field="constraints")
+            for key, value in c.items():
+                if not 0.0 <= value <= 1.0:
+                    raise InvalidRequestError(f"{constraints_file}: {task}.{key} = {value} is "
+                                              "not a quality in [0, 1]", field="constraints")
+            if "quality_target" in c:
+                targets[task] = c["quality_target"]
             if "min_quality" in c:
                 floors[task] = c["min_quality"]
     priors, context_priors = (_world_priors(priors_file, world) if priors_file is not None
@@ -425,7 +441,8 @@ def replay(worlds: tuple[Path, ...], quality_bar: float, seeds: int, judge_noise
                        judge_length_bias=judge_length_bias, judge_cost=judge_cost,
                        user_feedback_rate=user_feedback_rate,
                        user_feedback_delay=user_feedback_delay, max_latency_ms=max_latency_ms,
-                       min_quality=floors, priors=priors, context_priors=context_priors,
+                       targets=targets, min_quality=floors, priors=priors,
+                       context_priors=context_priors,
                        priors_from=str(priors_file) if priors_file is not None else None)
     total = seeds * len(default_policies(world, cfg)) + 4 * len(cfg.sweep)
     with _progress(total, "replaying") as bar:

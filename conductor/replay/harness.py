@@ -36,7 +36,7 @@ from conductor.replay.world import World
 
 
 class ReplayConfig(Struct, kw_only=True):
-    quality_bar: float = 0.95  # min_quality = bar x the strongest model's mean quality
+    quality_bar: float = 0.95  # target = bar x the strongest model's mean quality
     seeds: int = 3
     judge_noise: float = 0.0  # observed = quality + N(0, noise), clipped
     judge_flip: float = 0.0  # for 0/1 quality: flipped with this probability
@@ -49,7 +49,8 @@ class ReplayConfig(Struct, kw_only=True):
     max_latency_ms: float | None = None
     temperatures: tuple[float, ...] = (0.25, 0.5, 1.0)
     default_temperature: float = 0.5  # the built-in default's exploration: "conductor"
-    min_quality: dict[str, float] = {}  # per task type, overriding quality_bar
+    targets: dict[str, float] = {}  # per task type, overriding quality_bar
+    min_quality: dict[str, float] = {}  # per-request floors by task type (Conductor's)
     sweep: tuple[float, ...] = (0.80, 0.85, 0.90, 0.925, 0.95, 0.975, 1.0)
     # Conductor's starting priors per task type and model (``conductor calibrate`` on other
     # traffic); empty: flat priors, everything learned from the replayed stream itself.
@@ -65,7 +66,8 @@ def strongest_model(world: World) -> str:
 
 
 def task_bars(world: World, bar: float) -> dict[str, float]:
-    """min_quality per task: ``bar`` x the strongest single model's mean quality there."""
+    """The quality target per task type: ``bar`` x the strongest single model's mean
+    quality there (what the baselines' thresholds and "met" are judged against too)."""
     out = {}
     for task in world.tasks():
         q = np.nanmean(world.quality[world.task_index(task)], axis=0)
@@ -224,12 +226,14 @@ def default_policies(world: World, cfg: ReplayConfig) -> list[Callable[[], Repla
     priors = cfg.priors or None
     out: list[Callable[[], ReplayPolicy]] = [
         partial(ConductorPolicy, t, max_latency_ms=cfg.max_latency_ms, reference=ref,
-                priors=priors, name="conductor" if t == cfg.default_temperature else None)
+                priors=priors, min_quality=cfg.min_quality,
+                name="conductor" if t == cfg.default_temperature else None)
         for t in cfg.temperatures]
     if any(world.prompts):  # per-prompt routing needs the prompts' text
         out.append(partial(ConductorPolicy, cfg.default_temperature,
                            max_latency_ms=cfg.max_latency_ms, reference=ref, context=True,
-                           priors=priors, context_priors=cfg.context_priors,
+                           priors=priors, min_quality=cfg.min_quality,
+                           context_priors=cfg.context_priors,
                            name="conductor, per prompt"))
     out += [partial(AlwaysModel, m) for m in world.models]
     out += [RandomPolicy, EpsilonGreedy, UCB1, BestFixedPerTask, Oracle]
@@ -241,7 +245,7 @@ def run_replay(world: World, cfg: ReplayConfig,
                progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Every policy over every seed; returns the report (the JSON ``replay --json`` writes)."""
     factories = policies or default_policies(world, cfg)
-    bars = {**task_bars(world, cfg.quality_bar), **cfg.min_quality}
+    bars = {**task_bars(world, cfg.quality_bar), **cfg.targets}
     strongest = world.models.index(strongest_model(world))
     tasks = world.tasks()
     bf_policy = BestFixedPerTask()
@@ -286,7 +290,8 @@ def run_replay(world: World, cfg: ReplayConfig,
     report: dict[str, Any] = {
         "prompts": len(world.ids), "models": world.models,
         "strongest_model": world.models[strongest], "quality_bar": cfg.quality_bar,
-        "min_quality": bars, "seeds": cfg.seeds, "judge_noise": cfg.judge_noise,
+        "targets": bars, "min_quality": cfg.min_quality, "seeds": cfg.seeds,
+        "judge_noise": cfg.judge_noise,
         "judge_flip": cfg.judge_flip, "judge_false_positive": cfg.judge_false_positive,
         "judge_false_negative": cfg.judge_false_negative,
         "judge_length_bias": cfg.judge_length_bias, "judge_cost": cfg.judge_cost,
@@ -326,7 +331,8 @@ def aiq_report(world: World, cfg: ReplayConfig,
         "conductor": lambda: ConductorPolicy(cfg.default_temperature,
                                              max_latency_ms=cfg.max_latency_ms,
                                              reference=strongest_model(world),
-                                             priors=cfg.priors or None),
+                                             priors=cfg.priors or None,
+                                             min_quality=cfg.min_quality),
         "epsilon-greedy": EpsilonGreedy, "ucb1": UCB1, "best-fixed-per-task": BestFixedPerTask}
     strongest = world.models.index(strongest_model(world))
     for name, make in makers.items():

@@ -48,7 +48,9 @@ class ConductorPolicy:
     with the deficit controller and the conservative check against ``reference`` (the
     strongest model: the incumbent an operator states the target against), and the
     shortlist that sets dominated models aside. With ``floors=True`` the bars are
-    per-request floors instead (the rule before targets existed).
+    per-request floors instead (the rule before targets existed). ``min_quality`` adds a
+    per-request floor by task type, on top of the target (a floor applies to each
+    request's predicted quality; the target to the mean served).
 
     Cost is learned per (task, model) as a running mean, starting from each model's list
     price level (its mean cost over the table, weight 2) — what an operator knows from the
@@ -60,6 +62,7 @@ class ConductorPolicy:
                  max_latency_ms: float | None = None,
                  priors: dict[str, dict[str, Prior]] | None = None,
                  reference: str | None = None, floors: bool = False,
+                 min_quality: dict[str, float] | None = None,
                  params: PolicyConfig | None = None, context: bool | None = None,
                  context_priors: ContextPriors | None = None) -> None:
         self.t = temperature
@@ -70,6 +73,7 @@ class ConductorPolicy:
         self.priors = priors or {}
         self.reference = reference
         self.floors = floors
+        self.min_quality = min_quality or {}
         # The replay judges the whole run, so the target's window is the whole run too.
         self.params = params or PolicyConfig(default_strategy="-", target_decay=False)
         self.policy = ThompsonPolicy(policy_params(self.params))
@@ -113,7 +117,8 @@ class ConductorPolicy:
         pooled = JudgeErrorRates()
         self.calibration = {task: JudgeErrorRates(pooled=pooled) for task in world.tasks()}
         self.evidence = {task: _Evidence(k) for task in world.tasks()}
-        self.constraints = {task: Constraints(min_quality=bar if self.floors else None,
+        self.constraints = {task: Constraints(min_quality=bar if self.floors
+                                              else self.min_quality.get(task),
                                               max_latency_ms=self.max_latency_ms)
                             for task, bar in bars.items()}
         self.safe = world.models.index(self.reference) if self.reference else -1

@@ -11,7 +11,9 @@ from conductor.errors import ConfigError
 def replay_table(report: dict[str, Any]) -> str:
     lines = [f"{report['prompts']} prompts, {report['seeds']} seed(s); quality bar "
              f"{report['quality_bar']:g} x the strongest model ({report['strongest_model']}): "
-             + ", ".join(f"{t} min_quality {v:.3f}" for t, v in report["min_quality"].items())
+             + ", ".join(f"{t} target {v:.3f}" for t, v in report["targets"].items())
+             + "".join(f"; {t} floor (min_quality) {v:.3f} per request"
+                       for t, v in report.get("min_quality", {}).items())
              + (f"; Conductor starts from the priors in {report['priors_from']}"
                 if report.get("priors_from") else ""),
              f"{'policy':<44} {'quality':>8} {'vs strongest':>12} {'cost $':>9} "

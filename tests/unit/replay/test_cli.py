@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -92,19 +93,41 @@ def test_calibrate_compare_and_tune_on_a_logged_database(tmp_path: Path,
     assert "generate_long: 3" in r.output  # ~10% of 300, named with its count
 
 
-def test_replay_takes_per_task_floors_from_a_file(tmp_path: Path, world_file: Path) -> None:
-    floors = tmp_path / "c.json"
-    floors.write_text('{"hard": {"min_quality": 0.5}}')
-    out = tmp_path / "r.json"
-    r = CliRunner().invoke(main, ["replay", str(world_file), "--seeds", "1", "--constraints",
-                                  str(floors), "--json", str(out)])
-    assert r.exit_code == 0, r.output
-    report = msgspec.json.decode(out.read_bytes())
-    assert report["min_quality"]["hard"] == 0.5
-    assert report["min_quality"]["easy"] > 0.8  # still from --quality-bar
-    floors.write_text('{"poetry": {"min_quality": 0.5}}')
-    bad = CliRunner().invoke(main, ["replay", str(world_file), "--constraints", str(floors)])
-    assert bad.exit_code == 2 and "task type 'poetry' is not in the world" in bad.output
+def test_replay_takes_per_task_targets_and_floors_from_a_file(tmp_path: Path,
+                                                              world_file: Path) -> None:
+    """A task type's target and its per-request floor are different things: on "hard"
+    (small right on 0.40, medium 0.75, large 0.85) a target of 0.5 lets Conductor serve it
+    mostly cheap, a floor of 0.8 on each request's predicted quality does not."""
+    def run(constraints: str) -> dict[str, Any]:
+        f, out = tmp_path / "c.json", tmp_path / "r.json"
+        f.write_text(constraints)
+        r = CliRunner().invoke(main, ["replay", str(world_file), "--seeds", "1",
+                                      "--constraints", str(f), "--json", str(out)])
+        assert r.exit_code == 0, r.output
+        return msgspec.json.decode(out.read_bytes())
+
+    def hard_cost(report: dict[str, Any]) -> float:
+        return float(report["policies"]["conductor"]["by_task"]["hard"]["cost_vs_strongest"])
+
+    target = run('{"hard": {"quality_target": 0.5}}')
+    assert target["targets"]["hard"] == 0.5 and target["min_quality"] == {}
+    assert target["targets"]["easy"] > 0.8  # still from --quality-bar
+    both = run('{"hard": {"quality_target": 0.5, "min_quality": 0.8}}')
+    assert both["targets"]["hard"] == 0.5
+    assert both["min_quality"] == {"hard": 0.8}
+    assert hard_cost(target) < 0.4 < 0.7 < hard_cost(both)
+
+
+def test_replay_constraints_file_names_what_is_wrong(tmp_path: Path,
+                                                     world_file: Path) -> None:
+    f = tmp_path / "c.json"
+    for text, message in [
+            ('{"poetry": {"min_quality": 0.5}}', "task type 'poetry' is not in the world"),
+            ('{"hard": {"max_latency": 500}}', "unknown key(s) 'max_latency'"),
+            ('{"hard": {"quality_target": 1.5}}', "hard.quality_target = 1.5 is not a quality")]:
+        f.write_text(text)
+        bad = CliRunner().invoke(main, ["replay", str(world_file), "--constraints", str(f)])
+        assert bad.exit_code == 2 and message in bad.output, bad.output
 
 
 def test_replay_restricted_to_the_models_a_deployment_would_configure(
