@@ -27,13 +27,15 @@ from conductor.bandit.policy import (
 from conductor.bandit.posterior import TaskPosterior
 from conductor.bandit.priors import build_strategy_table, policy_params, target_base
 from conductor.bandit.prompts import PromptPricer
-from conductor.config import RelativeTarget, Settings
+from conductor.config import RelativeTarget, Settings, VerifiedStrategy
 from conductor.errors import InvalidRequestError, NoStrategyAvailableError, UnknownStrategyError
 from conductor.learning import Learner
 from conductor.types import (
     CompletionRequest,
     Constraints,
     Decision,
+    GenerationParams,
+    Mode,
     StrategySample,
     estimate_prompt_tokens,
 )
@@ -45,8 +47,10 @@ def make_request(prompt: str | None = None, *, messages: Any = None,
                  quality_target: float | None = None,
                  client_id: str = "default", request_id: str | None = None,
                  max_tokens: int | None = None,
-                 metadata: dict[str, Any] | None = None) -> CompletionRequest:
-    """Build a validated CompletionRequest from keyword arguments."""
+                 metadata: dict[str, Any] | None = None,
+                 params: GenerationParams | dict[str, Any] | None = None) -> CompletionRequest:
+    """Build a validated CompletionRequest from keyword arguments (``params``: sampling
+    and output parameters, ``GenerationParams`` or its fields as a dict)."""
     limits = {"max_latency_ms": max_latency_ms, "min_quality": min_quality,
               "max_cost_usd": max_cost_usd, "quality_target": quality_target}
     raw: dict[str, Any] = {
@@ -54,6 +58,9 @@ def make_request(prompt: str | None = None, *, messages: Any = None,
         "constraints": {k: v for k, v in limits.items() if v is not None},
         "client_id": client_id, "request_id": request_id or "", "max_tokens": max_tokens,
         "metadata": metadata or {}}
+    if params is not None:
+        raw["params"] = (msgspec.structs.asdict(params)
+                         if isinstance(params, GenerationParams) else params)
     if messages is not None:
         raw["messages"] = [m if isinstance(m, dict) else msgspec.structs.asdict(m)
                            for m in messages]
@@ -62,6 +69,18 @@ def make_request(prompt: str | None = None, *, messages: Any = None,
     except msgspec.ValidationError as exc:
         raise InvalidRequestError(str(exc)) from exc
 
+
+
+def _batches(settings: Settings, strategy: str) -> bool:
+    """Whether a strategy's answer can come from a micro-batch (itself, or a verified
+    strategy's draft or escalation)."""
+    st = settings.strategies[strategy]
+    if st.mode == Mode.BATCH:
+        return True
+    if isinstance(st, VerifiedStrategy):
+        return _batches(settings, st.verified.draft) or _batches(settings,
+                                                                 st.verified.escalate_to)
+    return False
 
 
 class Pending(msgspec.Struct, kw_only=True, frozen=True):
@@ -109,6 +128,7 @@ class Decider:
         # models', whichever is smaller).
         self.windows = np.array([min(settings.models[m].context_window
                                      for m in settings.models_of(n)) for n in self.table.names])
+        self._batching = np.array([_batches(settings, n) for n in self.table.names])
         self.shortlist_rng = np.random.default_rng(None if seed is None else [seed, 2])
         p = settings.policy
         self.featurizer = Featurizer(p.context_dim, p.context_seed) if p.context else None
@@ -186,6 +206,8 @@ class Decider:
                 f"{'strategy ' + repr(strategy) if strategy else 'any eligible strategy'}"
                 f"; the largest is {int(self.windows[best])} tokens ({names[best]})",
                 field="messages")
+        if request.params is not None and request.params.shapes_output:
+            eligible = self._unbatched(request, strategy, eligible)
         if unavailable:
             eligible &= ~eligible_mask(names, sorted(unavailable))
         if strategy is None and not eligible.any():
@@ -255,6 +277,23 @@ class Decider:
             held_back=choice.held_back and routed_by in ("policy", "shadow"),
             per_prompt=context is not None, features=tuple(z.tolist()) if z is not None else ())
         return decision, pending
+
+    def _unbatched(self, request: CompletionRequest, strategy: str | None,
+                   eligible: np.ndarray) -> np.ndarray:
+        """The eligible strategies that do not micro-batch, for a request whose answer has
+        a form of its own (a batch answers one JSON array for all its items)."""
+        why = "response_format" if request.params and request.params.response_format else "stop"
+        if strategy is not None and self._batching[self.table.names.index(strategy)]:
+            raise InvalidRequestError(
+                f"strategy {strategy!r} micro-batches requests (one JSON array answers them "
+                f"all), so it cannot honour {why}; use model 'auto' or a direct strategy",
+                field=why)
+        out = eligible & ~self._batching
+        if strategy is None and eligible.any() and not out.any():
+            raise InvalidRequestError(
+                f"task type {request.task_type!r} has only micro-batching strategies, which "
+                f"cannot honour {why}", field=why)
+        return out
 
     def prompt_context(self, task: str, post: TaskPosterior, z: np.ndarray | None,
                        eligible: np.ndarray, input_tokens: int,

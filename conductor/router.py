@@ -132,7 +132,8 @@ class Conductor:
     def make_request(self, prompt: str | None = None, **kwargs: Any) -> CompletionRequest:
         """Build a validated CompletionRequest from keyword arguments (``messages``,
         ``task_type``, ``max_latency_ms``, ``min_quality``, ``max_cost_usd``, ``client_id``,
-        ``request_id``, ``max_tokens``, ``metadata``)."""
+        ``request_id``, ``max_tokens``, ``metadata``, ``params``: sampling and output
+        parameters such as ``{"temperature": 0, "response_format": {...}}``)."""
         return make_request(prompt, **kwargs)
 
     def set_available(self, strategy: str, available: bool) -> None:

@@ -72,8 +72,30 @@ class Message(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     content: str
 
 
+class GenerationParams(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True,
+                       omit_defaults=True):
+    """OpenAI's sampling and output parameters, sent to whichever model answers as the
+    client gave them (OpenAI's ranges). ``response_format`` and ``stop`` shape the answer
+    itself, so a request with either is never micro-batched (a batch answers a JSON array
+    of every item's answer)."""
+
+    temperature: Annotated[float, Meta(ge=0.0, le=2.0)] | None = None
+    top_p: Annotated[float, Meta(ge=0.0, le=1.0)] | None = None
+    stop: str | Annotated[list[str], Meta(max_length=4)] | None = None
+    seed: int | None = None
+    presence_penalty: Annotated[float, Meta(ge=-2.0, le=2.0)] | None = None
+    frequency_penalty: Annotated[float, Meta(ge=-2.0, le=2.0)] | None = None
+    response_format: dict[str, Any] | None = None
+
+    @property
+    def shapes_output(self) -> bool:
+        """Whether the answer's form is the client's (a JSON schema, stop sequences)."""
+        return self.response_format is not None or self.stop is not None
+
+
 class CompletionRequest(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
-    """One request to route. Give ``messages`` or ``prompt`` (a single user message)."""
+    """One request to route. Give ``messages`` or ``prompt`` (a single user message).
+    ``params``: sampling and output parameters for the model that answers."""
 
     messages: tuple[Message, ...] | None = None
     prompt: str | None = None
@@ -83,6 +105,7 @@ class CompletionRequest(Struct, kw_only=True, frozen=True, forbid_unknown_fields
     request_id: str = ""
     max_tokens: Annotated[int, Meta(ge=1)] | None = None
     metadata: dict[str, Any] = {}
+    params: GenerationParams | None = None
 
     def chat_messages(self) -> tuple[Message, ...]:
         if self.messages:

@@ -11,10 +11,11 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol
 
+import msgspec
 from msgspec import Struct
 
 from conductor.config import BatchStrategy, Settings, VerifiedStrategy
-from conductor.errors import ProviderTimeoutError, describe
+from conductor.errors import ProviderBadRequestError, ProviderTimeoutError, describe
 from conductor.execution.upstream import Upstream
 from conductor.providers.base import ProviderResponse
 from conductor.providers.batching import MicroBatcher
@@ -108,9 +109,12 @@ class DirectMode:
 
 
 class BatchMode(_WholeAnswer):
-    """Requests of one (task type, strategy) held for the batch window and sent together.
-    The batch call has no single request's deadline (provider timeouts bound it); each
-    request stops waiting for it at its own."""
+    """Requests of one (task type, strategy) held for the batch window and sent together,
+    grouped by their sampling parameters (a batch is one call: it has one temperature).
+    A request that shapes its answer (``GenerationParams.shapes_output``) never comes here:
+    the decision does not choose a batching strategy for it. The batch call has no single
+    request's deadline (provider timeouts bound it); each request stops waiting for it at
+    its own."""
 
     def __init__(self, strategy: str, settings: Settings, upstream: Upstream) -> None:
         st = settings.strategies[strategy]
@@ -119,13 +123,20 @@ class BatchMode(_WholeAnswer):
         self.model = st.model
         self.config = st.batch
         self.upstream = upstream
-        self._batchers: dict[str, MicroBatcher] = {}  # by task type; made on first use
+        # By task type and sampling parameters; made on first use.
+        self._batchers: dict[tuple[str, bytes], MicroBatcher] = {}
 
     async def run(self, request: CompletionRequest, run: Run,
                   role: CallRole = "answer") -> tuple[ProviderResponse, bool]:
-        batcher = self._batchers.get(request.task_type)
+        if request.params is not None and request.params.shapes_output:
+            raise ProviderBadRequestError(
+                f"{self.strategy}: a batch answers a JSON array of its items, so a request "
+                "with response_format or stop is not batched", provider=self.model)
+        key = (request.task_type,
+               msgspec.json.encode(request.params) if request.params is not None else b"")
+        batcher = self._batchers.get(key)
         if batcher is None:
-            batcher = self._batchers[request.task_type] = MicroBatcher(
+            batcher = self._batchers[key] = MicroBatcher(
                 lambda c: self.upstream.complete(self.model, c, None),
                 window_ms=self.config.window_ms, max_batch=self.config.max_batch,
                 simulated_wait=self.upstream.provider_of(self.model).virtual_time)

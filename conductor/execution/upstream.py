@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Mapping
 
+import msgspec
+
 from conductor.config import Settings
 from conductor.errors import CircuitOpenError, ConfigError, ProviderError
 from conductor.execution.health import Health
@@ -32,7 +34,8 @@ class Upstream:
     def call_for(self, strategy: str, request: CompletionRequest,
                  deadline: float | None = None) -> ProviderCall:
         """The chat completion a strategy sends for a request: the strategy's model and
-        max_tokens cap, the task type's labels, the time left before the deadline."""
+        max_tokens cap, the task type's labels, the time left before the deadline, and the
+        client's sampling and output parameters."""
         st = self.settings.strategies[strategy]
         model = self.settings.models[st.model]
         max_tokens = request.max_tokens
@@ -43,9 +46,18 @@ class Upstream:
         if labels and "labels" not in meta:
             meta["labels"] = list(labels)
         timeout = None if deadline is None else max(0.001, deadline - time.monotonic())
+        p = request.params
+        if p is None:
+            return ProviderCall(model=model.upstream_name or st.model,
+                                messages=request.chat_messages(), max_tokens=max_tokens,
+                                task_type=request.task_type, metadata=meta, timeout_s=timeout)
+        sampling = {k: v for k, v in msgspec.structs.asdict(p).items()
+                    if v is not None and k not in ("temperature", "response_format")}
         return ProviderCall(model=model.upstream_name or st.model,
                             messages=request.chat_messages(), max_tokens=max_tokens,
-                            task_type=request.task_type, metadata=meta, timeout_s=timeout)
+                            task_type=request.task_type, metadata=meta, timeout_s=timeout,
+                            temperature=p.temperature, response_format=p.response_format,
+                            extra_body=sampling)
 
     def cost(self, strategy: str, resp: ProviderResponse) -> float:
         """What an answer of a strategy cost at its model's prices (batch discount too)."""

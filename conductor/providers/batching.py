@@ -61,6 +61,7 @@ def build_batch_call(calls: list[ProviderCall]) -> ProviderCall:
         messages=(Message(role="system", content=system),
                   Message(role="user", content="\n\n".join(parts))),
         max_tokens=max_tokens, temperature=first.temperature, metadata=first.metadata,
+        extra_body=first.extra_body,  # a batch shares its items' sampling parameters
         timeout_s=min((c.timeout_s for c in calls if c.timeout_s is not None), default=None))
 
 

@@ -134,6 +134,11 @@ class Gateway:
 
     def chat_request(self, data: ChatCompletionRequest, headers: Mapping[str, str],
                      client: str) -> tuple[CompletionRequest, str | None]:
+        for field in ("tools", "functions"):
+            if getattr(data, field):
+                raise InvalidRequestError(
+                    f"{field} are not supported: Conductor routes text answers, and tool "
+                    "calls would need every candidate model to support them", field=field)
         hints = merge_hints(data.conductor, hints_from_headers(headers))
         strategy = self._strategy(data.model)
         return CompletionRequest(
@@ -144,7 +149,8 @@ class Gateway:
                                     max_cost_usd=hints.max_cost_usd,
                                     quality_target=hints.quality_target),
             client_id=client, max_tokens=data.max_completion_tokens or data.max_tokens,
-            metadata={**(data.metadata or {}), **hints.metadata}), strategy
+            metadata={**(data.metadata or {}), **hints.metadata},
+            params=data.params()), strategy
 
     def native_request(self, data: CompleteRequest, client: str) -> CompletionRequest:
         if not data.prompt and not data.messages:
@@ -157,7 +163,7 @@ class Gateway:
                                     max_cost_usd=data.max_cost_usd,
                                     quality_target=data.quality_target),
             client_id=client, request_id=data.request_id or "", max_tokens=data.max_tokens,
-            metadata=data.metadata)
+            metadata=data.metadata, params=data.params)
 
     async def run(self, req: CompletionRequest, strategy: str | None) -> CompletionResult:
         """Admit, answer and learn (the native API returns the rewards)."""

@@ -1,7 +1,9 @@
 """Wire schemas of the HTTP API (msgspec Structs; Litestar builds the OpenAPI from them).
 
-The chat completions request accepts (and ignores) OpenAI parameters Conductor does not
-use, so the official SDKs work unchanged; Conductor's own objects forbid unknown fields.
+The chat completions request passes OpenAI's sampling and output parameters to the model
+that answers (``GenerationParams``), refuses tools (Conductor routes text answers), and
+accepts and ignores the other OpenAI parameters (``logprobs``, ``logit_bias``, ...), so
+the official SDKs work unchanged; Conductor's own objects forbid unknown fields.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from msgspec import Meta, Struct
 from conductor.types import (
     CompletionRequest,
     Decision,
+    GenerationParams,
     Message,
     NonNegative,
     Outcome,
@@ -63,10 +66,26 @@ class ChatCompletionRequest(Struct, kw_only=True):
     max_tokens: Annotated[int, Meta(ge=1)] | None = None
     max_completion_tokens: Annotated[int, Meta(ge=1)] | None = None
     temperature: Annotated[float, Meta(ge=0.0, le=2.0)] | None = None
+    top_p: Annotated[float, Meta(ge=0.0, le=1.0)] | None = None
+    stop: str | Annotated[list[str], Meta(max_length=4)] | None = None
+    seed: int | None = None
+    presence_penalty: Annotated[float, Meta(ge=-2.0, le=2.0)] | None = None
+    frequency_penalty: Annotated[float, Meta(ge=-2.0, le=2.0)] | None = None
+    response_format: dict[str, Any] | None = None
+    tools: list[Any] | None = None
+    functions: list[Any] | None = None
     n: Annotated[int, Meta(ge=1, le=1)] | None = None
     user: str | None = None
     metadata: dict[str, Any] | None = None
     conductor: RoutingHints | None = None
+
+    def params(self) -> GenerationParams | None:
+        """The sampling and output parameters for the upstream (None: none given)."""
+        p = GenerationParams(temperature=self.temperature, top_p=self.top_p, stop=self.stop,
+                             seed=self.seed, presence_penalty=self.presence_penalty,
+                             frequency_penalty=self.frequency_penalty,
+                             response_format=self.response_format)
+        return None if p == GenerationParams() else p
 
 
 class CompleteRequest(Struct, kw_only=True, forbid_unknown_fields=True):
@@ -83,6 +102,7 @@ class CompleteRequest(Struct, kw_only=True, forbid_unknown_fields=True):
     strategy: str | None = None
     request_id: Annotated[str, Meta(max_length=128)] | None = None
     metadata: dict[str, Any] = {}
+    params: GenerationParams | None = None
 
 
 class FeedbackRequest(Struct, kw_only=True, forbid_unknown_fields=True):

@@ -16,6 +16,7 @@ from conductor import Conductor
 from conductor.config import settings_from_dict
 from conductor.errors import (
     CircuitOpenError,
+    InvalidRequestError,
     ProviderAuthError,
     ProviderBadRequestError,
     ProviderRateLimitedError,
@@ -478,3 +479,19 @@ async def test_a_limited_clients_settlement_never_runs_on_the_event_loop(
         await c.acomplete("hi", task_type="chat", client_id="acme", strategy="direct-cheap")
     assert len(ledger.settled_on) == 2 and loop_thread not in ledger.settled_on
     assert limiter.spent_last_hour("acme") == pytest.approx(items[-1].outcome.cost_usd)
+
+
+async def test_the_python_api_passes_sampling_parameters_to_the_model(
+        upstream: FakeUpstream, closing: Closing[Any]) -> None:
+    c = closing(Conductor(fake_settings(upstream.base_url, attempts=1), seed=1,
+                          evaluators=[]))
+    result = await c.acomplete("hi", strategy="direct-cheap",
+                               params={"temperature": 0.0, "seed": 11, "stop": "\n"})
+    assert result.outcome.strategy == "direct-cheap"
+    body = upstream.requests[-1]
+    assert (body["temperature"], body["seed"], body["stop"]) == (0.0, 11, "\n")
+    assert "top_p" not in body and "response_format" not in body  # only what was given
+    with pytest.raises(InvalidRequestError, match="temperature"):
+        c.make_request("hi", params={"temperature": 3})
+    with pytest.raises(InvalidRequestError, match="logprobs"):
+        c.make_request("hi", params={"logprobs": True})

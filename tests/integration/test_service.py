@@ -3,6 +3,7 @@ SQLite file: the official OpenAI SDK, plain httpx, bad input, keys and limits.""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 import time
@@ -381,3 +382,79 @@ def test_failed_keys_are_limited_per_address(served) -> None:
         # The same address with a good key is refused too (the guessing source is the
         # address), until the minute has passed.
         assert good.get("/v1/stats").status_code == 429
+
+
+def _answers(body: dict[str, Any]) -> str:
+    """"ok" per item: a JSON array for a micro-batch, plain text otherwise."""
+    prompt = body["messages"][-1]["content"]
+    n = prompt.count("### Item ")
+    return msgspec.json.encode(["ok"] * n).decode() if n else "ok"
+
+
+def test_sampling_and_output_parameters_reach_the_model(served,
+                                                        upstream: FakeUpstream) -> None:
+    s, _ = served
+    upstream.behaviour.answer = _answers
+    client = openai.OpenAI(base_url=s.url + "/v1", api_key=USER_KEY, max_retries=0)
+    sent = {"temperature": 0.3, "top_p": 0.9, "stop": ["END"], "seed": 7,
+            "presence_penalty": 0.5, "frequency_penalty": -0.5,
+            "response_format": {"type": "json_object"}}
+    for model in ("auto", "direct-cheap", "verified"):
+        before = len(upstream.requests)
+        resp = client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "Give JSON"}],
+            **sent)  # type: ignore[call-overload]
+        assert resp.choices[0].message.content == "ok"
+        assert resp.model_extra["conductor"]["strategy"] != "batch-cheap"
+        body = upstream.requests[before]  # the answering call (a verified draft's first)
+        assert {k: body.get(k) for k in sent} == sent, body
+    # A batching strategy cannot honour a form of answer of the client's: refused by name
+    # when forced, never chosen by routing (without the form, routing often chooses it).
+    with pytest.raises(openai.BadRequestError, match="response_format"):
+        client.chat.completions.create(model="batch-cheap", response_format={
+            "type": "json_object"}, messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(openai.BadRequestError, match="stop"):
+        client.chat.completions.create(model="batch-cheap", stop="END",
+                                       messages=[{"role": "user", "content": "x"}])
+    with _http(s) as h:
+        def routed(params: dict[str, Any] | None) -> set[str]:
+            return {h.post("/v1/route", json={"prompt": "x", **(
+                {"params": params} if params else {})}).json()["strategy"] for _ in range(40)}
+
+        assert "batch-cheap" in routed(None) | routed({"temperature": 0.2})
+        assert "batch-cheap" not in routed({"stop": ["\n"]}) | routed(
+            {"response_format": {"type": "json_object"}})
+        bad = h.post("/v1/chat/completions", json={
+            "messages": [{"role": "user", "content": "x"}],
+            "tools": [{"type": "function", "function": {"name": "f"}}]})
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "tools"
+        bad = h.post("/v1/chat/completions", json={
+            "messages": [{"role": "user", "content": "x"}], "top_p": 1.5})
+        err = bad.json()["error"]
+        assert bad.status_code == 400 and "top_p" in f"{err['message']} {err['param']}"
+    client.close()
+
+
+async def _batch_pair(url: str, temperatures: tuple[float, float]) -> None:
+    async with httpx.AsyncClient(base_url=url, timeout=10, headers={
+            "Authorization": f"Bearer {USER_KEY}"}) as h:
+        rs = await asyncio.gather(*(h.post("/v1/chat/completions", json={
+            "model": "batch-cheap", "temperature": t, "seed": 3,
+            "messages": [{"role": "user", "content": f"item {i}"}]})
+            for i, t in enumerate(temperatures)))
+        assert [r.status_code for r in rs] == [200, 200], [r.text for r in rs]
+        assert [r.json()["choices"][0]["message"]["content"] for r in rs] == ["ok", "ok"]
+
+
+def test_a_micro_batch_shares_its_items_sampling_parameters(served,
+                                                            upstream: FakeUpstream) -> None:
+    """Requests of one batching strategy go upstream together only with the same
+    parameters, which the batched call carries."""
+    s, _ = served
+    upstream.behaviour.answer = _answers
+    asyncio.run(_batch_pair(s.url, (0.2, 0.2)))
+    assert [(b["temperature"], b["seed"], b["messages"][-1]["content"].count("### Item "))
+            for b in upstream.requests] == [(0.2, 3, 2)]
+    asyncio.run(_batch_pair(s.url, (0.2, 0.9)))
+    assert sorted((b["temperature"], b["messages"][-1]["content"].count("### Item "))
+                  for b in upstream.requests[1:]) == [(0.2, 1), (0.9, 1)]
