@@ -139,6 +139,14 @@ class Gateway:
                 raise InvalidRequestError(
                     f"{field} are not supported: Conductor routes text answers, and tool "
                     "calls would need every candidate model to support them", field=field)
+        for i, m in enumerate(data.messages):
+            if isinstance(m.content, list):
+                other = sorted({p.type for p in m.content if p.type != "text"})
+                if other:
+                    raise InvalidRequestError(
+                        f"messages[{i}]: content of type {', '.join(map(repr, other))} is not "
+                        "supported: Conductor routes text (send text parts only)",
+                        field=f"messages[{i}].content")
         hints = merge_hints(data.conductor, hints_from_headers(headers))
         strategy = self._strategy(data.model)
         return CompletionRequest(

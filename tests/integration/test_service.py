@@ -428,6 +428,18 @@ def test_sampling_and_output_parameters_reach_the_model(served,
             "messages": [{"role": "user", "content": "x"}],
             "tools": [{"type": "function", "function": {"name": "f"}}]})
         assert bad.status_code == 400 and bad.json()["error"]["param"] == "tools"
+        bad = h.post("/v1/chat/completions", json={"messages": [
+            {"role": "system", "content": "Describe."},
+            {"role": "user", "content": [{"type": "text", "text": "What is it?"},
+                                         {"type": "image_url", "image_url": {"url": "x"}}]}]})
+        assert bad.status_code == 400, bad.text  # not answered without the image
+        assert bad.json()["error"]["param"] == "messages[1].content"
+        assert "'image_url'" in bad.json()["error"]["message"]
+        ok = h.post("/v1/chat/completions", json={"model": "direct-cheap", "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "What "},
+                                         {"type": "text", "text": "is it?"}]}]})
+        assert ok.status_code == 200 and upstream.requests[-1]["messages"] == [
+            {"role": "user", "content": "What is it?"}]
         bad = h.post("/v1/chat/completions", json={
             "messages": [{"role": "user", "content": "x"}], "top_p": 1.5})
         err = bad.json()["error"]
