@@ -94,7 +94,7 @@ def test_openai_sdk_streaming(served, upstream: FakeUpstream) -> None:
     client = openai.OpenAI(base_url=s.url + "/v1", api_key=USER_KEY, max_retries=0)
     stream = client.chat.completions.create(
         model="direct-cheap", messages=[{"role": "user", "content": "count"}], stream=True,
-        stream_options={"include_usage": True})
+        stream_options={"include_usage": True}, temperature=0.4, seed=5)
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "one two three four five six seven"
@@ -103,6 +103,8 @@ def test_openai_sdk_streaming(served, upstream: FakeUpstream) -> None:
               c.choices[0].finish_reason]
     assert finish == ["stop"]
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+    sent = upstream.requests[-1]  # a stream carries the sampling parameters too
+    assert (sent["stream"], sent["temperature"], sent["seed"]) == (True, 0.4, 5)
     client.close()
 
 
