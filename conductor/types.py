@@ -16,6 +16,10 @@ Probability = Annotated[float, Meta(ge=0.0, le=1.0)]
 NonNegative = Annotated[float, Meta(ge=0.0)]
 Positive = Annotated[float, Meta(gt=0.0)]
 Name = Annotated[str, Meta(min_length=1, max_length=128)]
+# OpenAI's ranges for its sampling parameters (GenerationParams, the chat request).
+Temperature = Annotated[float, Meta(ge=0.0, le=2.0)]
+Penalty = Annotated[float, Meta(ge=-2.0, le=2.0)]
+StopSequences = str | Annotated[list[str], Meta(max_length=4)]
 
 
 class TaskType(enum.StrEnum):
@@ -72,20 +76,30 @@ class Message(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     content: str
 
 
-class GenerationParams(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True,
-                       omit_defaults=True):
-    """OpenAI's sampling and output parameters, sent to whichever model answers as the
-    client gave them (OpenAI's ranges). ``response_format`` and ``stop`` shape the answer
-    itself, so a request with either is never micro-batched (a batch answers a JSON array
-    of every item's answer)."""
+class Sampling(Struct, kw_only=True, frozen=True):
+    """OpenAI's sampling and output parameters (OpenAI's ranges): the fields that
+    ``GenerationParams`` carries and the chat completions request takes as they are."""
 
-    temperature: Annotated[float, Meta(ge=0.0, le=2.0)] | None = None
-    top_p: Annotated[float, Meta(ge=0.0, le=1.0)] | None = None
-    stop: str | Annotated[list[str], Meta(max_length=4)] | None = None
+    temperature: Temperature | None = None
+    top_p: Probability | None = None
+    stop: StopSequences | None = None
     seed: int | None = None
-    presence_penalty: Annotated[float, Meta(ge=-2.0, le=2.0)] | None = None
-    frequency_penalty: Annotated[float, Meta(ge=-2.0, le=2.0)] | None = None
+    presence_penalty: Penalty | None = None
+    frequency_penalty: Penalty | None = None
     response_format: dict[str, Any] | None = None
+
+
+class GenerationParams(Sampling, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """The sampling and output parameters of one request, sent to whichever model answers
+    as the client gave them. ``response_format`` and ``stop`` shape the answer itself, so
+    a request with either is never micro-batched (a batch answers a JSON array of every
+    item's answer)."""
+
+    @classmethod
+    def of(cls, given: Sampling) -> GenerationParams | None:
+        """The parameters a request gave (None: it gave none)."""
+        p = cls(**{f: getattr(given, f) for f in Sampling.__struct_fields__})
+        return None if p == cls() else p
 
     @property
     def shapes_output(self) -> bool:

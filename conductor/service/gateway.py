@@ -45,6 +45,7 @@ from conductor.types import (
     CompletionResult,
     Constraints,
     Decision,
+    GenerationParams,
     Message,
     Outcome,
 )
@@ -158,7 +159,7 @@ class Gateway:
                                     quality_target=hints.quality_target),
             client_id=client, max_tokens=data.max_completion_tokens or data.max_tokens,
             metadata={**(data.metadata or {}), **hints.metadata},
-            params=data.params()), strategy
+            params=GenerationParams.of(data)), strategy
 
     def native_request(self, data: CompleteRequest, client: str) -> CompletionRequest:
         if not data.prompt and not data.messages:

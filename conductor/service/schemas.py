@@ -22,6 +22,7 @@ from conductor.types import (
     Positive,
     Probability,
     Reward,
+    Sampling,
 )
 
 
@@ -55,9 +56,10 @@ class StreamOptions(Struct, kw_only=True):
     include_usage: bool = False
 
 
-class ChatCompletionRequest(Struct, kw_only=True):
+class ChatCompletionRequest(Sampling, kw_only=True, frozen=True):
     """OpenAI's chat completions request. ``model``: "auto" or "conductor" routes; a
-    strategy name forces that strategy."""
+    strategy name forces that strategy. The sampling and output parameters (``Sampling``)
+    go to the model that answers."""
 
     model: str = "auto"
     messages: Annotated[list[ChatMessage], Meta(min_length=1)]
@@ -65,27 +67,12 @@ class ChatCompletionRequest(Struct, kw_only=True):
     stream_options: StreamOptions | None = None
     max_tokens: Annotated[int, Meta(ge=1)] | None = None
     max_completion_tokens: Annotated[int, Meta(ge=1)] | None = None
-    temperature: Annotated[float, Meta(ge=0.0, le=2.0)] | None = None
-    top_p: Annotated[float, Meta(ge=0.0, le=1.0)] | None = None
-    stop: str | Annotated[list[str], Meta(max_length=4)] | None = None
-    seed: int | None = None
-    presence_penalty: Annotated[float, Meta(ge=-2.0, le=2.0)] | None = None
-    frequency_penalty: Annotated[float, Meta(ge=-2.0, le=2.0)] | None = None
-    response_format: dict[str, Any] | None = None
     tools: list[Any] | None = None
     functions: list[Any] | None = None
     n: Annotated[int, Meta(ge=1, le=1)] | None = None
     user: str | None = None
     metadata: dict[str, Any] | None = None
     conductor: RoutingHints | None = None
-
-    def params(self) -> GenerationParams | None:
-        """The sampling and output parameters for the upstream (None: none given)."""
-        p = GenerationParams(temperature=self.temperature, top_p=self.top_p, stop=self.stop,
-                             seed=self.seed, presence_penalty=self.presence_penalty,
-                             frequency_penalty=self.frequency_penalty,
-                             response_format=self.response_format)
-        return None if p == GenerationParams() else p
 
 
 class CompleteRequest(Struct, kw_only=True, forbid_unknown_fields=True):
