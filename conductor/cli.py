@@ -329,6 +329,11 @@ def _replay_log(path: Path, json_out: Path | None, config_path: Path | None) -> 
               help="Judged score += this x (answer length / the model's median - 1).")
 @click.option("--judge-cost", type=click.FloatRange(0), default=0.0, show_default=True,
               help="Charge per judged request, in units of the cheapest model's mean cost.")
+@click.option("--judge-rate", type=click.FloatRange(0, 1, min_open=True), default=1.0,
+              show_default=True, help="Share of answers the judge scores, raised where "
+              "Conductor's posterior is wide, as the router samples its judge "
+              "([task_types.*] judge_sample_rate, 0.05 by default); the others teach "
+              "nothing about quality. 1: every answer.")
 @click.option("--user-feedback-rate", type=click.FloatRange(0, 1), default=0.0,
               show_default=True, help="Fraction of requests that get a true user label "
               "(Conductor calibrates its judge on them).")
@@ -357,7 +362,8 @@ def _replay_log(path: Path, json_out: Path | None, config_path: Path | None) -> 
               "a deployment would configure (the bar is then the strongest of them).")
 def replay(worlds: tuple[Path, ...], quality_bar: float, seeds: int, judge_noise: float,
            judge_flip: float, judge_false_positive: float, judge_false_negative: float,
-           judge_length_bias: float, judge_cost: float, user_feedback_rate: float,
+           judge_length_bias: float, judge_cost: float, judge_rate: float,
+           user_feedback_rate: float,
            user_feedback_delay: int, max_latency_ms: float | None,
            constraints_file: Path | None, json_out: Path | None, plots_dir: Path | None,
            config_path: Path | None, priors_file: Path | None,
@@ -439,7 +445,7 @@ def replay(worlds: tuple[Path, ...], quality_bar: float, seeds: int, judge_noise
                        judge_flip=judge_flip, judge_false_positive=judge_false_positive,
                        judge_false_negative=judge_false_negative,
                        judge_length_bias=judge_length_bias, judge_cost=judge_cost,
-                       user_feedback_rate=user_feedback_rate,
+                       judge_rate=judge_rate, user_feedback_rate=user_feedback_rate,
                        user_feedback_delay=user_feedback_delay, max_latency_ms=max_latency_ms,
                        targets=targets, min_quality=floors, priors=priors,
                        context_priors=context_priors,

@@ -22,6 +22,7 @@ from msgspec import Struct
 
 from conductor.bandit.posterior import Prior
 from conductor.coefficients import ContextPriors
+from conductor.evaluators.judge import JudgeSampler
 from conductor.replay.policies import (
     UCB1,
     AlwaysModel,
@@ -44,6 +45,9 @@ class ReplayConfig(Struct, kw_only=True):
     judge_false_negative: float = 0.0  # P(the judge fails a right answer)
     judge_length_bias: float = 0.0  # score += bias x (answer tokens / median - 1)
     judge_cost: float = 0.0  # per judged request, x the cheapest model's mean cost
+    # The share of answers judged, raised where the policy's posterior is wide, as the
+    # router's JudgeSampler does (1: every answer; a policy learns nothing from the rest).
+    judge_rate: float = 1.0
     user_feedback_rate: float = 0.0  # fraction of requests that get a true user label
     user_feedback_delay: int = 50  # requests between the answer and its user label
     max_latency_ms: float | None = None
@@ -111,6 +115,9 @@ def run_policy(world: World, policy: ReplayPolicy, bars: dict[str, float], order
     rng = np.random.default_rng([seed, 1])
     noise_rng = np.random.default_rng([seed, 2])
     label_rng = np.random.default_rng([seed, 3])
+    judge_rng = np.random.default_rng([seed, 4])
+    sampler = JudgeSampler(max_calls_per_hour=0)  # no budget: its sampling rule only
+    quality_std = getattr(policy, "quality_std", None)
     policy.reset(world, bars, rng)
     eligible_all = ~np.isnan(world.quality)
     chosen = np.full(len(world.ids), -1)
@@ -118,7 +125,7 @@ def run_policy(world: World, policy: ReplayPolicy, bars: dict[str, float], order
     median = np.nanmedian(tokens, axis=0) if tokens is not None else None
     judge_usd = cfg.judge_cost * float(np.nanmin(np.nanmean(world.cost, axis=0)))
     label = getattr(policy, "label", None)
-    due: deque[tuple[int, int, str, int, float, float]] = deque()
+    due: deque[tuple[int, int, str, int, float | None, float]] = deque()
     for step, i in enumerate(order):
         while due and due[0][0] <= step:
             _, di, dtask, dj, dscore, truth = due.popleft()
@@ -132,10 +139,13 @@ def run_policy(world: World, policy: ReplayPolicy, bars: dict[str, float], order
         truth = float(world.quality[i, j])
         ratio = (float(tokens[i, j] / median[j]) if tokens is not None and median is not None
                  and np.isfinite(tokens[i, j]) and median[j] > 0 else 1.0)
-        score = observe(truth, cfg, noise_rng, ratio)
-        if judged is not None:
-            judged.score[i], judged.judge_usd[i] = score, judge_usd
-        policy.update(int(i), task, j, score, float(world.cost[i, j]) + judge_usd,
+        seen = cfg.judge_rate >= 1.0 or judge_rng.random() < sampler.probability(
+            cfg.judge_rate, quality_std(task, j) if quality_std is not None else 0.0)
+        score = observe(truth, cfg, noise_rng, ratio) if seen else None
+        paid = judge_usd if seen else 0.0
+        if judged is not None and score is not None:
+            judged.score[i], judged.judge_usd[i] = score, paid
+        policy.update(int(i), task, j, score, float(world.cost[i, j]) + paid,
                       float(world.latency_ms[i, j]))
         if label is not None and cfg.user_feedback_rate > 0 and (
                 label_rng.random() < cfg.user_feedback_rate):
@@ -295,6 +305,7 @@ def run_replay(world: World, cfg: ReplayConfig,
         "judge_flip": cfg.judge_flip, "judge_false_positive": cfg.judge_false_positive,
         "judge_false_negative": cfg.judge_false_negative,
         "judge_length_bias": cfg.judge_length_bias, "judge_cost": cfg.judge_cost,
+        "judge_rate": cfg.judge_rate,
         "user_feedback_rate": cfg.user_feedback_rate,
         "user_feedback_delay": cfg.user_feedback_delay,
         "calibrated": cfg.user_feedback_rate > 0, "priors_from": cfg.priors_from,

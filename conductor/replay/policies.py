@@ -37,8 +37,9 @@ class ReplayPolicy(Protocol):
 
     def choose(self, i: int, task: str, eligible: np.ndarray) -> int: ...
 
-    def update(self, i: int, task: str, j: int, quality: float, cost: float,
-               latency_ms: float) -> None: ...
+    def update(self, i: int, task: str, j: int, quality: float | None, cost: float,
+               latency_ms: float) -> None:
+        """An answer's cost and latency, and its judged quality (None: not judged)."""
 
 
 class ConductorPolicy:
@@ -166,12 +167,21 @@ class ConductorPolicy:
                                             context)
         return choice.index
 
-    def update(self, i: int, task: str, j: int, quality: float, cost: float,
+    def quality_std(self, task: str, j: int) -> float:
+        """The posterior's standard deviation of a strategy's quality (the judge samples
+        more where it is wide)."""
+        return float(self.posts[task].quality_std()[j])
+
+    def update(self, i: int, task: str, j: int, quality: float | None, cost: float,
                latency_ms: float) -> None:
         """An answer and its judged score (``quality``): learned on the calibrated scale
-        once the judge's error rates are known from user labels, on the judge's before."""
+        once the judge's error rates are known from user labels, on the judge's before.
+        An answer not judged teaches its cost and latency only (the router's too)."""
         post = self.posts[task]
         m = self.models[j]
+        if quality is None:
+            post.observe_outcome(m, latency_ms, cost, None, 1.0)
+            return
         ev, cal = self.evidence[task], self.calibration[task]
         ev.judged_n[j] += 1
         ev.judged_sum[j] += quality
@@ -192,14 +202,23 @@ class ConductorPolicy:
             self._recalibrate(task)
         self.deficits[task].append(state.deficit(self.bars[task]) / max(state.count, 1.0))
 
-    def label(self, i: int, task: str, j: int, judged: float, truth: float) -> None:
+    def label(self, i: int, task: str, j: int, judged: float | None, truth: float) -> None:
         """A user's label for an earlier answer: it replaces that answer's judged score,
         and teaches the judge's error rates; every reward of the task type is then
-        re-corrected (those learned before the calibration existed too)."""
+        re-corrected (those learned before the calibration existed too). The label of an
+        answer nobody judged is its first reward, and no calibration pair."""
         ev = self.evidence[task]
-        self.calibration[task].add(judged, truth)
-        ev.judged_n[j] -= 1
-        ev.judged_sum[j] -= judged
+        if judged is None:
+            ev.fed[j] += truth
+            self.targets[task].observe(truth, self.gamma)
+            if self.features is not None:
+                post = self.posts[task]
+                self.contexts[task].observe(self.models[j], self.features[i], truth,
+                                            self.gamma, baseline=float(post.quality_mean()[j]))
+        else:
+            self.calibration[task].add(judged, truth)
+            ev.judged_n[j] -= 1
+            ev.judged_sum[j] -= judged
         ev.labelled_n[j] += 1
         ev.labelled_sum[j] += truth
         for t in self.evidence:  # the pooled rates moved: every task type's did
@@ -258,19 +277,22 @@ class _Means:
         self.bars = bars
         k = len(world.models)
         self.n = {t: np.zeros(k) for t in world.tasks()}
+        self.nc = {t: np.zeros(k) for t in world.tasks()}
         self.q = {t: np.zeros(k) for t in world.tasks()}
         self.c = {t: np.zeros(k) for t in world.tasks()}
         self.mean_cost = np.nan_to_num(np.nanmean(np.where(np.isnan(world.quality), np.nan,
                                                            world.cost), axis=0), nan=1.0)
 
-    def update(self, i: int, task: str, j: int, quality: float, cost: float,
+    def update(self, i: int, task: str, j: int, quality: float | None, cost: float,
                latency_ms: float) -> None:
-        self.n[task][j] += 1
-        self.q[task][j] += (quality - self.q[task][j]) / self.n[task][j]
-        self.c[task][j] += (cost - self.c[task][j]) / self.n[task][j]
+        self.nc[task][j] += 1
+        self.c[task][j] += (cost - self.c[task][j]) / self.nc[task][j]
+        if quality is not None:  # n counts judged answers: what the mean quality rests on
+            self.n[task][j] += 1
+            self.q[task][j] += (quality - self.q[task][j]) / self.n[task][j]
 
     def cost_est(self, task: str) -> np.ndarray:
-        return np.where(self.n[task] > 0, self.c[task], self.mean_cost)
+        return np.where(self.nc[task] > 0, self.c[task], self.mean_cost)
 
     def cheapest_meeting(self, task: str, score: np.ndarray, eligible: np.ndarray) -> int:
         ok = eligible & (score >= self.bars[task])

@@ -15,7 +15,10 @@ def replay_table(report: dict[str, Any]) -> str:
              + "".join(f"; {t} floor (min_quality) {v:.3f} per request"
                        for t, v in report.get("min_quality", {}).items())
              + (f"; Conductor starts from the priors in {report['priors_from']}"
-                if report.get("priors_from") else ""),
+                if report.get("priors_from") else "")
+             + (f"; the judge scores {report['judge_rate']:g} of answers (more where the "
+                "posterior is wide), the rest teach nothing about quality"
+                if report.get("judge_rate", 1.0) < 1.0 else ""),
              f"{'policy':<44} {'quality':>8} {'vs strongest':>12} {'cost $':>9} "
              f"{'vs strongest':>12} {'regret':>8} {'tasks below bar':>15}"]
     for name, p in report["policies"].items():

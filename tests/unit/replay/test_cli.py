@@ -402,3 +402,17 @@ def test_calibrate_holds_out_a_random_part_of_several_tables(tmp_path: Path,
     report = msgspec.json.decode(out.read_bytes())["report"]
     assert report["holdout_task_types"] == ["easy", "hard", "qa"]
 
+
+
+def test_replay_judge_rate_is_reported(tmp_path: Path, world_file: Path) -> None:
+    out = tmp_path / "r.json"
+    r = CliRunner().invoke(main, ["replay", str(world_file), "--seeds", "1", "--judge-rate",
+                                  "0.1", "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "the judge scores 0.1 of answers" in r.output
+    report = msgspec.json.decode(out.read_bytes())
+    assert report["judge_rate"] == 0.1
+    judged = report["policies"]["conductor"]["overall"]["judged_quality"]
+    assert 0.0 < judged <= 1.0  # over the judged answers only
+    bad = CliRunner().invoke(main, ["replay", str(world_file), "--judge-rate", "0"])
+    assert bad.exit_code == 2 and "--judge-rate" in bad.output

@@ -168,3 +168,46 @@ def test_calibrate_reports_the_judges_error_rates_from_logged_pairs(tmp_path) ->
     lo, hi = (float(x) for x in re.search(r"false positives [\d.]+ \(90%: ([\d.]+)-([\d.]+)",
                                           line).groups())  # type: ignore[union-attr]
     assert lo <= fp <= hi, line
+
+
+def test_the_replay_samples_its_judge_as_the_router_does() -> None:
+    """At judge_rate 0.1 the judge scores about a tenth of the answers once the posterior
+    is narrow, and more while it is wide (JudgeSampler's rule); only judged answers teach
+    quality and pay the judge; a user label on an answer nobody judged is its first
+    reward. At 1 (the default) every answer is judged."""
+    from conductor.replay.policies import EpsilonGreedy
+
+    w = two_model_world(2, n=2000)
+    n = len(w.ids)
+    order = np.random.default_rng([2, 0]).permutation(n)
+
+    def run(cfg: ReplayConfig, policy: object) -> np.ndarray:
+        judged = Judged(score=np.full(n, np.nan), judge_usd=np.zeros(n))
+        run_policy(w, policy, task_bars(w, 0.95), order, cfg, 2, judged)  # type: ignore[arg-type]
+        assert (judged.judge_usd[np.isnan(judged.score)] == 0).all()
+        assert (judged.judge_usd[np.isfinite(judged.score)] > 0).all()
+        return np.isfinite(judged.score)
+
+    policy = ConductorPolicy(0.5, reference="strong")
+    seen = run(ReplayConfig(judge_rate=0.1, judge_cost=1.0), policy)
+    assert seen[order[:100]].mean() > 2 * seen[order[-1000:]].mean()
+    assert seen[order[-1000:]].mean() == pytest.approx(0.1, abs=0.04)
+    assert policy.evidence["chat"].judged_n.sum() == seen.sum()
+    assert policy.targets["chat"].count == seen.sum()  # the window counts judged answers
+
+    policy = ConductorPolicy(0.5, reference="strong")
+    seen = run(ReplayConfig(judge_rate=0.1, judge_cost=1.0, user_feedback_rate=0.1,
+                            user_feedback_delay=10), policy)
+    ev = policy.evidence["chat"]
+    labelled_judged = seen.sum() - ev.judged_n.sum()
+    labelled_unjudged = ev.labelled_n.sum() - labelled_judged
+    assert labelled_unjudged > 2 * labelled_judged > 0  # most answers were not judged
+    assert policy.targets["chat"].count == seen.sum() + labelled_unjudged
+
+    greedy = EpsilonGreedy()
+    seen = run(ReplayConfig(judge_rate=0.1, judge_cost=1.0), greedy)
+    assert greedy.n["chat"].sum() == seen.sum() < greedy.nc["chat"].sum() == n
+    # Costs as the policy learned them: the judge's charge (one cheap answer's worth)
+    # only on judged answers, so the cheap model's mean is far under twice its price.
+    assert greedy.c["chat"][1] < 1.5e-6
+    assert run(ReplayConfig(judge_cost=1.0), ConductorPolicy(0.5, reference="strong")).all()
