@@ -335,6 +335,12 @@ class Learner:
             handle.result()  # durable before we acknowledge
         return reward
 
+    def record_only(self, reward: Reward) -> Reward:
+        """Log a reward for audit without learning from it (a heuristic's pass where the
+        judge grades the task type: a passing format check is not a right answer)."""
+        self.store.record_reward(reward, applied=False, wait=False)
+        return reward
+
     # -- feedback that waits for its request -------------------------------------------------
 
     def keep_pending(self, request_id: str, score: float, rater: str) -> Reward:

@@ -117,6 +117,15 @@ class Evaluation:
         best = others[0] if others else (rewards[0] if rewards else None)
         return best.score if best is not None else None
 
+    def judges(self, task_type: str) -> bool:
+        """Whether the judge grades a sample of this task type's answers. Then quality is
+        learned from that sample (and users, and evaluators that know it), and heuristic
+        scores are kept for audit only: a valid label or valid JSON passes right and wrong
+        answers alike, and counted as quality 1.0 on every unjudged answer it made a cheap
+        model look better than a strong one (benchmarks/RESULTS.md)."""
+        return (self.judge is not None
+                and self.settings.task_types[task_type].judge_sample_rate > 0)
+
     def maybe_judge(self, request: CompletionRequest, outcome: Outcome, posterior_std: float,
                     u: float, deliver: Callable[[Reward], object]) -> bool:
         """Queue a background judge job for a sampled share of answers (more where the

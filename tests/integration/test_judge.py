@@ -221,3 +221,37 @@ def test_demo_world_converges_on_judge_rewards_only(tmp_path: Path, bar: float,
     print(f"bar {bar}: {target} share of the last 500 decisions per seed: {shares}")
     assert np.mean(shares) >= 0.85
     assert sum(s >= 0.6 for s in shares) >= 9
+
+
+def test_where_the_judge_grades_a_task_type_a_passing_format_check_is_not_quality(
+        upstream: FakeUpstream) -> None:
+    """Every answer is a valid label (the heuristic passes) and the judge finds them all
+    poor (3/10). Learned from the judged sample only, the strategy's quality is the
+    judge's; the heuristic's 1.0 on the unjudged answers is logged for audit, never
+    learned. Without a judge the heuristic is the only signal there is, and is learned."""
+    upstream.behaviour.answer = lambda b: "Score: 3" if _is_judge(b) else "positive"
+    data = msgspec.to_builtins(_judged(upstream.base_url, queue_size=500))
+    data["task_types"]["classify"]["labels"] = ["positive", "negative"]
+    # 2%, raised while the posterior is wide: most of 100 answers stay unjudged.
+    data["task_types"]["classify"]["judge_sample_rate"] = 0.02
+    with Conductor(settings_from_dict(data), seed=1, evaluators=[]) as c:
+        ids = [c.complete(f"Great value {i}", task_type="classify",
+                          strategy="direct-cheap").request_id for i in range(100)]
+        assert c.wait_for_judges(20)
+        post = c.learner.posteriors["classify"]
+        i = post.index["direct-cheap"]
+        judged = sum(any(x.source == "judge" for x in c.log_store.get_request(r).rewards)
+                     for r in ids)
+        assert 5 <= judged < 50
+        assert post.quality_trials()[i] == pytest.approx(judged, rel=0.02)  # judged only (decay)
+        assert post.quality_mean()[i] < 0.5  # the judge's 2/9, from a prior of 0.9
+        heuristic = [x for r in ids for x in c.log_store.get_request(r).rewards
+                     if x.source == "heuristic"]
+        assert len(heuristic) == 100 and all(x.score == 1.0 for x in heuristic)
+        assert all(x.effective_score is None for x in heuristic)  # logged, not learned
+    data["judge"] = {}
+    with Conductor(settings_from_dict(data), seed=1, evaluators=[]) as c:
+        for i in range(20):
+            c.complete(f"Great value {i}", task_type="classify", strategy="direct-cheap")
+        post = c.learner.posteriors["classify"]
+        assert post.quality_trials()[post.index["direct-cheap"]] == pytest.approx(20, rel=0.02)
