@@ -123,7 +123,7 @@ class Evaluation:
         scores are kept for audit only: a valid label or valid JSON passes right and wrong
         answers alike, and counted as quality 1.0 on every unjudged answer it made a cheap
         model look better than a strong one (benchmarks/RESULTS.md)."""
-        return (self.judge is not None
+        return (self.judge is not None and self.settings.judge.max_calls_per_hour > 0
                 and self.settings.task_types[task_type].judge_sample_rate > 0)
 
     def maybe_judge(self, request: CompletionRequest, outcome: Outcome, posterior_std: float,

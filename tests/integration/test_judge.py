@@ -249,9 +249,12 @@ def test_where_the_judge_grades_a_task_type_a_passing_format_check_is_not_qualit
                      if x.source == "heuristic"]
         assert len(heuristic) == 100 and all(x.score == 1.0 for x in heuristic)
         assert all(x.effective_score is None for x in heuristic)  # logged, not learned
-    data["judge"] = {}
-    with Conductor(settings_from_dict(data), seed=1, evaluators=[]) as c:
-        for i in range(20):
-            c.complete(f"Great value {i}", task_type="classify", strategy="direct-cheap")
-        post = c.learner.posteriors["classify"]
-        assert post.quality_trials()[post.index["direct-cheap"]] == pytest.approx(20, rel=0.02)
+    # No judge, or one with no calls to spend: the heuristics are all there is.
+    for judge in ({}, {**data["judge"], "max_calls_per_hour": 0}):
+        data["judge"] = judge
+        with Conductor(settings_from_dict(data), seed=1, evaluators=[]) as c:
+            for i in range(20):
+                c.complete(f"Great value {i}", task_type="classify", strategy="direct-cheap")
+            post = c.learner.posteriors["classify"]
+            trials = post.quality_trials()[post.index["direct-cheap"]]
+            assert trials == pytest.approx(20, rel=0.02), judge
