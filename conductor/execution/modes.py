@@ -15,7 +15,7 @@ import msgspec
 from msgspec import Struct
 
 from conductor.config import BatchStrategy, Settings, VerifiedStrategy
-from conductor.errors import ProviderBadRequestError, ProviderTimeoutError, describe
+from conductor.errors import ProviderTimeoutError, describe
 from conductor.execution.upstream import Upstream
 from conductor.providers.base import ProviderResponse
 from conductor.providers.batching import MicroBatcher
@@ -128,10 +128,6 @@ class BatchMode(_WholeAnswer):
 
     async def run(self, request: CompletionRequest, run: Run,
                   role: CallRole = "answer") -> tuple[ProviderResponse, bool]:
-        if request.params is not None and request.params.shapes_output:
-            raise ProviderBadRequestError(
-                f"{self.strategy}: a batch answers a JSON array of its items, so a request "
-                "with response_format or stop is not batched", provider=self.model)
         key = (request.task_type,
                msgspec.json.encode(request.params) if request.params is not None else b"")
         batcher = self._batchers.get(key)
