@@ -335,6 +335,15 @@ class Settings(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
             out += self.models_of(st.verified.escalate_to)
         return out
 
+    def micro_batches(self, strategy: str) -> bool:
+        """Whether a strategy's answer can come from a micro-batch: a batch strategy, or a
+        verified one drafting or escalating on one."""
+        st = self.strategies[strategy]
+        if isinstance(st, VerifiedStrategy):
+            return self.micro_batches(st.verified.draft) or self.micro_batches(
+                st.verified.escalate_to)
+        return isinstance(st, BatchStrategy)
+
     def model_of(self, strategy: str) -> ModelConfig:
         return self.models[self.strategies[strategy].model]
 

@@ -27,7 +27,7 @@ from conductor.bandit.policy import (
 from conductor.bandit.posterior import TaskPosterior
 from conductor.bandit.priors import build_strategy_table, policy_params, target_base
 from conductor.bandit.prompts import PromptPricer
-from conductor.config import RelativeTarget, Settings, VerifiedStrategy
+from conductor.config import RelativeTarget, Settings
 from conductor.errors import InvalidRequestError, NoStrategyAvailableError, UnknownStrategyError
 from conductor.learning import Learner
 from conductor.types import (
@@ -35,7 +35,6 @@ from conductor.types import (
     Constraints,
     Decision,
     GenerationParams,
-    Mode,
     StrategySample,
     estimate_prompt_tokens,
 )
@@ -69,18 +68,6 @@ def make_request(prompt: str | None = None, *, messages: Any = None,
     except msgspec.ValidationError as exc:
         raise InvalidRequestError(str(exc)) from exc
 
-
-
-def _batches(settings: Settings, strategy: str) -> bool:
-    """Whether a strategy's answer can come from a micro-batch (itself, or a verified
-    strategy's draft or escalation)."""
-    st = settings.strategies[strategy]
-    if st.mode == Mode.BATCH:
-        return True
-    if isinstance(st, VerifiedStrategy):
-        return _batches(settings, st.verified.draft) or _batches(settings,
-                                                                 st.verified.escalate_to)
-    return False
 
 
 class Pending(msgspec.Struct, kw_only=True, frozen=True):
@@ -128,7 +115,7 @@ class Decider:
         # models', whichever is smaller).
         self.windows = np.array([min(settings.models[m].context_window
                                      for m in settings.models_of(n)) for n in self.table.names])
-        self._batching = np.array([_batches(settings, n) for n in self.table.names])
+        self._batching = np.array([settings.micro_batches(n) for n in self.table.names])
         self.shortlist_rng = np.random.default_rng(None if seed is None else [seed, 2])
         p = settings.policy
         self.featurizer = Featurizer(p.context_dim, p.context_seed) if p.context else None

@@ -43,6 +43,19 @@ def test_operator_task_types_are_added_to_the_built_in_ones() -> None:
     assert "classify" in s.task_types
 
 
+def test_a_strategy_micro_batches_itself_or_through_its_draft_or_escalation() -> None:
+    data = _base()
+    verified = data["strategies"]["quality-verified"]["verified"]
+    s = settings_from_dict(data)
+    assert [n for n in s.strategies if s.micro_batches(n)] == ["batch-cheap"]
+    for role in ("draft", "escalate_to"):
+        changed = {**verified, role: "batch-cheap"}
+        data["strategies"]["quality-verified"]["verified"] = changed
+        s = settings_from_dict(data)
+        assert s.micro_batches("quality-verified"), role
+        assert not s.micro_batches("turbo-cheap")
+
+
 @pytest.mark.parametrize(("mutate", "message"), [
     (lambda d: d["strategies"]["turbo-cheap"].update(model="gpt-5"),
      r"strategies\.turbo-cheap\.model: unknown model 'gpt-5'"),
