@@ -98,8 +98,14 @@ class GenerationParams(Sampling, frozen=True, forbid_unknown_fields=True, omit_d
     @classmethod
     def of(cls, given: Sampling) -> GenerationParams | None:
         """The parameters a request gave (None: it gave none)."""
-        p = cls(**{f: getattr(given, f) for f in Sampling.__struct_fields__})
-        return None if p == cls() else p
+        values = {f: getattr(given, f) for f in Sampling.__struct_fields__}
+        return cls(**values) if any(v is not None for v in values.values()) else None
+
+    def extra_body(self) -> dict[str, Any]:
+        """The parameters given, but those a ProviderCall carries as fields of its own."""
+        return {f: v for f in self.__struct_fields__
+                if f not in ("temperature", "response_format")
+                and (v := getattr(self, f)) is not None}
 
     @property
     def shapes_output(self) -> bool:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Mapping
 
-import msgspec
-
 from conductor.config import Settings
 from conductor.errors import CircuitOpenError, ConfigError, ProviderError
 from conductor.execution.health import Health
@@ -47,17 +45,12 @@ class Upstream:
             meta["labels"] = list(labels)
         timeout = None if deadline is None else max(0.001, deadline - time.monotonic())
         p = request.params
-        if p is None:
-            return ProviderCall(model=model.upstream_name or st.model,
-                                messages=request.chat_messages(), max_tokens=max_tokens,
-                                task_type=request.task_type, metadata=meta, timeout_s=timeout)
-        sampling = {k: v for k, v in msgspec.structs.asdict(p).items()
-                    if v is not None and k not in ("temperature", "response_format")}
         return ProviderCall(model=model.upstream_name or st.model,
                             messages=request.chat_messages(), max_tokens=max_tokens,
                             task_type=request.task_type, metadata=meta, timeout_s=timeout,
-                            temperature=p.temperature, response_format=p.response_format,
-                            extra_body=sampling)
+                            temperature=p.temperature if p else None,
+                            response_format=p.response_format if p else None,
+                            extra_body=p.extra_body() if p else {})
 
     def cost(self, strategy: str, resp: ProviderResponse) -> float:
         """What an answer of a strategy cost at its model's prices (batch discount too)."""
