@@ -204,12 +204,12 @@ class Conductor:
         # A request this process just served has no rewards elsewhere (kept feedback is
         # applied below): start its fused state here rather than look the store up.
         self.learner.fusion.start(rid, decision.features)
-        audit_only = self.evaluation.judges(req.task_type)
-        rewards = [(self.learner.record_only if audit_only and r.source == "heuristic"
-                    else self.learner.add_reward)(msgspec.structs.replace(
-                        r, created_at=self.clock(), task_type=req.task_type,
-                        strategy=outcome.strategy))
-                   for r in self.evaluation.automatic(req, outcome, extra)]
+        rewards = []
+        for r in self.evaluation.automatic(req, outcome, extra):
+            r = msgspec.structs.replace(r, created_at=self.clock(), task_type=req.task_type,
+                                        strategy=outcome.strategy)
+            rewards.append(self.learner.add_reward(r) if self.evaluation.learned_from(r)
+                           else self.learner.record_only(r))
         if outcome.error is None:
             post = self.learner.posteriors[req.task_type]
             std = float(post.quality_std()[post.index[outcome.strategy]])

@@ -117,14 +117,17 @@ class Evaluation:
         best = others[0] if others else (rewards[0] if rewards else None)
         return best.score if best is not None else None
 
-    def judges(self, task_type: str) -> bool:
-        """Whether the judge grades a sample of this task type's answers. Then quality is
-        learned from that sample (and users, and evaluators that know it), and heuristic
-        scores are kept for audit only: a valid label or valid JSON passes right and wrong
-        answers alike, and counted as quality 1.0 on every unjudged answer it made a cheap
-        model look better than a strong one (benchmarks/RESULTS.md)."""
-        return (self.judge is not None and self.settings.judge.max_calls_per_hour > 0
-                and self.settings.task_types[task_type].judge_sample_rate > 0)
+    def learned_from(self, reward: Reward) -> bool:
+        """Whether the posterior learns from an automatic reward. Not a heuristic's where
+        the judge grades a sample of the task type's answers (it is configured, has calls
+        to spend and a sample rate): then quality is learned from that sample, users and
+        evaluators that know it, and the heuristic's score is kept for audit. A valid
+        label or valid JSON passes right and wrong answers alike; counted as quality 1.0
+        on every unjudged answer, it made a cheap model look better than a strong one
+        (benchmarks/RESULTS.md)."""
+        return reward.source != "heuristic" or not (
+            self.judge is not None and self.settings.judge.max_calls_per_hour > 0
+            and self.settings.task_types[reward.task_type].judge_sample_rate > 0)
 
     def maybe_judge(self, request: CompletionRequest, outcome: Outcome, posterior_std: float,
                     u: float, deliver: Callable[[Reward], object]) -> bool:
