@@ -179,8 +179,9 @@ class ConductorPolicy:
         An answer not judged teaches its cost and latency only (the router's too)."""
         post = self.posts[task]
         m = self.models[j]
+        # Cost rides in the token slot: price 1 per "token", so the mean is the cost.
+        post.observe_outcome(m, latency_ms, cost, None, 1.0)
         if quality is None:
-            post.observe_outcome(m, latency_ms, cost, None, 1.0)
             return
         ev, cal = self.evidence[task], self.calibration[task]
         ev.judged_n[j] += 1
@@ -189,11 +190,7 @@ class ConductorPolicy:
         if cal.active:
             value = cal.true_quality(float(ev.judged_sum[j] / ev.judged_n[j]))
             weight = cal.informativeness() ** 2
-        if self.features is not None:
-            self.contexts[task].observe(m, self.features[i], value, self.gamma,
-                                        baseline=float(post.quality_mean()[j]))
-        # Cost rides in the token slot: price 1 per "token", so the mean is the cost.
-        post.observe_outcome(m, latency_ms, cost, None, 1.0)
+        self._observe_prompt(i, task, j, value)
         post.observe_reward(m, value, weight)
         ev.fed[j] += value
         state = self.targets[task]
@@ -201,6 +198,13 @@ class ConductorPolicy:
         if cal.active and post.observations % 50 == 0:
             self._recalibrate(task)
         self.deficits[task].append(state.deficit(self.bars[task]) / max(state.count, 1.0))
+
+    def _observe_prompt(self, i: int, task: str, j: int, reward: float) -> None:
+        """The per-prompt model learns prompt i's first reward (scored against the task
+        level's prediction before either learns it)."""
+        if self.features is not None:
+            self.contexts[task].observe(self.models[j], self.features[i], reward, self.gamma,
+                                        baseline=float(self.posts[task].quality_mean()[j]))
 
     def label(self, i: int, task: str, j: int, judged: float | None, truth: float) -> None:
         """A user's label for an earlier answer: it replaces that answer's judged score,
@@ -211,10 +215,7 @@ class ConductorPolicy:
         if judged is None:
             ev.fed[j] += truth
             self.targets[task].observe(truth, self.gamma)
-            if self.features is not None:
-                post = self.posts[task]
-                self.contexts[task].observe(self.models[j], self.features[i], truth,
-                                            self.gamma, baseline=float(post.quality_mean()[j]))
+            self._observe_prompt(i, task, j, truth)
         else:
             self.calibration[task].add(judged, truth)
             ev.judged_n[j] -= 1

@@ -195,7 +195,7 @@ def test_the_replay_samples_its_judge_as_the_router_does() -> None:
     assert policy.evidence["chat"].judged_n.sum() == seen.sum()
     assert policy.targets["chat"].count == seen.sum()  # the window counts judged answers
 
-    policy = ConductorPolicy(0.5, reference="strong")
+    policy = ConductorPolicy(0.5, reference="strong", context=True)
     seen = run(ReplayConfig(judge_rate=0.1, judge_cost=1.0, user_feedback_rate=0.1,
                             user_feedback_delay=10), policy)
     ev = policy.evidence["chat"]
@@ -203,6 +203,8 @@ def test_the_replay_samples_its_judge_as_the_router_does() -> None:
     labelled_unjudged = ev.labelled_n.sum() - labelled_judged
     assert labelled_unjudged > 2 * labelled_judged > 0  # most answers were not judged
     assert policy.targets["chat"].count == seen.sum() + labelled_unjudged
+    # The per-prompt model learns the same first rewards: judged, or labelled unjudged.
+    assert policy.contexts["chat"].n.sum() == pytest.approx(seen.sum() + labelled_unjudged)
 
     greedy = EpsilonGreedy()
     seen = run(ReplayConfig(judge_rate=0.1, judge_cost=1.0), greedy)
