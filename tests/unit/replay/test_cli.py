@@ -404,15 +404,24 @@ def test_calibrate_holds_out_a_random_part_of_several_tables(tmp_path: Path,
 
 
 
-def test_replay_judge_rate_is_reported(tmp_path: Path, world_file: Path) -> None:
-    out = tmp_path / "r.json"
-    r = CliRunner().invoke(main, ["replay", str(world_file), "--seeds", "1", "--judge-rate",
-                                  "0.1", "--json", str(out)])
-    assert r.exit_code == 0, r.output
-    assert "the judge scores 0.1 of answers" in r.output
-    report = msgspec.json.decode(out.read_bytes())
-    assert report["judge_rate"] == 0.1
-    judged = report["policies"]["conductor"]["overall"]["judged_quality"]
-    assert 0.0 < judged <= 1.0  # over the judged answers only
+def test_replay_judge_rate_is_reported_and_charged(tmp_path: Path, world_file: Path) -> None:
+    """At --judge-rate 0.1 the report says so, and a fixed model's answers (the same
+    choices either way) pay the judge on about a tenth of them: judge cost 1 adds one
+    cheapest answer's price (0.001) per judged answer."""
+    def run(rate: str) -> dict[str, Any]:
+        out = tmp_path / f"r{rate}.json"
+        r = CliRunner().invoke(main, ["replay", str(world_file), "--seeds", "1",
+                                      "--judge-cost", "1", "--judge-rate", rate,
+                                      "--json", str(out)])
+        assert r.exit_code == 0, r.output
+        assert ("the judge scores 0.1 of answers" in r.output) == (rate == "0.1")
+        return msgspec.json.decode(out.read_bytes())  # type: ignore[no-any-return]
+
+    sampled, every = run("0.1"), run("1")
+    assert sampled["judge_rate"] == 0.1 and every["judge_rate"] == 1.0
+    cost = {name: r["policies"]["always:small"]["overall"]["cost_usd"]
+            for name, r in (("sampled", sampled), ("every", every))}
+    charge = cost["every"] - cost["sampled"]  # the judge on ~90% of 600 answers
+    assert 0.7 * 600 * 0.9 * 0.001 < charge < 1.3 * 600 * 0.9 * 0.001, cost
     bad = CliRunner().invoke(main, ["replay", str(world_file), "--judge-rate", "0"])
     assert bad.exit_code == 2 and "--judge-rate" in bad.output
