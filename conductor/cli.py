@@ -521,10 +521,10 @@ def calibrate(sources: tuple[Path, ...], output: Path, config_path: Path | None,
     for task, e in (rates or {}).items():
         (fp_lo, fp_hi), (fn_lo, fn_hi) = e["false_positive_90"], e["false_negative_90"]
         click.echo(f"judge on {task}: false positives {e['false_positive']:.3f} (90%: "
-                   f"{fp_lo:.2f}-{fp_hi:.2f}, from {e['wrong_labels']} wrong answers), false "
+                   f"{fp_lo:.2f}-{fp_hi:.2f}, from {e['wrong_labels']:.4g} wrong answers), false "
                    f"negatives {e['false_negative']:.3f} (90%: {fn_lo:.2f}-{fn_hi:.2f}, from "
-                   f"{e['right_labels']} right ones); from {e['pairs']} requests with a user "
-                   "rating; a verdict is a score >= 0.5")
+                   f"{e['right_labels']:.4g} right ones); from {e['pairs']} requests with a user "
+                   "rating; graded scores count in proportion (0.7 is 0.7 of a pass)")
 
 
 @main.command()

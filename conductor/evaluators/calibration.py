@@ -86,22 +86,28 @@ class JudgeErrorRates:
         # ``pooled_weight`` pairs of each kind), so a rare task type borrows strength.
         self.pooled = pooled
         self.pooled_weight = pooled_weight
-        self.right = self.right_passed = self.wrong = self.wrong_passed = 0
+        self.right = self.right_passed = self.wrong = self.wrong_passed = 0.0
+        self.n = 0
 
     def add(self, judged: float, label: float) -> None:
+        """One request with both. Graded scores count softly: a label of 0.75 is three
+        quarters of a right answer, a judged 0.6 six tenths of a pass, so the rates are the
+        judge's mean score on wrong and on right answers, E[judge | label] = fp + (1 - fp -
+        fn) label: the measurement model the correction inverts. On pass/fail verdicts
+        and labels these are the plain counts."""
         if self.pooled is not None:
             self.pooled.add(judged, label)
-        passed = judged >= 0.5
-        if label >= 0.5:
-            self.right += 1
-            self.right_passed += passed
-        else:
-            self.wrong += 1
-            self.wrong_passed += passed
+        self.n += 1
+        u = min(1.0, max(0.0, float(label)))
+        j = min(1.0, max(0.0, float(judged)))
+        self.right += u
+        self.right_passed += u * j
+        self.wrong += 1.0 - u
+        self.wrong_passed += (1.0 - u) * j
 
     @property
     def pairs(self) -> int:
-        return self.right + self.wrong
+        return self.n
 
     @property
     def active(self) -> bool:
