@@ -13,6 +13,11 @@ reward replaces the old one (sum y and sum z y move by the difference). The cent
 the weighted mean of the features seen, refreshed every ``recentre_every`` observations
 (any centre gives the same posterior given the statistics; it keeps the numbers scaled).
 
+Judged rewards keep their own sums of y and z y (and of 1 and z over the answers judged):
+the model is linear in y, so reading them through the judge's error rates (y -> (y - fp) /
+informativeness, ``JudgeScale.item``) when the posterior is formed is the same as having
+corrected each judged reward when it arrived, and a move of the rates re-corrects them all.
+
 Whether the prompt helps is measured, not assumed: every reward is first predicted by this
 model and by the task-level posterior, and the squared errors are summed (a reward that is
 later replaced, a heuristic's by a judge's, is rescored with the final value) (a prequential
@@ -30,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from conductor.bandit.posterior import TaskPosterior
+from conductor.bandit.posterior import JudgeScale, TaskPosterior
 from conductor.config import PolicyConfig
 
 
@@ -50,6 +55,12 @@ class ContextModel:
         self.szz = np.zeros((s, size, size))
         self.sr = np.zeros(s)
         self.szr = np.zeros((s, size))
+        # The judged rewards' part: count, sum z, sum y, sum z y (in n, sz, szz too).
+        self.jn = np.zeros(s)
+        self.jz = np.zeros((s, size))
+        self.jr = np.zeros(s)
+        self.jzr = np.zeros((s, size))
+        self.scale: JudgeScale | None = None
         self.center = np.zeros(size)
         d = size + 1
         self.prior_precision = np.zeros((s, d, d))
@@ -80,26 +91,44 @@ class ContextModel:
 
     # -- updates ---------------------------------------------------------------------------
 
+    def _value(self, reward: float, judged: bool) -> float:
+        """A reward on the true scale (a judged one through the judge scale in force)."""
+        return self.scale.item(reward) if judged and self.scale is not None else reward
+
+    def set_scale(self, scale: JudgeScale | None) -> None:
+        """Read the judged rewards through ``scale`` from now on (None: as scored)."""
+        if scale != self.scale:
+            self.scale = scale
+            self._cache = None
+
     def observe(self, strategy: str, z: np.ndarray, reward: float, gamma: float,
-                baseline: float | None = None) -> None:
+                baseline: float | None = None, *, judged: bool = False) -> None:
         """A reward for a prompt with features z. ``baseline``: the task-level posterior's
         prediction of it, to score this model's own prediction against (before either
-        learns from it)."""
+        learns from it). ``judged``: the reward is a judge's score."""
         i = self.index[strategy]
         if baseline is not None:
             mine = float(self.predict(z)[0][i])
+            value = self._value(reward, judged)
             self.sq_error = self.sq_error * self.score_gamma + np.array(
-                [(reward - baseline) ** 2, (reward - mine) ** 2])
+                [(value - baseline) ** 2, (value - mine) ** 2])
             self.scored = self.scored * self.score_gamma + 1.0
             self._gate()
         if gamma < 1.0:
-            for arr in (self.n, self.sz, self.szz, self.sr, self.szr):
+            for arr in (self.n, self.sz, self.szz, self.sr, self.szr, self.jn, self.jz,
+                        self.jr, self.jzr):
                 arr *= gamma
         self.n[i] += 1.0
         self.sz[i] += z
         self.szz[i] += np.outer(z, z)
-        self.sr[i] += reward
-        self.szr[i] += reward * z
+        if judged:
+            self.jn[i] += 1.0
+            self.jz[i] += z
+            self.jr[i] += reward
+            self.jzr[i] += reward * z
+        else:
+            self.sr[i] += reward
+            self.szr[i] += reward * z
         self.seen += 1
         if self.seen % self.recentre_every == 0:
             total = self.n.sum()
@@ -108,7 +137,8 @@ class ContextModel:
         self._cache = None
 
     def correct(self, strategy: str, z: np.ndarray, old: float, new: float,
-                baseline: float | None = None) -> None:
+                baseline: float | None = None, *, was_judged: bool = False,
+                judged: bool = False) -> None:
         """A request's reward changed from ``old`` to ``new`` (a judge's score replacing a
         heuristic's). With ``baseline`` the comparison is rescored too: both predictions
         are charged for the final reward instead of the provisional one (the predictions
@@ -117,12 +147,21 @@ class ContextModel:
         i = self.index[strategy]
         if baseline is not None:
             mine = float(self.predict(z)[0][i])
+            a, b = self._value(old, was_judged), self._value(new, judged)
             self.sq_error = self.sq_error + np.array(
-                [(new - baseline) ** 2 - (old - baseline) ** 2,
-                 (new - mine) ** 2 - (old - mine) ** 2])
+                [(b - baseline) ** 2 - (a - baseline) ** 2, (b - mine) ** 2 - (a - mine) ** 2])
             self._gate()
-        self.sr[i] += new - old
-        self.szr[i] += (new - old) * z
+        for value, sign, is_judged in ((old, -1.0, was_judged), (new, 1.0, judged)):
+            if is_judged:
+                self.jr[i] += sign * value
+                self.jzr[i] += sign * value * z
+            else:
+                self.sr[i] += sign * value
+                self.szr[i] += sign * value * z
+        if was_judged != judged:  # the answer moves between the judged and the rest
+            sign = 1.0 if judged else -1.0
+            self.jn[i] = max(0.0, self.jn[i] + sign)
+            self.jz[i] += sign * z
         self._cache = None
 
     def _gate(self) -> None:
@@ -149,6 +188,8 @@ class ContextModel:
         self.szz = self.szz * scale[:, None, None]
         self.sr = self.sr * scale
         self.szr = self.szr * scale[:, None]
+        self.jn, self.jr = self.jn * scale, self.jr * scale
+        self.jz, self.jzr = self.jz * scale[:, None], self.jzr * scale[:, None]
         self._cache = None
 
     # -- posterior ---------------------------------------------------------------------------
@@ -167,8 +208,13 @@ class ContextModel:
         xtx[:, 0, 1:] = xtx[:, 1:, 0] = self.sz - self.n[:, None] * c
         xtx[:, 1:, 1:] = (self.szz - czt - czt.transpose(0, 2, 1)
                           + self.n[:, None, None] * np.outer(c, c)[None])
-        xty[:, 0] = self.sr
-        xty[:, 1:] = self.szr - self.sr[:, None] * c
+        sr, szr = self.sr + self.jr, self.szr + self.jzr
+        if self.scale is not None:  # the judged rewards on the true scale
+            fp, inf = self.scale.fp, self.scale.informativeness
+            sr = self.sr + (self.jr - fp * self.jn) / inf
+            szr = self.szr + (self.jzr - fp * self.jz) / inf
+        xty[:, 0] = sr
+        xty[:, 1:] = szr - sr[:, None] * c
         precision = self.prior_precision + xtx / self.noise_var
         cov = np.linalg.inv(precision)
         prior = np.einsum("sij,sj->si", self.prior_precision, self.prior_mean)
@@ -197,7 +243,9 @@ class ContextModel:
                 "sq_error": self.sq_error.tolist(), "scored": self.scored,
                 "active": self.active,
                 "center": self.center.tolist(), "n": self.n.tolist(), "sz": self.sz.tolist(),
-                "szz": self.szz.tolist(), "sr": self.sr.tolist(), "szr": self.szr.tolist()}
+                "szz": self.szz.tolist(), "sr": self.sr.tolist(), "szr": self.szr.tolist(),
+                "jn": self.jn.tolist(), "jz": self.jz.tolist(), "jr": self.jr.tolist(),
+                "jzr": self.jzr.tolist()}
 
     def load(self, data: Any) -> list[str]:
         """Load statistics saved by ``to_dict``; what does not fit (another feature size,
@@ -218,6 +266,10 @@ class ContextModel:
             saved = list(data["strategies"])
             arrays = {k: np.asarray(data[k], dtype=float) for k in ("n", "sz", "szz", "sr",
                                                                      "szr")}
+            s = len(saved)  # older snapshots kept no judged part
+            arrays |= {k: np.asarray(data[k], dtype=float) if k in data else np.zeros(shape)
+                       for k, shape in (("jn", (s,)), ("jz", (s, self.size)), ("jr", (s,)),
+                                        ("jzr", (s, self.size)))}
         except (KeyError, TypeError, ValueError) as exc:
             return [f"contextual state unreadable ({exc}); reset"]
         for j, name in enumerate(saved):
@@ -230,11 +282,14 @@ class ContextModel:
                 problems.append(f"{name}: contextual state truncated; reset")
                 continue
             if not all(np.isfinite(v).all() for v in row.values()) or row["n"] < 0 or (
-                    row["szz"].shape != (self.size, self.size)):
+                    row["szz"].shape != (self.size, self.size)) or any(
+                    row[k].shape != (self.size,) for k in ("sz", "szr", "jz", "jzr")):
                 problems.append(f"{name}: bad contextual state; reset")
                 continue
             self.n[i], self.sz[i], self.szz[i] = row["n"], row["sz"], row["szz"]
             self.sr[i], self.szr[i] = row["sr"], row["szr"]
+            self.jn[i], self.jz[i], self.jr[i], self.jzr[i] = (row["jn"], row["jz"], row["jr"],
+                                                               row["jzr"])
         self._cache = None
         return problems
 

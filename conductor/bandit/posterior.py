@@ -6,6 +6,14 @@ Normal-Inverse-Gamma prior (Murphy 2007, "Conjugate Bayesian analysis of the Gau
 distribution", eqs. 85-89), updated from weighted sums n, sum x, sum x^2. Output tokens and
 the escalation rate of verified strategies are running means with a pseudo-count prior.
 
+Rewards whose value is a judge's score are kept apart (count ``j_n``, sum ``j_s``): a judge
+that is wrong in a known way says how good a strategy is only through the mean of its
+scores (``JudgeScale``: the judge's error rates, learned from requests that also have a
+user's label). Quality is read as the other rewards plus the judged ones at the strategy's
+corrected quality, so when the error rates move every judged reward ever learned is
+re-corrected at once, and the order in which labels and judged rewards arrived does not
+matter.
+
 Evidence decays: every outcome observed for a task type multiplies the evidence of all
 that task type's strategies by gamma = 0.5 ** (1 / half_life), so evidence half_life
 observations old weighs half as much. Sufficient statistics add up, so state from two
@@ -22,8 +30,35 @@ import numpy as np
 from msgspec import Struct
 
 # Fields of the evidence arrays (all decayed, all non-negative).
-EVIDENCE_FIELDS = ("q_s", "q_f", "lat_n", "lat_sx", "lat_sxx", "tok_n", "tok_sum", "esc_n", "esc_k")
-_NONNEG = ("q_s", "q_f", "lat_n", "lat_sxx", "tok_n", "tok_sum", "esc_n", "esc_k")
+EVIDENCE_FIELDS = ("q_s", "q_f", "j_n", "j_s", "lat_n", "lat_sx", "lat_sxx", "tok_n", "tok_sum",
+                   "esc_n", "esc_k")
+_NONNEG = ("q_s", "q_f", "j_n", "j_s", "lat_n", "lat_sxx", "tok_n", "tok_sum", "esc_n", "esc_k")
+_SINCE_V3 = ("j_n", "j_s")  # absent from older snapshots: no judged rewards kept apart
+
+
+class JudgeScale(Struct, frozen=True):
+    """How a judge's scores turn into true quality: its mean score on wrong answers
+    (``fp``, its false-positive rate for pass/fail verdicts) and how much more it gives
+    right ones (``informativeness`` = 1 - fp - fn). A strategy whose judged mean is p is
+    right on (p - fp) / informativeness of its answers (Rogan & Gladen 1978), and a judged
+    reward carries informativeness^2 of a label's information."""
+
+    fp: float
+    informativeness: float
+
+    @property
+    def weight(self) -> float:
+        return self.informativeness * self.informativeness
+
+    def quality(self, judged_mean: np.ndarray | float) -> np.ndarray:
+        """The true quality behind judged mean scores, in [0, 1]."""
+        return np.clip((np.asarray(judged_mean, dtype=float) - self.fp)
+                       / self.informativeness, 0.0, 1.0)
+
+    def item(self, score: float) -> float:
+        """One judged score on the true scale, unclipped (its mean over a strategy's
+        answers is the strategy's true quality: for models linear in the reward)."""
+        return (score - self.fp) / self.informativeness
 
 
 class Prior(Struct, kw_only=True, frozen=True):
@@ -51,7 +86,8 @@ class Prior(Struct, kw_only=True, frozen=True):
 class TaskPosterior:
     """The posterior of every strategy for one task type, as arrays indexed by strategy."""
 
-    __slots__ = ("_cache", "evidence", "index", "observations", "prior", "strategies")
+    __slots__ = ("_cache", "evidence", "index", "judge_scale", "observations", "prior",
+                 "strategies")
 
     def __init__(self, strategies: Sequence[str], priors: Sequence[Prior]) -> None:
         self.strategies = list(strategies)
@@ -71,6 +107,7 @@ class TaskPosterior:
         }
         self.evidence = {f: np.zeros(n) for f in EVIDENCE_FIELDS}
         self.observations = 0.0
+        self.judge_scale: JudgeScale | None = None  # None: judged scores taken as they are
         self._cache: dict[str, Any] = {}
 
     def copy(self) -> TaskPosterior:
@@ -81,6 +118,7 @@ class TaskPosterior:
         other.prior = self.prior  # never mutated
         other.evidence = {f: a.copy() for f, a in self.evidence.items()}
         other.observations = self.observations
+        other.judge_scale = self.judge_scale
         other._cache = {}
         return other
 
@@ -129,14 +167,41 @@ class TaskPosterior:
         self.evidence["q_f"][i] += weight * (1.0 - r)
         self._cache.clear()
 
-    def correct_reward(self, strategy: str, old: float, new: float) -> None:
-        """Replace an earlier reward by a new one (idempotent feedback), never counting twice."""
+    def observe_judged(self, strategy: str, score: float) -> None:
+        """A judge's score as a request's reward: kept apart, read through ``judge_scale``."""
         i = self.index[strategy]
-        d = min(1.0, max(0.0, new)) - min(1.0, max(0.0, old))
-        e = self.evidence
-        e["q_s"][i] = max(0.0, e["q_s"][i] + d)
-        e["q_f"][i] = max(0.0, e["q_f"][i] - d)
+        self.evidence["j_n"][i] += 1.0
+        self.evidence["j_s"][i] += min(1.0, max(0.0, float(score)))
         self._cache.clear()
+
+    def correct_reward(self, strategy: str, old: float, new: float, *,
+                       was_judged: bool = False, judged: bool = False) -> None:
+        """Replace an earlier reward by a new one (idempotent feedback), never counting
+        twice. ``was_judged``/``judged``: whether the old and the new value are a judge's
+        score (a user's label replacing a judged score moves the reward out of the judged
+        evidence)."""
+        i = self.index[strategy]
+        old, new = min(1.0, max(0.0, old)), min(1.0, max(0.0, new))
+        e = self.evidence
+        if was_judged:
+            e["j_n"][i] = max(0.0, e["j_n"][i] - (0.0 if judged else 1.0))
+            e["j_s"][i] = min(e["j_n"][i], max(0.0, e["j_s"][i] - old))
+        else:
+            e["q_s"][i] = max(0.0, e["q_s"][i] - old)
+            e["q_f"][i] = max(0.0, e["q_f"][i] - (1.0 - old))
+        if judged:
+            e["j_n"][i] += 0.0 if was_judged else 1.0
+            e["j_s"][i] = min(e["j_n"][i], e["j_s"][i] + new)
+        else:
+            e["q_s"][i] += new
+            e["q_f"][i] += 1.0 - new
+        self._cache.clear()
+
+    def set_judge_scale(self, scale: JudgeScale | None) -> None:
+        """Read the judged evidence through ``scale`` from now on (None: as scored)."""
+        if scale != self.judge_scale:
+            self.judge_scale = scale
+            self._cache.clear()
 
     def set_quality_evidence(self, strategy: str, successes: float, failures: float) -> None:
         """Replace a strategy's quality evidence outright (a recalibration of all its
@@ -149,8 +214,30 @@ class TaskPosterior:
     # -- posterior parameters --------------------------------------------------------------
 
     def quality_params(self) -> tuple[np.ndarray, np.ndarray]:
-        return self._cached("q", lambda: (self.prior["q_a0"] + self.evidence["q_s"],
-                                          self.prior["q_b0"] + self.evidence["q_f"]))
+        return self._cached("q", self._quality_params)
+
+    def _judged(self) -> tuple[np.ndarray, np.ndarray]:
+        """The judged evidence as (successes, failures) on the scale in force."""
+        return self._cached("judged", self._judged_evidence)
+
+    def _judged_evidence(self) -> tuple[np.ndarray, np.ndarray]:
+        n, js = self.evidence["j_n"], self.evidence["j_s"]
+        sc = self.judge_scale
+        if sc is None:
+            return js, np.maximum(n - js, 0.0)
+        q = sc.quality(np.divide(js, n, out=np.zeros_like(n), where=n > 0))
+        w = sc.weight * n
+        return w * q, w * (1.0 - q)
+
+    def _quality_params(self) -> tuple[np.ndarray, np.ndarray]:
+        s, f = self._judged()
+        return (self.prior["q_a0"] + self.evidence["q_s"] + s,
+                self.prior["q_b0"] + self.evidence["q_f"] + f)
+
+    def judged_quality(self) -> np.ndarray:
+        """Each strategy's mean judged score as scored (NaN where none was judged)."""
+        n = self.evidence["j_n"]
+        return np.divide(self.evidence["j_s"], n, out=np.full_like(n, np.nan), where=n > 0)
 
     def quality_mean(self) -> np.ndarray:
         a, b = self.quality_params()
@@ -162,8 +249,13 @@ class TaskPosterior:
         return np.sqrt(a * b / (n * n * (n + 1.0)))
 
     def quality_trials(self) -> np.ndarray:
-        """Effective number of quality observations (decayed)."""
-        return self.evidence["q_s"] + self.evidence["q_f"]
+        """Effective number of quality observations (decayed; a judged reward counts for
+        what the judge scale says it is worth)."""
+        def trials() -> np.ndarray:
+            s, f = self._judged()
+            return self.evidence["q_s"] + self.evidence["q_f"] + s + f
+
+        return self._cached("trials", trials)
 
     def latency_params(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """NIG posterior (mu_n, kappa_n, a_n, b_n) of log latency; Murphy 2007 eqs. 86-89."""
@@ -225,7 +317,7 @@ class TaskPosterior:
                 try:
                     row[f] = float(ev[f][j])
                 except (KeyError, IndexError, TypeError, ValueError):
-                    row[f] = float("nan")
+                    row[f] = 0.0 if f in _SINCE_V3 and f not in ev else float("nan")
             bad = [f for f, v in row.items()
                    if not math.isfinite(v) or (f in _NONNEG and v < 0)]
             if bad:

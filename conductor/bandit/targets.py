@@ -20,6 +20,11 @@ The mix is solved for an effective target tau + gain x D, so an early deficit (f
 exploring) raises the target until it is repaid (an integral controller: a constant bias
 of the quality estimates is compensated, because D keeps growing until the realized mean
 meets the target). A surplus lowers the target by at most ``surplus_cap``.
+
+R is on the true scale: judged rewards are kept apart per strategy (decayed count and sum
+of the scores) and counted at the strategy's corrected quality (``JudgeScale``), recounted
+whenever the judge's error rates move, so a lenient judge does not meet a target that the
+served traffic misses.
 """
 
 from __future__ import annotations
@@ -29,6 +34,17 @@ import itertools
 import numpy as np
 from msgspec import Struct
 
+from conductor.bandit.posterior import JudgeScale
+
+
+class JudgedSums(Struct, kw_only=True):
+    """One strategy's judged rewards in the window: decayed count, sum of the scores,
+    and what they are counted as in R (the scale in force when last recounted)."""
+
+    n: float = 0.0
+    raw: float = 0.0
+    counted: float = 0.0
+
 
 class TargetState(Struct, kw_only=True):
     """Decayed sums of the rewards served for one task type: R (sum of rewards) and N
@@ -36,15 +52,59 @@ class TargetState(Struct, kw_only=True):
 
     reward_sum: float = 0.0
     count: float = 0.0
+    judged: dict[str, JudgedSums] = {}
 
-    def observe(self, reward: float, gamma: float) -> None:
-        """A request's first reward: decay, then add it."""
-        self.reward_sum = self.reward_sum * gamma + reward
+    def observe(self, reward: float, gamma: float, *, judged: str | None = None,
+                scale: JudgeScale | None = None) -> None:
+        """A request's first reward: decay, then add it. ``judged``: the strategy whose
+        answer a judge scored ``reward`` (counted through ``scale``)."""
+        self.reward_sum *= gamma
         self.count = self.count * gamma + 1.0
+        if gamma < 1.0:
+            for sums in self.judged.values():
+                sums.n *= gamma
+                sums.raw *= gamma
+                sums.counted *= gamma
+        if judged is None:
+            self.reward_sum += reward
+            return
+        sums = self.judged.setdefault(judged, JudgedSums())
+        sums.n += 1.0
+        sums.raw += reward
+        self.recount(judged, scale)
 
-    def correct(self, old: float, new: float) -> None:
-        """A request's reward changed (a better source, a re-rating): replace, not add."""
-        self.reward_sum += new - old
+    def correct(self, old: float, new: float, *, strategy: str | None = None,
+                was_judged: bool = False, judged: bool = False,
+                scale: JudgeScale | None = None) -> None:
+        """A request's reward changed (a better source, a re-rating): replace, not add.
+        ``was_judged``/``judged``: whether the old and new values are a judge's scores of
+        ``strategy``'s answer."""
+        if not (was_judged or judged):
+            self.reward_sum += new - old
+            return
+        assert strategy is not None
+        sums = self.judged.setdefault(strategy, JudgedSums())
+        if was_judged:
+            sums.n = max(0.0, sums.n - (0.0 if judged else 1.0))
+            sums.raw = min(sums.n, max(0.0, sums.raw - old))
+        else:
+            self.reward_sum -= old
+        if judged:
+            sums.n += 0.0 if was_judged else 1.0
+            sums.raw = min(sums.n, sums.raw + new)
+        else:
+            self.reward_sum += new
+        self.recount(strategy, scale)
+
+    def recount(self, strategy: str, scale: JudgeScale | None) -> None:
+        """Count a strategy's judged rewards at what ``scale`` says they are worth."""
+        sums = self.judged.get(strategy)
+        if sums is None:
+            return
+        now = sums.raw if scale is None else (
+            sums.n * float(scale.quality(sums.raw / sums.n)) if sums.n > 0 else 0.0)
+        self.reward_sum += now - sums.counted
+        sums.counted = now
 
     def mean(self) -> float | None:
         return self.reward_sum / self.count if self.count > 0 else None
