@@ -1,10 +1,19 @@
 """What Conductor has learned, and the one place it changes: ``Learner.apply(event)``.
 
-Posteriors per (task type, strategy), reward fusion, the judge-to-user calibration,
-feedback waiting for its request, and the live policy knobs. Every change is an event
+Posteriors per (task type, strategy), reward fusion, the judge's calibration against user
+labels, feedback waiting for its request, and the live policy knobs. Every change is an event
 (``OutcomeEvent | RewardEvent | PolicyEvent``) applied under one lock, together with the
 log row that records it, so the store's event order is the order the posterior saw:
 restart = the last snapshot + the events after it, through the same ``apply``.
+
+A judge's scores are learned as scored and kept apart from other rewards (in the
+posteriors, the targets' sums and the per-prompt models); what they are worth is read
+through the judge's error rates per task type (``JudgeErrorRates``, learned from requests
+that have both a judge's score and a user's label), so a move of the rates re-corrects
+every judged reward already learned, and the state does not depend on whether a label
+arrived before or after the scores it corrects. With no labels the judge's own scale is
+used, and ``/v1/stats`` says so. (The per-answer map ``JudgeCalibration``, E[user |
+judge], stays for decisions about one answer: a verified strategy's draft.)
 """
 
 from __future__ import annotations
@@ -22,13 +31,13 @@ import msgspec
 import numpy as np
 
 from conductor.bandit.context import ContextModel
-from conductor.bandit.posterior import PosteriorState
+from conductor.bandit.posterior import JudgeScale, PosteriorState
 from conductor.bandit.priors import Coefficients
 from conductor.bandit.targets import TargetState
 from conductor.coefficients import ContextPriors, start_contexts
 from conductor.config import Settings
 from conductor.errors import InvalidRequestError, NotFoundError
-from conductor.evaluators.calibration import JudgeCalibration
+from conductor.evaluators.calibration import JudgeCalibration, JudgeErrorRates
 from conductor.evaluators.fusion import RewardFusion
 from conductor.storage.base import LogMark, LogStore
 from conductor.types import (
@@ -200,9 +209,14 @@ class Learner:
                          for t, post in self.posteriors.tasks.items()} if p.context else {}
         start_contexts(self.contexts, warm, p)  # before restore: a snapshot replaces it
         self.target_gamma = settings.target_gamma()
-        self.calibrations = {t: JudgeCalibration(min_pairs=settings.judge.min_calibration_pairs)
+        min_pairs = settings.judge.min_calibration_pairs
+        self.calibrations = {t: JudgeCalibration(min_pairs=min_pairs)
                              for t in settings.task_types}
-        self.fusion = RewardFusion(self.calibrated)
+        # The judge's error rates per task type; over all of them, the prior of each.
+        pooled = JudgeErrorRates(min_pairs=min_pairs)
+        self.judge_rates = {t: JudgeErrorRates(min_pairs=min_pairs, pooled=pooled)
+                            for t in settings.task_types}
+        self.fusion = RewardFusion()
         self.configured = configured_knobs(settings)
         self.knobs = self.configured
         self.gamma = settings.policy.gamma()
@@ -215,9 +229,38 @@ class Learner:
         self.reward_listeners: list[RewardListener] = []
 
     def calibrated(self, task_type: str, judge_score: float) -> float:
-        """A judge score on the users' scale (as it is until calibration has enough pairs)."""
+        """One answer's judge score on the users' scale, E[user | judge] (as it is until
+        the calibration has enough pairs): for decisions about that answer."""
         cal = self.calibrations.get(task_type)
         return cal.apply(judge_score) if cal is not None else judge_score
+
+    def judge_scale(self, task_type: str) -> JudgeScale | None:
+        """How judged rewards of a task type are read: through the judge's error rates
+        once user labels have measured them, as scored before (None)."""
+        rates = self.judge_rates.get(task_type)
+        if rates is None or not rates.active:
+            return None
+        fp, _ = rates.rates()
+        return JudgeScale(fp=fp, informativeness=rates.informativeness())
+
+    def _add_pair(self, task_type: str, judge: float, user: float) -> None:
+        """A request with both a judge's score and a user's label: both calibrations
+        learn it (the caller re-reads the judged rewards: ``_rescale``)."""
+        if task_type in self.calibrations:
+            self.calibrations[task_type].add_pair(judge, user)
+            self.judge_rates[task_type].add(judge, user)
+
+    def _rescale(self) -> None:
+        """Read every task type's judged rewards through its judge scale as it is now
+        (the rates are pooled over task types, so one pair moves them all)."""
+        for task, post in self.posteriors.tasks.items():
+            scale = self.judge_scale(task)
+            post.set_judge_scale(scale)
+            if task in self.contexts:
+                self.contexts[task].set_scale(scale)
+            target = self.targets[task]
+            for strategy in target.judged:
+                target.recount(strategy, scale)
 
     # -- the one place state changes --------------------------------------------------------
 
@@ -247,21 +290,29 @@ class Learner:
                 # The per-prompt model learns when the reward carries its prompt's
                 # features, scored against the task level before either learns from it.
                 context = self.contexts.get(event.task_type)
+                judged, was = event.judged, event.previous_judged
                 if context is not None and len(event.features) == context.size:
                     z = np.asarray(event.features)
                     baseline = float(post.quality_mean()[post.index[event.strategy]])
                     if event.previous is None:
                         context.observe(event.strategy, z, event.effective, self.gamma,
-                                        baseline=baseline)
+                                        baseline=baseline, judged=judged)
                     else:
                         context.correct(event.strategy, z, event.previous, event.effective,
-                                        baseline=baseline)
+                                        baseline=baseline, was_judged=was, judged=judged)
+                scale = post.judge_scale
                 if event.previous is None:
-                    post.observe_reward(event.strategy, event.effective)
-                    target.observe(event.effective, self.target_gamma)
+                    if judged:
+                        post.observe_judged(event.strategy, event.effective)
+                    else:
+                        post.observe_reward(event.strategy, event.effective)
+                    target.observe(event.effective, self.target_gamma,
+                                   judged=event.strategy if judged else None, scale=scale)
                 else:
-                    post.correct_reward(event.strategy, event.previous, event.effective)
-                    target.correct(event.previous, event.effective)
+                    post.correct_reward(event.strategy, event.previous, event.effective,
+                                        was_judged=was, judged=judged)
+                    target.correct(event.previous, event.effective, strategy=event.strategy,
+                                   was_judged=was, judged=judged, scale=scale)
             case PolicyEvent():
                 self.knobs = self._valid_knobs(event.knobs)
 
@@ -310,6 +361,7 @@ class Learner:
             before = self.fusion.get(reward.request_id)
             had_judge = before is not None and "judge" in before.scores
             had_user = before is not None and bool(before.users)
+            was_source = before.effective_source if before is not None else None
             old, new = self.fusion.update(reward)
             st = self.fusion.get(reward.request_id)
             assert st is not None
@@ -317,18 +369,24 @@ class Learner:
             if task in self.calibrations and "judge" in st.scores and st.users and (
                     not had_judge or not had_user):
                 pair = (st.scores["judge"], sum(st.users.values()) / len(st.users))
-                self.calibrations[task].add_pair(*pair)
+                self._add_pair(task, *pair)
+                self._rescale()
+            judged = st.effective_source == "judge"
+            was_judged = old is not None and was_source == "judge"
+            # A label equal to the judged score it replaces still moves the reward out of
+            # the judged ones.
             applied = (self._known(task, strategy) and not self.knobs.freeze
-                       and new is not None and new != old)
+                       and new is not None and (new != old or judged != was_judged))
             reward = msgspec.structs.replace(reward, effective_score=new)
             handle = self.store.record_reward(
                 reward, applied=applied, previous_score=old if applied else None, wait=False,
-                pair=pair)
+                pair=pair, previous_source=was_source if applied and old is not None else None)
             if applied:
                 assert new is not None
                 self.apply(RewardEvent(request_id=reward.request_id, task_type=task,
                                        strategy=strategy, effective=new, previous=old,
-                                       features=st.features))
+                                       features=st.features, judged=judged,
+                                       previous_judged=was_judged))
                 for listener in self.reward_listeners:
                     listener(task, new, old)
         if handle is not None and wait is not False:
@@ -446,6 +504,24 @@ class Learner:
                              for i, n in enumerate(post.strategies)}
             return out
 
+    def scale_report(self) -> dict[str, dict[str, Any]]:
+        """Per task type: the scale its quality is learned on ("calibrated": judged
+        rewards read through the judge's error rates, measured on user labels; "judge":
+        no labels yet, or too few, so the judge's scores as they are), the rates and the
+        labels behind them, and the served traffic's mean quality on that scale (the
+        target's window)."""
+        with self.lock:
+            out: dict[str, dict[str, Any]] = {}
+            for task, rates in self.judge_rates.items():
+                scale = self.judge_scale(task)
+                fp, fn = rates.rates() if scale is not None else (None, None)
+                out[task] = {
+                    "scale": "calibrated" if scale is not None else "judge",
+                    "user_labels": rates.pairs, "labels_needed": rates.min_pairs,
+                    "judge_false_positive": fp, "judge_false_negative": fn,
+                    "served_quality": self.targets[task].mean()}
+            return out
+
     def state(self) -> dict[str, Any]:
         with self.lock:
             return {**self.posteriors.to_dict(), "snapshot_version": SNAPSHOT_VERSION,
@@ -521,8 +597,8 @@ class Learner:
             events = self.store.events_after(mark, upto)
             self._apply_logged(events, upto)
             for task, judge, user in self.store.judge_user_pairs():
-                if task in self.calibrations:
-                    self.calibrations[task].add_pair(judge, user)
+                self._add_pair(task, judge, user)
+            self._rescale()
             for rid, created, rater, score in self.store.pending_feedback():
                 self._pending.setdefault(rid, []).append((created, rater, score))
         for p in problems:
@@ -558,8 +634,9 @@ class Learner:
                     # Our cached fusion of this request misses the other process's reward:
                     # the next reward here rebuilds it from the store.
                     self.fusion.forget(event.request_id)
-                    if pairs and event.pair is not None and event.task_type in self.calibrations:
-                        self.calibrations[event.task_type].add_pair(*event.pair)
+                    if pairs and event.pair is not None:
+                        self._add_pair(event.task_type, *event.pair)
+                        self._rescale()
                     if not event.applied:
                         continue
                 self.apply(event)

@@ -65,10 +65,13 @@ class RouterStats(msgspec.Struct, kw_only=True):
     judge_cost_usd: float
     judge_self_graded: int
     judge_user_agreement: dict[str, dict[str, Any]]
+    quality_scale: dict[str, dict[str, Any]] = {}
 
     @classmethod
-    def of(cls, health: Any, evaluation: Any, calibrations: Mapping[str, Any]) -> RouterStats:
-        """From the router's parts (``Health``, ``Evaluation``, judge calibrations)."""
+    def of(cls, health: Any, evaluation: Any, calibrations: Mapping[str, Any],
+           scale: dict[str, dict[str, Any]] | None = None) -> RouterStats:
+        """From the router's parts (``Health``, ``Evaluation``, judge calibrations, and
+        the scale each task type's quality is learned on: ``Learner.scale_report``)."""
         h, j = health, evaluation.counters
         return cls(
             retries=sum(h.retries.values()), fallbacks=h.fallbacks,
@@ -78,7 +81,7 @@ class RouterStats(msgspec.Struct, kw_only=True):
             judge_budget_skipped=evaluation.sampler.budget_skipped,
             judge_cost_usd=j.cost_usd, judge_self_graded=j.self_graded,
             judge_user_agreement={t: cal.agreement() for t, cal in calibrations.items()
-                                  if cal.n})
+                                  if cal.n}, quality_scale=scale or {})
 
 
 class _Tally:

@@ -368,7 +368,8 @@ class Conductor:
     # -- state and introspection -------------------------------------------------------------
 
     def stats(self) -> RouterStats:
-        return RouterStats.of(self.health, self.evaluation, self.learner.calibrations)
+        return RouterStats.of(self.health, self.evaluation, self.learner.calibrations,
+                              self.learner.scale_report())
 
     def posterior_summary(self) -> dict[str, dict[str, tuple[float, float]]]:
         return self.learner.quality_summary()

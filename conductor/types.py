@@ -174,6 +174,9 @@ class Decision(Struct, kw_only=True, frozen=True):
     held_back: bool = False  # exploring was not affordable: the safe strategy served
     per_prompt: bool = False  # decided on this prompt's predicted qualities
     features: tuple[float, ...] = ()  # the prompt's features (what per-prompt learning uses)
+    # The scale of the predicted qualities and the target: "calibrated" (judged rewards
+    # read through the judge's error rates, measured on user labels) or "as_scored".
+    quality_scale: Literal["calibrated", "as_scored"] = "as_scored"
 
 
 class CallRecord(Struct, kw_only=True, frozen=True):
@@ -279,6 +282,8 @@ class RewardEvent(Struct, kw_only=True, frozen=True, tag="reward"):
     features: tuple[float, ...] = ()  # the request's prompt features, when it has them
     pair: tuple[float, float] | None = None  # the (judge, user) calibration pair it completed
     applied: bool = True  # False: logged for its pair only (the posterior did not change)
+    judged: bool = False  # ``effective`` is a judge's score (read through its error rates)
+    previous_judged: bool = False  # ``previous`` was
 
 
 class PolicyKnobs(Struct, kw_only=True, frozen=True):

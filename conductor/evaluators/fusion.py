@@ -1,8 +1,9 @@
 """Reward fusion: one effective reward per request, from the best source present.
 
 Sources rank by a priority table (lower rank wins): the users' ratings (their mean, one
-vote per rater) > the demo world's simulated signal > the judge's score mapped through the
-calibration > custom evaluators > the heuristic score. A custom evaluator's source takes
+vote per rater) > the demo world's simulated signal > the judge's score (as scored: the
+learner reads judged rewards through the judge's error rates, in aggregate) > custom
+evaluators > the heuristic score. A custom evaluator's source takes
 the rank it declares, or ``CUSTOM_RANK``. Each request counts once in the posterior: when a
 better source arrives (or a rater changes their rating) the posterior is corrected by the
 difference, never counted twice.
@@ -11,7 +12,7 @@ difference, never counted twice.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 from msgspec import Struct
 
@@ -35,12 +36,10 @@ class RewardFusion:
     """Per-request reward state, bounded (least recently used requests are forgotten;
     they are rebuilt from the store's reward rows if they come back).
 
-    ``calibrate(task_type, judge_score)`` maps a judge score onto the users' scale.
     ``ranks`` adds or overrides sources' ranks (custom evaluators)."""
 
-    def __init__(self, calibrate: Callable[[str, float], float], max_requests: int = 200_000,
+    def __init__(self, max_requests: int = 200_000,
                  ranks: Mapping[str, int] | None = None) -> None:
-        self.calibrate = calibrate
         self.max_requests = max_requests
         self.ranks = {**PRIORITY, **(ranks or {})}
         self._state: OrderedDict[str, RequestRewards] = OrderedDict()
@@ -93,14 +92,12 @@ class RewardFusion:
         present = [*st.scores, *(["user"] if st.users else [])]
         return min(present, key=self.rank) if present else None
 
-    def effective(self, task_type: str, st: RequestRewards) -> float | None:
+    def effective(self, st: RequestRewards) -> float | None:
         best = self._best(st)
         if best is None:
             return None
         if best == "user":
             return sum(st.users.values()) / len(st.users)
-        if best == "judge":
-            return self.calibrate(task_type, st.scores["judge"])
         return st.scores[best]
 
     def update(self, reward: Reward) -> tuple[float | None, float | None]:
@@ -111,6 +108,6 @@ class RewardFusion:
             self._put(reward.request_id, st)
         old = st.effective
         self._set(st, reward)
-        st.effective = self.effective(reward.task_type, st)
+        st.effective = self.effective(st)
         st.effective_source = self._best(st)
         return old, st.effective

@@ -328,6 +328,8 @@ class Gateway:
         self.metrics.set_circuits(r.circuits_open)
         self.metrics.set_agreement(r.judge_user_agreement)
         out = self.metrics.get_stats()
+        # The means above are of the rewards as scored; how the learner reads them:
+        out["quality"]["learned"] = r.quality_scale
         out["policy"] = msgspec.to_builtins(self.conductor.policy_settings())
         out["store"] = self.conductor.log_store.write_health()
         out["router"] = {"retries": r.retries, "fallbacks": r.fallbacks,

@@ -145,6 +145,10 @@ class Trace(Struct, kw_only=True):
     predicted_latency_ms: float
     predicted_cost_usd: float
     quality_target: float | None = None  # the task type's target, as the mix was solved for
+    # What scale predicted_quality and quality_target are on: "calibrated" (judged
+    # rewards read through the judge's error rates, measured on user labels) or
+    # "as_scored" (the rewards as their sources gave them; no labels, or too few).
+    quality_scale: str = "as_scored"
     set_aside: dict[str, str] = {}
     held_back: bool = False
     cost_usd: float | None = None
@@ -223,7 +227,8 @@ def trace_of(decision: Decision, outcome: Outcome | None = None) -> Trace:
         predicted_quality=decision.predicted_quality,
         predicted_latency_ms=decision.predicted_latency_ms,
         predicted_cost_usd=decision.predicted_cost_usd, quality_target=decision.quality_target,
-        set_aside=dict(decision.set_aside), held_back=decision.held_back)
+        set_aside=dict(decision.set_aside), held_back=decision.held_back,
+        quality_scale=decision.quality_scale)
     if outcome is not None:
         t.strategy = outcome.strategy
         t.model = outcome.model

@@ -91,7 +91,9 @@ class LimitLedger(Protocol):
 @runtime_checkable
 class LogStore(Protocol):
     """Where the router writes. ``applied`` says whether the posterior learned from the
-    row (false while the policy is frozen); ``previous_score`` marks a re-rating.
+    row (false while the policy is frozen); ``previous_score`` marks a re-rating, and
+    ``previous_source`` says which source the replaced value came from (the judge's
+    scores are learned apart from the rest).
     ``origin`` names this process's events; ``shared``: other processes may write the
     same log (their events reach this one through ``events_after``)."""
 
@@ -105,7 +107,8 @@ class LogStore(Protocol):
 
     def record_reward(self, reward: Reward, *, applied: bool = True,
                       previous_score: float | None = None, wait: bool | None = None,
-                      pair: tuple[float, float] | None = None) -> Future[None] | None:
+                      pair: tuple[float, float] | None = None,
+                      previous_source: str | None = None) -> Future[None] | None:
         """Queue a reward. User rewards are durable: with ``wait=False`` the caller gets a
         future to wait on (outside its own locks); otherwise this returns after commit."""
         ...
@@ -238,7 +241,8 @@ class MemoryLogStore(BaseLogStore):
 
     def record_reward(self, reward: Reward, *, applied: bool = True,
                       previous_score: float | None = None, wait: bool | None = None,
-                      pair: tuple[float, float] | None = None) -> Future[None] | None:
+                      pair: tuple[float, float] | None = None,
+                      previous_source: str | None = None) -> Future[None] | None:
         with self._lock:
             self._rec(reward.request_id).rewards.append(reward)
         return None

@@ -87,13 +87,14 @@ class JSONLLogStore(BaseLogStore):
 
     def record_reward(self, reward: Reward, *, applied: bool = True,
                       previous_score: float | None = None, wait: bool | None = None,
-                      pair: tuple[float, float] | None = None) -> Future[None] | None:
+                      pair: tuple[float, float] | None = None,
+                      previous_source: str | None = None) -> Future[None] | None:
         with self._lock:
             rec = self._records.get(reward.request_id)
             if rec is not None:
                 rec.rewards.append(reward)
         self._write({"type": "reward", "applied": applied, "previous_score": previous_score,
-                     "reward": reward})
+                     "previous_source": previous_source, "reward": reward})
         return None
 
     def get_request(self, request_id: str) -> RequestRecord | None:

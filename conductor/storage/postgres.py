@@ -230,6 +230,10 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         "ALTER TABLE rewards ADD COLUMN pair_judge DOUBLE PRECISION",
         "ALTER TABLE rewards ADD COLUMN pair_user DOUBLE PRECISION",
     ]),
+    ("0004_judge_scale", [  # as SQLite's 0011
+        "ALTER TABLE rewards ADD COLUMN previous_source TEXT",
+        "ALTER TABLE decisions ADD COLUMN quality_scale TEXT",
+    ]),
 ]
 _MIGRATION_LOCK = 7_311_960_001  # pg_advisory_xact_lock key: one replica migrates at a time
 

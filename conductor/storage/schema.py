@@ -223,4 +223,13 @@ def build_migrations() -> Migrations:
         db.execute("ALTER TABLE rewards ADD COLUMN pair_judge REAL")
         db.execute("ALTER TABLE rewards ADD COLUMN pair_user REAL")
 
+    @m(name="0011_judge_scale")
+    def judge_scale(db: Database) -> None:
+        # Which source the value a reward replaced came from: judged rewards are learned
+        # apart (read through the judge's error rates), so a correction must know whether
+        # it takes a reward out of the judged ones. Older rows: NULL (not the judge's).
+        db.execute("ALTER TABLE rewards ADD COLUMN previous_source TEXT")
+        # The scale a decision's predicted qualities were on (older rows: as scored).
+        db.execute("ALTER TABLE decisions ADD COLUMN quality_scale TEXT")
+
     return m

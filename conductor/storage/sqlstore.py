@@ -65,7 +65,8 @@ INSERTS: dict[str, tuple[tuple[str, ...], str | None]] = {
                    "mode", "propensity", "explored", "constraint_relaxed", "policy_version",
                    "routed_by", "policy_choice", "predicted_quality", "predicted_latency_ms",
                    "predicted_cost_usd", "input_tokens", "constraints", "samples",
-                   "quality_target", "set_aside", "held_back", "features", "per_prompt"),
+                   "quality_target", "set_aside", "held_back", "features", "per_prompt",
+                   "quality_scale"),
                   "request_id"),
     "outcomes": (("request_id", "seq", "created_at", "task_type", "strategy", "model",
                   "latency_ms", "input_tokens", "output_tokens", "cost_usd", "cost_estimated",
@@ -74,7 +75,8 @@ INSERTS: dict[str, tuple[tuple[str, ...], str | None]] = {
                  "request_id"),
     "rewards": (("seq", "request_id", "created_at", "task_type", "strategy", "source", "score",
                  "previous_score", "sampling_probability", "rater", "applied",
-                 "effective_score", "origin", "pos", "pair_judge", "pair_user"), None),
+                 "effective_score", "origin", "pos", "pair_judge", "pair_user",
+                 "previous_source"), None),
     "pending_feedback": (("request_id", "created_at", "score", "rater"), None),
     "judge_calls": (("request_id", "created_at", "strategy", "model", "score", "raw_reply",
                      "cost_usd", "latency_ms", "error", "self_graded", "answer_chars"), None),
@@ -312,9 +314,10 @@ class SQLStore(BaseLogStore):
             "SELECT pos, seq, request_id, task_type, strategy, latency_ms, output_tokens,"
             " escalated, error FROM outcomes WHERE applied = 1")
         rewards = both(
-            "SELECT r.pos, r.seq, r.request_id, r.task_type, r.strategy, r.score,"
-            " r.previous_score, r.effective_score, d.features, r.pair_judge, r.pair_user,"
-            " r.applied FROM rewards r LEFT JOIN decisions d USING (request_id)"
+            "SELECT r.pos, r.seq, r.request_id, r.task_type, r.strategy, r.score, r.source,"
+            " r.previous_score, r.previous_source, r.effective_score, d.features,"
+            " r.pair_judge, r.pair_user, r.applied"
+            " FROM rewards r LEFT JOIN decisions d USING (request_id)"
             " WHERE (r.applied = 1 OR r.pair_judge IS NOT NULL)", "r.")
         policies = both(
             "SELECT pos, seq, actor, settings, configured FROM policy_history WHERE 1 = 1")
@@ -331,7 +334,9 @@ class SQLStore(BaseLogStore):
                 effective=r["score"] if eff is None else eff, previous=r["previous_score"],
                 features=_features(r["features"]),
                 pair=None if r["pair_judge"] is None else (r["pair_judge"], r["pair_user"]),
-                applied=bool(r["applied"]))))
+                applied=bool(r["applied"]),
+                # An applied reward set its request's value, so the value is its source's.
+                judged=r["source"] == "judge", previous_judged=r["previous_source"] == "judge")))
         for r in policies:
             rows.append((r["pos"] or 0, r["seq"], _policy_event(r)))
         rows.sort(key=lambda e: (e[0], e[1]))
@@ -414,7 +419,8 @@ class SQLStore(BaseLogStore):
             "set_aside": _json.encode(decision.set_aside).decode() if decision.set_aside
             else None, "held_back": int(decision.held_back),
             "features": np.asarray(decision.features, dtype=np.float64).tobytes()
-            if decision.features else None, "per_prompt": int(decision.per_prompt)})
+            if decision.features else None, "per_prompt": int(decision.per_prompt),
+            "quality_scale": decision.quality_scale})
 
     def record_outcome(self, outcome: Outcome, *, task_type: str = "",
                        applied: bool = True) -> None:
@@ -441,10 +447,12 @@ class SQLStore(BaseLogStore):
 
     def record_reward(self, reward: Reward, *, applied: bool = True,
                       previous_score: float | None = None, wait: bool | None = None,
-                      pair: tuple[float, float] | None = None) -> Future[None] | None:
+                      pair: tuple[float, float] | None = None,
+                      previous_source: str | None = None) -> Future[None] | None:
         """User ratings are durable: returns after commit, or with ``wait=False`` returns a
         future that resolves on commit. Automatic rewards are queued. ``pair``: the
-        (judge, user) calibration pair this reward completed."""
+        (judge, user) calibration pair this reward completed; ``previous_source``: the
+        source of the value this reward replaced."""
         with self._pending_lock:
             rec = self._pending.get(reward.request_id)
             if rec is not None:
@@ -457,7 +465,7 @@ class SQLStore(BaseLogStore):
             "sampling_probability": reward.sampling_probability, "rater": reward.rater,
             "applied": int(applied), "effective_score": reward.effective_score,
             "origin": self.origin, "pos": None, "pair_judge": pair[0] if pair else None,
-            "pair_user": pair[1] if pair else None},
+            "pair_user": pair[1] if pair else None, "previous_source": previous_source},
             durable=reward.source == "user",
             wait=wait is not False)
 
@@ -524,7 +532,8 @@ def decision_from_row(r: Row) -> Decision:
         created_at=r["created_at"], quality_target=r["quality_target"],
         set_aside=msgspec.json.decode(r["set_aside"]) if r["set_aside"] else {},
         held_back=bool(r["held_back"]), per_prompt=bool(r["per_prompt"]),
-        features=_features(r["features"]))
+        features=_features(r["features"]),
+        quality_scale="calibrated" if r["quality_scale"] == "calibrated" else "as_scored")
 
 
 def _features(blob: bytes | None) -> tuple[float, ...]:

@@ -149,13 +149,24 @@ def test_calibration_corrects_a_generous_judge_end_to_end(upstream: FakeUpstream
             errors.append(abs(cal.apply(judge) - q))
         assert np.mean(raw) > 0.15
         assert np.mean(errors) < 0.05
-        # A judge-only request now gets the calibrated score as its effective reward.
-        r = c.complete("q=0.500", task_type="chat", strategy="direct-cheap")
-        assert c.wait_for_judges(10)
+        # Judge-only requests are learned as scored and read through the judge's error
+        # rates: 100 more at the same qualities leave the learned quality at the users'.
+        for _ in range(100):
+            q = float(rng.uniform(0.0, 0.75))
+            r = c.complete(f"q={q:.3f}", task_type="chat", strategy="direct-cheap")
+        assert c.wait_for_judges(20)
         rec = c.log_store.get_request(r.request_id)
         judged = next(x for x in rec.rewards if x.source == "judge")
-        assert judged.score == pytest.approx(6 / 9)  # round(1 + 9 * 0.7) = 7 -> 6/9
-        assert judged.effective_score == pytest.approx(0.5, abs=0.06)
+        assert judged.effective_score == judged.score  # the score as the judge gave it
+        post = c.learner.posteriors["chat"]
+        i = post.index["direct-cheap"]
+        assert post.evidence["j_n"][i] > 90  # the judged ones, kept apart
+        scale = c.stats().quality_scale["chat"]
+        assert scale["scale"] == "calibrated" and scale["user_labels"] == 100
+        assert scale["judge_false_positive"] == pytest.approx(0.5, abs=0.08)
+        # The users' mean is 0.375; read as scored the judged half would lift it to ~0.47.
+        assert float(post.quality_mean()[i]) == pytest.approx(0.375, abs=0.04)
+        assert scale["served_quality"] == pytest.approx(0.375, abs=0.04)
 
 
 def test_feedback_before_the_request_lands_is_kept_and_applied(tmp_path: Path) -> None:

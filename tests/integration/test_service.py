@@ -80,6 +80,7 @@ def test_openai_sdk_non_streaming_with_extra_body_hints(served, upstream: FakeUp
     assert raw.headers["x-conductor-request-id"] == trace["request_id"]
     assert float(raw.headers["x-conductor-cost-usd"]) == pytest.approx(trace["cost_usd"])
     assert resp.model == trace["model"]
+    assert trace["quality_scale"] == "as_scored"  # no user labels yet
     # The SDK's newer name for the answer's length limit reaches the upstream, forced
     # to a direct strategy so that one upstream call answers.
     client.chat.completions.create(model="direct-cheap", max_completion_tokens=7,

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import numpy as np
 import pytest
 
 from conductor import Conductor, default_settings
@@ -223,7 +224,9 @@ def test_a_calibration_pair_made_on_one_worker_reaches_the_others(db: Shared) ->
     the same pair to its judge calibration (not only after a restart)."""
     from conductor.types import Reward
 
-    a, b = _open(db, seed=1), _open(db, seed=2)
+    # No simulated signal (it would outrank the judge): the judge's scores are learned.
+    a, b = (Conductor(_settings(0.0), seed=seed, log_store=db.store(None), evaluators=[])
+            for seed in (1, 2))
     served = [a.complete(f"review {i}: positive?", task_type="classify") for i in range(3)]
     _settle(a)
     b.learner.follow()
@@ -231,6 +234,8 @@ def test_a_calibration_pair_made_on_one_worker_reaches_the_others(db: Shared) ->
         a.learner.add_reward(Reward(
             request_id=r.request_id, source="judge", score=0.9 - i / 10, task_type="classify",
             strategy=r.decision.strategy, created_at=time.time()))
+    assert a.learner.posteriors["classify"].evidence["j_n"].sum() == pytest.approx(3, abs=0.01)
+    for i, r in enumerate(served):
         a.feedback(r.request_id, stars=1 + 2 * i)
     cal_a, cal_b = a.learner.calibrations["classify"], b.learner.calibrations["classify"]
     assert cal_a.n == 3 and cal_b.n == 0
@@ -238,6 +243,13 @@ def test_a_calibration_pair_made_on_one_worker_reaches_the_others(db: Shared) ->
     assert cal_b.n == 3
     assert (cal_b.sx, cal_b.sy, cal_b.sxy) == pytest.approx((cal_a.sx, cal_a.sy, cal_a.sxy))
     assert b.learner.follow() == 0 and cal_b.n == 3  # nothing twice
+    # The error rates too, and the judged rewards the ratings replaced left the judged
+    # ones on B as on A (each rating's row says it replaced the judge's value).
+    assert b.learner.judge_rates["classify"].pairs == 3
+    pa, pb = a.learner.posteriors["classify"], b.learner.posteriors["classify"]
+    for f in ("j_n", "j_s", "q_s", "q_f"):
+        assert np.allclose(pa.evidence[f], pb.evidence[f]), f
+    assert pa.evidence["j_n"].sum() == pytest.approx(0) and pa.evidence["q_s"].sum() > 1
     a.close()
     b.close()
     again = _open(db, seed=3)  # a restart reads every pair from the store, once

@@ -88,7 +88,8 @@ def test_migrations_from_empty_and_from_an_older_schema(tmp_path: Path) -> None:
     assert names == ["0001_initial", "0002_pending_feedback", "0003_effective_reward",
                      "0004_policy_events", "0005_quality_targets", "0006_prompt_features",
                      "0007_shared_event_log", "0008_shared_limits",
-                     "0009_limit_totals", "0010_calibration_pairs"]
+                     "0009_limit_totals", "0010_calibration_pairs",
+                     "0011_judge_scale"]
     fresh.close()
 
     old_path = tmp_path / "old.db"
