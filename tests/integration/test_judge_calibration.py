@@ -20,6 +20,7 @@ import pytest
 
 from conductor import Conductor
 from conductor.config import settings_from_dict
+from conductor.service.schemas import trace_of
 from conductor.storage.sqlite import SQLiteStore
 from conductor.testing import FakeUpstream
 from conductor.types import Reward
@@ -226,6 +227,7 @@ def test_the_calibration_survives_a_restart_exactly(upstream: FakeUpstream,
             assert again.stats().quality_scale["chat"]["scale"] == "calibrated"
             decision = again.predict_only(again.make_request("request 9", task_type="chat"))
             assert decision.quality_scale == "calibrated"
+            assert trace_of(decision).quality_scale == "calibrated"  # what HTTP answers
             rec = again.log_store.get_request(rid)
             assert rec is not None and rec.decision is not None
             assert rec.decision.quality_scale == "calibrated"  # as logged

@@ -224,18 +224,22 @@ def test_a_calibration_pair_made_on_one_worker_reaches_the_others(db: Shared) ->
     the same pair to its judge calibration (not only after a restart)."""
     from conductor.types import Reward
 
-    # No simulated signal (it would outrank the judge): the judge's scores are learned.
-    a, b = (Conductor(_settings(0.0), seed=seed, log_store=db.store(None), evaluators=[])
+    # No simulated signal (it would outrank the judge): the judge's scores are learned;
+    # three pairs calibrate it.
+    s = _settings(0.0)
+    s = msgspec.structs.replace(s, judge=msgspec.structs.replace(s.judge,
+                                                                 min_calibration_pairs=3))
+    a, b = (Conductor(s, seed=seed, log_store=db.store(None), evaluators=[])
             for seed in (1, 2))
-    served = [a.complete(f"review {i}: positive?", task_type="classify") for i in range(3)]
+    served = [a.complete(f"review {i}: positive?", task_type="classify") for i in range(4)]
     _settle(a)
     b.learner.follow()
     for i, r in enumerate(served):
         a.learner.add_reward(Reward(
             request_id=r.request_id, source="judge", score=0.9 - i / 10, task_type="classify",
             strategy=r.decision.strategy, created_at=time.time()))
-    assert a.learner.posteriors["classify"].evidence["j_n"].sum() == pytest.approx(3, abs=0.01)
-    for i, r in enumerate(served):
+    assert a.learner.posteriors["classify"].evidence["j_n"].sum() == pytest.approx(4, abs=0.01)
+    for i, r in enumerate(served[:3]):
         a.feedback(r.request_id, stars=1 + 2 * i)
     cal_a, cal_b = a.learner.calibrations["classify"], b.learner.calibrations["classify"]
     assert cal_a.n == 3 and cal_b.n == 0
@@ -249,7 +253,11 @@ def test_a_calibration_pair_made_on_one_worker_reaches_the_others(db: Shared) ->
     pa, pb = a.learner.posteriors["classify"], b.learner.posteriors["classify"]
     for f in ("j_n", "j_s", "q_s", "q_f"):
         assert np.allclose(pa.evidence[f], pb.evidence[f]), f
-    assert pa.evidence["j_n"].sum() == pytest.approx(0) and pa.evidence["q_s"].sum() > 1
+    assert pa.evidence["j_n"].sum() == pytest.approx(1) and pa.evidence["q_s"].sum() > 1
+    scale = a.learner.judge_scale("classify")
+    assert scale is not None and b.learner.judge_scale("classify") == scale
+    assert pb.judge_scale == scale  # B reads the judged reward left as A does
+    assert np.allclose(pa.quality_mean(), pb.quality_mean())
     a.close()
     b.close()
     again = _open(db, seed=3)  # a restart reads every pair from the store, once
