@@ -105,6 +105,15 @@ def rating_to_score(rating: bool | str | float | None = None, *, stars: float | 
     return float(score)
 
 
+def scale_of(rates: JudgeErrorRates | None) -> JudgeScale | None:
+    """How judged rewards are read given a judge's measured error rates: through them
+    once they are known from enough user labels, as scored before (None)."""
+    if rates is None or not rates.active:
+        return None
+    fp, _ = rates.rates()
+    return JudgeScale(fp=fp, informativeness=rates.informativeness())
+
+
 def configured_knobs(settings: Settings) -> PolicyKnobs:
     """The policy knobs as the configuration sets them."""
     p = settings.policy
@@ -237,11 +246,7 @@ class Learner:
     def judge_scale(self, task_type: str) -> JudgeScale | None:
         """How judged rewards of a task type are read: through the judge's error rates
         once user labels have measured them, as scored before (None)."""
-        rates = self.judge_rates.get(task_type)
-        if rates is None or not rates.active:
-            return None
-        fp, _ = rates.rates()
-        return JudgeScale(fp=fp, informativeness=rates.informativeness())
+        return scale_of(self.judge_rates.get(task_type))
 
     def _add_pair(self, task_type: str, judge: float, user: float) -> None:
         """A request with both a judge's score and a user's label: both calibrations
@@ -544,8 +549,12 @@ class Learner:
                     except msgspec.ValidationError as exc:
                         problems.append(f"targets/{task}: {exc}; reset")
                         continue
+                    judged_ok = all(
+                        math.isfinite(x) and x >= 0.0 for j in st.judged.values()
+                        for x in (j.n, j.raw, j.counted)) and set(st.judged) <= set(
+                        self.settings.strategies)
                     if math.isfinite(st.reward_sum) and math.isfinite(st.count) and (
-                            0 <= st.reward_sum <= st.count + 1e-9):
+                            0 <= st.reward_sum <= st.count + 1e-9) and judged_ok:
                         self.targets[task] = st
                     else:
                         problems.append(f"targets/{task}: bad sums; reset")

@@ -281,7 +281,8 @@ class ContextModel:
             except IndexError:
                 problems.append(f"{name}: contextual state truncated; reset")
                 continue
-            if not all(np.isfinite(v).all() for v in row.values()) or row["n"] < 0 or (
+            if not all(np.isfinite(v).all() for v in row.values()) or min(row["n"],
+                                                                            row["jn"]) < 0 or (
                     row["szz"].shape != (self.size, self.size)) or any(
                     row[k].shape != (self.size,) for k in ("sz", "szr", "jz", "jzr")):
                 problems.append(f"{name}: bad contextual state; reset")

@@ -157,9 +157,13 @@ def test_corrupted_state_is_repaired_and_routing_goes_on() -> None:
     state = c.state()
     ev = state["tasks"]["classify"]["evidence"]
     ev["q_s"][0], ev["lat_sxx"][1], ev["tok_n"][2] = float("nan"), -5.0, float("inf")
+    ev["j_s"][3] = -1.0
+    state["targets"]["classify"]["judged"] = {"turbo-cheap": {"n": 2.0, "raw": float("nan"),
+                                                              "counted": 1.0}}
     fresh = Conductor(seed=6)
     problems = fresh.load_state(state)
-    assert len(problems) == 3
+    assert len(problems) == 5, problems
+    assert "targets/classify: bad sums; reset" in problems
     assert all(math.isfinite(x) for x in fresh.posteriors["classify"].quality_mean())
     r = fresh.complete("x", task_type="classify")
     assert r.text
