@@ -26,6 +26,7 @@ from conductor.bandit.targets import TargetState
 from conductor.coefficients import ContextPriors, start_contexts
 from conductor.config import PolicyConfig
 from conductor.evaluators.calibration import JudgeErrorRates
+from conductor.learning import scale_of
 from conductor.replay.world import World
 from conductor.types import Constraints
 
@@ -114,10 +115,9 @@ class ConductorPolicy:
         self.bars = bars
         self.targets = {task: TargetState() for task in world.tasks()}
         # Judge calibration from delayed user labels (see ``label``): per task type the
-        # judge's error rates, and per strategy the judged-only and labelled evidence.
+        # judge's error rates, pooled over task types as the prior (the router's rule).
         pooled = JudgeErrorRates()
         self.calibration = {task: JudgeErrorRates(pooled=pooled) for task in world.tasks()}
-        self.evidence = {task: _Evidence(k) for task in world.tasks()}
         self.constraints = {task: Constraints(min_quality=bar if self.floors
                                               else self.min_quality.get(task),
                                               max_latency_ms=self.max_latency_ms)
@@ -174,73 +174,55 @@ class ConductorPolicy:
 
     def update(self, i: int, task: str, j: int, quality: float | None, cost: float,
                latency_ms: float) -> None:
-        """An answer and its judged score (``quality``): learned on the calibrated scale
-        once the judge's error rates are known from user labels, on the judge's before.
-        An answer not judged teaches its cost and latency only (the router's too)."""
+        """An answer and its judged score (``quality``), learned as the router learns
+        it: kept apart as a judged reward and read through the judge's error rates once
+        user labels have measured them. An answer not judged teaches its cost and latency
+        only (the router's too)."""
         post = self.posts[task]
         m = self.models[j]
         # Cost rides in the token slot: price 1 per "token", so the mean is the cost.
         post.observe_outcome(m, latency_ms, cost, None, 1.0)
         if quality is None:
             return
-        ev, cal = self.evidence[task], self.calibration[task]
-        ev.judged_n[j] += 1
-        ev.judged_sum[j] += quality
-        value, weight = quality, 1.0
-        if cal.active:
-            value = cal.true_quality(float(ev.judged_sum[j] / ev.judged_n[j]))
-            weight = cal.informativeness() ** 2
-        self._observe_prompt(i, task, j, value)
-        post.observe_reward(m, value, weight)
-        ev.fed[j] += value
+        self._observe_prompt(i, task, j, quality, judged=True)
+        post.observe_judged(m, quality)
         state = self.targets[task]
-        state.observe(value, self.gamma)
-        if cal.active and post.observations % 50 == 0:
-            self._recalibrate(task)
+        state.observe(quality, self.gamma, judged=m, scale=post.judge_scale)
         self.deficits[task].append(state.deficit(self.bars[task]) / max(state.count, 1.0))
 
-    def _observe_prompt(self, i: int, task: str, j: int, reward: float) -> None:
+    def _observe_prompt(self, i: int, task: str, j: int, reward: float,
+                        judged: bool = False) -> None:
         """The per-prompt model learns prompt i's first reward (scored against the task
         level's prediction before either learns it)."""
         if self.features is not None:
             self.contexts[task].observe(self.models[j], self.features[i], reward, self.gamma,
-                                        baseline=float(self.posts[task].quality_mean()[j]))
+                                        baseline=float(self.posts[task].quality_mean()[j]),
+                                        judged=judged)
 
     def label(self, i: int, task: str, j: int, judged: float | None, truth: float) -> None:
-        """A user's label for an earlier answer: it replaces that answer's judged score,
-        and teaches the judge's error rates; every reward of the task type is then
-        re-corrected (those learned before the calibration existed too). The label of an
-        answer nobody judged is its first reward, and no calibration pair."""
-        ev = self.evidence[task]
+        """A user's label for an earlier answer: it replaces that answer's judged score
+        and teaches the judge's error rates, through which every judged reward of every
+        task type is then read again (those learned before the rates existed too). The
+        label of an answer nobody judged is its first reward, and no calibration pair."""
+        post, m = self.posts[task], self.models[j]
         if judged is None:
-            ev.fed[j] += truth
+            post.observe_reward(m, truth)
             self.targets[task].observe(truth, self.gamma)
             self._observe_prompt(i, task, j, truth)
-        else:
-            self.calibration[task].add(judged, truth)
-            ev.judged_n[j] -= 1
-            ev.judged_sum[j] -= judged
-        ev.labelled_n[j] += 1
-        ev.labelled_sum[j] += truth
-        for t in self.evidence:  # the pooled rates moved: every task type's did
-            self._recalibrate(t)
-
-    def _recalibrate(self, task: str) -> None:
-        """Set each strategy's quality evidence, and the target's realized sum, to what
-        the calibration says now: labels as they are, judged answers at the strategy's
-        calibrated quality with the weight the judge's informativeness allows."""
-        post, ev, cal = self.posts[task], self.evidence[task], self.calibration[task]
-        weight = cal.informativeness() ** 2 if cal.active else 1.0
-        for j, m in enumerate(self.models):
-            n = ev.judged_n[j]
-            q = (cal.true_quality(ev.judged_sum[j] / n) if cal.active and n > 0 else
-                 ev.judged_sum[j] / n if n > 0 else 0.0)
-            post.set_quality_evidence(m, ev.labelled_sum[j] + weight * n * q,
-                                      ev.labelled_n[j] - ev.labelled_sum[j]
-                                      + weight * n * (1.0 - q))
-            total = float(ev.labelled_sum[j] + n * q)
-            self.targets[task].correct(float(ev.fed[j]), total)
-            ev.fed[j] = total
+            return
+        self.calibration[task].add(judged, truth)
+        post.correct_reward(m, judged, truth, was_judged=True)
+        self.targets[task].correct(judged, truth, strategy=m, was_judged=True,
+                                   scale=post.judge_scale)
+        if self.features is not None:
+            self.contexts[task].correct(m, self.features[i], judged, truth, was_judged=True)
+        for t in self.posts:  # the pooled rates moved: every task type's did
+            scale = scale_of(self.calibration[t])
+            self.posts[t].set_judge_scale(scale)
+            if self.features is not None:
+                self.contexts[t].set_scale(scale)
+            for strategy in self.targets[t].judged:
+                self.targets[t].recount(strategy, scale)
 
     def estimated_quality(self, task: str) -> float | None:
         """What the policy believes the traffic it served is worth (the target's window)."""
@@ -256,18 +238,6 @@ class ConductorPolicy:
         return {"judge_fp_estimate": fp, "judge_fn_estimate": fn, "judge_fp_90_low": fp_lo,
                 "judge_fp_90_high": fp_hi, "wrong_labels": float(cal.wrong),
                 "right_labels": float(cal.right)}
-
-
-class _Evidence:
-    """Per strategy: judged-only answers (count, sum of scores), labelled answers (count,
-    sum of labels) and the sum of the rewards learned so far."""
-
-    def __init__(self, k: int) -> None:
-        self.judged_n = np.zeros(k)
-        self.judged_sum = np.zeros(k)
-        self.labelled_n = np.zeros(k)
-        self.labelled_sum = np.zeros(k)
-        self.fed = np.zeros(k)
 
 
 class _Means:

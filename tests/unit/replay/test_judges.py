@@ -192,15 +192,15 @@ def test_the_replay_samples_its_judge_as_the_router_does() -> None:
     seen = run(ReplayConfig(judge_rate=0.1, judge_cost=1.0), policy)
     assert seen[order[:100]].mean() > 2 * seen[order[-1000:]].mean()
     assert seen[order[-1000:]].mean() == pytest.approx(0.1, abs=0.04)
-    assert policy.evidence["chat"].judged_n.sum() == seen.sum()
+    assert policy.posts["chat"].evidence["j_n"].sum() == seen.sum()
     assert policy.targets["chat"].count == seen.sum()  # the window counts judged answers
 
     policy = ConductorPolicy(0.5, reference="strong", context=True)
     seen = run(ReplayConfig(judge_rate=0.1, judge_cost=1.0, user_feedback_rate=0.1,
                             user_feedback_delay=10), policy)
-    ev = policy.evidence["chat"]
-    labelled_judged = seen.sum() - ev.judged_n.sum()
-    labelled_unjudged = ev.labelled_n.sum() - labelled_judged
+    ev = policy.posts["chat"].evidence  # judged rewards apart, labels with the rest
+    labelled_judged = seen.sum() - ev["j_n"].sum()
+    labelled_unjudged = round(float((ev["q_s"] + ev["q_f"]).sum())) - labelled_judged
     assert labelled_unjudged > 2 * labelled_judged > 0  # most answers were not judged
     assert policy.targets["chat"].count == seen.sum() + labelled_unjudged
     # The per-prompt model learns the same first rewards: judged, or labelled unjudged.
