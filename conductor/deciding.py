@@ -263,7 +263,7 @@ class Decider:
             set_aside=set_aside if strategy is None else {},
             held_back=choice.held_back and routed_by in ("policy", "shadow"),
             per_prompt=context is not None, features=tuple(z.tolist()) if z is not None else (),
-            quality_scale="calibrated" if post.judge_scale is not None else "as_scored")
+            quality_scale="calibrated" if post.calibrated else "as_scored")
         return decision, pending
 
     def _unbatched(self, request: CompletionRequest, strategy: str | None,

@@ -225,6 +225,13 @@ class Learner:
         pooled = JudgeErrorRates(min_pairs=min_pairs)
         self.judge_rates = {t: JudgeErrorRates(min_pairs=min_pairs, pooled=pooled)
                             for t in settings.task_types}
+        # The same, on the judge's own model's answers and on the others' apart: a judge
+        # that favours its own model errs differently on its answers.
+        self.own_rates = {t: JudgeErrorRates(min_pairs=min_pairs) for t in settings.task_types}
+        self.other_rates = {t: JudgeErrorRates(min_pairs=min_pairs)
+                            for t in settings.task_types}
+        judge = settings.strategies.get(settings.judge.strategy or "")
+        self.judge_model = judge.model if judge is not None else None
         self.fusion = RewardFusion()
         self.configured = configured_knobs(settings)
         self.knobs = self.configured
@@ -248,24 +255,52 @@ class Learner:
         once user labels have measured them, as scored before (None)."""
         return scale_of(self.judge_rates.get(task_type))
 
-    def _add_pair(self, task_type: str, judge: float, user: float) -> None:
-        """A request with both a judge's score and a user's label: both calibrations
+    def self_graded(self, strategy: str) -> bool:
+        """Whether the judge grades its own model's answers when it grades ``strategy``."""
+        st = self.settings.strategies.get(strategy)
+        return st is not None and self.judge_model is not None and st.model == self.judge_model
+
+    def self_preference(self, task_type: str) -> bool:
+        """Whether the judge errs differently on its own model's answers: both kinds
+        measured, and their 90% intervals of the false-positive or of the false-negative
+        rate apart."""
+        own, other = self.own_rates[task_type], self.other_rates[task_type]
+        if not (own.active and other.active):
+            return False
+        (afp, afn), (bfp, bfn) = own.intervals(), other.intervals()
+        return any(a[1] < b[0] or b[1] < a[0] for a, b in ((afp, bfp), (afn, bfn)))
+
+    def judge_scales(self, task_type: str) -> tuple[JudgeScale | None, ...]:
+        """Per strategy of a task type, how its judged rewards are read: the task type's
+        scale, or, where a self-preference shows, the judge's rates on its own model's
+        answers for the strategies of that model and on the others' for the rest."""
+        post = self.posteriors[task_type]
+        if not self.self_preference(task_type):
+            return (self.judge_scale(task_type),) * len(post.strategies)
+        own, other = scale_of(self.own_rates[task_type]), scale_of(self.other_rates[task_type])
+        return tuple(own if self.self_graded(s) else other for s in post.strategies)
+
+    def _add_pair(self, task_type: str, strategy: str, judge: float, user: float) -> None:
+        """A request with both a judge's score and a user's label: the calibrations
         learn it (the caller re-reads the judged rewards: ``_rescale``)."""
         if task_type in self.calibrations:
             self.calibrations[task_type].add_pair(judge, user)
             self.judge_rates[task_type].add(judge, user)
+            kind = self.own_rates if self.self_graded(strategy) else self.other_rates
+            kind[task_type].add(judge, user)
 
     def _rescale(self) -> None:
-        """Read every task type's judged rewards through its judge scale as it is now
+        """Read every task type's judged rewards through its judge scales as they are now
         (the rates are pooled over task types, so one pair moves them all)."""
         for task, post in self.posteriors.tasks.items():
-            scale = self.judge_scale(task)
-            post.set_judge_scale(scale)
+            scales = self.judge_scales(task)
+            post.set_judge_scale(scales)
             if task in self.contexts:
-                self.contexts[task].set_scale(scale)
+                self.contexts[task].set_scale(scales)
             target = self.targets[task]
             for strategy in target.judged:
-                target.recount(strategy, scale)
+                if strategy in post.index:
+                    target.recount(strategy, post.scale_of(strategy))
 
     # -- the one place state changes --------------------------------------------------------
 
@@ -305,7 +340,7 @@ class Learner:
                     else:
                         context.correct(event.strategy, z, event.previous, event.effective,
                                         baseline=baseline, was_judged=was, judged=judged)
-                scale = post.judge_scale
+                scale = post.scale_of(event.strategy)
                 if event.previous is None:
                     if judged:
                         post.observe_judged(event.strategy, event.effective)
@@ -374,7 +409,7 @@ class Learner:
             if task in self.calibrations and "judge" in st.scores and st.users and (
                     not had_judge or not had_user):
                 pair = (st.scores["judge"], sum(st.users.values()) / len(st.users))
-                self._add_pair(task, *pair)
+                self._add_pair(task, strategy, *pair)
                 self._rescale()
             judged = st.effective_source == "judge"
             was_judged = old is not None and was_source == "judge"
@@ -525,6 +560,17 @@ class Learner:
                     "user_labels": rates.pairs, "labels_needed": rates.min_pairs,
                     "judge_false_positive": fp, "judge_false_negative": fn,
                     "served_quality": self.targets[task].mean()}
+                if self.own_rates[task].pairs:  # the judge graded its own model's answers
+                    own, other = self.own_rates[task], self.other_rates[task]
+                    out[task]["self_preference"] = {
+                        "judge_model": self.judge_model, "shows": self.self_preference(task),
+                        "own_model": {"user_labels": own.pairs,
+                                      "false_positive": own.rates()[0] if own.pairs else None,
+                                      "false_negative": own.rates()[1] if own.pairs else None},
+                        "other_models": {
+                            "user_labels": other.pairs,
+                            "false_positive": other.rates()[0] if other.pairs else None,
+                            "false_negative": other.rates()[1] if other.pairs else None}}
             return out
 
     def state(self) -> dict[str, Any]:
@@ -605,8 +651,8 @@ class Learner:
                     self._restore_policy(stored)
             events = self.store.events_after(mark, upto)
             self._apply_logged(events, upto)
-            for task, judge, user in self.store.judge_user_pairs():
-                self._add_pair(task, judge, user)
+            for task, strategy, judge, user in self.store.judge_user_pairs():
+                self._add_pair(task, strategy, judge, user)
             self._rescale()
             for rid, created, rater, score in self.store.pending_feedback():
                 self._pending.setdefault(rid, []).append((created, rater, score))
@@ -644,7 +690,7 @@ class Learner:
                     # the next reward here rebuilds it from the store.
                     self.fusion.forget(event.request_id)
                     if pairs and event.pair is not None:
-                        self._add_pair(event.task_type, *event.pair)
+                        self._add_pair(event.task_type, event.strategy, *event.pair)
                         self._rescale()
                     if not event.applied:
                         continue

@@ -31,11 +31,12 @@ do not flip between the two regimes on noise).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from conductor.bandit.posterior import JudgeScale, TaskPosterior
+from conductor.bandit.posterior import JudgeScale, TaskPosterior, scale_arrays
 from conductor.config import PolicyConfig
 
 
@@ -60,7 +61,7 @@ class ContextModel:
         self.jz = np.zeros((s, size))
         self.jr = np.zeros(s)
         self.jzr = np.zeros((s, size))
-        self.scale: JudgeScale | None = None
+        self.scales: tuple[JudgeScale | None, ...] = (None,) * s
         self.center = np.zeros(size)
         d = size + 1
         self.prior_precision = np.zeros((s, d, d))
@@ -91,14 +92,17 @@ class ContextModel:
 
     # -- updates ---------------------------------------------------------------------------
 
-    def _value(self, reward: float, judged: bool) -> float:
-        """A reward on the true scale (a judged one through the judge scale in force)."""
-        return self.scale.item(reward) if judged and self.scale is not None else reward
+    def _value(self, reward: float, judged: bool, i: int) -> float:
+        """A reward on the true scale (a judged one through strategy i's judge scale)."""
+        scale = self.scales[i]
+        return scale.item(reward) if judged and scale is not None else reward
 
-    def set_scale(self, scale: JudgeScale | None) -> None:
-        """Read the judged rewards through ``scale`` from now on (None: as scored)."""
-        if scale != self.scale:
-            self.scale = scale
+    def set_scale(self, scale: JudgeScale | Sequence[JudgeScale | None] | None) -> None:
+        """Read the judged rewards through ``scale`` from now on (None: as scored): one
+        for every strategy, or one per strategy."""
+        scales = tuple(scale) if isinstance(scale, Sequence) else (scale,) * len(self.index)
+        if scales != self.scales:
+            self.scales = scales
             self._cache = None
 
     def observe(self, strategy: str, z: np.ndarray, reward: float, gamma: float,
@@ -109,7 +113,7 @@ class ContextModel:
         i = self.index[strategy]
         if baseline is not None:
             mine = float(self.predict(z)[0][i])
-            value = self._value(reward, judged)
+            value = self._value(reward, judged, i)
             self.sq_error = self.sq_error * self.score_gamma + np.array(
                 [(value - baseline) ** 2, (value - mine) ** 2])
             self.scored = self.scored * self.score_gamma + 1.0
@@ -147,7 +151,7 @@ class ContextModel:
         i = self.index[strategy]
         if baseline is not None:
             mine = float(self.predict(z)[0][i])
-            a, b = self._value(old, was_judged), self._value(new, judged)
+            a, b = self._value(old, was_judged, i), self._value(new, judged, i)
             self.sq_error = self.sq_error + np.array(
                 [(b - baseline) ** 2 - (a - baseline) ** 2, (b - mine) ** 2 - (a - mine) ** 2])
             self._gate()
@@ -208,11 +212,9 @@ class ContextModel:
         xtx[:, 0, 1:] = xtx[:, 1:, 0] = self.sz - self.n[:, None] * c
         xtx[:, 1:, 1:] = (self.szz - czt - czt.transpose(0, 2, 1)
                           + self.n[:, None, None] * np.outer(c, c)[None])
-        sr, szr = self.sr + self.jr, self.szr + self.jzr
-        if self.scale is not None:  # the judged rewards on the true scale
-            fp, inf = self.scale.fp, self.scale.informativeness
-            sr = self.sr + (self.jr - fp * self.jn) / inf
-            szr = self.szr + (self.jzr - fp * self.jz) / inf
+        fp, inf = scale_arrays(self.scales)  # the judged rewards on the true scale
+        sr = self.sr + (self.jr - fp * self.jn) / inf
+        szr = self.szr + (self.jzr - fp[:, None] * self.jz) / inf[:, None]
         xty[:, 0] = sr
         xty[:, 1:] = szr - sr[:, None] * c
         precision = self.prior_precision + xtx / self.noise_var

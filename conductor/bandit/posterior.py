@@ -83,10 +83,16 @@ class Prior(Struct, kw_only=True, frozen=True):
                 and math.isfinite(self.latency_mu) and 0.0 <= self.escalation_rate <= 1.0)
 
 
+def scale_arrays(scales: Sequence[JudgeScale | None]) -> tuple[np.ndarray, np.ndarray]:
+    """Per strategy (false-positive rate, informativeness); (0, 1) reads as scored."""
+    return (np.array([0.0 if s is None else s.fp for s in scales]),
+            np.array([1.0 if s is None else s.informativeness for s in scales]))
+
+
 class TaskPosterior:
     """The posterior of every strategy for one task type, as arrays indexed by strategy."""
 
-    __slots__ = ("_cache", "evidence", "index", "judge_scale", "observations", "prior",
+    __slots__ = ("_cache", "evidence", "index", "judge_scales", "observations", "prior",
                  "strategies")
 
     def __init__(self, strategies: Sequence[str], priors: Sequence[Prior]) -> None:
@@ -107,7 +113,8 @@ class TaskPosterior:
         }
         self.evidence = {f: np.zeros(n) for f in EVIDENCE_FIELDS}
         self.observations = 0.0
-        self.judge_scale: JudgeScale | None = None  # None: judged scores taken as they are
+        # Per strategy, how its judged rewards are read (None: as scored).
+        self.judge_scales: tuple[JudgeScale | None, ...] = (None,) * n
         self._cache: dict[str, Any] = {}
 
     def copy(self) -> TaskPosterior:
@@ -118,7 +125,7 @@ class TaskPosterior:
         other.prior = self.prior  # never mutated
         other.evidence = {f: a.copy() for f, a in self.evidence.items()}
         other.observations = self.observations
-        other.judge_scale = self.judge_scale
+        other.judge_scales = self.judge_scales
         other._cache = {}
         return other
 
@@ -168,7 +175,8 @@ class TaskPosterior:
         self._cache.clear()
 
     def observe_judged(self, strategy: str, score: float) -> None:
-        """A judge's score as a request's reward: kept apart, read through ``judge_scale``."""
+        """A judge's score as a request's reward: kept apart, read through the strategy's
+        judge scale."""
         i = self.index[strategy]
         self.evidence["j_n"][i] += 1.0
         self.evidence["j_s"][i] += min(1.0, max(0.0, float(score)))
@@ -197,11 +205,22 @@ class TaskPosterior:
             e["q_f"][i] += 1.0 - new
         self._cache.clear()
 
-    def set_judge_scale(self, scale: JudgeScale | None) -> None:
-        """Read the judged evidence through ``scale`` from now on (None: as scored)."""
-        if scale != self.judge_scale:
-            self.judge_scale = scale
+    def set_judge_scale(self, scale: JudgeScale | Sequence[JudgeScale | None] | None) -> None:
+        """Read the judged evidence through ``scale`` from now on (None: as scored); one
+        scale for every strategy, or one per strategy (a judge that favours its own
+        model's answers errs differently on them)."""
+        scales = tuple(scale) if isinstance(scale, Sequence) else (scale,) * len(self.index)
+        if scales != self.judge_scales:
+            self.judge_scales = scales
             self._cache.clear()
+
+    def scale_of(self, strategy: str) -> JudgeScale | None:
+        return self.judge_scales[self.index[strategy]]
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether any strategy's judged rewards are read through measured error rates."""
+        return any(s is not None for s in self.judge_scales)
 
     def set_quality_evidence(self, strategy: str, successes: float, failures: float) -> None:
         """Replace a strategy's quality evidence outright (a recalibration of all its
@@ -222,11 +241,9 @@ class TaskPosterior:
 
     def _judged_evidence(self) -> tuple[np.ndarray, np.ndarray]:
         n, js = self.evidence["j_n"], self.evidence["j_s"]
-        sc = self.judge_scale
-        if sc is None:
-            return js, np.maximum(n - js, 0.0)
-        q = sc.quality(np.divide(js, n, out=np.zeros_like(n), where=n > 0))
-        w = sc.weight * n
+        fp, inf = scale_arrays(self.judge_scales)  # as scored: fp 0, informativeness 1
+        q = np.clip((np.divide(js, n, out=np.zeros_like(n), where=n > 0) - fp) / inf, 0.0, 1.0)
+        w = inf * inf * n
         return w * q, w * (1.0 - q)
 
     def _quality_params(self) -> tuple[np.ndarray, np.ndarray]:

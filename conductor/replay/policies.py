@@ -187,7 +187,7 @@ class ConductorPolicy:
         self._observe_prompt(i, task, j, quality, judged=True)
         post.observe_judged(m, quality)
         state = self.targets[task]
-        state.observe(quality, self.gamma, judged=m, scale=post.judge_scale)
+        state.observe(quality, self.gamma, judged=m, scale=post.scale_of(m))
         self.deficits[task].append(state.deficit(self.bars[task]) / max(state.count, 1.0))
 
     def _observe_prompt(self, i: int, task: str, j: int, reward: float,
@@ -213,7 +213,7 @@ class ConductorPolicy:
         self.calibration[task].add(judged, truth)
         post.correct_reward(m, judged, truth, was_judged=True)
         self.targets[task].correct(judged, truth, strategy=m, was_judged=True,
-                                   scale=post.judge_scale)
+                                   scale=post.scale_of(m))
         if self.features is not None:
             self.contexts[task].correct(m, self.features[i], judged, truth, was_judged=True)
         for t in self.posts:  # the pooled rates moved: every task type's did

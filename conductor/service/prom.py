@@ -82,7 +82,18 @@ class PrometheusMetrics:
         self.target = Gauge("conductor_quality_target", "Quality target per task type "
                             "(a relative one as it stands now)", ["task_type"], registry=r)
         self.realized = Gauge("conductor_quality_realized", "Mean reward (0-1) of the "
-                              "requests answered since start", ["task_type"], registry=r)
+                              "requests answered since start, as scored", ["task_type"],
+                              registry=r)
+        self.calibrated = Gauge("conductor_quality_calibrated", "1 while judged rewards are "
+                                "read through the judge's error rates measured on user "
+                                "labels, 0 while on the judge's own scale", ["task_type"],
+                                registry=r)
+        self.served = Gauge("conductor_quality_served", "Mean quality of the traffic served "
+                            "over the target's window, on the scale the router learns on",
+                            ["task_type"], registry=r)
+        self.judge_error = Gauge("conductor_judge_error_rate", "The judge's error rates as "
+                                 "measured on user labels (kind: false_positive, "
+                                 "false_negative)", ["task_type", "kind"], registry=r)
         self._alerts: set[str] = set()
         self._cache: dict[tuple[str, str, str, bool], tuple[Any, ...]] = {}
 
@@ -164,6 +175,15 @@ class PrometheusMetrics:
                 self.q_mean.labels(task, s).set(mean)
                 self.q_std.labels(task, s).set(std)
         r = self.conductor.stats()
+        for task, scale in r.quality_scale.items():
+            if task not in self.tasks:
+                continue
+            self.calibrated.labels(task).set(1 if scale["scale"] == "calibrated" else 0)
+            if scale["served_quality"] is not None:
+                self.served.labels(task).set(scale["served_quality"])
+            for kind in ("false_positive", "false_negative"):
+                if scale[f"judge_{kind}"] is not None:
+                    self.judge_error.labels(task, kind).set(scale[f"judge_{kind}"])
         self.judge_calls.set(r.judge_calls)
         self.judge_failures.set(r.judge_failures)
         self.judge_dropped.set(r.judge_dropped)

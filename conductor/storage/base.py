@@ -130,7 +130,7 @@ class LogStore(Protocol):
 
     def pending_feedback(self) -> list[tuple[str, float, str, float]]: ...
 
-    def judge_user_pairs(self) -> list[tuple[str, float, float]]: ...
+    def judge_user_pairs(self) -> list[tuple[str, str, float, float]]: ...
 
     def latest_snapshot(self) -> tuple[int, Any] | None: ...
 
@@ -189,7 +189,7 @@ class BaseLogStore:
     def pending_feedback(self) -> list[tuple[str, float, str, float]]:
         return []
 
-    def judge_user_pairs(self) -> list[tuple[str, float, float]]:
+    def judge_user_pairs(self) -> list[tuple[str, str, float, float]]:
         return []
 
     def latest_snapshot(self) -> tuple[int, Any] | None:

@@ -199,21 +199,22 @@ class SQLStore(BaseLogStore):
                           "WHERE created_at >= ? ORDER BY id", (self.clock() - max_age_s,))
         return [(r[0], r[1], r[2], r[3]) for r in rows]
 
-    def judge_user_pairs(self) -> list[tuple[str, float, float]]:
-        """(task type, judge score, mean user score) for every request that has both: the
-        data the judge-to-user calibration is fitted on."""
+    def judge_user_pairs(self) -> list[tuple[str, str, float, float]]:
+        """(task type, strategy, judge score, mean user score) for every request that has
+        both: the data the judge's calibration is fitted on."""
         rows = self.query("""
             WITH j AS (
-                SELECT request_id, task_type, score, seq,
+                SELECT request_id, task_type, strategy, score, seq,
                        row_number() OVER (PARTITION BY request_id ORDER BY seq DESC) AS k
                 FROM rewards WHERE source = 'judge'),
             u AS (
                 SELECT request_id, score,
                        row_number() OVER (PARTITION BY request_id, rater ORDER BY seq DESC) AS k
                 FROM rewards WHERE source = 'user')
-            SELECT max(j.task_type), max(j.score), avg(u.score) FROM j JOIN u USING (request_id)
+            SELECT max(j.task_type), max(j.strategy), max(j.score), avg(u.score)
+            FROM j JOIN u USING (request_id)
             WHERE j.k = 1 AND u.k = 1 GROUP BY j.request_id ORDER BY min(j.seq)""")
-        return [(r[0], r[1], r[2]) for r in rows]
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
 
     def latest_policy(self) -> PolicyEvent | None:
         """The policy change in force (the newest), or None."""

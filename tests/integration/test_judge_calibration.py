@@ -14,17 +14,20 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import httpx
 import msgspec
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from conductor import Conductor
 from conductor.config import settings_from_dict
+from conductor.service.app import create_app
 from conductor.service.schemas import trace_of
 from conductor.storage.sqlite import SQLiteStore
 from conductor.testing import FakeUpstream
 from conductor.types import Reward
-from tests.integration.conftest import fake_settings
+from tests.integration.conftest import ServedApp, fake_settings
 
 RIGHT = {"strong": 0.86, "cheap": 0.64}
 FALSE_POSITIVE, FALSE_NEGATIVE = 0.3, 0.05
@@ -233,6 +236,15 @@ def test_the_calibration_survives_a_restart_exactly(upstream: FakeUpstream,
             assert rec.decision.quality_scale == "calibrated"  # as logged
         finally:
             again.close()
+    # The service started on that log says so on /metrics too.
+    with ServedApp(create_app(s, db_path=path)) as served:
+        text = httpx.get(served.url + "/metrics").text
+    samples = {(smp.name, tuple(sorted(smp.labels.items()))): smp.value
+               for f in text_string_to_metric_families(text) for smp in f.samples}
+    assert samples[("conductor_quality_calibrated", (("task_type", "chat"),))] == 1.0
+    fp = samples[("conductor_judge_error_rate",
+                  (("kind", "false_positive"), ("task_type", "chat")))]
+    assert 0.0 < fp < 1.0
 
 
 def test_stats_say_which_scale_quality_is_learned_on(upstream: FakeUpstream) -> None:
@@ -267,3 +279,57 @@ def test_a_label_equal_to_the_judged_score_still_takes_its_place(tmp_path: Path)
         rows = db.execute("SELECT source, applied, previous_score, previous_source"
                           " FROM rewards ORDER BY seq").fetchall()
     assert rows == [("judge", 1, None, None), ("user", 1, 1.0, "judge")]
+
+
+def test_a_judge_that_favours_its_own_model_is_calibrated_per_strategy(
+        tmp_path: Path) -> None:
+    """The judge is the strong model: it passes half of its own model's wrong answers
+    and a tenth of the cheap model's. Once the labels show it (the two false-positive
+    rates' intervals apart), each strategy's judged rewards are read through the rates
+    measured on answers like its own (within 0.005 of the truth here), where one set of
+    rates for the task type puts the strong model 0.04 high and the cheap one 0.03 low
+    (the labels themselves, a fifth of the answers, hold both nearer the truth)."""
+    rng = np.random.default_rng(8)
+    fp = {"direct-strong": 0.5, "direct-cheap": 0.1}
+    truth = {"direct-strong": 0.86, "direct-cheap": 0.64}
+    right_of: dict[str, list[bool]] = {m: [] for m in truth}
+    with Conductor(_settings("http://127.0.0.1:9", half_life=None), seed=1, evaluators=[],
+                   log_store=SQLiteStore(tmp_path / "c.db")) as c:
+        for i in range(3000):
+            m = "direct-strong" if i % 2 else "direct-cheap"
+            right = bool(rng.random() < truth[m])
+            right_of[m].append(right)
+            passed = rng.random() >= FALSE_NEGATIVE if right else rng.random() < fp[m]
+            c.learner.add_reward(Reward(request_id=f"r{i}", source="judge",
+                                        score=float(passed), task_type="chat", strategy=m,
+                                        created_at=1.0))
+            if i % 10 in (0, 1):  # 20% labelled
+                c.learner.add_reward(Reward(request_id=f"r{i}", source="user", rater="u",
+                                            score=float(right), task_type="chat",
+                                            strategy=m, created_at=1.0), wait=False)
+        learner = c.learner
+        assert learner.self_graded("direct-strong") and not learner.self_graded("direct-cheap")
+        assert learner.self_preference("chat")
+        post = learner.posteriors["chat"]
+        pooled = post.copy()  # what one scale for the task type would have read
+        pooled.set_judge_scale(learner.judge_scale("chat"))
+        for m in truth:
+            i = post.index[m]
+            err = abs(float(post.quality_mean()[i]) - np.mean(right_of[m]))
+            pooled_err = abs(float(pooled.quality_mean()[i]) - np.mean(right_of[m]))
+            assert err <= 0.03 and pooled_err >= err + 0.02, (m, err, pooled_err)
+        report = c.stats().quality_scale["chat"]["self_preference"]
+        assert report["shows"] and report["judge_model"] == "strong"
+        assert report["own_model"]["false_positive"] == pytest.approx(0.5, abs=0.12)
+        assert report["other_models"]["false_positive"] == pytest.approx(0.1, abs=0.06)
+        stored = learner.state()
+    # A restart reads the same pairs (with their strategies) and the same scales.
+    again = Conductor(_settings("http://127.0.0.1:9", half_life=None), seed=1, evaluators=[],
+                      log_store=SQLiteStore(tmp_path / "c.db"))
+    try:
+        assert again.learner.self_preference("chat")
+        assert np.allclose(again.learner.posteriors["chat"].quality_mean(),
+                           post.quality_mean(), atol=1e-9)
+        assert again.state()["tasks"] == stored["tasks"]
+    finally:
+        again.close()

@@ -40,6 +40,12 @@ def test_metrics_endpoint_is_valid_prometheus_text(upstream: FakeUpstream,
     app = create_app(fake_settings(upstream.base_url), db_path=tmp_path / "m.db")
     with ServedApp(app) as s:
         _traffic(s.url)
+        with httpx.Client(base_url=s.url, timeout=10) as h:  # one more, rated 5 stars
+            r = h.post("/v1/chat/completions", json={
+                "messages": [{"role": "user", "content": "hi"}],
+                "conductor": {"task_type": "chat"}})
+            h.post("/v1/feedback", json={"request_id": r.headers["x-conductor-request-id"],
+                                         "stars": 5})
         text = httpx.get(s.url + "/metrics").text
         stats = httpx.get(s.url + "/v1/stats").json()
     families = {f.name: f for f in text_string_to_metric_families(text)}
@@ -51,15 +57,29 @@ def test_metrics_endpoint_is_valid_prometheus_text(upstream: FakeUpstream,
         assert name in families, name
     requests = sum(smp.value for smp in families["conductor_requests"].samples
                    if smp.name == "conductor_requests_total")
-    assert requests == 30 == stats["counters"]["requests_total"]
+    assert requests == 31 == stats["counters"]["requests_total"]
     labels = {k for f in families.values() for smp in f.samples for k in smp.labels}
     assert labels <= {"client", "task_type", "strategy", "sla_met", "limit", "alert", "le",
-                      "model", "reason"}  # all bounded by the config (reason: error classes)
+                      "model", "reason", "kind"}  # all bounded by the config (reason: error
+    # classes, kind: the judge's two error rates)
+    # No judge here, so no user labels calibrate one: quality is learned as scored, and
+    # the served quality on that scale is the /v1/stats figure.
+    calibrated = {smp.labels["task_type"]: smp.value
+                  for smp in families["conductor_quality_calibrated"].samples}
+    assert calibrated["chat"] == 0.0 and set(calibrated.values()) == {0.0}
+    served = {smp.labels["task_type"]: smp.value
+              for smp in families["conductor_quality_served"].samples}
+    learned = stats["quality"]["learned"]["chat"]
+    assert learned["scale"] == "judge" and learned["judge_false_positive"] is None
+    assert served["chat"] == pytest.approx(learned["served_quality"]) == pytest.approx(
+        6 / 11, abs=0.02)  # ten ratings of mean 0.5 and one of 1 (decayed a little)
+    assert "conductor_judge_error_rate" not in {smp.name for f in families.values()
+                                                for smp in f.samples}
     states = {smp.labels["model"]: smp.value
               for smp in families["conductor_circuit_state"].samples}
     assert states == {"cheap": 0.0, "strong": 0.0}  # both closed
     assert not re.search(r"[0-9a-f]{32}", text)  # no request ids anywhere
-    assert stats["quality"]["by_task_type"]["chat"]["rewards"] == 10
+    assert stats["quality"]["by_task_type"]["chat"]["rewards"] == 11
     assert stats["cost"]["saved_vs_default_usd"] > 0
 
 
@@ -192,6 +212,12 @@ def test_grafana_dashboard_queries_metrics_that_exist(upstream: FakeUpstream,
     app = create_app(fake_settings(upstream.base_url), db_path=tmp_path / "g.db")
     with ServedApp(app) as s:
         _traffic(s.url)
+        with httpx.Client(base_url=s.url, timeout=10) as h:  # one more, rated 5 stars
+            r = h.post("/v1/chat/completions", json={
+                "messages": [{"role": "user", "content": "hi"}],
+                "conductor": {"task_type": "chat"}})
+            h.post("/v1/feedback", json={"request_id": r.headers["x-conductor-request-id"],
+                                         "stars": 5})
         text = httpx.get(s.url + "/metrics").text
     samples: dict[str, set[str]] = {}  # exposed series name -> labels seen on it
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"),

@@ -256,7 +256,7 @@ def test_a_calibration_pair_made_on_one_worker_reaches_the_others(db: Shared) ->
     assert pa.evidence["j_n"].sum() == pytest.approx(1) and pa.evidence["q_s"].sum() > 1
     scale = a.learner.judge_scale("classify")
     assert scale is not None and b.learner.judge_scale("classify") == scale
-    assert pb.judge_scale == scale  # B reads the judged reward left as A does
+    assert pb.judge_scales == (scale,) * len(pb.strategies)  # B reads it as A does
     assert np.allclose(pa.quality_mean(), pb.quality_mean())
     a.close()
     b.close()
