@@ -212,12 +212,6 @@ def test_grafana_dashboard_queries_metrics_that_exist(upstream: FakeUpstream,
     app = create_app(fake_settings(upstream.base_url), db_path=tmp_path / "g.db")
     with ServedApp(app) as s:
         _traffic(s.url)
-        with httpx.Client(base_url=s.url, timeout=10) as h:  # one more, rated 5 stars
-            r = h.post("/v1/chat/completions", json={
-                "messages": [{"role": "user", "content": "hi"}],
-                "conductor": {"task_type": "chat"}})
-            h.post("/v1/feedback", json={"request_id": r.headers["x-conductor-request-id"],
-                                         "stars": 5})
         text = httpx.get(s.url + "/metrics").text
     samples: dict[str, set[str]] = {}  # exposed series name -> labels seen on it
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"),
