@@ -649,11 +649,14 @@ class Learner:
                 stored = self.store.latest_policy()
                 if stored is not None:
                     self._restore_policy(stored)
-            events = self.store.events_after(mark, upto)
-            self._apply_logged(events, upto)
+            # Every pair first: the judged rewards the events bring are read (and the
+            # per-prompt model scores them) on the calibrated scale, nearer what the live
+            # process used than the judge's own (pairs arrive in log order only live).
             for task, strategy, judge, user in self.store.judge_user_pairs():
                 self._add_pair(task, strategy, judge, user)
             self._rescale()
+            events = self.store.events_after(mark, upto)
+            self._apply_logged(events, upto)
             for rid, created, rater, score in self.store.pending_feedback():
                 self._pending.setdefault(rid, []).append((created, rater, score))
         for p in problems:

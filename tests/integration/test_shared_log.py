@@ -253,7 +253,7 @@ def test_a_calibration_pair_made_on_one_worker_reaches_the_others(db: Shared) ->
     pa, pb = a.learner.posteriors["classify"], b.learner.posteriors["classify"]
     for f in ("j_n", "j_s", "q_s", "q_f"):
         assert np.allclose(pa.evidence[f], pb.evidence[f]), f
-    assert pa.evidence["j_n"].sum() == pytest.approx(1) and pa.evidence["q_s"].sum() > 1
+    assert pa.evidence["j_n"].sum() == pytest.approx(1, abs=0.01) and pa.evidence["q_s"].sum() > 1
     scale = a.learner.judge_scale("classify")
     assert scale is not None and b.learner.judge_scale("classify") == scale
     assert pb.judge_scales == (scale,) * len(pb.strategies)  # B reads it as A does
