@@ -72,6 +72,11 @@ class Prior(Struct, kw_only=True, frozen=True):
     latency_b: float = 0.25  # E[sigma^2] = b / (a - 1)
     output_tokens: float = 256.0
     output_tokens_weight: float = 2.0
+    # The output-token prior is the task type's expectation, not this strategy's own: it
+    # is centred on what every strategy of the task type has written so far, once they
+    # have (how long an answer is depends mostly on the task; a strategy not yet tried
+    # would otherwise keep the default's cost, above a tried strategy's learned one).
+    output_tokens_shared: bool = False
     escalation_rate: float = 0.3
     escalation_weight: float = 2.0
 
@@ -108,6 +113,7 @@ class TaskPosterior:
             "b0": np.array([p.latency_b for p in priors], dtype=float),
             "tok0": np.array([p.output_tokens for p in priors], dtype=float),
             "tok_k0": np.array([p.output_tokens_weight for p in priors], dtype=float),
+            "tok_shared": np.array([p.output_tokens_shared for p in priors], dtype=bool),
             "esc0": np.array([p.escalation_rate for p in priors], dtype=float),
             "esc_k0": np.array([p.escalation_weight for p in priors], dtype=float),
         }
@@ -297,9 +303,19 @@ class TaskPosterior:
         return np.exp(mu + 0.5 * sigma2)
 
     def output_tokens(self) -> np.ndarray:
+        return self._cached("tok", self._output_tokens)
+
+    def _output_tokens(self) -> np.ndarray:
+        """Mean output tokens per strategy: its own observations on top of its prior's
+        weight, the prior centred (for shared priors) on the task type's default updated
+        by every strategy's observations, (default k + sum of tokens) / (k + count)."""
         p, e = self.prior, self.evidence
-        return self._cached("tok", lambda: (p["tok0"] * p["tok_k0"] + e["tok_sum"])
-                            / (p["tok_k0"] + e["tok_n"]))
+        centre = p["tok0"]
+        if p["tok_shared"].any() and e["tok_n"].sum() > 0:
+            pooled = (p["tok0"] * p["tok_k0"] + e["tok_sum"].sum()) / (
+                p["tok_k0"] + e["tok_n"].sum())
+            centre = np.where(p["tok_shared"], pooled, p["tok0"])
+        return (centre * p["tok_k0"] + e["tok_sum"]) / (p["tok_k0"] + e["tok_n"])
 
     def escalation_rate(self) -> np.ndarray:
         p, e = self.prior, self.evidence

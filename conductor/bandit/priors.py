@@ -36,6 +36,7 @@ def build_priors(settings: Settings, coefficients: Coefficients | None = None) -
                 latency_a=2.0,
                 latency_b=st.prior_latency_sigma ** 2,
                 output_tokens=st.prior_output_tokens or tt.expected_output_tokens,
+                output_tokens_shared=st.prior_output_tokens is None,
                 escalation_rate=esc,
             )
             if not prior.is_valid():  # prior_quality of exactly 0 or 1

@@ -69,15 +69,12 @@ class _World:
 
 
 def _serve(c: Conductor, n: int, label_every: int | None, delay: int = 50) -> list[bool]:
-    """n chat requests; every ``label_every``-th labelled by a user ``delay`` later; one
-    in ten pinned to the cheap strategy by its client (so the cheap strategy has answers
-    to estimate from, however little the router explores it). Returns whether each
-    answer served was right."""
+    """n chat requests; every ``label_every``-th labelled by a user ``delay`` later.
+    Returns whether each answer served was right."""
     truths: list[bool] = []
     due: list[tuple[int, str, bool]] = []
     for i in range(n):
-        r = c.complete(f"request {i}", task_type="chat",
-                       strategy="direct-cheap" if i % 10 == 5 else None)
+        r = c.complete(f"request {i}", task_type="chat")
         truth = "verdict=right" in r.text
         truths.append(truth)
         if label_every and i % label_every == 0:
@@ -126,7 +123,7 @@ def test_a_lenient_judge_with_two_percent_labels_is_calibrated_and_the_target_ho
     errors, as_scored, served = [], [], []
     for seed in range(6):
         learned, judged, true_mean = _run(upstream, seed, tmp_path / f"{seed}.db", 50)
-        assert judged["cheap"][0] >= 250  # the pinned tenth at least
+        assert judged["cheap"][0] >= 150  # the router explored it
         errors += [abs(learned[m] - RIGHT[m]) for m in RIGHT]
         as_scored.append(judged["cheap"][1] - RIGHT["cheap"])
         served.append(true_mean)
@@ -135,7 +132,7 @@ def test_a_lenient_judge_with_two_percent_labels_is_calibrated_and_the_target_ho
           np.round(served, 3).tolist())
     assert float(np.median(errors)) <= 0.05
     assert sum(e <= 0.08 for e in errors) >= 8
-    assert np.mean(as_scored) >= 0.05  # what the labels correct: a lenient judge
+    assert np.mean(as_scored) >= 0.03  # what the labels correct: a lenient judge (0.076 expected)
     # The controller aims at the target on the calibrated scale, so the true quality
     # served lands on it give or take the calibration's error (0.82-0.83 over three runs
     # of this test against 0.817).
@@ -333,3 +330,23 @@ def test_a_judge_that_favours_its_own_model_is_calibrated_per_strategy(
         assert again.state()["tasks"] == stored["tasks"]
     finally:
         again.close()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_strategy_not_yet_tried_is_priced_at_the_answers_seen(upstream: FakeUpstream,
+                                                                seed: int) -> None:
+    """Answers here are a few tokens long, against the task type's default expectation of
+    256. A strategy not yet tried was priced at the default while a tried one was priced
+    at its learned length, so the cheap model looked dearer than the strong one and, in
+    these two seeds, was served twice in 1,500 requests. Its prior now starts from the
+    lengths every strategy of the task type has produced."""
+    upstream.behaviour.answer = _World(seed).answer
+    with Conductor(_settings(upstream.base_url), seed=seed, evaluators=[]) as c:
+        served = [c.complete(f"request {i}", task_type="chat").decision.strategy
+                  for i in range(600)]
+        post = c.learner.posteriors["chat"]
+        tokens = post.output_tokens()
+        tried = post.evidence["tok_n"]
+    assert served.count("direct-cheap") >= 30, served.count("direct-cheap")
+    assert tried[post.index["batch-cheap"]] == 0  # not eligible for chat: never tried
+    assert tokens[post.index["batch-cheap"]] < 20  # yet priced near the answers seen

@@ -117,3 +117,21 @@ def test_the_per_prompt_model_reads_judged_rewards_on_the_true_scale() -> None:
     again.set_scale(LENIENT)
     judged.set_scale(LENIENT)
     assert np.allclose(again.predict_means(probe), judged.predict_means(probe), atol=1e-9)
+
+
+def test_a_shared_output_token_prior_is_centred_on_every_strategys_answers() -> None:
+    """An untried strategy with the task type's default (256) is priced at the lengths
+    the tried ones wrote: (256 x 2 + 300) / (2 + 100) = 7.96 after 100 answers of 3
+    tokens. A strategy with a prior of its own keeps it."""
+    shared = Prior(quality_alpha=1.0, quality_beta=1.0, latency_mu=5.0, output_tokens=256.0,
+                   output_tokens_shared=True)
+    own = Prior(quality_alpha=1.0, quality_beta=1.0, latency_mu=5.0, output_tokens=900.0)
+    post = TaskPosterior(["tried", "untried", "own"], [shared, shared, own])
+    assert list(post.output_tokens()) == [256.0, 256.0, 900.0]
+    for _ in range(100):
+        post.observe_outcome("tried", 100.0, 3.0, None, 1.0)
+    centre = (256 * 2 + 300) / 102
+    tokens = post.output_tokens()
+    assert tokens[1] == pytest.approx(centre)
+    assert tokens[0] == pytest.approx((centre * 2 + 300) / 102)
+    assert tokens[2] == 900.0
