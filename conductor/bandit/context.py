@@ -182,6 +182,17 @@ class ContextModel:
             return 0.0
         return float((self.sq_error[0] - self.sq_error[1]) / self.scored)
 
+    def fold_judged(self) -> None:
+        """Move the judged rewards into the others, read through the scale in force: the
+        model then stands on the true scale by itself (a warm start exported from logs
+        must not depend on the calibration of the deployment that loads it)."""
+        fp, inf = scale_arrays(self.scales)
+        self.sr = self.sr + (self.jr - fp * self.jn) / inf
+        self.szr = self.szr + (self.jzr - fp[:, None] * self.jz) / inf[:, None]
+        self.jn, self.jr = np.zeros_like(self.jn), np.zeros_like(self.jr)
+        self.jz, self.jzr = np.zeros_like(self.jz), np.zeros_like(self.jzr)
+        self._cache = None
+
     def cap(self, weight: float) -> None:
         """Keep each strategy's evidence to at most ``weight`` rewards: its statistics
         scaled down (the same means, less certainty), so a warm start fitted offline can

@@ -36,6 +36,7 @@ class LoggedRecord(Struct, kw_only=True):
     output_tokens: int | None = None
     error: bool = False
     judge: float | None = None  # the judge's raw score, when it judged this request
+    judged: bool = False  # ``quality`` is that score as the judge gave it
     user: float | None = None  # the users' mean rating, when they rated it
     features: tuple[float, ...] = ()  # the prompt's features, when decided per prompt
 
@@ -43,11 +44,11 @@ class LoggedRecord(Struct, kw_only=True):
 def _record(decision: dict[str, Any], outcome: dict[str, Any] | None,
             rewards: list[dict[str, Any]]) -> LoggedRecord:
     c = decision.get("constraints") or {}
-    quality = None
+    quality, source = None, None
     for r in rewards:  # the last effective score is the request's fused reward
         eff = r.get("effective_score")
         if eff is not None:
-            quality = float(eff)
+            quality, source = float(eff), r.get("source")
     if quality is None and rewards:
         quality = float(sum(r["score"] for r in rewards) / len(rewards))
     judge = [float(r["score"]) for r in rewards if r.get("source") == "judge"]
@@ -65,6 +66,8 @@ def _record(decision: dict[str, Any], outcome: dict[str, Any] | None,
         output_tokens=outcome.get("output_tokens") if outcome else None,
         error=bool(outcome.get("error")) if outcome else False, quality=quality,
         judge=judge[-1] if judge else None, user=sum(user) / len(user) if user else None,
+        # Logs from before judged rewards were kept apart hold a mapped value instead.
+        judged=source == "judge" and bool(judge) and quality == judge[-1],
         features=tuple(float(x) for x in decision.get("features") or ()))
 
 

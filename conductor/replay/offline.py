@@ -19,7 +19,7 @@ from conductor.bandit.policy import (
     eligible_mask,
     predict_costs,
 )
-from conductor.bandit.posterior import PosteriorState, Prior, TaskPosterior
+from conductor.bandit.posterior import JudgeScale, PosteriorState, Prior, TaskPosterior
 from conductor.bandit.priors import build_priors, build_strategy_table, policy_params, target_base
 from conductor.bandit.prompts import PromptPricer
 from conductor.bandit.targets import TargetState
@@ -29,9 +29,10 @@ from conductor.coefficients import (
     read_priors_file,
     start_contexts,
 )
-from conductor.config import PolicyConfig, Settings
+from conductor.config import PolicyConfig, Settings, default_settings
 from conductor.errors import InvalidRequestError
 from conductor.evaluators.calibration import JudgeErrorRates
+from conductor.learning import scale_of
 from conductor.replay.harness import ReplayConfig, run_policy, strongest_model, task_bars
 from conductor.replay.logs import LoggedRecord
 from conductor.replay.policies import ConductorPolicy
@@ -100,6 +101,32 @@ class Candidate:
         return c
 
 
+def judge_scales(records: list[LoggedRecord], settings: Settings
+                 ) -> dict[str, JudgeScale | None]:
+    """Per task type, how the log's judged rewards are read, as the router reads them:
+    through the judge's error rates measured on the log's requests that have both a
+    judge score and a user rating (pooled over task types as the prior), once
+    ``[judge] min_calibration_pairs`` of them exist; as scored (None) before."""
+    min_pairs = settings.judge.min_calibration_pairs
+    pooled = JudgeErrorRates(min_pairs=min_pairs)
+    rates = {t: JudgeErrorRates(min_pairs=min_pairs, pooled=pooled)
+             for t in settings.task_types}
+    for r in records:
+        if r.judge is not None and r.user is not None and r.task_type in rates:
+            rates[r.task_type].add(r.judge, r.user)
+    return {t: scale_of(x) for t, x in rates.items()}
+
+
+def true_quality(r: LoggedRecord, scales: dict[str, JudgeScale | None]) -> float | None:
+    """A logged request's reward on the users' scale: a judged one read through the
+    judge's error rates ((score - fp) / (1 - fp - fn): unbiased for the mean, not
+    clipped), any other as logged."""
+    scale = scales.get(r.task_type)
+    if r.quality is None or not r.judged or scale is None:
+        return r.quality
+    return scale.item(r.quality)
+
+
 def compare(records: list[LoggedRecord], settings: Settings, candidates: list[Candidate], *,
             seed: int = 0, resamples: int = 1000) -> dict[str, dict[str, Any]]:
     """Off-policy estimates of mean quality and mean cost for each candidate."""
@@ -114,7 +141,8 @@ def compare(records: list[LoggedRecord], settings: Settings, candidates: list[Ca
     n, k = len(usable), len(names)
     actions = np.array([index[r.action] for r in usable])
     prop = np.array([r.propensity for r in usable])
-    yq = np.array([r.quality for r in usable], dtype=float)
+    scales = judge_scales(records, settings)
+    yq = np.array([true_quality(r, scales) for r in usable], dtype=float)
     yc = np.array([r.cost_usd for r in usable], dtype=float)
     # Reward models: running means per (task, action) over the past only.
     hat_q, hat_c = np.zeros((n, k)), np.zeros((n, k))
@@ -139,7 +167,7 @@ def compare(records: list[LoggedRecord], settings: Settings, candidates: list[Ca
            for y, v, h in (("quality", yq, hat_q), ("cost_usd", yc, hat_c))}
     out["logged"] = {**res, "logged_records": len(records), "used_records": n}
     for cand in candidates:
-        pi = _candidate_probabilities(cand, usable, settings, names, seed)
+        pi = _candidate_probabilities(cand, usable, settings, names, seed, scales)
         pil = pi[np.arange(n), actions]
         res_q = evaluate(pil, prop, yq, pi, hat_q, hat_q[np.arange(n), actions], seed=seed,
                          resamples=resamples)
@@ -151,7 +179,8 @@ def compare(records: list[LoggedRecord], settings: Settings, candidates: list[Ca
 
 
 def _candidate_probabilities(cand: Candidate, records: list[LoggedRecord], settings: Settings,
-                             names: list[str], seed: int) -> np.ndarray:
+                             names: list[str], seed: int,
+                             scales: dict[str, JudgeScale | None]) -> np.ndarray:
     n, k = len(records), len(names)
     pi = np.zeros((n, k))
     if cand.strategy is not None:
@@ -182,6 +211,10 @@ def _candidate_probabilities(cand: Candidate, records: list[LoggedRecord], setti
     contexts = {t: ContextModel.for_task(tp, settings.policy)
                 for t, tp in post.tasks.items()} if cand.context else {}
     start_contexts(contexts, warm, settings.policy)
+    for task, task_post in post.tasks.items():  # judged rewards read as the router does
+        task_post.set_judge_scale(scales.get(task))
+        if task in contexts:
+            contexts[task].set_scale(scales.get(task))
     pricers = {t: PromptPricer(settings.policy.context_reservoir) for t in contexts}
     size = settings.policy.context_dim + 1
     for i, r in enumerate(records):
@@ -210,9 +243,15 @@ def _candidate_probabilities(cand: Candidate, records: list[LoggedRecord], setti
         if r.quality is not None:
             if model is not None:
                 model.observe(strategy, z, r.quality, gamma,
-                              baseline=float(tp.quality_mean()[tp.index[strategy]]))
-            tp.observe_reward(strategy, r.quality)
-            targets[r.task_type].observe(r.quality, target_gamma)
+                              baseline=float(tp.quality_mean()[tp.index[strategy]]),
+                              judged=r.judged)
+            if r.judged:
+                tp.observe_judged(strategy, r.quality)
+            else:
+                tp.observe_reward(strategy, r.quality)
+            targets[r.task_type].observe(r.quality, target_gamma,
+                                         judged=strategy if r.judged else None,
+                                         scale=tp.scale_of(strategy))
     return pi
 
 
@@ -225,13 +264,16 @@ class _Obs:
         self.tok: list[float] = []
 
 
-def _observations_from_logs(records: list[LoggedRecord]) -> dict[tuple[str, str], _Obs]:
+def _observations_from_logs(records: list[LoggedRecord],
+                            scales: dict[str, JudgeScale | None]
+                            ) -> dict[tuple[str, str], _Obs]:
     out: dict[tuple[str, str], _Obs] = {}
     for r in records:
         strategy = r.executed or r.action
         o = out.setdefault((r.task_type, strategy), _Obs())
-        if r.quality is not None:
-            o.q.append(r.quality)
+        q = true_quality(r, scales)
+        if q is not None:
+            o.q.append(q)
         if r.latency_ms and not r.error:
             o.lat.append(r.latency_ms)
         if r.output_tokens is not None and not r.error:
@@ -313,9 +355,10 @@ def calibrate(source: list[LoggedRecord] | World, settings: Settings | None, *,
         obs_test = _observations_from_world(test_world)
     else:
         cut = int(len(source) * (1 - holdout))
-        obs_fit = _observations_from_logs(source[:cut])
-        obs_all = _observations_from_logs(source)
-        obs_test = _observations_from_logs(source[cut:])
+        scales = judge_scales(source, settings or default_settings())
+        obs_fit = _observations_from_logs(source[:cut], scales)
+        obs_all = _observations_from_logs(source, scales)
+        obs_test = _observations_from_logs(source[cut:], scales)
     defaults = build_priors(settings) if settings is not None else {}
     fitted_check = {key: fit_prior(o, defaults.get(key[0], {}).get(key[1]), cap)
                     for key, o in obs_fit.items()}
@@ -366,6 +409,7 @@ def _context_model(names: list[str], priors: dict[str, Prior],
 def _context_priors(models: dict[str, ContextModel], policy: PolicyConfig,
                     cap: float) -> ContextPriors:
     for model in models.values():
+        model.fold_judged()  # on the true scale, whatever calibrates the next deployment
         model.cap(cap)
     return ContextPriors(dim=policy.context_dim, seed=policy.context_seed,
                          tasks={t: m.to_dict() for t, m in models.items()})
@@ -399,6 +443,7 @@ def fit_contexts_from_logs(records: list[LoggedRecord], priors: dict[str, dict[s
     policy = settings.policy
     names = list(settings.strategies)
     models: dict[str, tuple[ContextModel, np.ndarray]] = {}
+    scales = judge_scales(records, settings)
     for r in records:
         strategy = r.executed if r.executed in settings.strategies else r.action
         if (len(r.features) != policy.context_dim + 1 or r.quality is None
@@ -406,9 +451,10 @@ def fit_contexts_from_logs(records: list[LoggedRecord], priors: dict[str, dict[s
             continue
         if r.task_type not in models:
             models[r.task_type] = _context_model(names, priors.get(r.task_type, {}), policy)
+            models[r.task_type][0].set_scale(scales.get(r.task_type))
         model, base = models[r.task_type]
         model.observe(strategy, np.asarray(r.features), r.quality, 1.0,
-                      baseline=float(base[model.index[strategy]]))
+                      baseline=float(base[model.index[strategy]]), judged=r.judged)
     return _context_priors({t: m for t, (m, _) in models.items()}, policy, cap) if (
         models) else None
 

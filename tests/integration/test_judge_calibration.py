@@ -350,3 +350,91 @@ def test_a_strategy_not_yet_tried_is_priced_at_the_answers_seen(upstream: FakeUp
     assert served.count("direct-cheap") >= 30, served.count("direct-cheap")
     assert tried[post.index["batch-cheap"]] == 0  # not eligible for chat: never tried
     assert tokens[post.index["batch-cheap"]] < 20  # yet priced near the answers seen
+
+
+def test_calibrate_and_compare_read_logged_judged_rewards_as_the_router_does(
+        upstream: FakeUpstream, tmp_path: Path) -> None:
+    """A log of the lenient judge's world with 20% labels: the priors `calibrate` fits
+    and the quality `compare` estimates for the logged policy are on the users' scale,
+    where the judged rewards as logged are the judge's (the cheap model's ~0.08 high)."""
+    from conductor.replay.logs import read_logged
+    from conductor.replay.offline import (
+        Candidate,
+        _candidate_probabilities,
+        calibrate,
+        compare,
+        judge_scales,
+    )
+
+    upstream.behaviour.answer = _World(3).answer
+    path = tmp_path / "c.db"
+    s = _settings(upstream.base_url)
+    truths = []
+    with Conductor(s, seed=3, evaluators=[], log_store=SQLiteStore(path)) as c:
+        for i in range(1500):  # each model on half the requests, its client's choice
+            r = c.complete(f"request {i}", task_type="chat",
+                           strategy="direct-cheap" if i % 2 else "direct-strong")
+            truths.append("verdict=right" in r.text)
+            if i % 5 == 0:
+                c.feedback(r.request_id, thumbs=truths[-1], rater="user")
+        assert c.wait_for_learning(60) and c.wait_for_judges(60)
+    records = read_logged(path)
+    assert sum(r.judged for r in records) > 1000  # judged, not labelled: as scored
+    assert judge_scales(records, s)["chat"] is not None
+    served = float(np.mean(truths))
+    as_scored = float(np.mean([r.quality for r in records if r.quality is not None]))
+    logged = compare(records, s, [], resamples=10)["logged"]["quality"]
+    estimate = logged["ips"]["value"] if isinstance(logged, dict) else logged.ips.value
+    assert abs(estimate - served) <= 0.025 < abs(as_scored - served) - 0.01, (
+        estimate, served, as_scored)
+    # A candidate that learns from the log as the router would: against an absolute
+    # target of 0.7 the cheap model (0.64 true, ~0.72 as judged) needs the strong one
+    # beside it for about a quarter of the traffic; on the judge's scale it would not.
+    usable = [r for r in records if r.quality is not None and r.cost_usd is not None]
+    pi = _candidate_probabilities(Candidate.parse("quality_target=0.7,temperature=0"),
+                                  usable, s, list(s.strategies), 0, judge_scales(usable, s))
+    strong_share = float(pi[-500:, list(s.strategies).index("direct-strong")].mean())
+    assert 0.1 < strong_share < 0.4, strong_share
+    priors = calibrate(records, s)["priors"]["chat"]
+    for m in ("direct-cheap", "direct-strong"):
+        p = priors[m]
+        truth = float(np.mean(truths[1::2] if m == "direct-cheap" else truths[0::2]))
+        mean = p.quality_alpha / (p.quality_alpha + p.quality_beta)
+        assert mean == pytest.approx(truth, abs=0.04), (m, mean, truth)
+
+
+def test_per_prompt_models_fitted_from_a_log_stand_on_the_users_scale() -> None:
+    """`calibrate`'s per-prompt models from a log whose rewards are mostly a lenient
+    judge's: exported with the judged rewards read through the log's measured error
+    rates, so a router that loads them (with no labels of its own yet) predicts the
+    cheap model at its true 0.64 for these prompts, not the judge's ~0.72."""
+    from conductor.bandit.context import ContextModel
+    from conductor.replay.logs import LoggedRecord
+    from conductor.replay.offline import fit_contexts_from_logs
+
+    s = _settings("http://127.0.0.1:9", context=True)
+    size = s.policy.context_dim + 1
+    rng = np.random.default_rng(6)
+    records, rights = [], []
+    for i in range(4000):
+        right = bool(rng.random() < RIGHT["cheap"])
+        rights.append(right)
+        passed = rng.random() >= FALSE_NEGATIVE if right else rng.random() < FALSE_POSITIVE
+        labelled = i % 5 == 0
+        records.append(LoggedRecord(
+            request_id=str(i), created_at=float(i), task_type="chat", action="direct-cheap",
+            propensity=1.0, routed_by="policy", min_quality=None, max_latency_ms=None,
+            max_cost_usd=None, input_tokens=1, executed="direct-cheap",
+            quality=float(right) if labelled else float(passed), cost_usd=1e-6,
+            judge=float(passed), user=float(right) if labelled else None,
+            judged=not labelled, features=tuple(rng.normal(size=size) * 0.1)))
+    warm = fit_contexts_from_logs(records, {}, s, cap=5000.0)
+    assert warm is not None
+    saved = warm.tasks["chat"]
+    assert not any(saved["jn"])  # folded into the rest
+    model = ContextModel(list(s.strategies), size, prior_mean=np.full(4, 0.5),
+                         prior_sd=np.full(4, 0.3))
+    assert model.load(saved) == []
+    predicted = float(model.predict_means(np.zeros((1, size)))[0, 0])
+    truth = float(np.mean(rights))
+    assert predicted == pytest.approx(truth, abs=0.03), (predicted, truth)
