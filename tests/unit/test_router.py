@@ -169,6 +169,18 @@ def test_corrupted_state_is_repaired_and_routing_goes_on() -> None:
     assert r.text
 
 
+def test_a_target_sum_a_little_past_its_count_is_kept() -> None:
+    """A late label replacing a decayed reward adds a whole one: R can pass N by a
+    little. That is kept; R twice N is corruption and is reset."""
+    c = Conductor(seed=6)
+    state = c.state()
+    state["targets"]["classify"].update(reward_sum=10.05, count=10.0)
+    state["targets"]["chat"].update(reward_sum=20.0, count=10.0)
+    fresh = Conductor(seed=6)
+    assert fresh.load_state(state) == ["targets/chat: bad sums; reset"]
+    assert fresh.learner.targets["classify"].reward_sum == 10.05
+
+
 def test_frozen_policy_does_not_learn() -> None:
     c = Conductor(_settings(freeze=True), seed=1)
     before = c.state()
