@@ -23,7 +23,7 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any, Protocol
 
@@ -112,6 +112,80 @@ def scale_of(rates: JudgeErrorRates | None) -> JudgeScale | None:
         return None
     fp, _ = rates.rates()
     return JudgeScale(fp=fp, informativeness=rates.informativeness())
+
+
+class JudgeRates:
+    """The judge's error rates per task type, measured on requests that also have a
+    user's label: over all answers (pooled over task types as the prior), and apart on
+    the judge's own model's answers and on the others' (a judge may favour its own
+    model). ``scales`` says how each strategy's judged rewards are read. The router's
+    Learner and the offline tools (``calibrate``, ``compare``) use the same rule."""
+
+    def __init__(self, settings: Settings) -> None:
+        min_pairs = settings.judge.min_calibration_pairs
+        pooled = JudgeErrorRates(min_pairs=min_pairs)
+        self.all = {t: JudgeErrorRates(min_pairs=min_pairs, pooled=pooled)
+                    for t in settings.task_types}
+        self.own = {t: JudgeErrorRates(min_pairs=min_pairs) for t in settings.task_types}
+        self.other = {t: JudgeErrorRates(min_pairs=min_pairs) for t in settings.task_types}
+        judge = settings.strategies.get(settings.judge.strategy or "")
+        self.judge_model = judge.model if judge is not None else None
+        self.models = {name: st.model for name, st in settings.strategies.items()}
+
+    def add(self, task_type: str, strategy: str, judge: float, user: float) -> None:
+        """One request with both a judge's score and a user's label."""
+        if task_type in self.all:
+            self.all[task_type].add(judge, user)
+            kind = self.own if self.self_graded(strategy) else self.other
+            kind[task_type].add(judge, user)
+
+    def self_graded(self, strategy: str) -> bool:
+        """Whether the judge grades its own model's answers when it grades ``strategy``."""
+        return self.judge_model is not None and self.models.get(strategy) == self.judge_model
+
+    def self_preference(self, task_type: str) -> bool:
+        """Whether the judge errs differently on its own model's answers: both kinds
+        measured, and their 90% intervals of the false-positive or of the false-negative
+        rate apart."""
+        own, other = self.own[task_type], self.other[task_type]
+        if not (own.active and other.active):
+            return False
+        (afp, afn), (bfp, bfn) = own.intervals(), other.intervals()
+        return any(a[1] < b[0] or b[1] < a[0] for a, b in ((afp, bfp), (afn, bfn)))
+
+    def scale(self, task_type: str) -> JudgeScale | None:
+        """The task type's scale over all answers (None: as scored)."""
+        return scale_of(self.all.get(task_type))
+
+    def scales(self, task_type: str, strategies: Sequence[str]
+               ) -> tuple[JudgeScale | None, ...]:
+        """Per strategy, how its judged rewards are read: the task type's scale, or,
+        where a self-preference shows, the rates on its own model's answers for the
+        judge's model's strategies and on the others' for the rest."""
+        if not self.self_preference(task_type):
+            return (self.scale(task_type),) * len(strategies)
+        own, other = scale_of(self.own[task_type]), scale_of(self.other[task_type])
+        return tuple(own if self.self_graded(s) else other for s in strategies)
+
+    def report(self, task_type: str) -> dict[str, Any]:
+        """The scale a task type's quality is learned on, the rates and the labels behind
+        them (and, once the judge has graded its own model's answers, each kind's)."""
+        rates, scale = self.all[task_type], self.scale(task_type)
+        fp, fn = rates.rates() if scale is not None else (None, None)
+        out: dict[str, Any] = {
+            "scale": "calibrated" if scale is not None else "judge",
+            "user_labels": rates.pairs, "labels_needed": rates.min_pairs,
+            "judge_false_positive": fp, "judge_false_negative": fn}
+        if self.own[task_type].pairs:
+            def kind(r: JudgeErrorRates) -> dict[str, Any]:
+                fp, fn = r.rates() if r.pairs else (None, None)
+                return {"user_labels": r.pairs, "false_positive": fp, "false_negative": fn}
+
+            out["self_preference"] = {
+                "judge_model": self.judge_model, "shows": self.self_preference(task_type),
+                "own_model": kind(self.own[task_type]),
+                "other_models": kind(self.other[task_type])}
+        return out
 
 
 def configured_knobs(settings: Settings) -> PolicyKnobs:
@@ -221,17 +295,8 @@ class Learner:
         min_pairs = settings.judge.min_calibration_pairs
         self.calibrations = {t: JudgeCalibration(min_pairs=min_pairs)
                              for t in settings.task_types}
-        # The judge's error rates per task type; over all of them, the prior of each.
-        pooled = JudgeErrorRates(min_pairs=min_pairs)
-        self.judge_rates = {t: JudgeErrorRates(min_pairs=min_pairs, pooled=pooled)
-                            for t in settings.task_types}
-        # The same, on the judge's own model's answers and on the others' apart: a judge
-        # that favours its own model errs differently on its answers.
-        self.own_rates = {t: JudgeErrorRates(min_pairs=min_pairs) for t in settings.task_types}
-        self.other_rates = {t: JudgeErrorRates(min_pairs=min_pairs)
-                            for t in settings.task_types}
-        judge = settings.strategies.get(settings.judge.strategy or "")
-        self.judge_model = judge.model if judge is not None else None
+        self.rates = JudgeRates(settings)  # the judge's error rates, from user labels
+        self.judge_rates = self.rates.all
         self.fusion = RewardFusion()
         self.configured = configured_knobs(settings)
         self.knobs = self.configured
@@ -253,47 +318,26 @@ class Learner:
     def judge_scale(self, task_type: str) -> JudgeScale | None:
         """How judged rewards of a task type are read: through the judge's error rates
         once user labels have measured them, as scored before (None)."""
-        return scale_of(self.judge_rates.get(task_type))
+        return self.rates.scale(task_type)
 
     def self_graded(self, strategy: str) -> bool:
-        """Whether the judge grades its own model's answers when it grades ``strategy``."""
-        st = self.settings.strategies.get(strategy)
-        return st is not None and self.judge_model is not None and st.model == self.judge_model
+        return self.rates.self_graded(strategy)
 
     def self_preference(self, task_type: str) -> bool:
-        """Whether the judge errs differently on its own model's answers: both kinds
-        measured, and their 90% intervals of the false-positive or of the false-negative
-        rate apart."""
-        own, other = self.own_rates[task_type], self.other_rates[task_type]
-        if not (own.active and other.active):
-            return False
-        (afp, afn), (bfp, bfn) = own.intervals(), other.intervals()
-        return any(a[1] < b[0] or b[1] < a[0] for a, b in ((afp, bfp), (afn, bfn)))
-
-    def judge_scales(self, task_type: str) -> tuple[JudgeScale | None, ...]:
-        """Per strategy of a task type, how its judged rewards are read: the task type's
-        scale, or, where a self-preference shows, the judge's rates on its own model's
-        answers for the strategies of that model and on the others' for the rest."""
-        post = self.posteriors[task_type]
-        if not self.self_preference(task_type):
-            return (self.judge_scale(task_type),) * len(post.strategies)
-        own, other = scale_of(self.own_rates[task_type]), scale_of(self.other_rates[task_type])
-        return tuple(own if self.self_graded(s) else other for s in post.strategies)
+        return self.rates.self_preference(task_type)
 
     def _add_pair(self, task_type: str, strategy: str, judge: float, user: float) -> None:
         """A request with both a judge's score and a user's label: the calibrations
         learn it (the caller re-reads the judged rewards: ``_rescale``)."""
         if task_type in self.calibrations:
             self.calibrations[task_type].add_pair(judge, user)
-            self.judge_rates[task_type].add(judge, user)
-            kind = self.own_rates if self.self_graded(strategy) else self.other_rates
-            kind[task_type].add(judge, user)
+            self.rates.add(task_type, strategy, judge, user)
 
     def _rescale(self) -> None:
         """Read every task type's judged rewards through its judge scales as they are now
         (the rates are pooled over task types, so one pair moves them all)."""
         for task, post in self.posteriors.tasks.items():
-            scales = self.judge_scales(task)
+            scales = self.rates.scales(task, post.strategies)
             post.set_judge_scale(scales)
             if task in self.contexts:
                 self.contexts[task].set_scale(scales)
@@ -551,27 +595,9 @@ class Learner:
         labels behind them, and the served traffic's mean quality on that scale (the
         target's window)."""
         with self.lock:
-            out: dict[str, dict[str, Any]] = {}
-            for task, rates in self.judge_rates.items():
-                scale = self.judge_scale(task)
-                fp, fn = rates.rates() if scale is not None else (None, None)
-                out[task] = {
-                    "scale": "calibrated" if scale is not None else "judge",
-                    "user_labels": rates.pairs, "labels_needed": rates.min_pairs,
-                    "judge_false_positive": fp, "judge_false_negative": fn,
-                    "served_quality": self.targets[task].mean()}
-                if self.own_rates[task].pairs:  # the judge graded its own model's answers
-                    own, other = self.own_rates[task], self.other_rates[task]
-                    out[task]["self_preference"] = {
-                        "judge_model": self.judge_model, "shows": self.self_preference(task),
-                        "own_model": {"user_labels": own.pairs,
-                                      "false_positive": own.rates()[0] if own.pairs else None,
-                                      "false_negative": own.rates()[1] if own.pairs else None},
-                        "other_models": {
-                            "user_labels": other.pairs,
-                            "false_positive": other.rates()[0] if other.pairs else None,
-                            "false_negative": other.rates()[1] if other.pairs else None}}
-            return out
+            return {task: {**self.rates.report(task),
+                           "served_quality": self.targets[task].mean()}
+                    for task in self.judge_rates}
 
     def state(self) -> dict[str, Any]:
         with self.lock:

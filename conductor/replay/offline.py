@@ -32,7 +32,7 @@ from conductor.coefficients import (
 from conductor.config import PolicyConfig, Settings, default_settings
 from conductor.errors import InvalidRequestError
 from conductor.evaluators.calibration import JudgeErrorRates
-from conductor.learning import scale_of
+from conductor.learning import JudgeRates
 from conductor.replay.harness import ReplayConfig, run_policy, strongest_model, task_bars
 from conductor.replay.logs import LoggedRecord
 from conductor.replay.policies import ConductorPolicy
@@ -101,27 +101,35 @@ class Candidate:
         return c
 
 
-def judge_scales(records: list[LoggedRecord], settings: Settings
-                 ) -> dict[str, JudgeScale | None]:
-    """Per task type, how the log's judged rewards are read, as the router reads them:
-    through the judge's error rates measured on the log's requests that have both a
-    judge score and a user rating (pooled over task types as the prior), once
-    ``[judge] min_calibration_pairs`` of them exist; as scored (None) before."""
-    min_pairs = settings.judge.min_calibration_pairs
-    pooled = JudgeErrorRates(min_pairs=min_pairs)
-    rates = {t: JudgeErrorRates(min_pairs=min_pairs, pooled=pooled)
-             for t in settings.task_types}
+Scales = dict[str, dict[str, JudgeScale | None]]  # task type -> strategy -> scale
+
+
+def judge_scales(records: list[LoggedRecord], settings: Settings) -> Scales:
+    """Per task type and strategy, how the log's judged rewards are read, as the router
+    reads them (``JudgeRates``): through the judge's error rates measured on the log's
+    requests that have both a judge score and a user rating, once ``[judge]
+    min_calibration_pairs`` of them exist (apart for the judge's own model where a
+    self-preference shows); as scored (None) before."""
+    rates = JudgeRates(settings)
     for r in records:
-        if r.judge is not None and r.user is not None and r.task_type in rates:
-            rates[r.task_type].add(r.judge, r.user)
-    return {t: scale_of(x) for t, x in rates.items()}
+        if r.judge is not None and r.user is not None:
+            rates.add(r.task_type, r.executed or r.action, r.judge, r.user)
+    names = list(settings.strategies)
+    return {t: dict(zip(names, rates.scales(t, names), strict=True))
+            for t in settings.task_types}
 
 
-def true_quality(r: LoggedRecord, scales: dict[str, JudgeScale | None]) -> float | None:
+def _scales_of(scales: Scales, task: str, strategies: list[str]
+               ) -> tuple[JudgeScale | None, ...]:
+    by_strategy = scales.get(task, {})
+    return tuple(by_strategy.get(s) for s in strategies)
+
+
+def true_quality(r: LoggedRecord, scales: Scales) -> float | None:
     """A logged request's reward on the users' scale: a judged one read through the
     judge's error rates ((score - fp) / (1 - fp - fn): unbiased for the mean, not
     clipped), any other as logged."""
-    scale = scales.get(r.task_type)
+    scale = scales.get(r.task_type, {}).get(r.executed or r.action)
     if r.quality is None or not r.judged or scale is None:
         return r.quality
     return scale.item(r.quality)
@@ -180,7 +188,7 @@ def compare(records: list[LoggedRecord], settings: Settings, candidates: list[Ca
 
 def _candidate_probabilities(cand: Candidate, records: list[LoggedRecord], settings: Settings,
                              names: list[str], seed: int,
-                             scales: dict[str, JudgeScale | None]) -> np.ndarray:
+                             scales: Scales) -> np.ndarray:
     n, k = len(records), len(names)
     pi = np.zeros((n, k))
     if cand.strategy is not None:
@@ -212,9 +220,9 @@ def _candidate_probabilities(cand: Candidate, records: list[LoggedRecord], setti
                 for t, tp in post.tasks.items()} if cand.context else {}
     start_contexts(contexts, warm, settings.policy)
     for task, task_post in post.tasks.items():  # judged rewards read as the router does
-        task_post.set_judge_scale(scales.get(task))
+        task_post.set_judge_scale(_scales_of(scales, task, task_post.strategies))
         if task in contexts:
-            contexts[task].set_scale(scales.get(task))
+            contexts[task].set_scale(_scales_of(scales, task, task_post.strategies))
     pricers = {t: PromptPricer(settings.policy.context_reservoir) for t in contexts}
     size = settings.policy.context_dim + 1
     for i, r in enumerate(records):
@@ -264,8 +272,7 @@ class _Obs:
         self.tok: list[float] = []
 
 
-def _observations_from_logs(records: list[LoggedRecord],
-                            scales: dict[str, JudgeScale | None]
+def _observations_from_logs(records: list[LoggedRecord], scales: Scales
                             ) -> dict[tuple[str, str], _Obs]:
     out: dict[tuple[str, str], _Obs] = {}
     for r in records:
@@ -451,7 +458,7 @@ def fit_contexts_from_logs(records: list[LoggedRecord], priors: dict[str, dict[s
             continue
         if r.task_type not in models:
             models[r.task_type] = _context_model(names, priors.get(r.task_type, {}), policy)
-            models[r.task_type][0].set_scale(scales.get(r.task_type))
+            models[r.task_type][0].set_scale(_scales_of(scales, r.task_type, names))
         model, base = models[r.task_type]
         model.observe(strategy, np.asarray(r.features), r.quality, 1.0,
                       baseline=float(base[model.index[strategy]]), judged=r.judged)

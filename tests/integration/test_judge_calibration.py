@@ -380,7 +380,7 @@ def test_calibrate_and_compare_read_logged_judged_rewards_as_the_router_does(
         assert c.wait_for_learning(60) and c.wait_for_judges(60)
     records = read_logged(path)
     assert sum(r.judged for r in records) > 1000  # judged, not labelled: as scored
-    assert judge_scales(records, s)["chat"] is not None
+    assert all(judge_scales(records, s)["chat"].values())  # calibrated, one set of rates
     served = float(np.mean(truths))
     as_scored = float(np.mean([r.quality for r in records if r.quality is not None]))
     logged = compare(records, s, [], resamples=10)["logged"]["quality"]
@@ -438,3 +438,31 @@ def test_per_prompt_models_fitted_from_a_log_stand_on_the_users_scale() -> None:
     predicted = float(model.predict_means(np.zeros((1, size)))[0, 0])
     truth = float(np.mean(rights))
     assert predicted == pytest.approx(truth, abs=0.03), (predicted, truth)
+
+
+def test_the_offline_tools_split_a_self_preferring_judges_rates_as_the_router_does() -> None:
+    """Logged pairs where the judge (the strong model) passes half of its own model's
+    wrong answers and a tenth of the cheap one's: the log is read with a scale per
+    strategy, as the Learner reads it live."""
+    from conductor.replay.logs import LoggedRecord
+    from conductor.replay.offline import judge_scales, true_quality
+
+    s = _settings("http://127.0.0.1:9")
+    rng = np.random.default_rng(2)
+    fp = {"direct-strong": 0.5, "direct-cheap": 0.1}
+    records = []
+    for i in range(1200):
+        m = "direct-strong" if i % 2 else "direct-cheap"
+        right = bool(rng.random() < 0.7)
+        passed = float(rng.random() >= FALSE_NEGATIVE if right else rng.random() < fp[m])
+        records.append(LoggedRecord(
+            request_id=str(i), created_at=float(i), task_type="chat", action=m,
+            propensity=1.0, routed_by="forced", min_quality=None, max_latency_ms=None,
+            max_cost_usd=None, input_tokens=1, executed=m, quality=passed, cost_usd=1e-6,
+            judge=passed, user=float(right), judged=True))
+    scales = judge_scales(records, s)["chat"]
+    strong, cheap = scales["direct-strong"], scales["direct-cheap"]
+    assert strong is not None and cheap is not None
+    assert strong.fp == pytest.approx(0.5, abs=0.08) and cheap.fp == pytest.approx(0.1, abs=0.05)
+    assert true_quality(records[1], judge_scales(records, s)) == pytest.approx(
+        strong.item(records[1].quality or 0.0))
