@@ -672,12 +672,29 @@ def stats(db_path: str, config_path: Path | None, window_s: float, as_json: bool
     def default_cost(o: Any) -> float:
         return d_model.cost_usd(o.input_tokens, o.output_tokens)
 
+    from conductor.replay.logs import records_from_store
+    from conductor.replay.offline import judge_scales, true_quality
+
     store = open_database(db_path, pool_size=2)
     try:
-        m = MetricsCollector.from_records(store.iter_requests(), default_cost, window_s)
+        rows = list(store.iter_requests())
     finally:
         store.close()
+    m = MetricsCollector.from_records(rows, default_cost, window_s)
     s = m.get_stats()
+    # The means above are of the rewards as logged (a judge's as it scored); where the
+    # log's user labels measure the judge's error rates, each task type's mean on the
+    # users' scale too, read as the router reads it.
+    records = records_from_store(rows)
+    scales = judge_scales(records, settings)
+    users_scale: dict[str, dict[str, float | int]] = {}
+    for task, by_strategy in scales.items():
+        values = [true_quality(r, scales) for r in records if r.task_type == task]
+        known = [v for v in values if v is not None]
+        if known and any(by_strategy.values()):
+            users_scale[task] = {"mean": float(sum(known) / len(known)),
+                                 "requests": len(known)}
+    s["quality"]["users_scale"] = users_scale
     if as_json:
         click.echo(msgspec.json.format(msgspec.json.encode(s), indent=2).decode())
         return
@@ -697,7 +714,11 @@ def stats(db_path: str, config_path: Path | None, window_s: float, as_json: bool
                    f"{p50 if p50 is not None else float('nan'):>8.0f}")
     for task, q in s["quality"]["by_task_type"].items():
         if q["mean"] is not None:
-            click.echo(f"quality {task}: {q['mean']:.3f} over {q['rewards']} requests")
+            line = f"quality {task}: {q['mean']:.3f} over {q['rewards']} requests, as scored"
+            if task in users_scale:
+                line += (f"; {users_scale[task]['mean']:.3f} on the users' scale (the "
+                         "judge's error rates measured on the log's user labels)")
+            click.echo(line)
 
 
 def _check_database(where: str) -> None:

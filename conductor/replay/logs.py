@@ -6,6 +6,7 @@ Reads a SQLite database, a ``conductor export`` JSONL file, or a JSONLLogStore l
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,13 @@ def _record(decision: dict[str, Any], outcome: dict[str, Any] | None,
         features=tuple(float(x) for x in decision.get("features") or ()))
 
 
+def records_from_store(rows: Iterable[Any]) -> list[LoggedRecord]:
+    """Logged requests from a store's ``iter_requests`` rows (those with a decision)."""
+    raw = [msgspec.to_builtins(r) for r in rows]
+    return [_record(r["decision"], r["outcome"], r["rewards"]) for r in raw
+            if r.get("decision")]
+
+
 def read_logged(path: str | Path) -> list[LoggedRecord]:
     """Logged requests in time order, from any of the three formats."""
     p = Path(path)
@@ -81,10 +89,9 @@ def read_logged(path: str | Path) -> list[LoggedRecord]:
 
         store = SQLiteStore(p)
         try:
-            raw = [msgspec.to_builtins(r) for r in store.iter_requests()]
+            recs = records_from_store(store.iter_requests())
         finally:
             store.close()
-        recs = [_record(r["decision"], r["outcome"], r["rewards"]) for r in raw]
     else:
         decisions: dict[str, dict[str, Any]] = {}
         outcomes: dict[str, dict[str, Any]] = {}

@@ -18,9 +18,11 @@ import httpx
 import msgspec
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
 from conductor import Conductor
+from conductor.cli import main as cli_main
 from conductor.config import settings_from_dict
 from conductor.service.app import create_app
 from conductor.service.schemas import trace_of
@@ -395,6 +397,35 @@ def test_calibrate_and_compare_read_logged_judged_rewards_as_the_router_does(
                                   usable, s, list(s.strategies), 0, judge_scales(usable, s))
     strong_share = float(pi[-500:, list(s.strategies).index("direct-strong")].mean())
     assert 0.1 < strong_share < 0.4, strong_share
+    # `conductor stats` says the same: as scored, and on the users' scale.
+    config = tmp_path / "c.toml"
+    config.write_text(f"""
+[providers.fake]
+kind = "openai"
+base_url = "{upstream.base_url}"
+[models.cheap]
+provider = "fake"
+input_usd_per_1m = 1.0
+output_usd_per_1m = 2.0
+[models.strong]
+provider = "fake"
+input_usd_per_1m = 10.0
+output_usd_per_1m = 30.0
+[strategies.direct-cheap]
+model = "cheap"
+[strategies.direct-strong]
+model = "strong"
+[judge]
+strategy = "direct-strong"
+[policy]
+default_strategy = "direct-strong"
+""")
+    out = CliRunner().invoke(cli_main, ["stats", "--db", str(path), "--config", str(config)])
+    assert out.exit_code == 0, out.output
+    line = next(ln for ln in out.output.splitlines() if ln.startswith("quality chat"))
+    scored, users = (float(x) for x in re.findall(r"(\d\.\d{3}) (?:over|on the users)", line))
+    assert scored == pytest.approx(as_scored, abs=0.001), line
+    assert users == pytest.approx(served, abs=0.025), line
     priors = calibrate(records, s)["priors"]["chat"]
     for m in ("direct-cheap", "direct-strong"):
         p = priors[m]
