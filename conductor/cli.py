@@ -677,15 +677,17 @@ def stats(db_path: str, config_path: Path | None, window_s: float, as_json: bool
 
     store = open_database(db_path, pool_size=2)
     try:
-        rows = list(store.iter_requests())
+        # Requests are held in memory only where user labels can calibrate the judge.
+        rows = list(store.iter_requests()) if store.judge_user_pairs() else None
+        m = MetricsCollector.from_records(
+            rows if rows is not None else store.iter_requests(), default_cost, window_s)
     finally:
         store.close()
-    m = MetricsCollector.from_records(rows, default_cost, window_s)
     s = m.get_stats()
     # The means above are of the rewards as logged (a judge's as it scored); where the
     # log's user labels measure the judge's error rates, each task type's mean on the
     # users' scale too, read as the router reads it.
-    records = records_from_store(rows)
+    records = records_from_store(rows) if rows is not None else []
     scales = judge_scales(records, settings)
     users_scale: dict[str, dict[str, float | int]] = {}
     for task, by_strategy in scales.items():
