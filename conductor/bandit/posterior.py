@@ -46,10 +46,6 @@ class JudgeScale(Struct, frozen=True):
     fp: float
     informativeness: float
 
-    @property
-    def weight(self) -> float:
-        return self.informativeness * self.informativeness
-
     def quality(self, judged_mean: np.ndarray | float) -> np.ndarray:
         """The true quality behind judged mean scores, in [0, 1]."""
         return np.clip((np.asarray(judged_mean, dtype=float) - self.fp)
@@ -97,8 +93,8 @@ def scale_arrays(scales: Sequence[JudgeScale | None]) -> tuple[np.ndarray, np.nd
 class TaskPosterior:
     """The posterior of every strategy for one task type, as arrays indexed by strategy."""
 
-    __slots__ = ("_cache", "evidence", "index", "judge_scales", "observations", "prior",
-                 "strategies")
+    __slots__ = ("_cache", "calibrated", "evidence", "index", "judge_scales", "observations",
+                 "prior", "strategies")
 
     def __init__(self, strategies: Sequence[str], priors: Sequence[Prior]) -> None:
         self.strategies = list(strategies)
@@ -121,6 +117,8 @@ class TaskPosterior:
         self.observations = 0.0
         # Per strategy, how its judged rewards are read (None: as scored).
         self.judge_scales: tuple[JudgeScale | None, ...] = (None,) * n
+        # Whether any strategy's judged rewards are read through measured error rates.
+        self.calibrated = False
         self._cache: dict[str, Any] = {}
 
     def copy(self) -> TaskPosterior:
@@ -132,6 +130,7 @@ class TaskPosterior:
         other.evidence = {f: a.copy() for f, a in self.evidence.items()}
         other.observations = self.observations
         other.judge_scales = self.judge_scales
+        other.calibrated = self.calibrated
         other._cache = {}
         return other
 
@@ -218,15 +217,11 @@ class TaskPosterior:
         scales = tuple(scale) if isinstance(scale, Sequence) else (scale,) * len(self.index)
         if scales != self.judge_scales:
             self.judge_scales = scales
+            self.calibrated = any(s is not None for s in scales)
             self._cache.clear()
 
     def scale_of(self, strategy: str) -> JudgeScale | None:
         return self.judge_scales[self.index[strategy]]
-
-    @property
-    def calibrated(self) -> bool:
-        """Whether any strategy's judged rewards are read through measured error rates."""
-        return any(s is not None for s in self.judge_scales)
 
     def set_quality_evidence(self, strategy: str, successes: float, failures: float) -> None:
         """Replace a strategy's quality evidence outright (a recalibration of all its
