@@ -31,7 +31,7 @@ import msgspec
 import numpy as np
 
 from conductor.bandit.context import ContextModel
-from conductor.bandit.posterior import JudgeScale, PosteriorState
+from conductor.bandit.posterior import JudgeScale, PosteriorState, TaskPosterior
 from conductor.bandit.priors import Coefficients
 from conductor.bandit.targets import TargetState
 from conductor.coefficients import ContextPriors, start_contexts
@@ -112,6 +112,38 @@ def scale_of(rates: JudgeErrorRates | None) -> JudgeScale | None:
         return None
     fp, _ = rates.rates()
     return JudgeScale(fp=fp, informativeness=rates.informativeness())
+
+
+def learn_first_reward(post: TaskPosterior, target: TargetState, context: ContextModel | None,
+                       strategy: str, value: float, *, judged: bool, gamma: float,
+                       target_gamma: float, z: np.ndarray | None = None) -> None:
+    """A request's first reward into a task type's posterior, its target's sums and (with
+    the prompt's features ``z``) its per-prompt model, which scores it against the task
+    level before either learns it; a judge's score is kept apart in each. The Learner,
+    the replay's policy and ``compare``'s candidates all learn through here."""
+    if context is not None and z is not None:
+        context.observe(strategy, z, value, gamma,
+                        baseline=float(post.quality_mean()[post.index[strategy]]),
+                        judged=judged)
+    if judged:
+        post.observe_judged(strategy, value)
+    else:
+        post.observe_reward(strategy, value)
+    target.observe(value, target_gamma, judged=strategy if judged else None,
+                   scale=post.scale_of(strategy))
+
+
+def read_judged_through(scales: JudgeScale | Sequence[JudgeScale | None] | None,
+                        post: TaskPosterior, target: TargetState,
+                        context: ContextModel | None) -> None:
+    """Read a task type's judged rewards through ``scales`` from now on: in its
+    posterior, its per-prompt model and its target's sums (recounted)."""
+    post.set_judge_scale(scales)
+    if context is not None:
+        context.set_scale(scales)
+    for strategy in target.judged:
+        if strategy in post.index:
+            target.recount(strategy, post.scale_of(strategy))
 
 
 class JudgeRates:
@@ -296,7 +328,6 @@ class Learner:
         self.calibrations = {t: JudgeCalibration(min_pairs=min_pairs)
                              for t in settings.task_types}
         self.rates = JudgeRates(settings)  # the judge's error rates, from user labels
-        self.judge_rates = self.rates.all
         self.fusion = RewardFusion()
         self.configured = configured_knobs(settings)
         self.knobs = self.configured
@@ -315,17 +346,6 @@ class Learner:
         cal = self.calibrations.get(task_type)
         return cal.apply(judge_score) if cal is not None else judge_score
 
-    def judge_scale(self, task_type: str) -> JudgeScale | None:
-        """How judged rewards of a task type are read: through the judge's error rates
-        once user labels have measured them, as scored before (None)."""
-        return self.rates.scale(task_type)
-
-    def self_graded(self, strategy: str) -> bool:
-        return self.rates.self_graded(strategy)
-
-    def self_preference(self, task_type: str) -> bool:
-        return self.rates.self_preference(task_type)
-
     def _add_pair(self, task_type: str, strategy: str, judge: float, user: float) -> None:
         """A request with both a judge's score and a user's label: the calibrations
         learn it (the caller re-reads the judged rewards: ``_rescale``)."""
@@ -337,14 +357,8 @@ class Learner:
         """Read every task type's judged rewards through its judge scales as they are now
         (the rates are pooled over task types, so one pair moves them all)."""
         for task, post in self.posteriors.tasks.items():
-            scales = self.rates.scales(task, post.strategies)
-            post.set_judge_scale(scales)
-            if task in self.contexts:
-                self.contexts[task].set_scale(scales)
-            target = self.targets[task]
-            for strategy in target.judged:
-                if strategy in post.index:
-                    target.recount(strategy, post.scale_of(strategy))
+            read_judged_through(self.rates.scales(task, post.strategies), post,
+                                self.targets[task], self.contexts.get(task))
 
     # -- the one place state changes --------------------------------------------------------
 
@@ -375,28 +389,23 @@ class Learner:
                 # features, scored against the task level before either learns from it.
                 context = self.contexts.get(event.task_type)
                 judged, was = event.judged, event.previous_judged
-                if context is not None and len(event.features) == context.size:
-                    z = np.asarray(event.features)
-                    baseline = float(post.quality_mean()[post.index[event.strategy]])
-                    if event.previous is None:
-                        context.observe(event.strategy, z, event.effective, self.gamma,
-                                        baseline=baseline, judged=judged)
-                    else:
-                        context.correct(event.strategy, z, event.previous, event.effective,
-                                        baseline=baseline, was_judged=was, judged=judged)
-                scale = post.scale_of(event.strategy)
+                z = np.asarray(event.features) if context is not None and len(
+                    event.features) == context.size else None
                 if event.previous is None:
-                    if judged:
-                        post.observe_judged(event.strategy, event.effective)
-                    else:
-                        post.observe_reward(event.strategy, event.effective)
-                    target.observe(event.effective, self.target_gamma,
-                                   judged=event.strategy if judged else None, scale=scale)
-                else:
-                    post.correct_reward(event.strategy, event.previous, event.effective,
-                                        was_judged=was, judged=judged)
-                    target.correct(event.previous, event.effective, strategy=event.strategy,
-                                   was_judged=was, judged=judged, scale=scale)
+                    learn_first_reward(post, target, context, event.strategy, event.effective,
+                                       judged=judged, gamma=self.gamma,
+                                       target_gamma=self.target_gamma, z=z)
+                    return
+                if context is not None and z is not None:
+                    context.correct(event.strategy, z, event.previous, event.effective,
+                                    baseline=float(post.quality_mean()[
+                                        post.index[event.strategy]]),
+                                    was_judged=was, judged=judged)
+                post.correct_reward(event.strategy, event.previous, event.effective,
+                                    was_judged=was, judged=judged)
+                target.correct(event.previous, event.effective, strategy=event.strategy,
+                               was_judged=was, judged=judged,
+                               scale=post.scale_of(event.strategy))
             case PolicyEvent():
                 self.knobs = self._valid_knobs(event.knobs)
 
@@ -597,7 +606,7 @@ class Learner:
         with self.lock:
             return {task: {**self.rates.report(task),
                            "served_quality": self.targets[task].mean()}
-                    for task in self.judge_rates}
+                    for task in self.rates.all}
 
     def state(self) -> dict[str, Any]:
         with self.lock:

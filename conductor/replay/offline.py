@@ -32,7 +32,7 @@ from conductor.coefficients import (
 from conductor.config import PolicyConfig, Settings, default_settings
 from conductor.errors import InvalidRequestError
 from conductor.evaluators.calibration import JudgeErrorRates
-from conductor.learning import JudgeRates
+from conductor.learning import JudgeRates, learn_first_reward, read_judged_through
 from conductor.replay.harness import ReplayConfig, run_policy, strongest_model, task_bars
 from conductor.replay.logs import LoggedRecord
 from conductor.replay.policies import ConductorPolicy
@@ -220,9 +220,8 @@ def _candidate_probabilities(cand: Candidate, records: list[LoggedRecord], setti
                 for t, tp in post.tasks.items()} if cand.context else {}
     start_contexts(contexts, warm, settings.policy)
     for task, task_post in post.tasks.items():  # judged rewards read as the router does
-        task_post.set_judge_scale(_scales_of(scales, task, task_post.strategies))
-        if task in contexts:
-            contexts[task].set_scale(_scales_of(scales, task, task_post.strategies))
+        read_judged_through(_scales_of(scales, task, task_post.strategies), task_post,
+                            targets[task], contexts.get(task))
     pricers = {t: PromptPricer(settings.policy.context_reservoir) for t in contexts}
     size = settings.policy.context_dim + 1
     for i, r in enumerate(records):
@@ -249,17 +248,9 @@ def _candidate_probabilities(cand: Candidate, records: list[LoggedRecord], setti
         tp.observe_outcome(strategy, None if r.error else r.latency_ms,
                            None if r.error else r.output_tokens, None, gamma)
         if r.quality is not None:
-            if model is not None:
-                model.observe(strategy, z, r.quality, gamma,
-                              baseline=float(tp.quality_mean()[tp.index[strategy]]),
-                              judged=r.judged)
-            if r.judged:
-                tp.observe_judged(strategy, r.quality)
-            else:
-                tp.observe_reward(strategy, r.quality)
-            targets[r.task_type].observe(r.quality, target_gamma,
-                                         judged=strategy if r.judged else None,
-                                         scale=tp.scale_of(strategy))
+            learn_first_reward(tp, targets[r.task_type], model, strategy, r.quality,
+                               judged=r.judged, gamma=gamma, target_gamma=target_gamma,
+                               z=z if model is not None else None)
     return pi
 
 

@@ -26,7 +26,7 @@ from conductor.bandit.targets import TargetState
 from conductor.coefficients import ContextPriors, start_contexts
 from conductor.config import PolicyConfig
 from conductor.evaluators.calibration import JudgeErrorRates
-from conductor.learning import scale_of
+from conductor.learning import learn_first_reward, read_judged_through, scale_of
 from conductor.replay.world import World
 from conductor.types import Constraints
 
@@ -126,6 +126,7 @@ class ConductorPolicy:
         self.shortlist: dict[str, tuple[float, np.ndarray]] = {}
         self.deficits: dict[str, list[float]] = {task: [] for task in world.tasks()}
         self.features: np.ndarray | None = None
+        self.contexts: dict[str, ContextModel] = {}
         self.pricers = {task: PromptPricer(self.params.context_reservoir)
                         for task in world.tasks()}
         if self.context:
@@ -184,20 +185,17 @@ class ConductorPolicy:
         post.observe_outcome(m, latency_ms, cost, None, 1.0)
         if quality is None:
             return
-        self._observe_prompt(i, task, j, quality, judged=True)
-        post.observe_judged(m, quality)
+        self._learn(i, task, j, quality, judged=True)
         state = self.targets[task]
-        state.observe(quality, self.gamma, judged=m, scale=post.scale_of(m))
         self.deficits[task].append(state.deficit(self.bars[task]) / max(state.count, 1.0))
 
-    def _observe_prompt(self, i: int, task: str, j: int, reward: float,
-                        judged: bool = False) -> None:
-        """The per-prompt model learns prompt i's first reward (scored against the task
-        level's prediction before either learns it)."""
-        if self.features is not None:
-            self.contexts[task].observe(self.models[j], self.features[i], reward, self.gamma,
-                                        baseline=float(self.posts[task].quality_mean()[j]),
-                                        judged=judged)
+    def _learn(self, i: int, task: str, j: int, reward: float, judged: bool) -> None:
+        """Prompt i's first reward, learned as the router learns it (the per-prompt model
+        too, when deciding per prompt)."""
+        learn_first_reward(self.posts[task], self.targets[task], self.contexts.get(task),
+                           self.models[j], reward, judged=judged, gamma=self.gamma,
+                           target_gamma=self.gamma,
+                           z=self.features[i] if self.features is not None else None)
 
     def label(self, i: int, task: str, j: int, judged: float | None, truth: float) -> None:
         """A user's label for an earlier answer: it replaces that answer's judged score
@@ -206,9 +204,7 @@ class ConductorPolicy:
         label of an answer nobody judged is its first reward, and no calibration pair."""
         post, m = self.posts[task], self.models[j]
         if judged is None:
-            post.observe_reward(m, truth)
-            self.targets[task].observe(truth, self.gamma)
-            self._observe_prompt(i, task, j, truth)
+            self._learn(i, task, j, truth, judged=False)
             return
         self.calibration[task].add(judged, truth)
         post.correct_reward(m, judged, truth, was_judged=True)
@@ -217,12 +213,8 @@ class ConductorPolicy:
         if self.features is not None:
             self.contexts[task].correct(m, self.features[i], judged, truth, was_judged=True)
         for t in self.posts:  # the pooled rates moved: every task type's did
-            scale = scale_of(self.calibration[t])
-            self.posts[t].set_judge_scale(scale)
-            if self.features is not None:
-                self.contexts[t].set_scale(scale)
-            for strategy in self.targets[t].judged:
-                self.targets[t].recount(strategy, scale)
+            read_judged_through(scale_of(self.calibration[t]), self.posts[t], self.targets[t],
+                                self.contexts.get(t))
 
     def estimated_quality(self, task: str) -> float | None:
         """What the policy believes the traffic it served is worth (the target's window)."""

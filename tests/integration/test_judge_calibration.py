@@ -182,7 +182,7 @@ def test_judged_rewards_learned_before_the_labels_are_corrected_when_they_arrive
     late, early = learn(False), learn(True)
     try:
         a, b = late.learner.posteriors["chat"], early.learner.posteriors["chat"]
-        assert late.learner.judge_scale("chat") is not None
+        assert late.learner.rates.scale("chat") is not None
         assert np.allclose(a.quality_mean(), b.quality_mean(), atol=1e-9)
         ta, tb = late.learner.targets["chat"], early.learner.targets["chat"]
         assert ta.mean() == pytest.approx(tb.mean(), abs=1e-9)
@@ -212,7 +212,7 @@ def test_the_calibration_survives_a_restart_exactly(upstream: FakeUpstream,
     s = settings_from_dict(data)
     with Conductor(s, seed=2, evaluators=[], log_store=SQLiteStore(path)) as c:
         _serve(c, 400, label_every=10, delay=5)
-        assert c.learner.judge_scale("chat") is not None
+        assert c.learner.rates.scale("chat") is not None
         rid = c.complete("request 400", task_type="chat").request_id
         assert c.wait_for_learning(30) and c.wait_for_judges(30)
         before = c.learner.posteriors["chat"].quality_mean().copy()
@@ -307,11 +307,12 @@ def test_a_judge_that_favours_its_own_model_is_calibrated_per_strategy(
                                             score=float(right), task_type="chat",
                                             strategy=m, created_at=1.0), wait=False)
         learner = c.learner
-        assert learner.self_graded("direct-strong") and not learner.self_graded("direct-cheap")
-        assert learner.self_preference("chat")
+        rates = learner.rates
+        assert rates.self_graded("direct-strong") and not rates.self_graded("direct-cheap")
+        assert rates.self_preference("chat")
         post = learner.posteriors["chat"]
         pooled = post.copy()  # what one scale for the task type would have read
-        pooled.set_judge_scale(learner.judge_scale("chat"))
+        pooled.set_judge_scale(learner.rates.scale("chat"))
         for m in truth:
             i = post.index[m]
             err = abs(float(post.quality_mean()[i]) - np.mean(right_of[m]))
@@ -326,7 +327,7 @@ def test_a_judge_that_favours_its_own_model_is_calibrated_per_strategy(
     again = Conductor(_settings("http://127.0.0.1:9", half_life=None), seed=1, evaluators=[],
                       log_store=SQLiteStore(tmp_path / "c.db"))
     try:
-        assert again.learner.self_preference("chat")
+        assert again.learner.rates.self_preference("chat")
         assert np.allclose(again.learner.posteriors["chat"].quality_mean(),
                            post.quality_mean(), atol=1e-9)
         assert again.state()["tasks"] == stored["tasks"]

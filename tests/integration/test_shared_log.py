@@ -249,13 +249,13 @@ def test_a_calibration_pair_made_on_one_worker_reaches_the_others(db: Shared) ->
     assert b.learner.follow() == 0 and cal_b.n == 3  # nothing twice
     # The error rates too, and the judged rewards the ratings replaced left the judged
     # ones on B as on A (each rating's row says it replaced the judge's value).
-    assert b.learner.judge_rates["classify"].pairs == 3
+    assert b.learner.rates.all["classify"].pairs == 3
     pa, pb = a.learner.posteriors["classify"], b.learner.posteriors["classify"]
     for f in ("j_n", "j_s", "q_s", "q_f"):
         assert np.allclose(pa.evidence[f], pb.evidence[f]), f
     assert pa.evidence["j_n"].sum() == pytest.approx(1, abs=0.01) and pa.evidence["q_s"].sum() > 1
-    scale = a.learner.judge_scale("classify")
-    assert scale is not None and b.learner.judge_scale("classify") == scale
+    scale = a.learner.rates.scale("classify")
+    assert scale is not None and b.learner.rates.scale("classify") == scale
     assert pb.judge_scales == (scale,) * len(pb.strategies)  # B reads it as A does
     assert np.allclose(pa.quality_mean(), pb.quality_mean())
     a.close()
