@@ -255,6 +255,12 @@ class PolicyConfig(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True
     shortlist_min_share: Probability = 0.01
     shortlist_min_trials: NonNegative = 20.0
     shortlist_draws: Annotated[int, Meta(ge=10, le=100_000)] = 256
+    # Probes (under a quality target, with a judge): a strategy costing at most
+    # `probe_cost_ratio` x the safe strategy is run off the request path and judged
+    # rather than served while the conservative check holds it back, or while its quality
+    # posterior weighs less than `probe_trials` rewards, prior included (ratio 0: never).
+    probe_cost_ratio: Annotated[float, Meta(ge=0.0, le=1.0)] = 0.25
+    probe_trials: NonNegative = 30.0
     # Per-prompt routing: a residual quality model per strategy on the prompt's features
     # (hashed words projected to `context_dim` dimensions, seeded by `context_seed`), with
     # prior standard deviation `context_prior_std` on its weights and noise variance

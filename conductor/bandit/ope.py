@@ -16,6 +16,8 @@ Dudik, Langford & Li (2011), "Doubly Robust Policy Evaluation and Learning".
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from msgspec import Struct
 
@@ -47,6 +49,8 @@ def _interval(values: np.ndarray, stat: str, weights: np.ndarray | None, rng: np
         num = values[idx].sum(axis=1)
         den = weights[idx].sum(axis=1)
         boots = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+        if np.isnan(boots).all():  # no resample holds a record the candidate would serve
+            return math.nan, math.nan
     lo, hi = np.nanpercentile(boots, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
     return float(lo), float(hi)
 

@@ -72,6 +72,7 @@ class PolicyParams(Struct, kw_only=True, frozen=True):
     shortlist_min_share: float = 0.01
     shortlist_min_trials: float = 20.0
     shortlist_draws: int = 256
+    probe_trials: float = 30.0
 
 
 class StrategyTable(Struct, kw_only=True, frozen=True):
@@ -103,7 +104,17 @@ class TargetSpec(Struct, kw_only=True, frozen=True):
     base) >= 0 (a conservative bandit: Wu et al. 2016, "Conservative Bandits"); otherwise
     ``safe`` (the reference, or the best known strategy) serves the request. A reference
     the target is stated against is ``trusted`` to keep it; the best known strategy is
-    not: while it is not expected to reach the target, nothing is held back."""
+    not: while it is not expected to reach the target, nothing is held back.
+
+    With ``probe_ratio`` > 0 (the request's answer can be judged off the request path)
+    exploring a cheap strategy costs no served quality. A strategy whose predicted cost is
+    at most ``probe_ratio`` x the safe one's (``probeable``) is not served while its
+    quality posterior weighs less than ``PolicyParams.probe_trials`` rewards (``thin``,
+    the prior's weight included): the draw's
+    mix is solved among the others, and if the draw wanted the thin one it is the
+    decision's *probe*. A probe-able strategy the check holds back is probed too. A probe
+    runs the strategy on the same request off the path, has the judge grade it and learns
+    from that. What is learned by serving is then what is known well enough to serve."""
 
     target: float
     base: float
@@ -111,6 +122,7 @@ class TargetSpec(Struct, kw_only=True, frozen=True):
     safe: int = -1
     trusted: bool = False
     confidence: float = 1.0
+    probe_ratio: float = 0.0
 
 
 class PromptContext(Struct, kw_only=True, frozen=True):
@@ -139,6 +151,7 @@ class Choice(Struct, kw_only=True, frozen=True):
     relaxed: bool
     mix: tuple[int, int, float] | None = None  # (low, high, P(high)) under a target
     held_back: bool = False  # the conservative check served ``safe`` instead
+    probe: int = -1  # the held-back strategy to run off the path and learn from (-1: none)
 
 
 def predict_costs(table: StrategyTable, post: TaskPosterior, input_tokens: int) -> np.ndarray:
@@ -258,11 +271,14 @@ class ThompsonPolicy:
     # -- targets ---------------------------------------------------------------------------
 
     def target_spec(self, base: float | None, state: TargetState, post: TaskPosterior,
-                    eligible: np.ndarray, safe: int = -1) -> TargetSpec | None:
+                    eligible: np.ndarray, safe: int = -1, probe_ratio: float = 0.0
+                    ) -> TargetSpec | None:
         """A decision's target from the task type's ``base`` target (None: no target),
         the window's reward sums and the posterior: the margin added, moved by the deficit
         controller, with the conservative check's ``safe`` strategy (the given reference
-        when eligible, else the best strategy the posterior knows)."""
+        when eligible, else the best strategy the posterior knows). ``probe_ratio``: how
+        cheap a strategy must be to be probed instead of served (0: no probes; see
+        ``TargetSpec``)."""
         if base is None:
             return None
         p = self.params
@@ -273,7 +289,8 @@ class ThompsonPolicy:
         return TargetSpec(target=effective_target(base, state, p.target_gain,
                                                   p.target_surplus_cap),
                           base=base, surplus=-state.deficit(base), safe=safe,
-                          trusted=trusted, confidence=p.target_confidence)
+                          trusted=trusted, confidence=p.target_confidence,
+                          probe_ratio=probe_ratio)
 
     def reference_target(self, post: TaskPosterior, reference: int, ratio: float) -> float:
         """A relative target: ``ratio`` x an upper estimate of the reference's quality (mean
@@ -349,6 +366,18 @@ class ThompsonPolicy:
             held[exploit] = False
         return held
 
+    def thin(self, post: TaskPosterior, spec: TargetSpec | None,
+             cost: np.ndarray) -> np.ndarray:
+        """Probe-able strategies whose quality posterior weighs less than
+        ``probe_trials`` observations (its prior's weight included: priors fitted by
+        ``conductor calibrate`` count as what they are, evidence from earlier traffic): not
+        served, probed when a draw wants them (deterministic given the state, so
+        propensities stay exact)."""
+        if spec is None:
+            return np.zeros(cost.size, dtype=bool)
+        a, b = post.quality_params()
+        return probeable(spec, cost) & (a + b < self.params.probe_trials)
+
     def decide_full(self, post: TaskPosterior, table: StrategyTable, eligible: np.ndarray,
                     constraints: Constraints, input_tokens: int, t: float,
                     rng: np.random.Generator, target: TargetSpec | None = None,
@@ -367,10 +396,12 @@ class ThompsonPolicy:
         if context is not None and context.candidates is not None:
             eligible = eligible & context.candidates
         memo: list[int] = []
+        thin = self.thin(post, target, cost)
+        pool = _servable(eligible, thin)
 
         def relaxed() -> int:
             if not memo:
-                memo.append(self.relaxed_choice(post, table, eligible, constraints, cost))
+                memo.append(self.relaxed_choice(post, table, pool, constraints, cost))
             return memo[0]
 
         q, p95 = self._draw(post, extra, 1, t, rng, constraints.min_quality, target, context)
@@ -382,25 +413,38 @@ class ThompsonPolicy:
             return Choice(index=int(idx[0]), quality=q[0], latency_p95_ms=p95[0],
                           cost_usd=cost, feasible=feas[0], relaxed=bool(none[0])), greedy
         feas = self._feasible(q, p95, cost, eligible, constraints)
+        served = feas & ~thin  # what this draw may serve
         mix: tuple[int, int, float] | None = None
+        wanted = -1  # what the draw would serve were thin strategies servable
         if context is not None and context.price is not None:
-            index = int(priced_choice(q, cost, feas, context.price_per_cost())[0])
+            index = int(priced_choice(q, cost, served, context.price_per_cost())[0])
+            if thin.any():
+                wanted = int(priced_choice(q, cost, feas, context.price_per_cost())[0])
             unmet = index < 0
             if unmet:
                 index = relaxed()
         else:
-            lo, hi, pr, _ = mix_row(q[0].tolist(), cost.tolist(), feas[0].tolist(),
+            u = float(rng.random())
+            lo, hi, pr, _ = mix_row(q[0].tolist(), cost.tolist(), served[0].tolist(),
                                     target.target)
+            if thin.any():
+                wlo, whi, wpr, _ = mix_row(q[0].tolist(), cost.tolist(), feas[0].tolist(),
+                                           target.target)
+                wanted = (whi if u < wpr else wlo) if wlo >= 0 else -1
             unmet = lo < 0
-            index = relaxed() if unmet else (hi if float(rng.random()) < pr else lo)
+            index = relaxed() if unmet else (hi if u < pr else lo)
             mix = None if unmet else (lo, hi, pr)
-        greedy = self._greedy_under_target(post, extra, cost, eligible, constraints, target,
-                                           context, relaxed)
+        greedy = self._greedy_under_target(post, extra, cost, eligible & ~thin, constraints,
+                                           target, context, relaxed)
         held = bool(self._held_back(post, target, eligible, context, greedy)[index]) and (
             not unmet)
-        return Choice(index=target.safe if held else index, quality=q[0],
+        probe = wanted if wanted >= 0 and thin[wanted] else (
+            index if held and bool(probeable(target, cost)[index]) else -1)
+        served_index = target.safe if held else index
+        return Choice(index=served_index, quality=q[0],
                       latency_p95_ms=p95[0], cost_usd=cost, feasible=feas[0], relaxed=unmet,
-                      mix=mix, held_back=held), greedy
+                      mix=mix, held_back=held,
+                      probe=-1 if probe == served_index else probe), greedy
 
     def _greedy_under_target(self, post: TaskPosterior, extra: np.ndarray, cost: np.ndarray,
                              eligible: np.ndarray, constraints: Constraints,
@@ -456,30 +500,37 @@ class ThompsonPolicy:
         extra = np.asarray(table.extra_latency_ms)
         if context is not None and context.candidates is not None:
             eligible = eligible & context.candidates
+        thin = self.thin(post, target, cost)
+        pool = _servable(eligible, thin)
 
         def relaxed() -> int:
-            return self.relaxed_choice(post, table, eligible, constraints, cost)
+            return self.relaxed_choice(post, table, pool, constraints, cost)
 
         if target is None:
             return self._probabilities(post, eligible, constraints, t, rng, cost, extra,
                                        relaxed, draws, method, context)
-        greedy = (self._greedy_under_target(post, extra, cost, eligible, constraints, target,
-                                            context, relaxed)
+        greedy = (self._greedy_under_target(post, extra, cost, eligible & ~thin, constraints,
+                                            target, context, relaxed)
                   if context is not None else frozenset())
         held = self._held_back(post, target, eligible, context, greedy)
-        # Every strategy but the safe one held back: the safe one takes every draw's share.
-        if target.safe >= 0 and held.sum() == held.size - 1:
+        # Every strategy but the safe one held back, and a draw with nothing feasible (none
+        # without limits) relaxes to the safe one too: it takes every draw's share.
+        unlimited = (constraints.min_quality is None and constraints.max_latency_ms is None
+                     and constraints.max_cost_usd is None and bool(eligible[target.safe]))
+        if target.safe >= 0 and held.sum() == held.size - 1 and (
+                unlimited or relaxed() == target.safe):
             return (np.arange(held.size) == target.safe).astype(float)
         if t <= 0:
             q, p95 = self._draw(post, extra, 1, 0.0, None, context=context)
-            feas = self._feasible(q, p95, cost, eligible, constraints)
+            feas = self._feasible(q, p95, cost, eligible & ~thin, constraints)
             return _mix_rows(q, cost, feas, target, context, held, relaxed).sum(axis=0)
         # Latency enters only through feasibility, independently of quality: draw that as a
         # coin with the exact P(p95 <= limit) rather than drawing latencies.
         a, b = post.quality_params()
         free = Constraints(max_cost_usd=constraints.max_cost_usd,
                            max_latency_ms=constraints.max_latency_ms)
-        p_ok = np.where(eligible, self.feasible_probabilities(post, extra, cost, free, t), 0.0)
+        p_ok = np.where(eligible & ~thin,  # a thin strategy is probed, never served
+                        self.feasible_probabilities(post, extra, cost, free, t), 0.0)
 
         def rows(n: int) -> np.ndarray:
             if context is None:
@@ -576,12 +627,20 @@ def _mix_rows(q: np.ndarray, cost: np.ndarray, feas: np.ndarray, target: TargetS
     else:
         low, high, p, _ = cheapest_mix(q, cost, feas, target.target)
     out = mix_shares(low, high, p, size)
+    if held.any():  # not a relaxed row's choice: the decision does not hold that back
+        moved = np.ix_(np.flatnonzero(low >= 0), np.flatnonzero(held))
+        out[moved[0][:, 0], target.safe] += out[moved].sum(axis=1)
+        out[moved] = 0.0
     if (low < 0).any():
         out[low < 0, relaxed()] = 1.0
-    if held.any():
-        out[:, target.safe] += out[:, held].sum(axis=1)
-        out[:, held] = 0.0
     return out
+
+
+def _servable(eligible: np.ndarray, thin: np.ndarray) -> np.ndarray:
+    """What a decision may serve: the eligible strategies but the thin ones (probed
+    instead), unless nothing else is eligible."""
+    pool = eligible & ~thin
+    return pool if pool.any() else eligible
 
 
 def _drawn_shares(rows: Callable[[int], np.ndarray], size: int, most: int, chunk: int,
@@ -727,9 +786,20 @@ def solve_price(means: np.ndarray, costs: np.ndarray, eligible: np.ndarray,
     return float(grid[ok[-1]]) if ok.size else float(grid[0])
 
 
+def probeable(spec: TargetSpec, cost: np.ndarray) -> np.ndarray:
+    """Strategies cheap enough to probe rather than serve: predicted cost at most
+    ``spec.probe_ratio`` x the safe strategy's (none without probes or a safe strategy)."""
+    if spec.probe_ratio <= 0.0 or spec.safe < 0:
+        return np.zeros(cost.size, dtype=bool)
+    ok = cost <= spec.probe_ratio * cost[spec.safe]
+    ok[spec.safe] = False
+    return ok
+
+
 def at_base(spec: TargetSpec | None) -> TargetSpec | None:
-    """The target itself, not moved by the controller, and no conservative check: what a
-    strategy's usefulness is judged against (a passing deficit must not set it aside)."""
+    """The target itself, not moved by the controller, no conservative check and no
+    probes: what a strategy's usefulness is judged against (a passing deficit must not set
+    it aside, nor a strategy held back to be probed)."""
     if spec is None:
         return None
     return TargetSpec(target=spec.base, base=spec.base, surplus=math.inf, safe=spec.safe,

@@ -103,4 +103,5 @@ def policy_params(p: PolicyConfig) -> PolicyParams:
         target_gain=p.target_gain, target_surplus_cap=p.target_surplus_cap,
         target_margin=p.target_margin, target_confidence=p.target_confidence,
         target_reference_z=p.target_reference_z, shortlist_min_share=p.shortlist_min_share,
-        shortlist_min_trials=p.shortlist_min_trials, shortlist_draws=p.shortlist_draws)
+        shortlist_min_trials=p.shortlist_min_trials, shortlist_draws=p.shortlist_draws,
+        probe_trials=p.probe_trials)
