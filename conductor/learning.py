@@ -116,11 +116,13 @@ def scale_of(rates: JudgeErrorRates | None) -> JudgeScale | None:
 
 def learn_first_reward(post: TaskPosterior, target: TargetState, context: ContextModel | None,
                        strategy: str, value: float, *, judged: bool, gamma: float,
-                       target_gamma: float, z: np.ndarray | None = None) -> None:
+                       target_gamma: float, z: np.ndarray | None = None,
+                       served: bool = True) -> None:
     """A request's first reward into a task type's posterior, its target's sums and (with
     the prompt's features ``z``) its per-prompt model, which scores it against the task
-    level before either learns it; a judge's score is kept apart in each. The Learner,
-    the replay's policy and ``compare``'s candidates all learn through here."""
+    level before either learns it; a judge's score is kept apart in each. A probe's
+    (``served`` False) teaches quality but is no part of the traffic the target measures.
+    The Learner, the replay's policy and ``compare``'s candidates all learn through here."""
     if context is not None and z is not None:
         context.observe(strategy, z, value, gamma,
                         baseline=float(post.quality_mean()[post.index[strategy]]),
@@ -129,8 +131,9 @@ def learn_first_reward(post: TaskPosterior, target: TargetState, context: Contex
         post.observe_judged(strategy, value)
     else:
         post.observe_reward(strategy, value)
-    target.observe(value, target_gamma, judged=strategy if judged else None,
-                   scale=post.scale_of(strategy))
+    if served:
+        target.observe(value, target_gamma, judged=strategy if judged else None,
+                       scale=post.scale_of(strategy))
 
 
 def read_judged_through(scales: JudgeScale | Sequence[JudgeScale | None] | None,
@@ -394,7 +397,8 @@ class Learner:
                 if event.previous is None:
                     learn_first_reward(post, target, context, event.strategy, event.effective,
                                        judged=judged, gamma=self.gamma,
-                                       target_gamma=self.target_gamma, z=z)
+                                       target_gamma=self.target_gamma, z=z,
+                                       served=event.served)
                     return
                 if context is not None and z is not None:
                     context.correct(event.strategy, z, event.previous, event.effective,
@@ -403,9 +407,10 @@ class Learner:
                                     was_judged=was, judged=judged)
                 post.correct_reward(event.strategy, event.previous, event.effective,
                                     was_judged=was, judged=judged)
-                target.correct(event.previous, event.effective, strategy=event.strategy,
-                               was_judged=was, judged=judged,
-                               scale=post.scale_of(event.strategy))
+                if event.served:
+                    target.correct(event.previous, event.effective, strategy=event.strategy,
+                                   was_judged=was, judged=judged,
+                                   scale=post.scale_of(event.strategy))
             case PolicyEvent():
                 self.knobs = self._valid_knobs(event.knobs)
 
@@ -449,8 +454,10 @@ class Learner:
             if self.fusion.get(reward.request_id) is None:
                 rec = self.store.get_request(reward.request_id)
                 if rec is not None:
-                    self.fusion.rebuild(reward.request_id, rec.rewards,
-                                        rec.decision.features if rec.decision else ())
+                    self.fusion.rebuild(
+                        reward.request_id, rec.rewards,
+                        rec.decision.features if rec.decision else (),
+                        served=rec.decision is None or rec.decision.routed_by != "probe")
             before = self.fusion.get(reward.request_id)
             had_judge = before is not None and "judge" in before.scores
             had_user = before is not None and bool(before.users)
@@ -479,7 +486,7 @@ class Learner:
                 self.apply(RewardEvent(request_id=reward.request_id, task_type=task,
                                        strategy=strategy, effective=new, previous=old,
                                        features=st.features, judged=judged,
-                                       previous_judged=was_judged))
+                                       previous_judged=was_judged, served=st.served))
                 for listener in self.reward_listeners:
                     listener(task, new, old)
         if handle is not None and wait is not False:

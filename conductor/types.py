@@ -43,7 +43,7 @@ class Mode(enum.StrEnum):
 # Built-in reward sources: "user", "simulated", "judge", "heuristic"; a custom evaluator's
 # rewards carry its own source name (conductor.evaluators.fusion ranks them).
 RewardSource = Name
-RoutedBy = Literal["policy", "forced", "rollout_default", "shadow"]
+RoutedBy = Literal["policy", "forced", "rollout_default", "shadow", "probe"]
 
 
 class Constraints(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -172,6 +172,9 @@ class Decision(Struct, kw_only=True, frozen=True):
     quality_target: float | None = None  # the (effective) target the mix was solved for
     set_aside: dict[str, str] = {}  # strategies kept out of exploration, with why
     held_back: bool = False  # exploring was not affordable: the safe strategy served
+    # The held-back strategy run on the same request off the path, judged and learned
+    # from (its own log row: request id ``probe_id(request_id)``, routed_by "probe").
+    probe: str | None = None
     per_prompt: bool = False  # decided on this prompt's predicted qualities
     features: tuple[float, ...] = ()  # the prompt's features (what per-prompt learning uses)
     # The scale of the predicted qualities and the target: "calibrated" (judged rewards
@@ -284,6 +287,7 @@ class RewardEvent(Struct, kw_only=True, frozen=True, tag="reward"):
     applied: bool = True  # False: logged for its pair only (the posterior did not change)
     judged: bool = False  # ``effective`` is a judge's score (read through its error rates)
     previous_judged: bool = False  # ``previous`` was
+    served: bool = True  # False: a probe's (learned as quality, not counted in the target)
 
 
 class PolicyKnobs(Struct, kw_only=True, frozen=True):

@@ -30,6 +30,7 @@ class RequestRewards(Struct, kw_only=True):
     effective: float | None = None
     effective_source: str | None = None
     features: tuple[float, ...] = ()  # the request's prompt features
+    served: bool = True  # False: a probe's answer (learned from, never served)
 
 
 class RewardFusion:
@@ -58,15 +59,17 @@ class RewardFusion:
         rebuilds it from the store."""
         self._state.pop(request_id, None)
 
-    def start(self, request_id: str, features: tuple[float, ...] = ()) -> None:
+    def start(self, request_id: str, features: tuple[float, ...] = (), *,
+              served: bool = True) -> None:
         """A new request with no rewards yet (keeps any state it already has)."""
         if request_id not in self._state:
-            self._put(request_id, RequestRewards(scores={}, users={}, features=features))
+            self._put(request_id, RequestRewards(scores={}, users={}, features=features,
+                                                 served=served))
 
     def rebuild(self, request_id: str, rewards: list[Reward],
-                features: tuple[float, ...] = ()) -> RequestRewards:
+                features: tuple[float, ...] = (), *, served: bool = True) -> RequestRewards:
         """State for a request from its stored rewards (after a restart or eviction)."""
-        st = RequestRewards(scores={}, users={}, features=features)
+        st = RequestRewards(scores={}, users={}, features=features, served=served)
         for r in rewards:
             self._set(st, r)
             if r.effective_score is not None:

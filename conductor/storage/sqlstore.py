@@ -317,7 +317,7 @@ class SQLStore(BaseLogStore):
         rewards = both(
             "SELECT r.pos, r.seq, r.request_id, r.task_type, r.strategy, r.score, r.source,"
             " r.previous_score, r.previous_source, r.effective_score, d.features,"
-            " r.pair_judge, r.pair_user, r.applied"
+            " d.routed_by, r.pair_judge, r.pair_user, r.applied"
             " FROM rewards r LEFT JOIN decisions d USING (request_id)"
             " WHERE (r.applied = 1 OR r.pair_judge IS NOT NULL)", "r.")
         policies = both(
@@ -337,7 +337,8 @@ class SQLStore(BaseLogStore):
                 pair=None if r["pair_judge"] is None else (r["pair_judge"], r["pair_user"]),
                 applied=bool(r["applied"]),
                 # An applied reward set its request's value, so the value is its source's.
-                judged=r["source"] == "judge", previous_judged=r["previous_source"] == "judge")))
+                judged=r["source"] == "judge", previous_judged=r["previous_source"] == "judge",
+                served=r["routed_by"] != "probe")))
         for r in policies:
             rows.append((r["pos"] or 0, r["seq"], _policy_event(r)))
         rows.sort(key=lambda e: (e[0], e[1]))

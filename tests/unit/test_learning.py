@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
+import msgspec
 import pytest
 
 from conductor import default_settings
@@ -71,3 +73,47 @@ def test_a_policy_event_sets_the_knobs_and_unknown_names_fall_back() -> None:
     assert ln.knobs.version == "v9" and ln.knobs.freeze and ln.knobs.rollout_percent == 10.0
     assert ln.knobs.default_strategy == "turbo-quality"  # the config's
     assert ln.knobs.exploration["chat"] == 0.3 and "poetry" not in ln.knobs.exploration
+
+
+def test_a_probes_rewards_teach_quality_but_never_the_targets_window(tmp_path: Path) -> None:
+    """A probe's first reward and a correction of it (a later, better source) move the
+    posterior and leave the target's sums alone; so does a reward for a probe whose fused
+    state was rebuilt from the store (after a restart), which knows it by its decision."""
+    from conductor import Conductor
+    from conductor.probing import probe_id
+    from conductor.storage.sqlite import SQLiteStore
+    from conductor.types import Reward
+
+    path = tmp_path / "c.db"
+    with Conductor(seed=1, log_store=SQLiteStore(path), evaluators=[]) as c:
+        served = c.complete("Classify: fine", task_type="classify", strategy="turbo-quality")
+        assert c.wait_for_judges()  # its own judged reward, if sampled, is in
+        probe = msgspec.structs.replace(served.decision, request_id=probe_id(
+            served.request_id), strategy="turbo-cheap", routed_by="probe", propensity=1.0)
+        c.log_store.record_decision(probe, c.make_request("Classify: fine",
+                                                          task_type="classify"))
+        c.learner.fusion.start(probe.request_id, served=False)
+        target, post = c.learner.targets["classify"], c.posteriors["classify"]
+        sums = (target.count, target.reward_sum)  # the served answer's
+        i = post.index["turbo-cheap"]
+
+        def reward(source: str, score: float) -> None:
+            c.learner.add_reward(Reward(
+                request_id=probe.request_id, source=source, score=score, rater="u",
+                task_type="classify", strategy="turbo-cheap", created_at=1.0))
+
+        reward("judge", 0.0)
+        assert post.evidence["j_n"][i] == pytest.approx(1.0)
+        assert (target.count, target.reward_sum) == sums
+        reward("user", 1.0)  # replaces the judge's 0: the posterior is corrected
+        assert post.evidence["q_s"][i] == pytest.approx(1.0) and post.evidence["j_n"][i] == 0
+        assert (target.count, target.reward_sum) == sums
+    with Conductor(seed=1, log_store=SQLiteStore(path), evaluators=[]) as again:
+        target = again.learner.targets["classify"]
+        assert (target.count, target.reward_sum) == pytest.approx(sums)  # rebuilt alike
+        again.learner.add_reward(Reward(
+            request_id=probe.request_id, source="user", score=0.0, rater="v",
+            task_type="classify", strategy="turbo-cheap", created_at=2.0))
+        assert (target.count, target.reward_sum) == pytest.approx(sums)
+        post = again.posteriors["classify"]
+        assert post.evidence["q_s"][post.index["turbo-cheap"]] == pytest.approx(0.5)
