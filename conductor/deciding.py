@@ -122,6 +122,10 @@ class Decider:
         self._pricers = {t: PromptPricer(p.context_reservoir) for t in settings.task_types}
         # Per task type: the observation count it was computed at, and what is set aside.
         self._shortlists: dict[str, tuple[float, dict[str, str]]] = {}
+        # Probes need a judge to grade what they learn from (``TargetSpec.probe_ratio``).
+        self.probe_ratio = p.probe_cost_ratio if (
+            settings.judge.strategy is not None and settings.judge.max_calls_per_hour > 0
+        ) else 0.0
 
     def eligible(self, task: str) -> np.ndarray:
         """The strategies configured for a task type (before circuits and set-asides)."""
@@ -143,7 +147,8 @@ class Decider:
         sets one. Callers hold the lock."""
         base, safe = target_base(self.settings, self.policy, task, post, client_id,
                                  constraints.quality_target)
-        return self.policy.target_spec(base, self.learner.targets[task], post, eligible, safe)
+        return self.policy.target_spec(base, self.learner.targets[task], post, eligible, safe,
+                                       self.probe_ratio)
 
     def set_aside(self, task: str, post: TaskPosterior, constraints: Constraints,
                   input_tokens: int, spec: TargetSpec | None) -> dict[str, str]:
@@ -262,6 +267,7 @@ class Decider:
             created_at=self.clock(), quality_target=spec.target if spec else None,
             set_aside=set_aside if strategy is None else {},
             held_back=choice.held_back and routed_by in ("policy", "shadow"),
+            probe=names[choice.probe] if choice.probe >= 0 and routed_by == "policy" else None,
             per_prompt=context is not None, features=tuple(z.tolist()) if z is not None else (),
             quality_scale="calibrated" if post.calibrated else "as_scored")
         return decision, pending

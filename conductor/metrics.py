@@ -66,12 +66,16 @@ class RouterStats(msgspec.Struct, kw_only=True):
     judge_self_graded: int
     judge_user_agreement: dict[str, dict[str, Any]]
     quality_scale: dict[str, dict[str, Any]] = {}
+    # Probes (``conductor.probing.ProbeCounters``): queued, run, failed, skipped, cost_usd.
+    probes: dict[str, float] = {}
 
     @classmethod
     def of(cls, health: Any, evaluation: Any, calibrations: Mapping[str, Any],
-           scale: dict[str, dict[str, Any]] | None = None) -> RouterStats:
-        """From the router's parts (``Health``, ``Evaluation``, judge calibrations, and
-        the scale each task type's quality is learned on: ``Learner.scale_report``)."""
+           scale: dict[str, dict[str, Any]] | None = None,
+           probes: Any = None) -> RouterStats:
+        """From the router's parts (``Health``, ``Evaluation``, judge calibrations, the
+        scale each task type's quality is learned on: ``Learner.scale_report``, and the
+        probes' counters)."""
         h, j = health, evaluation.counters
         return cls(
             retries=sum(h.retries.values()), fallbacks=h.fallbacks,
@@ -81,7 +85,8 @@ class RouterStats(msgspec.Struct, kw_only=True):
             judge_budget_skipped=evaluation.sampler.budget_skipped,
             judge_cost_usd=j.cost_usd, judge_self_graded=j.self_graded,
             judge_user_agreement={t: cal.agreement() for t, cal in calibrations.items()
-                                  if cal.n}, quality_scale=scale or {})
+                                  if cal.n}, quality_scale=scale or {},
+            probes=msgspec.to_builtins(probes) if probes is not None else {})
 
 
 class _Tally:
@@ -206,6 +211,9 @@ class MetricsCollector:
         self._last_log = self.started
         self.judge: dict[str, float] = {"judge_calls_total": 0, "judge_dropped_total": 0,
                                         "judge_failed_total": 0, "judge_usd": 0.0}
+        # Probes (conductor.probing): strategies run off the path to learn, never served;
+        # not requests, but spend (the probed calls; their judge calls are in judge_usd).
+        self.probes: dict[str, float] = {"probes_total": 0, "probes_usd": 0.0}
         self.agreement: dict[str, Any] = {}
         self.circuits_open: dict[str, float] = {}
         self._alerted: set[str] = set()
@@ -274,6 +282,9 @@ class MetricsCollector:
         self.judge = {"judge_calls_total": calls, "judge_dropped_total": dropped,
                       "judge_failed_total": failed, "judge_usd": usd}
 
+    def set_probes(self, *, count: float, usd: float) -> None:
+        self.probes = {"probes_total": count, "probes_usd": usd}
+
     def set_circuits(self, open_for_s: dict[str, float]) -> None:
         self.circuits_open = dict(open_for_s)
 
@@ -330,6 +341,8 @@ class MetricsCollector:
             view["counters"]["judge_calls_total"] = int(self.judge["judge_calls_total"])
             view["counters"]["judge_dropped_total"] = int(self.judge["judge_dropped_total"])
             view["cost"]["judge_usd"] = self.judge["judge_usd"]
+            view["counters"]["probes_total"] = int(self.probes["probes_total"])
+            view["cost"]["probes_usd"] = self.probes["probes_usd"]
             view["quality"]["judge_user_agreement"] = self.agreement
         return {**since_start, "uptime_s": now - self.started, "window": window,
                 "alerts": self.alerts(window)}
@@ -356,13 +369,19 @@ class MetricsCollector:
     def from_records(cls, records: Any, default_cost: Callable[[Outcome], float] | None = None,
                      window_s: float = 300.0) -> MetricsCollector:
         """A collector fed with stored requests (``SQLiteStore.iter_requests``), on their own
-        clock: "since start" covers the whole log, the window its last ``window_s``."""
+        clock: "since start" covers the whole log, the window its last ``window_s``.
+        Probes are counted apart (with the cost of their calls and their judge's)."""
         now = [0.0]
         m = cls(window_s=window_s, default_cost=default_cost, clock=lambda: now[0])
         first = True
+        probes, probes_usd = 0, 0.0
         for rec in records:
             outcome = rec["outcome"]
             if outcome is None:
+                continue
+            if rec["decision"].routed_by == "probe":
+                probes += 1
+                probes_usd += outcome.cost_usd
                 continue
             now[0] = max(now[0], outcome.created_at)
             if first:
@@ -374,6 +393,7 @@ class MetricsCollector:
                          if r.effective_score is not None]
             if effective:
                 m.record_reward(rec["task_type"], effective[-1])
+        m.set_probes(count=probes, usd=probes_usd)
         return m
 
     def write_snapshot(self) -> None:

@@ -31,6 +31,7 @@ from conductor.execution import Attempt, Executor, Health, Plan, Upstream, build
 from conductor.learning import Bookkeeper, Follower, Learner, rating_to_score
 from conductor.lifecycle import Admission, InFlight
 from conductor.metrics import RouterListener, RouterStats
+from conductor.probing import Prober
 from conductor.providers.base import Provider
 from conductor.providers.registry import open_providers
 from conductor.providers.reliability import CircuitBreaker
@@ -96,6 +97,8 @@ class Conductor:
             clock=clock)
         self.executor = Executor(settings, build_modes(settings, self.upstream,
                                                        self.evaluation.score_draft), self.health)
+        self.prober = Prober(settings, self.executor, self.evaluation, self.learner,
+                             self.log_store, clock=clock)
         self._switched_off: set[str] = set()
         self._flights = InFlight()
         self._listeners: list[RouterListener] = []
@@ -215,6 +218,7 @@ class Conductor:
             std = float(post.quality_std()[post.index[outcome.strategy]])
             self.evaluation.maybe_judge(req, outcome, std, float(self.decider.rng.random()),
                                         self.learner.add_reward)
+            self.prober.submit(req, decision)
         pending = self.learner.take_pending(rid)
         for _, rater, score in pending:
             rewards.append(self.learner.user_reward(decision, outcome.strategy, score, rater))
@@ -369,7 +373,7 @@ class Conductor:
 
     def stats(self) -> RouterStats:
         return RouterStats.of(self.health, self.evaluation, self.learner.calibrations,
-                              self.learner.scale_report())
+                              self.learner.scale_report(), self.prober.counters)
 
     def posterior_summary(self) -> dict[str, dict[str, tuple[float, float]]]:
         return self.learner.quality_summary()

@@ -326,6 +326,8 @@ class Gateway:
         self.metrics.set_judge(calls=r.judge_calls, dropped=r.judge_dropped,
                                failed=r.judge_failures, usd=r.judge_cost_usd)
         self.metrics.set_circuits(r.circuits_open)
+        self.metrics.set_probes(count=r.probes.get("run", 0) + r.probes.get("failed", 0),
+                                usd=r.probes.get("cost_usd", 0.0))
         self.metrics.set_agreement(r.judge_user_agreement)
         out = self.metrics.get_stats()
         # The means above are of the rewards as scored; how the learner reads them:

@@ -151,6 +151,9 @@ class Trace(Struct, kw_only=True):
     quality_scale: str = "as_scored"
     set_aside: dict[str, str] = {}
     held_back: bool = False
+    # A held-back cheap strategy run on this request off the path, judged and learned from
+    # (its answer is not this one; it is logged as request ``<request_id>.probe``).
+    probe: str | None = None
     cost_usd: float | None = None
     cost_estimated: bool = False
     latency_ms: float | None = None
@@ -228,7 +231,7 @@ def trace_of(decision: Decision, outcome: Outcome | None = None) -> Trace:
         predicted_latency_ms=decision.predicted_latency_ms,
         predicted_cost_usd=decision.predicted_cost_usd, quality_target=decision.quality_target,
         set_aside=dict(decision.set_aside), held_back=decision.held_back,
-        quality_scale=decision.quality_scale)
+        probe=decision.probe, quality_scale=decision.quality_scale)
     if outcome is not None:
         t.strategy = outcome.strategy
         t.model = outcome.model
