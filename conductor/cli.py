@@ -99,6 +99,10 @@ def demo(config_path: Path | None, n: int, seed: int, every: int, db_path: str |
         for i in range(1, n + 1):
             task, prompt = workload.next()
             res = conductor.complete(prompt, task_type=task)
+            if res.decision.probe is not None:
+                # Learned before the next decision, so a seed gives the same run (a
+                # service learns from its probes as they land).
+                conductor.wait_for_judges()
             window[res.outcome.strategy] += 1
             decided_per_prompt += res.decision.per_prompt
             cost += res.outcome.cost_usd
@@ -117,8 +121,9 @@ def demo(config_path: Path | None, n: int, seed: int, every: int, db_path: str |
                 mix = ", ".join(f"{s} {c / sum(window.values()):.0%}"
                                 for s, c in window.most_common())
                 q = float(np.mean(quality[-every:])) if quality else float("nan")
-                click.echo(f"{i:>7}  cost ${cost:.4f} vs ${base_cost:.4f} on default "
-                           f"({1 - cost / base_cost:+.0%} saved)  quality {q:.2f}  "
+                spent = cost + conductor.stats().probes.get("cost_usd", 0.0)  # probes too
+                click.echo(f"{i:>7}  cost ${spent:.4f} vs ${base_cost:.4f} on default "
+                           f"({1 - spent / base_cost:+.0%} saved)  quality {q:.2f}  "
                            f"per prompt {decided_per_prompt / sum(window.values()):.0%}  "
                            f"mix: {mix}")
                 window.clear()
@@ -131,6 +136,10 @@ def demo(config_path: Path | None, n: int, seed: int, every: int, db_path: str |
             met = "-" if spec is None or not k else ("yes" if qsum / k >= spec else "no")
             click.echo(f"{task:<14} {k:>8.0f} {qsum / max(k, 1):>8.3f} {target:>8} {met:>4} "
                        f"{spent / base if base else float('nan'):>16.2f}")
+        probes = conductor.stats().probes
+        if probes.get("queued"):
+            click.echo(f"probes: {probes['run']:.0f} cheap strategies' answers judged off the "
+                       f"path, ${probes['cost_usd']:.4f} (in the total above, not per task)")
 
 
 @main.command()

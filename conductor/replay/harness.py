@@ -103,6 +103,7 @@ class Judged(Struct, kw_only=True):
 
     score: np.ndarray
     judge_usd: np.ndarray
+    probe_usd: np.ndarray | None = None  # what a probe made on the prompt cost (and its judge)
 
 
 def run_policy(world: World, policy: ReplayPolicy, bars: dict[str, float], order: np.ndarray,
@@ -111,11 +112,15 @@ def run_policy(world: World, policy: ReplayPolicy, bars: dict[str, float], order
 
     The policy learns from the judge's score of each answer; with ``user_feedback_rate``
     a fraction of requests also get their true label ``user_feedback_delay`` requests
-    later (to policies that take labels: ``label(i, task, j, judged, truth)``)."""
+    later (to policies that take labels: ``label(i, task, j, judged, truth)``). A policy
+    that names a ``probe`` after choosing (Conductor's) has that model run on the prompt
+    too, off the served stream: the judge always grades it, its cost and the judge's are
+    charged (``judged.probe_usd``), and it learns through ``update_probe``."""
     rng = np.random.default_rng([seed, 1])
     noise_rng = np.random.default_rng([seed, 2])
     label_rng = np.random.default_rng([seed, 3])
     judge_rng = np.random.default_rng([seed, 4])
+    probe_rng = np.random.default_rng([seed, 5])
     sampler = JudgeSampler(max_calls_per_hour=0)  # no budget: its sampling rule only
     quality_std = getattr(policy, "quality_std", None)
     policy.reset(world, bars, rng)
@@ -147,6 +152,17 @@ def run_policy(world: World, policy: ReplayPolicy, bars: dict[str, float], order
             judged.score[i], judged.judge_usd[i] = score, paid
         policy.update(int(i), task, j, score, float(world.cost[i, j]) + paid,
                       float(world.latency_ms[i, j]))
+        probe = int(getattr(policy, "probe", -1))
+        if probe >= 0 and eligible[probe]:
+            pratio = (float(tokens[i, probe] / median[probe]) if tokens is not None
+                      and median is not None and np.isfinite(tokens[i, probe])
+                      and median[probe] > 0 else 1.0)
+            pscore = observe(float(world.quality[i, probe]), cfg, probe_rng, pratio)
+            pcost = float(world.cost[i, probe]) + judge_usd
+            if judged is not None and judged.probe_usd is not None:
+                judged.probe_usd[i] = pcost
+            policy.update_probe(int(i), task, probe, pscore, pcost,  # type: ignore[attr-defined]
+                                float(world.latency_ms[i, probe]))
         if label is not None and cfg.user_feedback_rate > 0 and (
                 label_rng.random() < cfg.user_feedback_rate):
             due.append((step + cfg.user_feedback_delay, int(i), task, j, score, truth))
@@ -161,7 +177,8 @@ def summarize(world: World, chosen: np.ndarray, rows: np.ndarray, strongest: int
     idx = np.flatnonzero(rows & (chosen >= 0))
     j = chosen[idx]
     q = world.quality[idx, j]
-    c = world.cost[idx, j] + (judged.judge_usd[idx] if judged is not None else 0.0)
+    c = world.cost[idx, j] + (judged.judge_usd[idx] if judged is not None else 0.0) + (
+        judged.probe_usd[idx] if judged is not None and judged.probe_usd is not None else 0.0)
     lat = world.latency_ms[idx, j]
     q_strong = np.nanmean(world.quality[idx, strongest])
     c_strong = np.nanmean(world.cost[idx, strongest])
@@ -270,7 +287,8 @@ def run_replay(world: World, cfg: ReplayConfig,
         for make in factories:
             policy = make()
             judged = Judged(score=np.full(len(world.ids), np.nan),
-                            judge_usd=np.zeros(len(world.ids)))
+                            judge_usd=np.zeros(len(world.ids)),
+                            probe_usd=np.zeros(len(world.ids)))
             chosen = run_policy(world, policy, bars, order, cfg, seed, judged)
             late = np.zeros(len(world.ids), dtype=bool)
             late[order[len(order) // 2:]] = True  # the second half of the stream
@@ -280,10 +298,10 @@ def run_replay(world: World, cfg: ReplayConfig,
                                             best_fixed, bars, cfg, order, judged)
                                for t in tasks},
                    "second_half": summarize(world, chosen, late, strongest, best_fixed, bars,
-                                            cfg, order),
+                                            cfg, order, judged),
                    "second_half_by_task": {
                        t: summarize(world, chosen, late & world.task_index(t), strongest,
-                                    best_fixed, bars, cfg, order) for t in tasks}}
+                                    best_fixed, bars, cfg, order, judged) for t in tasks}}
             if isinstance(policy, ConductorPolicy):  # its own estimate, on its own scale
                 for t in tasks:
                     rec["by_task"][t]["estimated_quality"] = policy.estimated_quality(t)

@@ -140,7 +140,8 @@ def compare(records: list[LoggedRecord], settings: Settings, candidates: list[Ca
     """Off-policy estimates of mean quality and mean cost for each candidate."""
     names = list(settings.strategies)
     index = {n: i for i, n in enumerate(names)}
-    usable = [r for r in records if r.routed_by != "shadow" and r.action in index
+    # Shadow decisions were not served; probes were not decisions (see conductor.probing).
+    usable = [r for r in records if r.routed_by not in ("shadow", "probe") and r.action in index
               and r.task_type in settings.task_types and r.quality is not None
               and r.cost_usd is not None]
     if not usable:
@@ -505,6 +506,7 @@ def tune_logs(records: list[LoggedRecord], settings: Settings,
     rows: dict[str, dict[str, dict[str, float]]] = {}
     recommend: dict[str, float] = {}
     sizes: dict[str, dict[str, float]] = {}
+    records = [r for r in records if r.routed_by != "probe"]  # not the traffic served
     for task in sorted({r.task_type for r in records}):
         recs = [r for r in records if r.task_type == task]
         res = compare(recs, settings, [Candidate(spec=f"temperature={t}", temperature=t)

@@ -114,6 +114,7 @@ class ConductorPolicy:
             self.posts[task] = TaskPosterior(world.models, pri)
         self.bars = bars
         self.targets = {task: TargetState() for task in world.tasks()}
+        self.probe = -1  # what the last choice probes (the harness reads it)
         # Judge calibration from delayed user labels (see ``label``): per task type the
         # judge's error rates, pooled over task types as the prior (the router's rule).
         pooled = JudgeErrorRates()
@@ -140,7 +141,8 @@ class ConductorPolicy:
 
     def spec(self, task: str, eligible: np.ndarray) -> TargetSpec | None:
         return None if self.floors else self.policy.target_spec(
-            self.bars[task], self.targets[task], self.posts[task], eligible, self.safe)
+            self.bars[task], self.targets[task], self.posts[task], eligible, self.safe,
+            self.params.probe_cost_ratio)
 
     def _set_aside(self, task: str, spec: TargetSpec | None) -> np.ndarray:
         post = self.posts[task]
@@ -166,6 +168,7 @@ class ConductorPolicy:
         choice, _ = self.policy.decide_full(self.posts[task], self.table, el,
                                             self.constraints[task], 0, self.t, self.rng, spec,
                                             context)
+        self.probe = choice.probe  # the harness runs it off the served stream
         return choice.index
 
     def quality_std(self, task: str, j: int) -> float:
@@ -189,13 +192,22 @@ class ConductorPolicy:
         state = self.targets[task]
         self.deficits[task].append(state.deficit(self.bars[task]) / max(state.count, 1.0))
 
-    def _learn(self, i: int, task: str, j: int, reward: float, judged: bool) -> None:
+    def update_probe(self, i: int, task: str, j: int, quality: float, cost: float,
+                     latency_ms: float) -> None:
+        """A probe's answer (model j run on prompt i off the served stream) and its judged
+        score: learned as the router learns a probe, outside the target's window."""
+        self.posts[task].observe_outcome(self.models[j], latency_ms, cost, None, 1.0)
+        self._learn(i, task, j, quality, judged=True, served=False)
+
+    def _learn(self, i: int, task: str, j: int, reward: float, judged: bool,
+               served: bool = True) -> None:
         """Prompt i's first reward, learned as the router learns it (the per-prompt model
         too, when deciding per prompt)."""
         learn_first_reward(self.posts[task], self.targets[task], self.contexts.get(task),
                            self.models[j], reward, judged=judged, gamma=self.gamma,
                            target_gamma=self.gamma,
-                           z=self.features[i] if self.features is not None else None)
+                           z=self.features[i] if self.features is not None else None,
+                           served=served)
 
     def label(self, i: int, task: str, j: int, judged: float | None, truth: float) -> None:
         """A user's label for an earlier answer: it replaces that answer's judged score

@@ -36,9 +36,10 @@ def test_demo_per_prompt_switches_to_the_prompts_words_once_they_predict_better(
                                        "--per-prompt"])
     assert result.exit_code == 0, result.output
     shares = [int(m) for m in re.findall(r"per prompt (\d+)%", result.output)]
-    # The task level first (the gate needs 50 scored rewards and a gain), then the
-    # prompt's words decide a large share once they have paid.
-    assert len(shares) == 6 and shares[0] == 0 and max(shares) > 20, shares
+    # The task level first (the gate needs 50 scored rewards and a gain; the probes'
+    # rewards count, so it opens within the first 500), then the prompt's words decide a
+    # large share once they have paid.
+    assert len(shares) == 6 and shares[0] < 25 and max(shares) > shares[0] + 20, shares
 
 
 def test_bad_config_is_one_line_and_exit_2(tmp_path: Path) -> None:
@@ -67,9 +68,10 @@ def test_export_writes_one_line_per_request_with_decision_outcome_rewards(tmp_pa
     assert runner.invoke(main, ["demo", "--requests", "40", "--db", str(db)]).exit_code == 0
     result = runner.invoke(main, ["export", "--db", str(db), "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert result.output.strip() == f"wrote 40 requests to {out}"
     lines = [msgspec.json.decode(ln) for ln in out.read_bytes().splitlines()]
-    assert len(lines) == 40
+    assert result.output.strip() == f"wrote {len(lines)} requests to {out}"
+    # The demo's 40, and the probes made on them (logged as requests of their own).
+    assert sum(rec["decision"]["routed_by"] != "probe" for rec in lines) == 40
     for rec in lines:
         assert rec["decision"]["request_id"] == rec["request_id"]
         assert 0 < rec["decision"]["propensity"] <= 1

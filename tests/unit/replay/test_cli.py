@@ -162,7 +162,9 @@ def test_replay_with_user_labels_reports_the_judges_errors_as_estimated(
     assert "the judge's errors as Conductor estimated them from the labels (true: false " \
            "positives 0.30, false negatives 0.00" in r.output
     hard = msgspec.json.decode(out.read_bytes())["policies"]["conductor"]["by_task"]["hard"]
-    assert hard["wrong_labels"] >= 5  # 20% of ~200 "hard" prompts, some answered wrong
+    # 20% of ~200 "hard" prompts, some answered wrong (fewer since probes: the cheap
+    # model is probed, not served, while it is measured)
+    assert hard["wrong_labels"] >= 3
     assert hard["judge_fp_90_low"] < hard["judge_fp_estimate"] < hard["judge_fp_90_high"]
     assert abs(hard["judge_fp_estimate"] - 0.3) < 0.25 and hard["judge_fn_estimate"] < 0.15
     r = CliRunner().invoke(main, ["replay", str(world_file), "--seeds", "1",
@@ -305,7 +307,9 @@ def test_calibrated_priors_warm_start_the_replay(tmp_path: Path) -> None:
     w = msgspec.json.decode(warm.read_bytes())["policies"]["conductor"]["overall"]
     print("cold", c["quality_vs_strongest"], c["cost_vs_strongest"],
           "warm", w["quality_vs_strongest"], w["cost_vs_strongest"])
-    assert w["cost_vs_strongest"] < 0.5 * c["cost_vs_strongest"]
+    # (A cold start probes the weak models rather than serving them since probes came:
+    # 0.33 of the strongest's cost here, 0.42 before; warm, 0.17.)
+    assert w["cost_vs_strongest"] < 0.6 * c["cost_vs_strongest"]
     assert w["quality_vs_strongest"] >= 0.95
 
 

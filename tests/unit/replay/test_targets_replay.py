@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conductor.replay.harness import ReplayConfig, run_policy, task_bars
+from conductor.replay.harness import Judged, ReplayConfig, run_policy, task_bars
 from conductor.replay.policies import ConductorPolicy
 from conductor.replay.world import World
 
@@ -22,13 +22,17 @@ def two_model_world(seed: int, n: int = 2000) -> World:
 
 
 def _run(seed: int, floors: bool = False) -> tuple[float, float]:
+    """Quality and cost against always-strong; the cost counts the probes too."""
     w = two_model_world(seed)
     order = np.random.default_rng([seed, 0]).permutation(len(w.ids))
     policy = ConductorPolicy(0.5, reference="strong", floors=floors)
-    chosen = run_policy(w, policy, task_bars(w, 0.95), order, ReplayConfig(), seed)
+    judged = Judged(score=np.full(len(w.ids), np.nan), judge_usd=np.zeros(len(w.ids)),
+                    probe_usd=np.zeros(len(w.ids)))
+    chosen = run_policy(w, policy, task_bars(w, 0.95), order, ReplayConfig(), seed, judged)
     rows = np.arange(len(chosen))
+    assert judged.probe_usd is not None
     return (float(w.quality[rows, chosen].mean() / w.quality[:, 0].mean()),
-            float(w.cost[rows, chosen].sum() / w.cost[:, 0].sum()))
+            float((w.cost[rows, chosen].sum() + judged.probe_usd.sum()) / w.cost[:, 0].sum()))
 
 
 @pytest.mark.slow
