@@ -91,10 +91,13 @@ def test_export_and_stats_read_the_same_traffic_from_either_database(
         assert ran.exit_code == 0, ran.output
         path = tmp_path / f"{name}.jsonl"
         exported = runner.invoke(main, ["export", "--db", db, "--out", str(path)])
-        assert exported.output.strip() == f"wrote 60 requests to {path}"
         stats = runner.invoke(main, ["stats", "--db", db, "--json"])
         assert stats.exit_code == 0, stats.output
         lines = [msgspec.json.decode(ln) for ln in path.read_bytes().splitlines()]
+        # The demo's 60 requests, and the probes made on them (logged as requests).
+        assert exported.output.strip() == f"wrote {len(lines)} requests to {path}"
+        assert sum(r["decision"]["routed_by"] != "probe" for r in lines) == 60
+        assert msgspec.json.decode(stats.output)["counters"]["probes_total"] == len(lines) - 60
         out[name] = ([(r["decision"]["strategy"], r["decision"]["propensity"],
                        r["outcome"]["cost_usd"], [w["score"] for w in r["rewards"]])
                       for r in lines], msgspec.json.decode(stats.output)["counters"])
@@ -166,7 +169,8 @@ def test_a_database_restart_under_load_costs_no_request_and_no_row() -> None:
         wait_for(lambda: store.write_health()["backlog_rows"] == 0, "the backlog is written")
         c.close()
         with psycopg.connect(url) as conn:
-            (decisions,) = conn.execute("SELECT count(*) FROM decisions").fetchone() or (0,)
+            (decisions,) = conn.execute(  # the requests served (not the probes made on them)
+                "SELECT count(*) FROM decisions WHERE routed_by != 'probe'").fetchone() or (0,)
             (users,) = conn.execute(
                 "SELECT count(*) FROM rewards WHERE source = 'user'").fetchone() or (0,)
         assert decisions == 40 and users == 6

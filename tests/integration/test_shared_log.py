@@ -144,22 +144,25 @@ def test_after_both_restart_their_posteriors_equal_a_rebuild_from_nothing(
         (b, a)[i % 2].feedback(r.request_id, stars=1 + i % 5)  # often the other worker
     a.learner.follow()
     b.learner.follow()
-    # Both hold every event; their orders differ (each applied its own first), so with
-    # evidence decay (half-life 5,000) they agree closely, not bit for bit.
-    assert states_close(a.state(), b.state(), 1e-3)
+    # Both hold every event; their orders differ (each applied its own first, and its
+    # probes as they landed on its judge thread), so with evidence decay (half-life
+    # 5,000: 1.4e-4 per observation out of place) they agree closely, not bit for bit.
+    assert states_close(a.state(), b.state(), 5e-3)
     a.close()
     b.close()
 
     bare = db.without_snapshots()
     a2, b2 = _open(db, seed=1), _open(db, seed=2)
     rebuilt = _open(db, seed=3, where=bare)
-    assert states_close(a2.state(), rebuilt.state(), 1e-3)
-    assert states_close(b2.state(), rebuilt.state(), 1e-3)
-    # Nothing was counted twice or missed: the evidence sums equal the rebuild's.
+    assert states_close(a2.state(), rebuilt.state(), 5e-3)
+    assert states_close(b2.state(), rebuilt.state(), 5e-3)
+    # Nothing was counted twice or missed: as many outcomes (an undecayed count), and the
+    # evidence sums equal the rebuild's up to the order of decay.
     for task in ("classify", "chat"):
+        assert a2.posteriors[task].observations == rebuilt.posteriors[task].observations
         for name in a2.posteriors[task].strategies:
             assert _evidence(a2, task, name) == pytest.approx(
-                _evidence(rebuilt, task, name), rel=1e-3, abs=1e-9)
+                _evidence(rebuilt, task, name), rel=5e-3, abs=1e-9)
     for c in (a2, b2, rebuilt):
         c.close()
 
@@ -229,6 +232,9 @@ def test_a_calibration_pair_made_on_one_worker_reaches_the_others(db: Shared) ->
     s = _settings(0.0)
     s = msgspec.structs.replace(s, judge=msgspec.structs.replace(s.judge,
                                                                  min_calibration_pairs=3))
+    # No probes: the judged rewards counted below are the four given by hand.
+    s = msgspec.structs.replace(s, policy=msgspec.structs.replace(s.policy,
+                                                                  probe_cost_ratio=0.0))
     a, b = (Conductor(s, seed=seed, log_store=db.store(None), evaluators=[])
             for seed in (1, 2))
     served = [a.complete(f"review {i}: positive?", task_type="classify") for i in range(4)]

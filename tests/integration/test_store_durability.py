@@ -100,9 +100,17 @@ def test_sigterm_drains_every_answered_completion(tmp_path: Path) -> None:
     done += [ln for ln in rest if ln[:1] == ["DONE"]]
     assert any(ln[:1] == ["CLOSED"] for ln in rest)
     conn = sqlite3.connect(db)
-    outcomes = {r[0] for r in conn.execute("SELECT request_id FROM outcomes")}
-    decisions = conn.execute("SELECT count(*) FROM decisions").fetchone()[0]
+    served = " FROM decisions d JOIN outcomes o USING (request_id) WHERE d.routed_by"
+    outcomes = {r[0] for r in conn.execute(f"SELECT request_id {served} != 'probe'")}
+    decisions = conn.execute(
+        "SELECT count(*) FROM decisions WHERE routed_by != 'probe'").fetchone()[0]
+    # Probes made on those requests (the demo world's cheap strategies, early on): each
+    # logged with its outcome.
+    probes = conn.execute("SELECT count(*) FROM decisions WHERE routed_by = 'probe'"
+                          ).fetchone()[0]
+    probe_outcomes = conn.execute(f"SELECT count(*) {served} = 'probe'").fetchone()[0]
     conn.close()
     answered = {rid for _, rid in done}
     assert answered <= outcomes
     assert len(outcomes) == decisions == len(answered)
+    assert probe_outcomes == probes

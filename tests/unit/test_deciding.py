@@ -21,7 +21,7 @@ def _conductor(**policy: object) -> Conductor:
 def test_explored_says_whether_the_choice_differs_from_the_greedy_one() -> None:
     c = _conductor()
     post = c.posteriors["summarize"]
-    for _ in range(30):  # a clear favourite: the cheap model is good enough
+    for _ in range(60):  # a clear favourite, measured past probe_trials: good enough
         post.observe_reward("turbo-cheap", 1.0)
     greedy = c.decider.policy.decide(post, c.decider.table, np.ones(4, dtype=bool),
                                      c.decider.effective_constraints(c.make_request(

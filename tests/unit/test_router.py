@@ -40,11 +40,15 @@ def test_default_conductor_routes_learns_and_saves_cost() -> None:
     c = Conductor(seed=3, log_store=store)
     results = [c.complete("Is 'great value' positive?", task_type=TaskType.CLASSIFY)
                for _ in range(400)]
-    assert len(store) == 400
+    assert c.wait_for_judges(30)
+    probes = c.stats().probes  # the cheap strategies were probed while still being measured
+    assert probes["run"] > 0 and probes["failed"] == 0
+    assert len(store) == 400 + probes["run"]  # a probe is logged as a request of its own
     strategies = [r.outcome.strategy for r in results[-100:]]
     # Classification is easy for the cheap model in the demo world: the strong one is rare.
-    assert strategies.count("turbo-quality") < 10
-    spent = sum(r.outcome.cost_usd for r in results)
+    # (Probes land on the judge's thread, so runs differ: 0-18 here over repeated runs.)
+    assert strategies.count("turbo-quality") < 25
+    spent = sum(r.outcome.cost_usd for r in results) + probes["cost_usd"]
     on_default = sum((r.outcome.input_tokens * 2.5 + r.outcome.output_tokens * 10.0) / 1e6
                      for r in results)
     assert spent < 0.5 * on_default

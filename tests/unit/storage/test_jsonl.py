@@ -19,9 +19,14 @@ def test_conductor_logs_every_decision_outcome_and_reward(tmp_path: Path) -> Non
         c.feedback(results[3].request_id, stars=4, rater="ann")
     records = list(read_log(path))
     kinds = [r["type"] for r in records]
-    assert kinds.count("decision") == kinds.count("outcome") == 25
+    decisions = [r["decision"] for r in records if r["type"] == "decision"]
+    # The probes made on them too (the cheap strategies, early on): logged the same way.
+    probes = [d for d in decisions if d["routed_by"] == "probe"]
+    assert probes and {d["request_id"] for d in probes} <= {
+        f"{r.request_id}.probe" for r in results}
+    assert len(decisions) - len(probes) == 25 and kinds.count("outcome") == len(decisions)
     sources = [r["reward"]["source"] for r in records if r["type"] == "reward"]
-    assert sources.count("heuristic") == sources.count("simulated") == 25
+    assert sources.count("heuristic") == sources.count("simulated") == len(decisions)
     assert sources.count("user") == 1
     first = records[0]["decision"]
     assert first["request_id"] == results[0].request_id
@@ -37,7 +42,8 @@ def test_rotation_keeps_every_record_in_order(tmp_path: Path) -> None:
     with Conductor(seed=2, log_store=JSONLLogStore(path, max_bytes=20_000, backups=50)) as c:
         ids = [c.complete("hi", task_type="chat").request_id for _ in range(60)]
     assert len(log_files(path)) > 3
-    decisions = [r["decision"]["request_id"] for r in read_log(path) if r["type"] == "decision"]
+    decisions = [r["decision"]["request_id"] for r in read_log(path)
+                 if r["type"] == "decision" and r["decision"]["routed_by"] != "probe"]
     assert decisions == ids
     assert all(f.stat().st_size <= 20_000 for f in log_files(path))
 

@@ -234,6 +234,7 @@ def test_corrupt_snapshots_lose_no_learning(tmp_path: Path) -> None:
     c = Conductor(seed=3, log_store=SQLiteStore(path))
     for _ in range(10):
         c.complete("hello", task_type="chat")
+    assert c.wait_for_judges()  # and the probes made on them
     learned = c.state()
     c.close()
     conn = sqlite3.connect(path)
