@@ -519,3 +519,18 @@ def test_the_logged_propensity_draws_only_until_the_chosen_strategy_is_precise(
     print("propensity", logged, "chunks of 100", chunks)
     assert replay.bit_generator.state == used and 1 <= chunks < 10
     assert 0.0 < logged <= 1.0
+
+
+def test_only_what_the_policy_routes_itself_is_probed() -> None:
+    """A probe runs beside what the policy served. In shadow mode (dry run) the default
+    strategy answers whatever the policy chose, and a forced strategy is the caller's
+    choice: neither names a probe, though the policy's draws would."""
+    live = _conductor()
+    assert sum(live.predict_only(prompt="x", task_type="classify").probe is not None
+               for _ in range(50)) > 10  # the cheap strategies start thin
+    s = default_settings()
+    dry = Conductor(s, seed=11, evaluators=[], dry_run=True)
+    decisions = [dry.predict_only(prompt="x", task_type="classify") for _ in range(50)]
+    assert all(d.routed_by == "shadow" and d.probe is None for d in decisions)
+    forced = live.decide(live.make_request("x", task_type="classify"), strategy="turbo-cheap")
+    assert forced.probe is None and forced.strategy == "turbo-cheap"
