@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 
 from conductor.config import Settings, settings_from_dict
@@ -62,6 +63,22 @@ def fake_settings(base_url: str, *, first_byte_s: float = 5.0, total_s: float = 
                    **policy},
         "task_types": task_types or {},
     }, source="test")
+
+
+def judged_chat_settings(base_url: str, **policy: Any) -> Settings:
+    """``fake_settings`` narrowed to a two-strategy world on ``chat``: the cheap and the
+    strong model, flat quality priors (what an operator knows: nothing), a judge (the
+    strong model) grading every answer, and a target of 0.95 of the strong model's
+    quality. ``policy`` goes to ``[policy]``."""
+    data = msgspec.to_builtins(fake_settings(base_url, attempts=1, **policy))
+    data["judge"] = {"strategy": "direct-strong", "workers": 2, "queue_size": 5000,
+                     "max_calls_per_hour": 100_000}
+    for name in ("direct-cheap", "direct-strong"):
+        data["strategies"][name]["prior_quality"] = 0.5
+    data["task_types"]["chat"] = {
+        "judge_sample_rate": 1.0, "strategies": ["direct-cheap", "direct-strong"],
+        "quality_target": {"relative_to": "direct-strong", "ratio": 0.95}}
+    return settings_from_dict(data)
 
 
 def free_port() -> int:

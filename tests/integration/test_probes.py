@@ -28,24 +28,15 @@ from conductor.replay.offline import Candidate, compare
 from conductor.service.app import create_app
 from conductor.storage.sqlite import SQLiteStore
 from conductor.testing import FakeUpstream
-from tests.integration.conftest import ServedApp, fake_settings
+from tests.integration.conftest import ServedApp, judged_chat_settings
 
 RIGHT = {"strong": 0.86, "cheap": 0.84}
 PROBE_TRIALS = 30
 
 
 def _settings(base_url: str, **policy: Any) -> Any:
-    data = msgspec.to_builtins(fake_settings(base_url, attempts=1, half_life=None,
-                                             target_decay=False, probe_trials=PROBE_TRIALS,
-                                             **policy))
-    data["judge"] = {"strategy": "direct-strong", "workers": 2, "queue_size": 5000,
-                     "max_calls_per_hour": 100_000}
-    for name in ("direct-cheap", "direct-strong"):
-        data["strategies"][name]["prior_quality"] = 0.5
-    data["task_types"]["chat"] = {
-        "judge_sample_rate": 1.0, "strategies": ["direct-cheap", "direct-strong"],
-        "quality_target": {"relative_to": "direct-strong", "ratio": 0.95}}
-    return settings_from_dict(data)
+    return judged_chat_settings(base_url, half_life=None, target_decay=False,
+                                probe_trials=PROBE_TRIALS, **policy)
 
 
 class _World:
