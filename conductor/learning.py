@@ -231,6 +231,57 @@ def configured_knobs(settings: Settings) -> PolicyKnobs:
                        exploration={t: settings.temperature(t) for t in settings.task_types})
 
 
+def check_knob_changes(settings: Settings, rollout_percent: float | None,
+                       default_strategy: str | None,
+                       exploration: dict[str, float] | None) -> None:
+    """Raise InvalidRequestError (naming the field) for a policy change that cannot apply."""
+    if rollout_percent is not None and not (
+            math.isfinite(rollout_percent) and 0.0 <= rollout_percent <= 100.0):
+        raise InvalidRequestError("rollout_percent must be in [0, 100]",
+                                  field="rollout_percent")
+    if default_strategy is not None and default_strategy not in settings.strategies:
+        # A bad field of a valid request (400), not a missing resource (404).
+        raise InvalidRequestError(
+            f"default_strategy: unknown strategy {default_strategy!r}; valid: "
+            f"{', '.join(settings.strategies)}", field="default_strategy")
+    for task, t in (exploration or {}).items():
+        if task not in settings.task_types:
+            raise InvalidRequestError(
+                f"exploration: unknown task type {task!r}; valid: "
+                f"{', '.join(sorted(settings.task_types))}", field="exploration")
+        if not (math.isfinite(t) and 0.0 <= t <= 100.0):
+            raise InvalidRequestError(f"exploration.{task}: must be in [0, 100]",
+                                      field="exploration")
+
+
+def load_targets(targets: dict[str, TargetState], data: Any, settings: Settings) -> list[str]:
+    """The saved targets' sums into ``targets`` (configured task types only); what was
+    unreadable or impossible is reset and said."""
+    problems: list[str] = []
+    saved = data.get("targets") if isinstance(data, dict) else None
+    if not isinstance(saved, dict):
+        return problems
+    for task, raw in saved.items():
+        if task not in targets:
+            continue
+        try:
+            st = msgspec.convert(raw, TargetState)
+        except msgspec.ValidationError as exc:
+            problems.append(f"targets/{task}: {exc}; reset")
+            continue
+        judged_ok = all(
+            math.isfinite(x) and x >= 0.0 for j in st.judged.values()
+            for x in (j.n, j.raw, j.counted)) and set(st.judged) <= set(settings.strategies)
+        # A correction adds a whole reward where the one it replaced had decayed, so R may
+        # pass N by a little: not corruption.
+        if math.isfinite(st.reward_sum) and math.isfinite(st.count) and (
+                -1e-6 <= st.reward_sum <= st.count * 1.01 + 1.0) and judged_ok:
+            targets[task] = st
+        else:
+            problems.append(f"targets/{task}: bad sums; reset")
+    return problems
+
+
 class Bookkeeper:
     """One thread that logs and learns from answered requests, in the order they were
     answered, off the request path (a queue put is all an answer waits for). Job failures
@@ -544,23 +595,7 @@ class Learner:
                       default_strategy: str | None = None, freeze: bool | None = None,
                       exploration: dict[str, float] | None = None) -> PolicyKnobs:
         """Change the policy knobs: validated, recorded durably (who, when, what), applied."""
-        if rollout_percent is not None and not (
-                math.isfinite(rollout_percent) and 0.0 <= rollout_percent <= 100.0):
-            raise InvalidRequestError("rollout_percent must be in [0, 100]",
-                                      field="rollout_percent")
-        if default_strategy is not None and default_strategy not in self.settings.strategies:
-            # A bad field of a valid request (400), not a missing resource (404).
-            raise InvalidRequestError(
-                f"default_strategy: unknown strategy {default_strategy!r}; valid: "
-                f"{', '.join(self.settings.strategies)}", field="default_strategy")
-        for task, t in (exploration or {}).items():
-            if task not in self.settings.task_types:
-                raise InvalidRequestError(
-                    f"exploration: unknown task type {task!r}; valid: "
-                    f"{', '.join(sorted(self.settings.task_types))}", field="exploration")
-            if not (math.isfinite(t) and 0.0 <= t <= 100.0):
-                raise InvalidRequestError(f"exploration.{task}: must be in [0, 100]",
-                                          field="exploration")
+        check_knob_changes(self.settings, rollout_percent, default_strategy, exploration)
         with self.lock:
             k = self.knobs
             knobs = PolicyKnobs(
@@ -576,33 +611,6 @@ class Learner:
         return knobs
 
     # -- state ----------------------------------------------------------------------------------
-
-    def quality_summary(self) -> dict[str, dict[str, tuple[float, float]]]:
-        """(mean, std) of quality per task type and strategy, read under the lock."""
-        with self.lock:
-            out = {}
-            for task, post in self.posteriors.tasks.items():
-                m, s = post.quality_mean(), post.quality_std()
-                out[task] = {n: (float(m[i]), float(s[i])) for i, n in enumerate(post.strategies)}
-            return out
-
-    def quality_intervals(self, level: float = 0.95) -> dict[str, dict[str, dict[str, float]]]:
-        """Per task type and strategy: the posterior mean of quality, its central
-        ``level`` interval (Beta quantiles) and the rewards behind it (decayed)."""
-        from scipy.stats import beta
-
-        tail = (1.0 - level) / 2.0
-        with self.lock:
-            out: dict[str, dict[str, dict[str, float]]] = {}
-            for task, post in self.posteriors.tasks.items():
-                a, b = post.quality_params()
-                lo, hi = beta.ppf(tail, a, b), beta.ppf(1.0 - tail, a, b)
-                m = post.quality_mean()
-                seen = post.evidence["q_s"] + post.evidence["q_f"]
-                out[task] = {n: {"mean": float(m[i]), "low": float(lo[i]),
-                                 "high": float(hi[i]), "rewards": float(seen[i])}
-                             for i, n in enumerate(post.strategies)}
-            return out
 
     def scale_report(self) -> dict[str, dict[str, Any]]:
         """Per task type: the scale its quality is learned on ("calibrated": judged
@@ -627,27 +635,7 @@ class Learner:
         """Load learned state; returns what was repaired (never raises on bad numbers)."""
         with self.lock:
             problems = self.posteriors.load(data)
-            targets = data.get("targets") if isinstance(data, dict) else None
-            if isinstance(targets, dict):
-                for task, raw in targets.items():
-                    if task not in self.targets:
-                        continue
-                    try:
-                        st = msgspec.convert(raw, TargetState)
-                    except msgspec.ValidationError as exc:
-                        problems.append(f"targets/{task}: {exc}; reset")
-                        continue
-                    judged_ok = all(
-                        math.isfinite(x) and x >= 0.0 for j in st.judged.values()
-                        for x in (j.n, j.raw, j.counted)) and set(st.judged) <= set(
-                        self.settings.strategies)
-                    # A correction adds a whole reward where the one it replaced had
-                    # decayed, so R may pass N by a little: not corruption.
-                    if math.isfinite(st.reward_sum) and math.isfinite(st.count) and (
-                            -1e-6 <= st.reward_sum <= st.count * 1.01 + 1.0) and judged_ok:
-                        self.targets[task] = st
-                    else:
-                        problems.append(f"targets/{task}: bad sums; reset")
+            problems += load_targets(self.targets, data, self.settings)
             contexts = data.get("contexts") if isinstance(data, dict) else None
             for task, model in self.contexts.items():
                 saved = contexts.get(task) if isinstance(contexts, dict) else None
@@ -758,3 +746,33 @@ class Learner:
         """Save the learned state now and wait until it is committed."""
         with self.lock:
             self._maybe_snapshot(force=True)
+
+
+def quality_summary(learner: Learner) -> dict[str, dict[str, tuple[float, float]]]:
+    """(mean, std) of quality per task type and strategy, read under the learner's lock."""
+    with learner.lock:
+        out = {}
+        for task, post in learner.posteriors.tasks.items():
+            m, s = post.quality_mean(), post.quality_std()
+            out[task] = {n: (float(m[i]), float(s[i])) for i, n in enumerate(post.strategies)}
+        return out
+
+
+def quality_intervals(learner: Learner, level: float = 0.95
+                      ) -> dict[str, dict[str, dict[str, float]]]:
+    """Per task type and strategy: the posterior mean of quality, its central ``level``
+    interval (Beta quantiles) and the rewards behind it (decayed), under the lock."""
+    from scipy.stats import beta
+
+    tail = (1.0 - level) / 2.0
+    with learner.lock:
+        out: dict[str, dict[str, dict[str, float]]] = {}
+        for task, post in learner.posteriors.tasks.items():
+            a, b = post.quality_params()
+            lo, hi = beta.ppf(tail, a, b), beta.ppf(1.0 - tail, a, b)
+            m = post.quality_mean()
+            seen = post.evidence["q_s"] + post.evidence["q_f"]
+            out[task] = {n: {"mean": float(m[i]), "low": float(lo[i]),
+                             "high": float(hi[i]), "rewards": float(seen[i])}
+                         for i, n in enumerate(post.strategies)}
+        return out

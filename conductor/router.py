@@ -28,7 +28,14 @@ from conductor.evaluators.base import Evaluator, SimulatedQualityEvaluator
 from conductor.evaluators.judge import Judge
 from conductor.evaluators.pipeline import Evaluation
 from conductor.execution import Attempt, Executor, Health, Plan, Upstream, build_modes
-from conductor.learning import Bookkeeper, Follower, Learner, rating_to_score
+from conductor.learning import (
+    Bookkeeper,
+    Follower,
+    Learner,
+    quality_intervals,
+    quality_summary,
+    rating_to_score,
+)
 from conductor.lifecycle import Admission, InFlight
 from conductor.metrics import RouterListener, RouterStats
 from conductor.probing import Prober
@@ -376,7 +383,11 @@ class Conductor:
                               self.learner.scale_report(), self.prober.counters)
 
     def posterior_summary(self) -> dict[str, dict[str, tuple[float, float]]]:
-        return self.learner.quality_summary()
+        return quality_summary(self.learner)
+
+    def quality_intervals(self, level: float = 0.95) -> dict[str, dict[str, dict[str, float]]]:
+        """Per task type and strategy: mean quality, its ``level`` interval, rewards."""
+        return quality_intervals(self.learner, level)
 
     def state(self) -> dict[str, Any]:
         return self.learner.state()

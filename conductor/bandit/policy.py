@@ -340,44 +340,6 @@ class ThompsonPolicy:
         p = meet_log_probability(post, np.asarray(table.extra_latency_ms), cost, constraints)
         return int(np.argmax(np.where(eligible, p, -np.inf)))
 
-    def _held_back(self, post: TaskPosterior, spec: TargetSpec | None,
-                   eligible: np.ndarray, context: PromptContext | None = None,
-                   greedy: frozenset[int] = frozenset()) -> np.ndarray:
-        """Strategies the conservative check replaces by ``spec.safe`` right now (judged
-        on this prompt's predicted quality when the contextual posterior has one).
-
-        Per prompt, the greedy choice (``greedy``, at the predicted means) is not held
-        back when its predicted quality meets the target: it does not draw on the surplus
-        in expectation, while mean - std of a many-weight model is under the target for
-        nearly every prompt, easy ones too (benchmarks/RESULTS.md, "Warm start")."""
-        n = len(post.strategies)
-        if spec is None or spec.safe < 0 or not eligible[spec.safe]:
-            return np.zeros(n, dtype=bool)
-        if context is not None:
-            mean, std = context.mean, np.sqrt(context.var)
-        else:
-            mean, std = post.quality_mean(), post.quality_std()
-        if not spec.trusted and mean[spec.safe] < spec.base:
-            return np.zeros(n, dtype=bool)  # no strategy is known to keep it: explore
-        held = spec.surplus + (mean - spec.confidence * std - spec.base) < 0.0
-        held[spec.safe] = False
-        if context is not None:
-            exploit = [g for g in greedy if g >= 0 and mean[g] >= spec.base]
-            held[exploit] = False
-        return held
-
-    def thin(self, post: TaskPosterior, spec: TargetSpec | None,
-             cost: np.ndarray) -> np.ndarray:
-        """Probe-able strategies whose quality posterior weighs less than
-        ``probe_trials`` observations (its prior's weight included: priors fitted by
-        ``conductor calibrate`` count as what they are, evidence from earlier traffic): not
-        served, probed when a draw wants them (deterministic given the state, so
-        propensities stay exact)."""
-        if spec is None:
-            return np.zeros(cost.size, dtype=bool)
-        a, b = post.quality_params()
-        return probeable(spec, cost) & (a + b < self.params.probe_trials)
-
     def decide_full(self, post: TaskPosterior, table: StrategyTable, eligible: np.ndarray,
                     constraints: Constraints, input_tokens: int, t: float,
                     rng: np.random.Generator, target: TargetSpec | None = None,
@@ -396,7 +358,7 @@ class ThompsonPolicy:
         if context is not None and context.candidates is not None:
             eligible = eligible & context.candidates
         memo: list[int] = []
-        thin = self.thin(post, target, cost)
+        thin = thin_strategies(post, target, cost, self.params.probe_trials)
         pool = _servable(eligible, thin)
 
         def relaxed() -> int:
@@ -436,7 +398,7 @@ class ThompsonPolicy:
             mix = None if unmet else (lo, hi, pr)
         greedy = self._greedy_under_target(post, extra, cost, eligible & ~thin, constraints,
                                            target, context, relaxed)
-        held = bool(self._held_back(post, target, eligible, context, greedy)[index]) and (
+        held = bool(held_back(post, target, eligible, context, greedy)[index]) and (
             not unmet)
         probe = wanted if wanted >= 0 and thin[wanted] else (
             index if held and bool(probeable(target, cost)[index]) else -1)
@@ -500,7 +462,7 @@ class ThompsonPolicy:
         extra = np.asarray(table.extra_latency_ms)
         if context is not None and context.candidates is not None:
             eligible = eligible & context.candidates
-        thin = self.thin(post, target, cost)
+        thin = thin_strategies(post, target, cost, self.params.probe_trials)
         pool = _servable(eligible, thin)
 
         def relaxed() -> int:
@@ -512,7 +474,7 @@ class ThompsonPolicy:
         greedy = (self._greedy_under_target(post, extra, cost, eligible & ~thin, constraints,
                                             target, context, relaxed)
                   if context is not None else frozenset())
-        held = self._held_back(post, target, eligible, context, greedy)
+        held = held_back(post, target, eligible, context, greedy)
         # Every strategy but the safe one held back, and a draw with nothing feasible (none
         # without limits) relaxes to the safe one too: it takes every draw's share.
         unlimited = (constraints.min_quality is None and constraints.max_latency_ms is None
@@ -784,6 +746,46 @@ def solve_price(means: np.ndarray, costs: np.ndarray, eligible: np.ndarray,
                                  pick[..., None], axis=2)[..., 0].mean(axis=1)
     ok = np.flatnonzero(quality >= target)
     return float(grid[ok[-1]]) if ok.size else float(grid[0])
+
+
+def held_back(post: TaskPosterior, spec: TargetSpec | None, eligible: np.ndarray,
+              context: PromptContext | None = None,
+              greedy: frozenset[int] = frozenset()) -> np.ndarray:
+    """Strategies the conservative check replaces by ``spec.safe`` right now (judged
+    on this prompt's predicted quality when the contextual posterior has one).
+
+    Per prompt, the greedy choice (``greedy``, at the predicted means) is not held
+    back when its predicted quality meets the target: it does not draw on the surplus
+    in expectation, while mean - std of a many-weight model is under the target for
+    nearly every prompt, easy ones too (benchmarks/RESULTS.md, "Warm start")."""
+    n = len(post.strategies)
+    if spec is None or spec.safe < 0 or not eligible[spec.safe]:
+        return np.zeros(n, dtype=bool)
+    if context is not None:
+        mean, std = context.mean, np.sqrt(context.var)
+    else:
+        mean, std = post.quality_mean(), post.quality_std()
+    if not spec.trusted and mean[spec.safe] < spec.base:
+        return np.zeros(n, dtype=bool)  # no strategy is known to keep it: explore
+    held = spec.surplus + (mean - spec.confidence * std - spec.base) < 0.0
+    held[spec.safe] = False
+    if context is not None:
+        exploit = [g for g in greedy if g >= 0 and mean[g] >= spec.base]
+        held[exploit] = False
+    return held
+
+
+def thin_strategies(post: TaskPosterior, spec: TargetSpec | None, cost: np.ndarray,
+                    probe_trials: float) -> np.ndarray:
+    """Probe-able strategies whose quality posterior weighs less than
+    ``probe_trials`` observations (its prior's weight included: priors fitted by
+    ``conductor calibrate`` count as what they are, evidence from earlier traffic): not
+    served, probed when a draw wants them (deterministic given the state, so
+    propensities stay exact)."""
+    if spec is None:
+        return np.zeros(cost.size, dtype=bool)
+    a, b = post.quality_params()
+    return probeable(spec, cost) & (a + b < probe_trials)
 
 
 def probeable(spec: TargetSpec, cost: np.ndarray) -> np.ndarray:

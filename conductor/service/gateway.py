@@ -347,7 +347,7 @@ class Gateway:
         c = self.conductor
         return {"interval_s": self.metrics.interval_s, "points": self.metrics.series(),
                 "targets": {t: c.target_of(t) for t in c.settings.task_types},
-                "posterior": c.learner.quality_intervals(),
+                "posterior": c.quality_intervals(),
                 "default_strategy": c.learner.knobs.default_strategy}
 
     async def ready(self) -> tuple[bool, dict[str, Any]]:

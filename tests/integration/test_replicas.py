@@ -133,7 +133,7 @@ def test_replicas_share_policy_and_learning_and_restart_as_a_rebuild(
         after_a, after_b = _posterior(a_ops), _posterior(b_ops)
     rebuilt = Conductor(load_settings(a.config), log_store=PostgresStore(bare))
     try:
-        expected = rebuilt.learner.quality_intervals()
+        expected = rebuilt.quality_intervals()
     finally:
         rebuilt.close()
     assert states_close(after_a, expected, TOLERANCE) and states_close(after_b, expected, TOLERANCE)
