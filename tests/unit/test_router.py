@@ -38,20 +38,26 @@ def _settings(retry_attempts: int = 3, breaker_failures: int = 3, targets: bool 
 def test_default_conductor_routes_learns_and_saves_cost() -> None:
     store = MemoryLogStore()
     c = Conductor(seed=3, log_store=store)
-    results = [c.complete("Is 'great value' positive?", task_type=TaskType.CLASSIFY)
-               for _ in range(400)]
-    assert c.wait_for_judges(30)
+    results = []
+    for _ in range(400):
+        results.append(c.complete("Is 'great value' positive?", task_type=TaskType.CLASSIFY))
+        if results[-1].decision.probe is not None:
+            # Learned before the next decision, as `conductor demo` does: a probe still in
+            # the judge's queue leaves its strategy thin, so a busy machine would keep
+            # the strong model serving longer (60 of the last 100 in one loaded run).
+            assert c.wait_for_judges(30)
     probes = c.stats().probes  # the cheap strategies were probed while still being measured
     assert probes["run"] > 0 and probes["failed"] == 0
     assert len(store) == 400 + probes["run"]  # a probe is logged as a request of its own
     strategies = [r.outcome.strategy for r in results[-100:]]
-    # Classification is easy for the cheap model in the demo world: the strong one is rare.
-    # (Probes land on the judge's thread, so runs differ: 0-18 here over repeated runs.)
-    assert strategies.count("turbo-quality") < 25
+    # Classification is easy for the cheap models in the demo world: they serve most of it.
+    # The strong one (right on ~0.99 here) still serves about a fifth to a third: once it
+    # is measured, 95% of it is a target the cheap ones (0.89-0.91) meet only mixed with it.
+    assert strategies.count("turbo-quality") < 40
     spent = sum(r.outcome.cost_usd for r in results) + probes["cost_usd"]
     on_default = sum((r.outcome.input_tokens * 2.5 + r.outcome.output_tokens * 10.0) / 1e6
                      for r in results)
-    assert spent < 0.5 * on_default
+    assert spent < 0.3 * on_default  # 0.13 here
     for r in results:
         assert 0.0 < r.decision.propensity <= 1.0
         assert r.decision.routed_by == "policy"
