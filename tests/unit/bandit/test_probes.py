@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from conductor.bandit.policy import (
+    Choice,
     PolicyParams,
     TargetSpec,
     ThompsonPolicy,
@@ -38,6 +39,15 @@ def _spec(ratio: float, surplus: float = 50.0) -> TargetSpec:
                       probe_ratio=ratio)
 
 
+def _picks(post: TaskPosterior, spec: TargetSpec, n: int, seed: int) -> list[Choice]:
+    """n decisions at temperature 1 on strategies costing 40, 1 and 20."""
+    policy = ThompsonPolicy(PolicyParams(probe_trials=40.0))
+    rng = np.random.default_rng(seed)
+    table = cost_table([40.0, 1.0, 20.0])
+    return [policy.decide_full(post, table, EL3, Constraints(), 1, 1.0, rng, spec)[0]
+            for _ in range(n)]
+
+
 def test_probeable_is_cheap_against_the_safe_strategy_and_never_the_safe_one() -> None:
     cost = np.array([40.0, 10.0, 11.0])
     assert probeable(_spec(0.25), cost).tolist() == [False, True, False]
@@ -54,28 +64,18 @@ def test_a_thinly_measured_cheap_strategy_is_probed_and_the_others_serve() -> No
     without it; without probes, it serves. s2 (as thin, but dearer than a quarter of s0)
     is never probed: it is explored by serving it."""
     post = _posterior([0.86, 0.9, 0.9], [500, 5, 5])
-    table = cost_table([40.0, 1.0, 20.0])
-    policy = ThompsonPolicy(PolicyParams(probe_trials=40.0))
-    rng = np.random.default_rng(0)
-    picks = [policy.decide_full(post, table, EL3, Constraints(), 1, 1.0, rng, _spec(0.25))[0]
-             for _ in range(400)]
+    picks = _picks(post, _spec(0.25), 400, 0)
     assert not any(c.index == 1 for c in picks)
     probed = [c for c in picks if c.probe >= 0]
     assert len(probed) > 200 and {c.probe for c in probed} == {1}
     assert all(c.index in (0, 2) and not c.held_back for c in probed)
     assert any(c.index == 2 for c in probed)  # the mix without s1: s2 where it meets it
-    plain = [policy.decide_full(post, table, EL3, Constraints(), 1, 1.0, rng, _spec(0.0))[0]
-             for _ in range(400)]
+    plain = _picks(post, _spec(0.0), 400, 1)
     assert sum(c.index == 1 for c in plain) > 200 and all(c.probe == -1 for c in plain)
 
 
 def test_once_measured_a_cheap_strategy_serves_and_is_no_longer_probed() -> None:
-    post = _posterior([0.86, 0.9, 0.9], [500, 60, 5])
-    table = cost_table([40.0, 1.0, 20.0])
-    policy = ThompsonPolicy(PolicyParams(probe_trials=40.0))
-    rng = np.random.default_rng(1)
-    picks = [policy.decide_full(post, table, EL3, Constraints(), 1, 1.0, rng, _spec(0.25))[0]
-             for _ in range(300)]
+    picks = _picks(_posterior([0.86, 0.9, 0.9], [500, 60, 5]), _spec(0.25), 300, 1)
     assert sum(c.index == 1 for c in picks) > 250
     assert all(c.probe == -1 for c in picks)
 
@@ -84,12 +84,7 @@ def test_a_cheap_strategy_the_check_holds_back_is_probed_however_well_measured()
     """No surplus: the conservative check holds s1 (0.7, measured 500 times) back; it is
     cheap, so it is probed rather than left unexplored."""
     post = _posterior([0.86, 0.7, 0.5], [500, 500, 500])
-    table = cost_table([40.0, 1.0, 20.0])
-    policy = ThompsonPolicy(PolicyParams(probe_trials=40.0))
-    rng = np.random.default_rng(2)
-    broke = _spec(0.25, surplus=0.0)
-    picks = [policy.decide_full(post, table, EL3, Constraints(), 1, 1.0, rng, broke)[0]
-             for _ in range(200)]
+    picks = _picks(post, _spec(0.25, surplus=0.0), 200, 2)
     assert all(c.index == 0 for c in picks)
     assert {c.probe for c in picks if c.held_back} == {1}
 
