@@ -28,7 +28,7 @@ from conductor.evaluators.pipeline import Evaluation
 from conductor.execution import Executor, Plan
 from conductor.learning import Learner
 from conductor.storage.base import LogStore
-from conductor.types import CompletionRequest, Decision, Reward
+from conductor.types import CompletionRequest, Decision
 
 log = logging.getLogger("conductor.probe")
 
@@ -75,15 +75,15 @@ class Prober:
             return False
         pid = probe_id(decision.request_id)
         st = self.settings.strategies[strategy]
-        post = self.learner.posteriors[decision.task_type]
-        i = post.index[strategy]
+        with self.learner.lock:  # other threads learn meanwhile
+            post = self.learner.posteriors[decision.task_type]
+            quality = float(post.quality_mean()[post.index[strategy]])
         sample = next((s for s in decision.samples if s.strategy == strategy), None)
         probe = msgspec.structs.replace(
             decision, request_id=pid, strategy=strategy, model=st.model, mode=st.mode,
             routed_by="probe", policy_choice=strategy, propensity=1.0, probe=None,
             held_back=False, explored=True, constraint_relaxed=False, set_aside={},
-            predicted_quality=float(post.quality_mean()[i]),
-            predicted_cost_usd=sample.cost_usd if sample else 0.0,
+            predicted_quality=quality, predicted_cost_usd=sample.cost_usd if sample else 0.0,
             created_at=self.clock())
         req = msgspec.structs.replace(request, request_id=pid)
 
@@ -98,18 +98,15 @@ class Prober:
                 self.counters.failed += 1
                 raise attempt.failure
             self.counters.run += 1
-            for r in self.evaluation.automatic(req, outcome, attempt.resp.extra):
-                r = msgspec.structs.replace(r, created_at=self.clock(),
-                                            task_type=req.task_type, strategy=strategy)
-                (self.learner.add_reward if self.evaluation.learned_from(r)
-                 else self.learner.record_only)(r)
-            result = await self.evaluation.grade(req, outcome)
-            if result.score is None:
+            for r, learned in self.evaluation.automatic_rewards(req, outcome,
+                                                                attempt.resp.extra):
+                (self.learner.add_reward if learned else self.learner.record_only)(r)
+            try:
+                judged = await self.evaluation.judge_reward(req, outcome, 1.0)
+            except JudgeError:
                 self.counters.failed += 1
-                raise JudgeError(result.error or "no score")
-            self.learner.add_reward(Reward(
-                request_id=pid, source="judge", score=result.score, sampling_probability=1.0,
-                task_type=req.task_type, strategy=strategy, created_at=self.clock()))
+                raise
+            self.learner.add_reward(judged)
 
         if not self.evaluation.runner.submit(job):
             self.counters.skipped += 1

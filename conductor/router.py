@@ -214,12 +214,8 @@ class Conductor:
         # A request this process just served has no rewards elsewhere (kept feedback is
         # applied below): start its fused state here rather than look the store up.
         self.learner.fusion.start(rid, decision.features)
-        rewards = []
-        for r in self.evaluation.automatic(req, outcome, extra):
-            r = msgspec.structs.replace(r, created_at=self.clock(), task_type=req.task_type,
-                                        strategy=outcome.strategy)
-            rewards.append(self.learner.add_reward(r) if self.evaluation.learned_from(r)
-                           else self.learner.record_only(r))
+        rewards = [self.learner.add_reward(r) if learned else self.learner.record_only(r)
+                   for r, learned in self.evaluation.automatic_rewards(req, outcome, extra)]
         if outcome.error is None:
             post = self.learner.posteriors[req.task_type]
             std = float(post.quality_std()[post.index[outcome.strategy]])

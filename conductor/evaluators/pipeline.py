@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+import msgspec
 from msgspec import Struct
 
 from conductor.config import Settings
@@ -79,6 +80,28 @@ class Evaluation:
                       if (r := ev.evaluate(request, outcome, extra)) is not None]
         return found
 
+    def automatic_rewards(self, request: CompletionRequest, outcome: Outcome,
+                          extra: dict[str, Any]) -> list[tuple[Reward, bool]]:
+        """``automatic``'s rewards stamped with the request's task type, the strategy
+        that answered and the time, each with whether the posterior learns it
+        (``learned_from``)."""
+        now = self.clock()
+        stamped = [msgspec.structs.replace(r, created_at=now, task_type=request.task_type,
+                                           strategy=outcome.strategy)
+                   for r in self.automatic(request, outcome, extra)]
+        return [(r, self.learned_from(r)) for r in stamped]
+
+    async def judge_reward(self, request: CompletionRequest, outcome: Outcome,
+                           sampling_probability: float) -> Reward:
+        """Grade an answer with the judge and give its reward; JudgeError when the judge
+        gave no score (counted by ``grade``)."""
+        result = await self.grade(request, outcome)
+        if result.score is None:
+            raise JudgeError(result.error or "no score")
+        return Reward(request_id=outcome.request_id, source="judge", score=result.score,
+                      sampling_probability=sampling_probability, task_type=request.task_type,
+                      strategy=outcome.strategy, created_at=self.clock())
+
     async def grade(self, request: CompletionRequest, outcome: Outcome) -> JudgeResult:
         """Grade one answer with the judge; counts and stores the call."""
         assert self.judge is not None
@@ -141,12 +164,7 @@ class Evaluation:
             return False
 
         async def job() -> None:
-            result = await self.grade(request, outcome)
-            if result.score is None:
-                raise JudgeError(result.error or "no score")
-            deliver(Reward(request_id=outcome.request_id, source="judge", score=result.score,
-                           sampling_probability=p, task_type=request.task_type,
-                           strategy=outcome.strategy, created_at=self.clock()))
+            deliver(await self.judge_reward(request, outcome, p))
 
         return self.runner.submit(job)
 
