@@ -136,6 +136,23 @@ def learn_first_reward(post: TaskPosterior, target: TargetState, context: Contex
                        scale=post.scale_of(strategy))
 
 
+def correct_reward(post: TaskPosterior, target: TargetState, context: ContextModel | None,
+                   strategy: str, old: float, new: float, *, was_judged: bool, judged: bool,
+                   z: np.ndarray | None = None, served: bool = True) -> None:
+    """A request's reward changed from ``old`` to ``new`` (a better source arrived): the
+    per-prompt model (with the prompt's features ``z``) rescored against the task level
+    and corrected, then the posterior and, for an answer served, the target's sums, each
+    by the difference. The Learner and the replay's policy correct through here."""
+    if context is not None and z is not None:
+        context.correct(strategy, z, old, new,
+                        baseline=float(post.quality_mean()[post.index[strategy]]),
+                        was_judged=was_judged, judged=judged)
+    post.correct_reward(strategy, old, new, was_judged=was_judged, judged=judged)
+    if served:
+        target.correct(old, new, strategy=strategy, was_judged=was_judged, judged=judged,
+                       scale=post.scale_of(strategy))
+
+
 def read_judged_through(scales: JudgeScale | Sequence[JudgeScale | None] | None,
                         post: TaskPosterior, target: TargetState,
                         context: ContextModel | None) -> None:
@@ -451,17 +468,9 @@ class Learner:
                                        target_gamma=self.target_gamma, z=z,
                                        served=event.served)
                     return
-                if context is not None and z is not None:
-                    context.correct(event.strategy, z, event.previous, event.effective,
-                                    baseline=float(post.quality_mean()[
-                                        post.index[event.strategy]]),
-                                    was_judged=was, judged=judged)
-                post.correct_reward(event.strategy, event.previous, event.effective,
-                                    was_judged=was, judged=judged)
-                if event.served:
-                    target.correct(event.previous, event.effective, strategy=event.strategy,
-                                   was_judged=was, judged=judged,
-                                   scale=post.scale_of(event.strategy))
+                correct_reward(post, target, context, event.strategy, event.previous,
+                               event.effective, was_judged=was, judged=judged, z=z,
+                               served=event.served)
             case PolicyEvent():
                 self.knobs = self._valid_knobs(event.knobs)
 

@@ -26,7 +26,12 @@ from conductor.bandit.targets import TargetState
 from conductor.coefficients import ContextPriors, start_contexts
 from conductor.config import PolicyConfig
 from conductor.evaluators.calibration import JudgeErrorRates
-from conductor.learning import learn_first_reward, read_judged_through, scale_of
+from conductor.learning import (
+    correct_reward,
+    learn_first_reward,
+    read_judged_through,
+    scale_of,
+)
 from conductor.replay.world import World
 from conductor.types import Constraints
 
@@ -219,11 +224,9 @@ class ConductorPolicy:
             self._learn(i, task, j, truth, judged=False)
             return
         self.calibration[task].add(judged, truth)
-        post.correct_reward(m, judged, truth, was_judged=True)
-        self.targets[task].correct(judged, truth, strategy=m, was_judged=True,
-                                   scale=post.scale_of(m))
-        if self.features is not None:
-            self.contexts[task].correct(m, self.features[i], judged, truth, was_judged=True)
+        correct_reward(post, self.targets[task], self.contexts.get(task), m, judged, truth,
+                       was_judged=True, judged=False,
+                       z=self.features[i] if self.features is not None else None)
         for t in self.posts:  # the pooled rates moved: every task type's did
             read_judged_through(scale_of(self.calibration[t]), self.posts[t], self.targets[t],
                                 self.contexts.get(t))

@@ -117,3 +117,23 @@ def test_a_probes_rewards_teach_quality_but_never_the_targets_window(tmp_path: P
         assert (target.count, target.reward_sum) == pytest.approx(sums)
         post = again.posteriors["classify"]
         assert post.evidence["q_s"][post.index["turbo-cheap"]] == pytest.approx(0.5)
+
+
+def test_a_label_replacing_a_judged_reward_corrects_the_per_prompt_model() -> None:
+    """The correction reaches the per-prompt model too: the judged reward leaves its
+    judged sums for the labelled ones (and a probe's correction does the same)."""
+    s = default_settings()
+    s = msgspec.structs.replace(s, policy=msgspec.structs.replace(s.policy, context=True))
+    ln = Learner(s, build_priors(s), MemoryLogStore())
+    model = ln.contexts["chat"]
+    i = model.index["turbo-cheap"]
+    z = tuple(float(x) for x in range(model.size))
+    for served in (True, False):
+        ln.apply(RewardEvent(request_id=f"r{served}", task_type="chat",
+                             strategy="turbo-cheap", effective=0.0, features=z, judged=True,
+                             served=served))
+        ln.apply(RewardEvent(request_id=f"r{served}", task_type="chat",
+                             strategy="turbo-cheap", effective=1.0, previous=0.0,
+                             features=z, judged=False, previous_judged=True, served=served))
+    assert model.jn[i] == pytest.approx(0.0) and model.n[i] == pytest.approx(2.0, rel=1e-3)
+    assert model.sr[i] == pytest.approx(2.0, rel=1e-3)  # the first decayed by one reward
