@@ -699,8 +699,9 @@ def stats(db_path: str, config_path: Path | None, window_s: float, as_json: bool
     records = records_from_store(rows) if rows is not None else []
     scales = judge_scales(records, settings)
     users_scale: dict[str, dict[str, float | int]] = {}
-    for task, by_strategy in scales.items():
-        values = [true_quality(r, scales) for r in records if r.task_type == task]
+    for task, by_strategy in scales.items():  # of the traffic served, as above: no probes
+        values = [true_quality(r, scales) for r in records
+                  if r.task_type == task and r.routed_by != "probe"]
         known = [v for v in values if v is not None]
         if known and any(by_strategy.values()):
             users_scale[task] = {"mean": float(sum(known) / len(known)),
@@ -715,6 +716,9 @@ def stats(db_path: str, config_path: Path | None, window_s: float, as_json: bool
                f"  SLA met {s['sla_compliance'] or 0:.1%}")
     click.echo(f"cost ${cost['total_usd']:.6f}  on the default strategy ${cost['default_usd']:.6f}"
                f"  saved ${cost['saved_vs_default_usd']:.6f}")
+    if c["probes_total"]:
+        click.echo(f"probes {c['probes_total']} (cheap strategies run off the path to learn,"
+                   f" not served)  cost ${cost['probes_usd']:.6f}, not in the cost above")
     if lat["p50_ms"] is not None:
         click.echo(f"latency avg {lat['avg_ms']:.0f} ms  p50 {lat['p50_ms']:.0f}  p95 "
                    f"{lat['p95_ms']:.0f}  p99 {lat['p99_ms']:.0f}")

@@ -370,7 +370,8 @@ class MetricsCollector:
                      window_s: float = 300.0) -> MetricsCollector:
         """A collector fed with stored requests (``SQLiteStore.iter_requests``), on their own
         clock: "since start" covers the whole log, the window its last ``window_s``.
-        Probes are counted apart (with the cost of their calls and their judge's)."""
+        Probes are counted apart, with the cost of their calls (their judge's calls are in
+        the judge's table)."""
         now = [0.0]
         m = cls(window_s=window_s, default_cost=default_cost, clock=lambda: now[0])
         first = True

@@ -32,6 +32,9 @@ from tests.integration.conftest import ServedApp, judged_chat_settings
 
 RIGHT = {"strong": 0.86, "cheap": 0.84}
 PROBE_TRIALS = 30
+# Enough for the cheap model to be wanted PROBE_TRIALS times and then served: over ten
+# runs it was first served at request 41-113 (the judge's workers make runs differ).
+REQUESTS = 240
 
 
 def _settings(base_url: str, **policy: Any) -> Any:
@@ -64,15 +67,21 @@ def test_a_thin_cheap_strategy_is_probed_not_served_and_learned_apart_from_the_t
     upstream.behaviour.answer = world.answer
     path = tmp_path / "c.db"
     settings = _settings(upstream.base_url)
-    traces = []
+    traces, texts = [], []
     with ServedApp(create_app(settings, db_path=path)) as served, httpx.Client(
             base_url=served.url, timeout=30) as client:
-        for i in range(160):
+        for i in range(REQUESTS):
             r = client.post("/v1/chat/completions", json={
                 "model": "auto", "messages": [{"role": "user", "content": f"q {i}"}],
                 "conductor": {"task_type": "chat"}})
             assert r.status_code == 200, r.text
             traces.append(r.json()["conductor"])
+            texts.append(r.json()["choices"][0]["message"]["content"])
+        for t, text in list(zip(traces, texts, strict=True))[:40]:  # user labels: enough
+            # pairs to read the judge on the users' scale
+            r = client.post("/v1/feedback", json={
+                "request_id": t["request_id"], "thumbs": "verdict=right" in text})
+            assert r.status_code == 200, r.text
         probes_made = sum(t["probe"] is not None for t in traces)
         deadline = time.monotonic() + 60  # not an assertion: a bound on waiting
         while True:  # probes run on the judge's workers after the answers: let them land
@@ -82,6 +91,9 @@ def test_a_thin_cheap_strategy_is_probed_not_served_and_learned_apart_from_the_t
             time.sleep(0.05)
     probed = [t for t in traces if t["probe"] is not None]
     served_cheap = [i for i, t in enumerate(traces) if t["strategy"] == "direct-cheap"]
+    print("probes", len(probed), "cheap served first at", served_cheap[:1],
+          "probes before it", sum(t["probe"] is not None for t in traces[:served_cheap[0]])
+          if served_cheap else None)
     # Probes named the cheap strategy, and the strong one answered those requests. The
     # cheap one is thin while its posterior (prior weight 2) weighs under PROBE_TRIALS.
     assert len(probed) >= PROBE_TRIALS - 2
@@ -92,7 +104,7 @@ def test_a_thin_cheap_strategy_is_probed_not_served_and_learned_apart_from_the_t
     assert sum(t["probe"] is not None for t in traces[:served_cheap[0]]) >= PROBE_TRIALS - 2
     # Every probe ran against the upstream and was judged, in addition to the answers.
     assert world.calls["cheap"] == len(probed) + len(served_cheap)
-    assert world.calls["judge"] == 160 + len(probed)  # every answer is judged (rate 1)
+    assert world.calls["judge"] == REQUESTS + len(probed)  # every answer is judged (rate 1)
     assert stats["counters"]["probes_total"] == len(probed)
     assert stats["cost"]["probes_usd"] > 0.0
     with sqlite3.connect(path) as db:
@@ -105,25 +117,34 @@ def test_a_thin_cheap_strategy_is_probed_not_served_and_learned_apart_from_the_t
                for r in rows)
 
     # The learner: probes taught the cheap strategy's quality, but the target's window
-    # holds the 160 answers served, and only those; a restart rebuilds it exactly.
+    # holds the answers served, and only those; a restart rebuilds it exactly.
     with Conductor(settings, log_store=SQLiteStore(path)) as again:
         post = again.learner.posteriors["chat"]
         target = again.learner.targets["chat"]
         cheap = post.index["direct-cheap"]
-        assert post.quality_trials()[cheap] == pytest.approx(len(probed) + len(served_cheap))
-        assert target.count == pytest.approx(160)
+        # Every answer of it once, judged or labelled (no decay here; the labels calibrate
+        # the judge, so quality_trials weighs judged ones less).
+        ev = post.evidence
+        answers = ev["j_n"][cheap] + ev["q_s"][cheap] + ev["q_f"][cheap]
+        assert answers == pytest.approx(len(probed) + len(served_cheap))
+        assert target.count == pytest.approx(REQUESTS)
         rebuilt = again.learner.state()
         # What compare evaluates is what was served: probes are not decisions.
         records = records_from_store(again.log_store.iter_requests())
         assert sum(r.routed_by == "probe" for r in records) == len(probed)
         res = compare(records, settings, [Candidate(spec="strategy=direct-strong",
                                                     strategy="direct-strong")], resamples=10)
-        assert res["logged"]["used_records"] == 160
+        assert res["logged"]["used_records"] == REQUESTS
     # `conductor stats` on the log: the requests served, and the probes apart.
     ran = CliRunner().invoke(cli_main, ["stats", "--db", str(path), "--json"])
     assert ran.exit_code == 0, ran.output
-    counters = msgspec.json.decode(ran.output)["counters"]
-    assert (counters["outcomes_total"], counters["probes_total"]) == (160, len(probed))
+    report = msgspec.json.decode(ran.output)
+    counters = report["counters"]
+    # The users' scale is of the traffic served too (the probes' rewards are not in it).
+    assert report["quality"]["users_scale"]["chat"]["requests"] == REQUESTS
+    assert (counters["outcomes_total"], counters["probes_total"]) == (REQUESTS, len(probed))
+    text = CliRunner().invoke(cli_main, ["stats", "--db", str(path)]).output
+    assert f"requests {REQUESTS} " in text and f"probes {len(probed)} " in text
     # Rebuilt from the log's events alone (no snapshot): the same posterior and target.
     with sqlite3.connect(path) as db:
         db.execute("DELETE FROM posterior_snapshots")
