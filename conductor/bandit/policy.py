@@ -478,7 +478,7 @@ class ThompsonPolicy:
         # Every strategy but the safe one held back, and a draw with nothing feasible (none
         # without limits) relaxes to the safe one too: it takes every draw's share.
         unlimited = (constraints.min_quality is None and constraints.max_latency_ms is None
-                     and constraints.max_cost_usd is None and bool(eligible[target.safe]))
+                     and constraints.max_cost_usd is None)
         if target.safe >= 0 and held.sum() == held.size - 1 and (
                 unlimited or relaxed() == target.safe):
             return (np.arange(held.size) == target.safe).astype(float)

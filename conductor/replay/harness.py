@@ -126,8 +126,13 @@ def run_policy(world: World, policy: ReplayPolicy, bars: dict[str, float], order
     policy.reset(world, bars, rng)
     eligible_all = ~np.isnan(world.quality)
     chosen = np.full(len(world.ids), -1)
-    tokens = world.output_tokens if world.output_tokens.size else None
-    median = np.nanmedian(tokens, axis=0) if tokens is not None else None
+    # Each answer's length against its model's median (1 where the table records none).
+    ratios = np.ones(world.quality.shape)
+    if world.output_tokens.size:
+        median = np.nanmedian(world.output_tokens, axis=0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            known = np.isfinite(world.output_tokens) & (median > 0)
+            ratios = np.where(known, world.output_tokens / median, 1.0)
     judge_usd = cfg.judge_cost * float(np.nanmin(np.nanmean(world.cost, axis=0)))
     label = getattr(policy, "label", None)
     due: deque[tuple[int, int, str, int, float | None, float]] = deque()
@@ -142,11 +147,9 @@ def run_policy(world: World, policy: ReplayPolicy, bars: dict[str, float], order
         j = policy.choose(int(i), task, eligible)
         chosen[i] = j
         truth = float(world.quality[i, j])
-        ratio = (float(tokens[i, j] / median[j]) if tokens is not None and median is not None
-                 and np.isfinite(tokens[i, j]) and median[j] > 0 else 1.0)
         seen = cfg.judge_rate >= 1.0 or judge_rng.random() < sampler.probability(
             cfg.judge_rate, quality_std(task, j) if quality_std is not None else 0.0)
-        score = observe(truth, cfg, noise_rng, ratio) if seen else None
+        score = observe(truth, cfg, noise_rng, float(ratios[i, j])) if seen else None
         paid = judge_usd if seen else 0.0
         if judged is not None and score is not None:
             judged.score[i], judged.judge_usd[i] = score, paid
@@ -154,10 +157,8 @@ def run_policy(world: World, policy: ReplayPolicy, bars: dict[str, float], order
                       float(world.latency_ms[i, j]))
         probe = int(getattr(policy, "probe", -1))
         if probe >= 0 and eligible[probe]:
-            pratio = (float(tokens[i, probe] / median[probe]) if tokens is not None
-                      and median is not None and np.isfinite(tokens[i, probe])
-                      and median[probe] > 0 else 1.0)
-            pscore = observe(float(world.quality[i, probe]), cfg, probe_rng, pratio)
+            pscore = observe(float(world.quality[i, probe]), cfg, probe_rng,
+                             float(ratios[i, probe]))
             pcost = float(world.cost[i, probe]) + judge_usd
             if judged is not None and judged.probe_usd is not None:
                 judged.probe_usd[i] = pcost
