@@ -172,7 +172,7 @@ class ContextModel:
         gain = self.advantage()
         if not self.active:
             self.active = self.scored >= self.min_rewards and gain >= self.open_gain
-        elif gain < 0.0:
+        elif gain < min(0.0, self.open_gain):
             self.active = False
 
     def advantage(self) -> float:

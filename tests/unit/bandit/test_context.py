@@ -78,3 +78,18 @@ def test_the_comparison_is_charged_for_the_final_reward_not_the_provisional_one(
         m.correct("b", z, 1.0, final, baseline=0.65)
     assert m.advantage() > 0.05
     assert m.active
+
+
+def test_a_gate_set_to_open_below_zero_stays_open_while_the_gain_stays_above_it(rng) -> None:
+    """``context_min_gain`` may be negative (decide per prompt even at a small cost in
+    accuracy). Features that are pure noise cost accuracy (a negative gain); the gate
+    opens at -1 and must not close at 0 on the next reward, flipping the decisions
+    between the two regimes on every observation."""
+    m = _model()
+    m.open_gain, m.min_rewards = -1.0, 20
+    states = []
+    for _ in range(300):
+        m.observe("a", rng.normal(size=3), float(rng.random() < 0.5), 1.0, baseline=0.5)
+        states.append(m.active)
+    assert m.advantage() < 0.0  # the noise features do cost accuracy here
+    assert all(states[30:])
