@@ -39,7 +39,8 @@ class PromptPricer:
         if not model.active:
             return None
         mean, var, _ = model.predict(z)
-        candidates = prompt_candidates(post, cost, eligible, spec.safe if spec else -1)
+        candidates = prompt_candidates(post, cost, eligible, spec.safe if spec else -1,
+                                       spec.base if spec else None)
         if spec is None:
             return PromptContext(mean=mean, var=var, candidates=candidates)
         key = (int(post.observations // PRICE_EVERY), round(spec.target, 3))

@@ -12,10 +12,13 @@ import pytest
 from conductor.bandit.policy import (
     Choice,
     PolicyParams,
+    PromptContext,
     TargetSpec,
     ThompsonPolicy,
     at_base,
+    predict_costs,
     probeable,
+    prompt_candidates,
 )
 from conductor.bandit.posterior import Prior, TaskPosterior
 from conductor.bandit.simulate import cost_table
@@ -107,3 +110,26 @@ def test_propensities_with_probes_match_the_served_frequencies() -> None:
     assert probs[2] > 0.05  # measured: served in its share of the mix
     np.testing.assert_allclose(counts / 20_000, probs, atol=0.015)
     assert probs.sum() == pytest.approx(1.0)
+
+
+def test_per_prompt_a_thin_strategy_outside_the_prompts_shortlist_is_still_probed() -> None:
+    """Per prompt, the choice is among the task level's mix pair (s0, s1 here). s2 is
+    cheap and thin: 5 unlucky rewards put it far below at the task level, so it is no
+    candidate, but this prompt's prediction says it would win. It must be probed, or it
+    stays thin and out of the shortlist for good (on RouterBench, per prompt, Yi-34B:
+    0.83 on classify, never served in 2,700 requests)."""
+    post = _posterior([0.9, 0.8, 0.0], [500, 500, 5])
+    table = cost_table([40.0, 10.0, 1.0])
+    cost = predict_costs(table, post, 1)
+    spec = TargetSpec(target=0.85, base=0.85, surplus=50.0, safe=0, trusted=True,
+                      probe_ratio=0.25)
+    candidates = prompt_candidates(post, cost, EL3, 0, spec.base)
+    assert candidates.tolist() == [True, True, False]
+    ctx = PromptContext(mean=np.array([0.9, 0.8, 0.95]), var=np.full(3, 1e-4), price=0.5,
+                        cost_scale=float(cost[0]), candidates=candidates)
+    policy = ThompsonPolicy(PolicyParams(probe_trials=40.0))
+    rng = np.random.default_rng(3)
+    picks = [policy.decide_full(post, table, EL3, Constraints(), 1, 1.0, rng, spec, ctx)[0]
+             for _ in range(50)]
+    assert {c.probe for c in picks} == {2}
+    assert {c.index for c in picks} == {1}  # served: the cheaper of the pair, not s2

@@ -58,3 +58,22 @@ def test_the_price_is_solved_over_the_recent_prompts_and_again_when_the_target_m
     assert ctx is not None
     assert ctx.price == pytest.approx(price_over([*prompts[-9:], last, *mixed, hard], 0.75))
     assert 1e-4 < ctx.price < 1e2
+
+
+def test_under_a_target_a_prompt_is_offered_the_task_levels_mix_pair() -> None:
+    """The pricer hands the decision the pair the task level mixes to meet the target
+    (with the reference), not every strategy on the frontier."""
+    prior = Prior(quality_alpha=1.0, quality_beta=1.0, latency_mu=6.9)
+    post = TaskPosterior(["strong", "mid", "cheap"], [prior] * 3)
+    for name, q in (("strong", 0.95), ("mid", 0.8), ("cheap", 0.5)):
+        post.observe_reward(name, q, weight=400)
+    model = ContextModel(post.strategies, 3, prior_mean=post.quality_mean(),
+                         prior_sd=post.quality_std(), min_rewards=0, open_gain=-1.0)
+    model.active = True
+    cost, el = np.array([40.0, 4.0, 1.0]), np.ones(3, dtype=bool)
+    frontier = prompt_candidates(post, cost, el, 0)
+    assert frontier.tolist() == [True, True, True]
+    ctx = PromptPricer(reservoir=8).context(
+        model, post, np.zeros(3), cost, el, TargetSpec(target=0.9, base=0.9, safe=0))
+    assert ctx is not None and ctx.candidates is not None
+    assert ctx.candidates.tolist() == [True, True, False]  # 0.8 mixed with 0.95 for 0.9

@@ -287,3 +287,22 @@ def test_the_targets_reference_stays_a_per_prompt_candidate_off_the_frontier() -
     assert prompt_candidates(post, cost, el, safe=0).tolist() == [True, True, True]
     assert prompt_candidates(post, cost, np.array([False, True, True]), safe=0).tolist() == [
         False, True, True]  # but not when it is not eligible
+
+
+def test_under_a_target_a_prompt_chooses_between_the_task_levels_mix_pair_only() -> None:
+    # Four strategies, all on the frontier (quality rises with cost). The task level
+    # meets 0.85 by mixing s2 (0.8) with s1 (0.9): per prompt, only those two (and the
+    # reference s0) may be chosen, not s3, whose noisy per-prompt weights would otherwise
+    # win it the prompts they rate high.
+    post = _posterior([0.95, 0.9, 0.8, 0.5], 400)
+    cost = predict_costs(cost_table([40.0, 10.0, 4.0, 1.0]), post, 1)
+    el = np.ones(4, dtype=bool)
+    assert prompt_candidates(post, cost, el).tolist() == [True, True, True, True]
+    assert prompt_candidates(post, cost, el, safe=0, target=0.85).tolist() == [
+        True, True, True, False]
+    # A target the cheapest meets alone: it and the reference.
+    assert prompt_candidates(post, cost, el, safe=0, target=0.4).tolist() == [
+        True, False, False, True]
+    # None meets it: the best one (the reference here).
+    assert prompt_candidates(post, cost, el, safe=0, target=0.99).tolist() == [
+        True, False, False, False]
