@@ -28,14 +28,9 @@ from conductor.evaluators.pipeline import Evaluation
 from conductor.execution import Executor, Plan
 from conductor.learning import Learner
 from conductor.storage.base import LogStore
-from conductor.types import CompletionRequest, Decision
+from conductor.types import CompletionRequest, Decision, probe_id
 
 log = logging.getLogger("conductor.probe")
-
-
-def probe_id(request_id: str) -> str:
-    """The log's request id of the probe made on ``request_id``."""
-    return f"{request_id}.probe"
 
 
 class ProbeCounters(Struct, kw_only=True):

@@ -22,6 +22,14 @@ Penalty = Annotated[float, Meta(ge=-2.0, le=2.0)]
 StopSequences = str | Annotated[list[str], Meta(max_length=4)]
 
 
+
+PROBE_SUFFIX = ".probe"  # the log's request ids of probes; refused on a client's id
+
+
+def probe_id(request_id: str) -> str:
+    """The log's request id of the probe made on ``request_id``."""
+    return f"{request_id}{PROBE_SUFFIX}"
+
 class TaskType(enum.StrEnum):
     """The built-in task types. Operators may configure more; task types travel as strings."""
 

@@ -303,6 +303,26 @@ def test_bad_input_is_a_4xx_naming_the_field_and_stores_nothing(served, body: by
     assert _rows(db, "requests") == _rows(db, "decisions") == 0
 
 
+def test_a_client_request_id_in_the_probes_form_is_refused_and_stores_nothing(
+        served, upstream: FakeUpstream) -> None:
+    """A probe of request X is logged as request "X.probe": a client's own id of that form
+    would overwrite a probe's rows (or a probe its), so it is refused, and a plain client
+    id is kept as given."""
+    s, db = served
+    with _http(s) as h:
+        r = h.post("/v1/complete", json={"prompt": "Label it", "task_type": "classify",
+                                          "request_id": "order-7.probe"})
+        assert r.status_code == 400, r.text
+        err = r.json()["error"]
+        assert err["param"] == "request_id" and "'.probe'" in err["message"]
+        assert _rows(db, "requests") == _rows(db, "decisions") == 0
+        assert len(upstream.requests) == 0
+        ok = h.post("/v1/complete", json={"prompt": "Label it", "task_type": "classify",
+                                           "request_id": "order-7.probe-2"})
+        assert ok.status_code == 200, ok.text
+        assert ok.json()["request_id"] == "order-7.probe-2"
+
+
 def test_health_ready_models_stats_openapi(served, upstream: FakeUpstream) -> None:
     s, _ = served
     upstream.behaviour.answer = "fine"
