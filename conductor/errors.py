@@ -69,6 +69,10 @@ class NotFoundError(ConductorError):
     """An unknown request id (or other resource)."""
 
 
+class ConflictError(ConductorError):
+    """The request clashes with one already made (a client's request id used twice)."""
+
+
 class RateLimitedError(ConductorError):
     """A client limit was hit."""
 

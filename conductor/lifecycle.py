@@ -4,13 +4,14 @@ and the record of requests answered but not yet logged (what a racing rating wai
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, TypeVar
 
 from conductor.config import Settings
 from conductor.deciding import Pending
-from conductor.errors import RateLimitedError
+from conductor.errors import ConflictError, RateLimitedError
 from conductor.execution.costs import cost_upper_bound
 from conductor.metrics import RouterListener
 from conductor.rate_limiter import RateLimiter, Reservation
@@ -76,6 +77,33 @@ class InFlight:
         self._pending: dict[str, Pending | None] = {}
         self._waiters: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
+
+    @contextlib.asynccontextmanager
+    async def held(self, request_id: str,
+                   lookup: Callable[[str], object | None]) -> AsyncIterator[None]:
+        """Hold a client's own request id (none: nothing to hold) while the request is
+        decided and admitted; released if that fails, kept in flight otherwise. The log
+        keeps one request per id, so an id in flight or in the log (``lookup``, off the
+        event loop) is refused (ConflictError): a second request would replace the
+        first's rows after both had been learned from."""
+        if not request_id:
+            yield
+            return
+        with self._lock:
+            taken = request_id in self._pending
+            if not taken:
+                self._pending[request_id] = None
+        if taken:
+            raise ConflictError(f"request_id {request_id!r} is in use by a request in "
+                                "flight; give each request an id of its own")
+        try:
+            if await asyncio.to_thread(lookup, request_id) is not None:
+                raise ConflictError(f"request_id {request_id!r} is already in the log; "
+                                    "give each request an id of its own")
+            yield
+        except BaseException:
+            self.landed(request_id)
+            raise
 
     def begin(self, request_id: str, pending: Pending | None) -> None:
         with self._lock:

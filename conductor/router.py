@@ -187,11 +187,12 @@ class Conductor:
 
     async def _begin(self, request: CompletionRequest, strategy: str | None
                      ) -> tuple[CompletionRequest, Decision, Plan, Reservation]:
-        """Decide, admit, and plan the candidates."""
-        decision, pending = self.decider.decide(request, strategy)
-        first = (self.learner.knobs.default_strategy if decision.routed_by == "shadow"
-                 else decision.strategy)
-        reservation = await self.admission.admit(request, first)
+        """Decide, admit, and plan the candidates (a client's own request id held first)."""
+        async with self._flights.held(request.request_id, self.log_store.get_request):
+            decision, pending = self.decider.decide(request, strategy)
+            first = (self.learner.knobs.default_strategy if decision.routed_by == "shadow"
+                     else decision.strategy)
+            reservation = await self.admission.admit(request, first)
         if not request.request_id:
             request = msgspec.structs.replace(request, request_id=decision.request_id)
         self._flights.begin(decision.request_id, pending)

@@ -14,6 +14,7 @@ from conductor.errors import (
     AuthenticationError,
     CircuitOpenError,
     ConductorError,
+    ConflictError,
     InvalidRequestError,
     NoStrategyAvailableError,
     NotFoundError,
@@ -46,6 +47,7 @@ _STATUS: tuple[tuple[type[ConductorError], int, str, str | None], ...] = (
     (UnknownStrategyError, 404, "invalid_request_error", "model_not_found"),
     (InvalidRequestError, 400, "invalid_request_error", None),
     (NotFoundError, 404, "not_found_error", None),
+    (ConflictError, 409, "invalid_request_error", "request_id_in_use"),
     (RateLimitedError, 429, "rate_limit_error", None),  # code: the limit's name
     (NoStrategyAvailableError, 503, "service_unavailable", "no_strategy_available"),
     (ProviderBadRequestError, 400, "invalid_request_error", "upstream_rejected"),

@@ -8,6 +8,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -310,17 +311,46 @@ def test_a_client_request_id_in_the_probes_form_is_refused_and_stores_nothing(
     id is kept as given."""
     s, db = served
     with _http(s) as h:
-        r = h.post("/v1/complete", json={"prompt": "Label it", "task_type": "classify",
-                                          "request_id": "order-7.probe"})
-        assert r.status_code == 400, r.text
-        err = r.json()["error"]
-        assert err["param"] == "request_id" and "'.probe'" in err["message"]
+        for _ in range(2):  # the refused id is not left held: the same error again
+            r = h.post("/v1/complete", json={"prompt": "Label it", "task_type": "classify",
+                                              "request_id": "order-7.probe"})
+            assert r.status_code == 400, r.text
+            err = r.json()["error"]
+            assert err["param"] == "request_id" and "'.probe'" in err["message"]
         assert _rows(db, "requests") == _rows(db, "decisions") == 0
         assert len(upstream.requests) == 0
         ok = h.post("/v1/complete", json={"prompt": "Label it", "task_type": "classify",
                                            "request_id": "order-7.probe-2"})
         assert ok.status_code == 200, ok.text
         assert ok.json()["request_id"] == "order-7.probe-2"
+
+
+def test_a_client_request_id_used_twice_is_a_409_and_the_first_request_stays(
+        served, upstream: FakeUpstream) -> None:
+    """The log keeps one request per id: a second request with a client's id, while the
+    first is in flight or after it is logged, is refused before it runs (409), and the
+    first request's decision and answer stay as they were."""
+    s, _db = served
+    upstream.behaviour.latency_s = 2.0
+    body = {"prompt": "Label it", "task_type": "classify", "request_id": "dup-1"}
+    with _http(s) as h, ThreadPoolExecutor(1) as pool:
+        first = pool.submit(h.post, "/v1/complete", json=body)
+        wait_for(lambda: len(upstream.requests) == 1, "the first request reaches upstream")
+        during = h.post("/v1/complete", json=body)
+        assert during.status_code == 409, during.text
+        assert during.json()["error"]["code"] == "request_id_in_use"
+        assert "dup-1" in during.json()["error"]["message"]
+        answered = first.result(timeout=60)
+        assert answered.status_code == 200, answered.text
+        wait_for(lambda: h.get("/v1/requests/dup-1").status_code == 200, "it is logged")
+        after = h.post("/v1/complete", json={**body, "prompt": "Another"})
+        assert after.status_code == 409 and "already in the log" in after.json()["error"][
+            "message"]
+        record = h.get("/v1/requests/dup-1").json()
+    assert not any("Another" in str(r["messages"]) for r in upstream.requests)  # never ran
+    first_answer = answered.json()
+    assert record["decision"]["created_at"] == first_answer["decision"]["created_at"]
+    assert record["outcome"]["output_tokens"] == first_answer["outcome"]["output_tokens"]
 
 
 def test_health_ready_models_stats_openapi(served, upstream: FakeUpstream) -> None:
