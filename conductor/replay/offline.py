@@ -153,19 +153,7 @@ def compare(records: list[LoggedRecord], settings: Settings, candidates: list[Ca
     scales = judge_scales(records, settings)
     yq = np.array([true_quality(r, scales) for r in usable], dtype=float)
     yc = np.array([r.cost_usd for r in usable], dtype=float)
-    # Reward models: running means per (task, action) over the past only.
-    hat_q, hat_c = np.zeros((n, k)), np.zeros((n, k))
-    sums: dict[str, np.ndarray] = {}
-    for i, r in enumerate(usable):
-        s = sums.setdefault(r.task_type, np.zeros((3, k)))
-        cnt = np.maximum(s[0], 1)
-        hat_q[i] = np.where(s[0] > 0, s[1] / cnt, 0.5)
-        global_c = yc[:i].mean() if i else 0.0
-        hat_c[i] = np.where(s[0] > 0, s[2] / cnt, global_c)
-        a = actions[i]
-        s[0, a] += 1
-        s[1, a] += yq[i]
-        s[2, a] += yc[i]
+    hat_q, hat_c = _reward_models(records, usable, index, scales, yc)
     out: dict[str, dict[str, Any]] = {}
     # The logged policy itself: its propensities are the candidate's probabilities, so every
     # estimator is the plain mean of what was served (a check on the others).
@@ -185,6 +173,40 @@ def compare(records: list[LoggedRecord], settings: Settings, candidates: list[Ca
         out[cand.spec] = {"quality": res_q, "cost_usd": res_c,
                           "logged_records": len(records), "used_records": n}
     return out
+
+
+def _reward_models(records: list[LoggedRecord], usable: list[LoggedRecord],
+                   index: dict[str, int], scales: Scales,
+                   yc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The doubly robust estimate's reward models, quality and cost per usable record and
+    strategy: running means per (task type, strategy) over the log before that record
+    (the past only). Probes count here: a probe is a strategy's answer to the same
+    traffic, judged, so a cheap strategy the router probes rather than serves is
+    predicted from its probes (the importance-weighted terms, which need served
+    decisions, cannot see them)."""
+    n, k = len(usable), len(index)
+    rows = {id(r): i for i, r in enumerate(usable)}
+    hat_q, hat_c = np.zeros((n, k)), np.zeros((n, k))
+    sums: dict[str, np.ndarray] = {}
+    seen_cost = [0.0, 0]  # served costs so far: the guess for a strategy not seen yet
+    for r in records:
+        i = rows.get(id(r))
+        if i is None and not (r.routed_by == "probe" and r.action in index
+                              and r.quality is not None and r.cost_usd is not None):
+            continue
+        s = sums.setdefault(r.task_type, np.zeros((3, k)))
+        if i is not None:
+            cnt = np.maximum(s[0], 1)
+            hat_q[i] = np.where(s[0] > 0, s[1] / cnt, 0.5)
+            hat_c[i] = np.where(s[0] > 0, s[2] / cnt,
+                                seen_cost[0] / seen_cost[1] if seen_cost[1] else 0.0)
+            seen_cost[0] += float(yc[i])
+            seen_cost[1] += 1
+        a = index[r.action]
+        s[0, a] += 1
+        s[1, a] += true_quality(r, scales)
+        s[2, a] += r.cost_usd
+    return hat_q, hat_c
 
 
 def _candidate_probabilities(cand: Candidate, records: list[LoggedRecord], settings: Settings,

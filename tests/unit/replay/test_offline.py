@@ -188,3 +188,38 @@ def test_a_priors_file_that_would_change_nothing_or_break_routing_is_refused(
     path.write_text(json.dumps(content))
     with pytest.raises(ConfigError, match=re.escape(needle)):
         load_coefficients(path, default_settings())
+
+
+def test_a_strategy_only_probed_is_estimated_from_its_probes() -> None:
+    """The router serves s0 alone and probes the cheap s2 on every other request (judged,
+    off the served stream). No served decision picks s2, so IPS and SNIPS say nothing of
+    it; the doubly robust estimate's reward model learns s2 from its probes (the past
+    only), not from a flat 0.5 and the mean served cost."""
+    rng = np.random.default_rng(7)
+    records: list[LoggedRecord] = []
+    for k in range(800):
+        common = {"task_type": "chat", "min_quality": None, "max_latency_ms": None,
+                  "max_cost_usd": None, "input_tokens": 1, "latency_ms": 100.0,
+                  "output_tokens": 1}
+        records.append(LoggedRecord(
+            request_id=str(k), created_at=float(2 * k), action="s0", propensity=1.0,
+            routed_by="policy", executed="s0", quality=float(rng.random() < QUALITY[0]),
+            cost_usd=COSTS[0] * 1e-6, **common))
+        if k % 2:
+            records.append(LoggedRecord(
+                request_id=f"{k}.probe", created_at=float(2 * k + 1), action="s2",
+                propensity=1.0, routed_by="probe", executed="s2",
+                quality=float(rng.random() < QUALITY[2]), cost_usd=COSTS[2] * 1e-6,
+                **common))
+    res = compare(records, _settings(), [Candidate.parse("strategy=s2"),
+                                         Candidate.parse("strategy=s1")], resamples=200)
+    probed = res["strategy=s2"]
+    assert probed["used_records"] == 800  # probes are not decisions to re-weight
+    assert probed["quality"].dr.value == pytest.approx(QUALITY[2], abs=0.05)
+    assert probed["cost_usd"].dr.value == pytest.approx(COSTS[2] * 1e-6, rel=0.05)
+    assert probed["quality"].ess == 0.0
+    assert any("never picks a logged action" in w for w in probed["quality"].warnings)
+    # Never served nor probed: quality unknown (0.5), cost guessed as the served mean so far.
+    unseen = res["strategy=s1"]
+    assert unseen["quality"].dr.value == pytest.approx(0.5)
+    assert unseen["cost_usd"].dr.value == pytest.approx(COSTS[0] * 1e-6 * 799 / 800)
