@@ -228,10 +228,13 @@ def test_demo_world_converges_on_judge_rewards_only(tmp_path: Path, bar: float,
         })
         with Conductor(settings, seed=seed, evaluators=[]) as c:
             picks = []
-            for i in range(2000):
+            for _ in range(2000):
                 picks.append(c.complete("hi", task_type="chat").outcome.strategy)
-                if i % 50 == 0:
-                    c.wait_for_judges(10)  # keep rewards close behind, as in production
+                # Each judged reward lands before the next decision: the run is then the
+                # same on a busy machine as on an idle one (with a wait every 50 requests,
+                # how far rewards lagged depended on the machine's load, and so did the
+                # strong share: 0.833 on a loaded CI run against >= 0.85 idle).
+                c.wait_for_judges(10)
             shares.append(np.mean([p == target for p in picks[-500:]]))
             assert c.stats().judge_failures == 0
     print(f"bar {bar}: {target} share of the last 500 decisions per seed: {shares}")
