@@ -76,8 +76,7 @@ def _serve(c: Conductor, n: int, label_every: int | None, delay: int = 50) -> li
         while due and due[0][0] <= i:
             _, rid, label = due.pop(0)
             c.feedback(rid, thumbs=label, rater="user")
-        if i % 200 == 199:
-            assert c.wait_for_judges(60)
+        assert c.wait_for_judges(60)  # judged before the next decision: load-independent
     for _, rid, label in due:  # the last ones too
         c.feedback(rid, thumbs=label, rater="user")
     assert c.wait_for_learning(60) and c.wait_for_judges(60)
@@ -127,10 +126,11 @@ def test_a_lenient_judge_with_two_percent_labels_is_calibrated_and_the_target_ho
     print("calibration errors", np.round(errors, 3).tolist(), "cheap as scored, minus its "
           "truth", np.round(as_scored, 3).tolist(), "true quality served",
           np.round(served, 3).tolist())
-    # The issue asks for 0.05 per strategy. The median over the six seeds came out at
-    # 0.034-0.054 over runs (the judge's workers make each run a little different), so 0.05
-    # is where it sits, not a bound it keeps: 0.06 here, and the closing note says so.
-    assert float(np.median(errors)) <= 0.06
+    # The issue asks for 0.05 per strategy. Each answer is judged before the next decision
+    # (``_serve``), so the run is the same on every machine: median 0.029 over the six
+    # seeds, 12 of 12 within 0.08. (Waiting for the judges every 200 requests instead, the
+    # median moved between 0.034 and 0.054 with the machine's load.)
+    assert float(np.median(errors)) <= 0.05
     assert sum(e <= 0.08 for e in errors) >= 8
     assert np.mean(as_scored) >= 0.03  # what the labels correct: a lenient judge (0.076 expected)
     # The controller aims at the target on the calibrated scale, so the true quality
