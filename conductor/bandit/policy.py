@@ -375,15 +375,16 @@ class ThompsonPolicy:
                                                  relaxed)[0][0])})
             return Choice(index=int(idx[0]), quality=q[0], latency_p95_ms=p95[0],
                           cost_usd=cost, feasible=feas[0], relaxed=bool(none[0])), greedy
-        feas = self._feasible(q, p95, cost, eligible, constraints)
+        # reach: feasible among every eligible strategy (a probe may go past the candidates)
+        reach = self._feasible(q, p95, cost, everything, constraints)
+        feas = reach & eligible
         served = feas & ~thin  # what this draw may serve
         mix: tuple[int, int, float] | None = None
         wanted = -1  # what the draw would serve were thin strategies servable
         if context is not None and context.price is not None:
             index = int(priced_choice(q, cost, served, context.price_per_cost())[0])
-            if thin.any():  # what the prompt's shortlist left out may still be probed
-                wanted = int(priced_choice(q, cost, self._feasible(
-                    q, p95, cost, everything, constraints), context.price_per_cost())[0])
+            if thin.any():
+                wanted = int(priced_choice(q, cost, reach, context.price_per_cost())[0])
             unmet = index < 0
             if unmet:
                 index = relaxed()
