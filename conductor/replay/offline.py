@@ -140,10 +140,7 @@ def compare(records: list[LoggedRecord], settings: Settings, candidates: list[Ca
     """Off-policy estimates of mean quality and mean cost for each candidate."""
     names = list(settings.strategies)
     index = {n: i for i, n in enumerate(names)}
-    # Shadow decisions were not served; probes were not decisions (see conductor.probing).
-    usable = [r for r in records if r.routed_by not in ("shadow", "probe") and r.action in index
-              and r.task_type in settings.task_types and r.quality is not None
-              and r.cost_usd is not None]
+    usable = [r for r in records if _served_and_rewarded(r, index, settings)]
     if not usable:
         raise InvalidRequestError("no logged record has a known strategy, a reward and a cost",
                                   field="log_file")
@@ -153,7 +150,7 @@ def compare(records: list[LoggedRecord], settings: Settings, candidates: list[Ca
     scales = judge_scales(records, settings)
     yq = np.array([true_quality(r, scales) for r in usable], dtype=float)
     yc = np.array([r.cost_usd for r in usable], dtype=float)
-    hat_q, hat_c = _reward_models(records, usable, index, scales, yc)
+    hat_q, hat_c = _reward_models(records, index, settings, scales)
     out: dict[str, dict[str, Any]] = {}
     # The logged policy itself: its propensities are the candidate's probabilities, so every
     # estimator is the plain mean of what was served (a check on the others).
@@ -175,38 +172,43 @@ def compare(records: list[LoggedRecord], settings: Settings, candidates: list[Ca
     return out
 
 
-def _reward_models(records: list[LoggedRecord], usable: list[LoggedRecord],
-                   index: dict[str, int], scales: Scales,
-                   yc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The doubly robust estimate's reward models, quality and cost per usable record and
-    strategy: running means per (task type, strategy) over the log before that record
-    (the past only). Probes count here: a probe is a strategy's answer to the same
-    traffic, judged, so a cheap strategy the router probes rather than serves is
-    predicted from its probes (the importance-weighted terms, which need served
-    decisions, cannot see them)."""
-    n, k = len(usable), len(index)
-    rows = {id(r): i for i, r in enumerate(usable)}
-    hat_q, hat_c = np.zeros((n, k)), np.zeros((n, k))
+def _served_and_rewarded(r: LoggedRecord, index: dict[str, int], settings: Settings) -> bool:
+    """A record ``compare`` re-weights: a served decision (shadow decisions were not
+    served; probes are not decisions, see conductor.probing) of a configured strategy and
+    task type, with a reward and a cost."""
+    return (r.routed_by not in ("shadow", "probe") and r.action in index
+            and r.task_type in settings.task_types and r.quality is not None
+            and r.cost_usd is not None)
+
+
+def _reward_models(records: list[LoggedRecord], index: dict[str, int], settings: Settings,
+                   scales: Scales) -> tuple[np.ndarray, np.ndarray]:
+    """The doubly robust estimate's reward models, quality and cost per served record
+    (``_served_and_rewarded``, in log order) and strategy: running means per (task type,
+    strategy) over the log before that record (the past only). Probes count here: a probe
+    is a strategy's answer to the same traffic, judged, so a cheap strategy the router
+    probes rather than serves is predicted from its probes (the importance-weighted
+    terms, which need served decisions, cannot see them)."""
+    hat_q: list[np.ndarray] = []
+    hat_c: list[np.ndarray] = []
     sums: dict[str, np.ndarray] = {}
-    seen_cost = [0.0, 0]  # served costs so far: the guess for a strategy not seen yet
+    served_usd, served_n = 0.0, 0  # the guess for a strategy not seen yet: the mean so far
     for r in records:
-        i = rows.get(id(r))
-        if i is None and not (r.routed_by == "probe" and r.action in index
-                              and r.quality is not None and r.cost_usd is not None):
+        served = _served_and_rewarded(r, index, settings)
+        if not served and not (r.routed_by == "probe" and r.action in index
+                               and r.quality is not None and r.cost_usd is not None):
             continue
-        s = sums.setdefault(r.task_type, np.zeros((3, k)))
-        if i is not None:
+        s = sums.setdefault(r.task_type, np.zeros((3, len(index))))
+        cost = r.cost_usd or 0.0  # not None: checked above
+        if served:
             cnt = np.maximum(s[0], 1)
-            hat_q[i] = np.where(s[0] > 0, s[1] / cnt, 0.5)
-            hat_c[i] = np.where(s[0] > 0, s[2] / cnt,
-                                seen_cost[0] / seen_cost[1] if seen_cost[1] else 0.0)
-            seen_cost[0] += float(yc[i])
-            seen_cost[1] += 1
+            hat_q.append(np.where(s[0] > 0, s[1] / cnt, 0.5))
+            hat_c.append(np.where(s[0] > 0, s[2] / cnt,
+                                  served_usd / served_n if served_n else 0.0))
+            served_usd, served_n = served_usd + cost, served_n + 1
         a = index[r.action]
-        s[0, a] += 1
-        s[1, a] += true_quality(r, scales)
-        s[2, a] += r.cost_usd
-    return hat_q, hat_c
+        s[:, a] += (1.0, true_quality(r, scales), cost)
+    return np.array(hat_q), np.array(hat_c)
 
 
 def _candidate_probabilities(cand: Candidate, records: list[LoggedRecord], settings: Settings,
