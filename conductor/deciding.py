@@ -31,7 +31,6 @@ from conductor.config import RelativeTarget, Settings
 from conductor.errors import InvalidRequestError, NoStrategyAvailableError, UnknownStrategyError
 from conductor.learning import Learner
 from conductor.types import (
-    PROBE_SUFFIX,
     CompletionRequest,
     Constraints,
     Decision,
@@ -179,10 +178,6 @@ class Decider:
                 f"{', '.join(sorted(self.settings.task_types))}", field="task_type")
         if not request.messages and not request.prompt:
             raise InvalidRequestError("give 'messages' or 'prompt'", field="messages")
-        if request.request_id.endswith(PROBE_SUFFIX):  # it would overwrite a probe's row
-            raise InvalidRequestError(
-                f"request_id {request.request_id!r} ends in {PROBE_SUFFIX!r}, which Conductor "
-                "keeps for the probes it logs; choose another id", field="request_id")
         task, names = request.task_type, self.table.names
         constraints = self.effective_constraints(request)
         input_tokens = estimate_prompt_tokens(request.chat_messages())

@@ -11,11 +11,11 @@ from typing import Any, TypeVar
 
 from conductor.config import Settings
 from conductor.deciding import Pending
-from conductor.errors import ConflictError, RateLimitedError
+from conductor.errors import ConflictError, InvalidRequestError, RateLimitedError
 from conductor.execution.costs import cost_upper_bound
 from conductor.metrics import RouterListener
 from conductor.rate_limiter import RateLimiter, Reservation
-from conductor.types import CompletionRequest
+from conductor.types import PROBE_SUFFIX, CompletionRequest
 
 T = TypeVar("T")
 
@@ -85,10 +85,15 @@ class InFlight:
         decided and admitted; released if that fails, kept in flight otherwise. The log
         keeps one request per id, so an id in flight or in the log (``lookup``, off the
         event loop) is refused (ConflictError): a second request would replace the
-        first's rows after both had been learned from."""
+        first's rows after both had been learned from. So is one in the probes' form
+        (``probe_id``), which a probe would overwrite."""
         if not request_id:
             yield
             return
+        if request_id.endswith(PROBE_SUFFIX):
+            raise InvalidRequestError(
+                f"request_id {request_id!r} ends in {PROBE_SUFFIX!r}, which Conductor keeps "
+                "for the probes it logs; choose another id", field="request_id")
         with self._lock:
             taken = request_id in self._pending
             if not taken:

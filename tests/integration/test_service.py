@@ -311,14 +311,21 @@ def test_a_client_request_id_in_the_probes_form_is_refused_and_stores_nothing(
     id is kept as given."""
     s, db = served
     with _http(s) as h:
-        for _ in range(2):  # the refused id is not left held: the same error again
-            r = h.post("/v1/complete", json={"prompt": "Label it", "task_type": "classify",
-                                              "request_id": "order-7.probe"})
-            assert r.status_code == 400, r.text
-            err = r.json()["error"]
-            assert err["param"] == "request_id" and "'.probe'" in err["message"]
+        r = h.post("/v1/complete", json={"prompt": "Label it", "task_type": "classify",
+                                          "request_id": "order-7.probe"})
+        assert r.status_code == 400, r.text
+        err = r.json()["error"]
+        assert err["param"] == "request_id" and "'.probe'" in err["message"]
+        # An id held for a request refused after the hold (here: an unknown task type) is
+        # released: the corrected request with the same id goes through.
+        bad = h.post("/v1/complete", json={"prompt": "Label it", "task_type": "poetry",
+                                            "request_id": "order-8"})
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "task_type"
         assert _rows(db, "requests") == _rows(db, "decisions") == 0
         assert len(upstream.requests) == 0
+        again = h.post("/v1/complete", json={"prompt": "Label it", "task_type": "classify",
+                                              "request_id": "order-8"})
+        assert again.status_code == 200, again.text
         ok = h.post("/v1/complete", json={"prompt": "Label it", "task_type": "classify",
                                            "request_id": "order-7.probe-2"})
         assert ok.status_code == 200, ok.text
